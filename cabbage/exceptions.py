@@ -1,0 +1,55 @@
+"""The exceptions cabbage raises: one root, a subclass per kind of problem.
+
+A subclass's docstring is its help text. Where Python has a natural kind of error, the class
+inherits it too, so callers can catch either (``except TypeError`` keeps working).
+"""
+
+from __future__ import annotations
+
+
+class CabbageError(Exception):
+    """Something cabbage cannot do; the message says what is wrong and what to do."""
+
+
+class ConfigurationError(CabbageError, ValueError):
+    """A setting has a value cabbage cannot use."""
+
+
+class UnserialisableArgumentError(CabbageError, TypeError):
+    """A task argument that JSON cannot carry was given to ``defer``; nothing was inserted."""
+
+
+class ScheduleError(CabbageError, ValueError):
+    """``schedule_at`` / ``schedule_in`` are missing a timezone, conflicting, or use an unknown unit."""
+
+
+class TaskNotFound(CabbageError, LookupError):
+    """A job names a task that the running app does not declare."""
+
+
+class TaskAlreadyRegistered(CabbageError, ValueError):
+    """Two tasks were declared under the same name in one TaskManager."""
+
+
+class StoreError(CabbageError):
+    """The job store failed to carry out an operation."""
+
+
+class DatabaseUnavailable(StoreError, ConnectionError):
+    """PostgreSQL could not be reached or dropped the connection."""
+
+
+class SchemaError(StoreError):
+    """The database schema is missing or older than this cabbage needs: run ``cabbage schema apply``."""
+
+
+class JobNotFound(StoreError, LookupError):
+    """No job has the given id."""
+
+
+class JobStateError(StoreError):
+    """The job is not in a state that allows the operation (e.g. cancelling a job that is running)."""
+
+
+class AppImportError(CabbageError, ImportError):
+    """The app named by ``--app`` could not be imported or is not a TaskManager."""

@@ -1,0 +1,150 @@
+"""Jobs and their statuses: plain frozen data, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Any, Mapping
+
+
+class Status(str, enum.Enum):
+    """A job's status; the values are the strings stored in the database."""
+
+    TODO = "todo"
+    DOING = "doing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+@dataclasses.dataclass(frozen=True)
+class JobError:
+    """What a failed attempt left behind: exception type, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    """A job about to be deferred, already validated by ``Task.defer``.
+
+    ``scheduled_at`` is an aware datetime; ``schedule_in`` is a duration the store adds to
+    *its own* clock (the database clock for PostgreSQL), as ``{"months": 1, "seconds": 5400.0}``:
+    calendar units (years, months) stay separate, the rest is folded into seconds.
+    At most one of the two is set; neither means "due now".
+    """
+
+    queue: str
+    task_name: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    lock: str | None = None
+    scheduled_at: datetime.datetime | None = None
+    schedule_in: Mapping[str, float] | None = None
+    max_attempts: int | None = 1  # None: retry without limit
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A job as stored: one row of ``cabbage_jobs``."""
+
+    id: int
+    queue: str
+    task_name: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    lock: str | None
+    status: Status
+    scheduled_at: datetime.datetime
+    attempts: int
+    max_attempts: int | None
+    worker_id: int | None
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    last_error: JobError | None = None
+
+    @property
+    def is_started(self) -> bool:
+        """A claimed job is started once its attempt began (a reserved job is not)."""
+        return self.status is Status.DOING and self.started_at is not None
+
+    def log_context(self) -> dict[str, Any]:
+        """The fields every log line about this job carries."""
+        return {
+            "job_id": self.id,
+            "task_name": self.task_name,
+            "queue": self.queue,
+            "lock": self.lock,
+            "attempt": self.attempts,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the worker reports it to the store.
+
+    ``status`` is SUCCEEDED, FAILED, or TODO for a retry that becomes due ``retry_in_s``
+    seconds from now on the store's clock.
+    """
+
+    status: Status
+    error: JobError | None = None
+    retry_in_s: float | None = None
+
+    @classmethod
+    def succeeded(cls) -> "Outcome":
+        return cls(Status.SUCCEEDED)
+
+    @classmethod
+    def failed(cls, error: JobError) -> "Outcome":
+        return cls(Status.FAILED, error)
+
+    @classmethod
+    def retry(cls, error: JobError, retry_in_s: float) -> "Outcome":
+        return cls(Status.TODO, error, retry_in_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """A registered worker and what it is doing, as seen on the store's clock."""
+
+    worker_id: int
+    hostname: str
+    pid: int
+    started_at: datetime.datetime
+    last_heartbeat_at: datetime.datetime
+    heartbeat_age_s: float
+    current_job_id: int | None = None
+    current_task_name: str | None = None
+    current_job_run_s: float | None = None  # seconds since the current attempt started
+
+
+@dataclasses.dataclass(frozen=True)
+class ReclaimedJob:
+    """A job taken back from a lost worker, and where it went."""
+
+    job_id: int
+    task_name: str
+    queue: str
+    lock: str | None
+    worker_id: int
+    attempts: int
+    status: Status  # TODO (retry, or never started) or FAILED
+    was_started: bool

@@ -1,0 +1,176 @@
+"""The JobStore contract that both stores keep, and load_store_from_path().
+
+Everything the worker, the heartbeat thread and the supervisor need from the database is a
+method here, so the same loops drive the PostgreSQL store and the in-memory one. Each docstring
+states what both stores guarantee; ``tests/integration/test_store_contract.py`` checks it
+against both.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import Any, Sequence
+
+from cabbage.exceptions import ConfigurationError
+from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+
+
+class JobStore(abc.ABC):
+    """Where jobs live. Stores connect lazily: constructing one opens nothing."""
+
+    # -- deferring ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def defer_jobs(self, jobs: Sequence[NewJob], connection: Any = None) -> list[int]:
+        """Inserts the jobs in one round trip and returns their ids, in order.
+
+        A job with a lock queues behind the earlier jobs of that lock (creation order).
+        With ``connection`` (a psycopg2 connection, PostgreSQL store only), the insert joins
+        the caller's transaction and is committed or rolled back with it; otherwise it is
+        committed before this returns. Idle workers of the job's queue are woken.
+        """
+
+    def defer_job(self, job: NewJob, connection: Any = None) -> int:
+        """Inserts one job; see ``defer_jobs``."""
+        return self.defer_jobs([job], connection=connection)[0]
+
+    # -- claiming and finishing (the worker's hot path) ----------------------------------------
+
+    @abc.abstractmethod
+    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:
+        """Claims up to ``limit`` due jobs of ``queues`` (all queues when None) for a worker.
+
+        Only the head of each lock's line is claimable, so no two jobs of one lock are ever
+        ``doing``, and a lock's jobs start in creation order. Due jobs come in
+        ``scheduled_at`` order, then creation order. Each claimed job is ``doing`` and held by
+        ``worker_id``. The *first* job returned is started: its attempt number
+        (``attempts``) is incremented and ``started_at`` set. The others are only reserved
+        (``started_at`` None, ``attempts`` unchanged) until ``start_job``; if the worker is
+        lost before that, they go back to ``todo`` without using an attempt.
+        Two workers never claim the same job.
+        """
+
+    @abc.abstractmethod
+    def start_job(self, job_id: int, worker_id: int) -> Job | None:
+        """Begins the attempt of a job this worker reserved (attempts + 1, ``started_at`` now).
+
+        Returns the started job, or None when the job is no longer reserved by this worker
+        (it was reclaimed): the worker must then skip it.
+        """
+
+    @abc.abstractmethod
+    def finish_job(self, job_id: int, worker_id: int, attempt: int, outcome: Outcome) -> bool:
+        """Records how attempt ``attempt`` of a job ended, if this worker still owns it.
+
+        ``outcome.status`` SUCCEEDED or FAILED ends the job (``finished_at`` set) and frees its
+        lock for the next job of the line; TODO puts it back, due ``outcome.retry_in_s`` from
+        now, keeping its place at the head of its lock's line. The error, if any, is stored.
+        Returns False, changing nothing, when the attempt is no longer this worker's
+        (reclaimed meanwhile): the fence of invariant 5.
+        """
+
+    def finish_and_start(
+        self, job_id: int, worker_id: int, attempt: int, outcome: Outcome, next_job_id: int | None
+    ) -> tuple[bool, Job | None]:
+        """``finish_job`` then, if ``next_job_id`` is given, ``start_job`` on it.
+
+        A store may do both in one round trip; the result is the same as the two calls.
+        """
+        finished = self.finish_job(job_id, worker_id, attempt, outcome)
+        started = self.start_job(next_job_id, worker_id) if next_job_id is not None else None
+        return finished, started
+
+    @abc.abstractmethod
+    def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
+        """Gives back jobs this worker reserved but did not start: ``todo`` again, no attempt used.
+
+        Returns how many were released (a job reclaimed meanwhile is skipped).
+        """
+
+    @abc.abstractmethod
+    def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
+        """Blocks until a job may be available in ``queues`` or ``timeout_s`` passed.
+
+        Woken by deferrals (LISTEN/NOTIFY for PostgreSQL) within milliseconds; returns True
+        when woken, False on timeout. A spurious wake-up is allowed.
+        """
+
+    def interrupt_wait(self) -> None:
+        """Makes a ``wait_for_jobs`` in progress return soon; safe to call from another thread
+        or a signal handler's deferred code. The default does nothing (the wait times out)."""
+
+    # -- workers and heartbeats -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def register_worker(self, hostname: str, pid: int, queues: Sequence[str] | None) -> int:
+        """Adds a worker row, heartbeat now, and returns its ``worker_id``."""
+
+    @abc.abstractmethod
+    def record_heartbeat(self, worker_id: int) -> bool:
+        """Marks the worker alive now (store clock). False if its row is gone (it was reclaimed)."""
+
+    @abc.abstractmethod
+    def unregister_worker(self, worker_id: int) -> None:
+        """Removes a worker that stops cleanly; jobs it still reserved go back to ``todo``."""
+
+    @abc.abstractmethod
+    def list_workers(self) -> list[WorkerInfo]:
+        """Every registered worker with its heartbeat age and current started job, on the store clock."""
+
+    @abc.abstractmethod
+    def reclaim_jobs_of(self, worker_ids: Sequence[int], reason: str) -> list[ReclaimedJob]:
+        """Takes back the jobs of lost workers and removes their rows (invariant 4).
+
+        A started job goes back to ``todo`` when its retry policy allows another attempt, else
+        ``failed``; either way its error says ``worker lost: <reason>`` and its lock is free
+        for its line. A reserved job goes back to ``todo`` without using an attempt. Each job is
+        reclaimed by one caller only, even when several race; the others get an empty list.
+        """
+
+    @abc.abstractmethod
+    def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
+        """``reclaim_jobs_of`` every worker whose last heartbeat is older than the timeout."""
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with that id, or None."""
+
+    @abc.abstractmethod
+    def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
+        """How many jobs have each status (every status present, zero included)."""
+
+    def open_sibling(self) -> "JobStore":
+        """A store on the same jobs with a connection of its own, for another thread (the
+        heartbeat thread). The in-memory store returns itself: it is thread-safe."""
+        return self
+
+    def check_schema(self) -> None:
+        """Raises SchemaError when the store is not ready for this cabbage (no-op in memory)."""
+
+    def close(self) -> None:
+        """Releases connections opened by this process. A connection inherited across fork is
+        dropped, never closed: closing it would end the parent's session."""
+
+
+def load_store_from_path(path: str) -> type[JobStore]:
+    """Imports a JobStore class named by a dotted path, as in the how-to's testing snippet.
+
+    >>> store_class = load_store_from_path("cabbage.testing.InMemoryJobStore")
+    """
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name:
+        raise ConfigurationError(f"store path must be 'module.Class', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import store module {module_name!r} of {path!r}: {exc}") from exc
+    store_class = getattr(module, class_name, None)
+    if not (isinstance(store_class, type) and issubclass(store_class, JobStore)):
+        raise ConfigurationError(f"{path!r} does not name a JobStore class")
+    return store_class
+
+
+__all__ = ["JobStore", "load_store_from_path", "Job", "JobError", "NewJob", "Outcome", "ReclaimedJob", "WorkerInfo"]
