@@ -1,0 +1,468 @@
+"""InMemoryJobStore: the JobStore contract kept in process, for tests and single-process runs.
+
+It behaves like the PostgreSQL store (same statuses, lock lines, ordering, scheduling, retries,
+fencing, workers and reclaim), so code tested against it runs the same way in production:
+
+    task_manager = cabbage.TaskManager(
+        store_class=store.load_store_from_path("cabbage.testing.InMemoryJobStore")
+    )
+    write_alphabet.defer("a")
+    cabbage.Worker(task_manager).process_jobs()   # runs every job due now, then returns
+
+Read it to understand the semantics: each rule of the schema's triggers is a method here.
+Its clock is ``time.time()`` in UTC (PostgreSQL uses the database clock). One condition
+variable guards everything, so worker threads may share one store (``open_sibling`` returns it).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+import threading
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import pendulum
+
+from cabbage.exceptions import ConfigurationError, ScheduleError, UnserialisableArgumentError
+from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.store import JobStore
+
+# The error type a reclaimed attempt records, as the PostgreSQL store writes it.
+WORKER_LOST_ERROR_TYPE = "WorkerLost"
+SCHEDULE_IN_UNITS = ("years", "months", "seconds")
+OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
+
+
+@dataclasses.dataclass
+class _StoredJob:
+    """One row of the jobs table. Arguments are JSON text, as PostgreSQL stores them."""
+
+    id: int
+    queue: str
+    task_name: str
+    args_json: str
+    kwargs_json: str
+    lock: str | None
+    status: Status
+    # Only the head of a lock's line (and every unlocked job) is claimable: see _enter_line.
+    is_head: bool
+    scheduled_at: datetime.datetime
+    attempts: int
+    max_attempts: int | None
+    worker_id: int | None
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    last_error: JobError | None = None
+
+    def to_job(self) -> Job:
+        return Job(
+            id=self.id,
+            queue=self.queue,
+            task_name=self.task_name,
+            args=tuple(json.loads(self.args_json)),
+            kwargs=json.loads(self.kwargs_json),
+            lock=self.lock,
+            status=self.status,
+            scheduled_at=self.scheduled_at,
+            attempts=self.attempts,
+            max_attempts=self.max_attempts,
+            worker_id=self.worker_id,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            last_error=self.last_error,
+        )
+
+    def is_claimable(self, queues: Sequence[str] | None, now: datetime.datetime) -> bool:
+        return (
+            self.status is Status.TODO
+            and self.is_head
+            and self.scheduled_at <= now
+            and (queues is None or self.queue in queues)
+        )
+
+    def is_reserved_by(self, worker_id: int) -> bool:
+        return self.status is Status.DOING and self.worker_id == worker_id and self.started_at is None
+
+    def is_started_by(self, worker_id: int) -> bool:
+        return self.status is Status.DOING and self.worker_id == worker_id and self.started_at is not None
+
+    def may_retry(self) -> bool:
+        return self.max_attempts is None or self.attempts < self.max_attempts
+
+
+@dataclasses.dataclass
+class _StoredWorker:
+    worker_id: int
+    hostname: str
+    pid: int
+    queues: tuple[str, ...] | None
+    started_at: datetime.datetime
+    last_heartbeat_at: datetime.datetime
+
+
+class InMemoryJobStore(JobStore):
+    """The JobStore contract in process: fast tests without PostgreSQL.
+
+    >>> store = InMemoryJobStore()
+    >>> job_id = store.defer_job(NewJob(queue="queue", task_name="write_alphabet", args=("a",)))
+    >>> [job.status for job in store.jobs]
+    [<Status.TODO: 'todo'>]
+
+    Besides the contract it offers ``jobs`` (every job, newest last) and ``reset()``.
+    It cannot join a database transaction: ``connection`` must be None.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.reset()
+
+    # -- test helpers ----------------------------------------------------------------------------
+
+    @property
+    def jobs(self) -> tuple[Job, ...]:
+        """Every job as a ``Job`` record, in creation order (newest last); a snapshot."""
+        with self._condition:
+            return tuple(row.to_job() for row in self._jobs.values())
+
+    def reset(self) -> None:
+        """Forgets every job and worker, as a fresh store; ids start again from 1."""
+        with self._condition:
+            self._jobs: dict[int, _StoredJob] = {}
+            self._workers: dict[int, _StoredWorker] = {}
+            self._last_job_id = 0
+            self._last_worker_id = 0
+            # Wake-ups of wait_for_jobs: a count per queue, and interrupt_wait's count.
+            self._wakeups: collections.Counter[str] = collections.Counter()
+            self._interrupts = 0
+            self._interrupt_pending = False
+
+    # -- deferring -------------------------------------------------------------------------------
+
+    def defer_jobs(self, jobs: Sequence[NewJob], connection: Any = None) -> list[int]:
+        if connection is not None:
+            raise ConfigurationError(
+                "the in-memory store cannot join a database transaction; "
+                "defer without connection=, or use cabbage.postgres.PostgresJobStore"
+            )
+        # Serialise everything first so that a bad argument inserts nothing.
+        encoded = [(job, *_encode_arguments(job)) for job in jobs]
+        with self._condition:
+            now = _now()
+            rows = [self._insert(job, args_json, kwargs_json, now) for job, args_json, kwargs_json in encoded]
+            self._wake_queues(row.queue for row in rows if row.is_head)
+            return [row.id for row in rows]
+
+    def _insert(self, job: NewJob, args_json: str, kwargs_json: str, now: datetime.datetime) -> _StoredJob:
+        self._last_job_id += 1
+        row = _StoredJob(
+            id=self._last_job_id,
+            queue=job.queue,
+            task_name=job.task_name,
+            args_json=args_json,
+            kwargs_json=kwargs_json,
+            lock=job.lock,
+            status=Status.TODO,
+            is_head=self._line_is_empty(job.lock),
+            scheduled_at=_scheduled_at(job, now),
+            attempts=0,
+            max_attempts=job.max_attempts,
+            worker_id=None,
+            created_at=now,
+        )
+        self._jobs[row.id] = row
+        return row
+
+    # -- lock lines: the schema's triggers, one method each ------------------------------------
+
+    def _line_is_empty(self, lock: str | None) -> bool:
+        """A new job heads its line only when no other job does (unlocked jobs always do)."""
+        return lock is None or not any(row.lock == lock and row.is_head for row in self._jobs.values())
+
+    def _set_status(self, row: _StoredJob, status: Status) -> None:
+        """Changes a job's status and keeps its lock's line in order, like the triggers do."""
+        if row.status is status:
+            return
+        was_head, old_status = row.is_head, row.status
+        row.status = status
+        if status.is_finished:
+            row.is_head = False  # it leaves the line
+        elif row.lock is None:
+            row.is_head = True
+        # A todo/doing job with a lock keeps is_head: a retried head keeps its place.
+        left_as_head = was_head and not row.is_head
+        came_back = status is Status.TODO and not row.is_head and old_status.is_finished
+        if row.lock is not None and (left_as_head or came_back):
+            self._promote_next_head(row.lock)
+
+    def _promote_next_head(self, lock: str) -> None:
+        """When a line has no head, its oldest waiting job becomes the head; a job re-queued
+        by hand therefore waits behind the current head, if there is one."""
+        line = [row for row in self._jobs.values() if row.lock == lock]
+        if any(row.is_head for row in line):
+            return
+        waiting = [row for row in line if row.status is Status.TODO]
+        if waiting:
+            next_head = min(waiting, key=lambda row: row.id)
+            next_head.is_head = True
+            self._wake_queues([next_head.queue])
+
+    # -- claiming and finishing ------------------------------------------------------------------
+
+    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:
+        with self._condition:
+            now = _now()
+            due = sorted(
+                (row for row in self._jobs.values() if row.is_claimable(queues, now)),
+                key=lambda row: (row.scheduled_at, row.id),
+            )[: max(limit, 0)]
+            for position, row in enumerate(due):
+                row.status = Status.DOING  # a head stays head: no line change
+                row.worker_id = worker_id
+                row.started_at = None
+                if position == 0:
+                    self._start(row, now)  # the rest are only reserved
+            return [row.to_job() for row in due]
+
+    def _start(self, row: _StoredJob, now: datetime.datetime) -> None:
+        row.attempts += 1
+        row.started_at = now
+
+    def start_job(self, job_id: int, worker_id: int) -> Job | None:
+        with self._condition:
+            row = self._jobs.get(job_id)
+            if row is None or not row.is_reserved_by(worker_id):
+                return None
+            self._start(row, _now())
+            return row.to_job()
+
+    def finish_job(self, job_id: int, worker_id: int, attempt: int, outcome: Outcome) -> bool:
+        if outcome.status not in OUTCOME_STATUSES:
+            raise ValueError(f"an attempt ends succeeded, failed or todo (retry), got {outcome.status}")
+        with self._condition:
+            row = self._jobs.get(job_id)
+            # The fence of invariant 5: only the worker running this very attempt may finish it.
+            if row is None or not row.is_started_by(worker_id) or row.attempts != attempt:
+                return False
+            now = _now()
+            if outcome.error is not None:
+                row.last_error = outcome.error
+            if outcome.status is Status.TODO:
+                row.worker_id = None
+                row.scheduled_at = now + datetime.timedelta(seconds=outcome.retry_in_s or 0.0)
+            else:
+                row.finished_at = now
+            self._set_status(row, outcome.status)
+            return True
+
+    def finish_and_start(
+        self, job_id: int, worker_id: int, attempt: int, outcome: Outcome, next_job_id: int | None
+    ) -> tuple[bool, Job | None]:
+        with self._condition:  # both steps at once, as PostgreSQL does in one round trip
+            return super().finish_and_start(job_id, worker_id, attempt, outcome, next_job_id)
+
+    def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
+        with self._condition:
+            released = [
+                row for row in map(self._jobs.get, job_ids) if row is not None and row.is_reserved_by(worker_id)
+            ]
+            for row in released:
+                self._put_back(row)
+            return len(released)
+
+    def _put_back(self, row: _StoredJob) -> None:
+        """A job claimed but not started goes back to todo as it was: no attempt used."""
+        row.worker_id = None
+        self._set_status(row, Status.TODO)
+        self._wake_queues([row.queue])
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
+        with self._condition:
+            deferrals_before = self._count_wakeups(queues)
+            interrupts_before = self._interrupts
+
+            def is_woken() -> bool:
+                return (
+                    self._interrupt_pending
+                    or self._interrupts != interrupts_before
+                    or self._count_wakeups(queues) != deferrals_before
+                    # PostgreSQL keeps notifications that arrived before the wait; a job
+                    # already due stands in for them here, so no wake-up is ever lost.
+                    or any(row.is_claimable(queues, _now()) for row in self._jobs.values())
+                )
+
+            woken = self._condition.wait_for(is_woken, timeout=max(timeout_s, 0.0))
+            self._interrupt_pending = False
+            return woken
+
+    def interrupt_wait(self) -> None:
+        with self._condition:
+            self._interrupts += 1
+            # Kept until the next wait when no wait is in progress, like a self-pipe would.
+            self._interrupt_pending = True
+            self._condition.notify_all()
+
+    def _count_wakeups(self, queues: Sequence[str] | None) -> int:
+        if queues is None:
+            return sum(self._wakeups.values())
+        return sum(self._wakeups[queue] for queue in queues)
+
+    def _wake_queues(self, queues: Iterable[str]) -> None:
+        """What NOTIFY cabbage_jobs does for PostgreSQL: wakes the idle workers of these queues."""
+        self._wakeups.update(set(queues))
+        self._condition.notify_all()
+
+    # -- workers and heartbeats ------------------------------------------------------------------
+
+    def register_worker(self, hostname: str, pid: int, queues: Sequence[str] | None) -> int:
+        with self._condition:
+            now = _now()
+            self._last_worker_id += 1
+            self._workers[self._last_worker_id] = _StoredWorker(
+                worker_id=self._last_worker_id,
+                hostname=hostname,
+                pid=pid,
+                queues=None if queues is None else tuple(queues),
+                started_at=now,
+                last_heartbeat_at=now,
+            )
+            return self._last_worker_id
+
+    def record_heartbeat(self, worker_id: int) -> bool:
+        with self._condition:
+            worker = self._workers.get(worker_id)
+            if worker is None:
+                return False
+            worker.last_heartbeat_at = _now()
+            return True
+
+    def unregister_worker(self, worker_id: int) -> None:
+        with self._condition:
+            self._workers.pop(worker_id, None)
+            for row in list(self._jobs.values()):
+                if row.is_reserved_by(worker_id):
+                    self._put_back(row)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        with self._condition:
+            now = _now()
+            return [self._describe_worker(worker, now) for worker in sorted(self._workers.values(), key=_by_id)]
+
+    def _describe_worker(self, worker: _StoredWorker, now: datetime.datetime) -> WorkerInfo:
+        # A worker runs one attempt at a time; the rest of what it holds is only reserved.
+        current = next((row for row in self._jobs.values() if row.is_started_by(worker.worker_id)), None)
+        return WorkerInfo(
+            worker_id=worker.worker_id,
+            hostname=worker.hostname,
+            pid=worker.pid,
+            started_at=worker.started_at,
+            last_heartbeat_at=worker.last_heartbeat_at,
+            heartbeat_age_s=(now - worker.last_heartbeat_at).total_seconds(),
+            current_job_id=current.id if current else None,
+            current_task_name=current.task_name if current else None,
+            current_job_run_s=_seconds_between(current.started_at, now) if current else None,
+        )
+
+    def reclaim_jobs_of(self, worker_ids: Sequence[int], reason: str) -> list[ReclaimedJob]:
+        with self._condition:
+            lost = set(worker_ids)
+            for worker_id in lost:
+                self._workers.pop(worker_id, None)
+            held = [row for row in self._jobs.values() if row.status is Status.DOING and row.worker_id in lost]
+            return [self._reclaim(row, reason) for row in held]
+
+    def _reclaim(self, row: _StoredJob, reason: str) -> ReclaimedJob:
+        worker_id, was_started = row.worker_id, row.started_at is not None
+        assert worker_id is not None  # a doing job always has a worker (a schema CHECK)
+        if not was_started:
+            self._put_back(row)
+        else:
+            row.last_error = JobError(WORKER_LOST_ERROR_TYPE, f"worker lost: {reason}")
+            row.worker_id = None
+            if row.may_retry():
+                self._set_status(row, Status.TODO)
+                self._wake_queues([row.queue])
+            else:
+                row.finished_at = _now()
+                self._set_status(row, Status.FAILED)
+        return ReclaimedJob(
+            job_id=row.id,
+            task_name=row.task_name,
+            queue=row.queue,
+            lock=row.lock,
+            worker_id=worker_id,
+            attempts=row.attempts,
+            status=row.status,
+            was_started=was_started,
+        )
+
+    def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
+        with self._condition:
+            oldest_alive = _now() - datetime.timedelta(seconds=heartbeat_timeout_s)
+            stale = [worker.worker_id for worker in self._workers.values() if worker.last_heartbeat_at < oldest_alive]
+            return self.reclaim_jobs_of(stale, f"no heartbeat for {heartbeat_timeout_s:g} s") if stale else []
+
+    # -- inspection ------------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> Job | None:
+        with self._condition:
+            row = self._jobs.get(job_id)
+            return row.to_job() if row is not None else None
+
+    def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
+        with self._condition:
+            counts = collections.Counter(
+                row.status for row in self._jobs.values() if queue is None or row.queue == queue
+            )
+            return {status: counts[status] for status in Status}
+
+
+def _by_id(worker: _StoredWorker) -> int:
+    return worker.worker_id
+
+
+def _seconds_between(earlier: datetime.datetime | None, later: datetime.datetime) -> float | None:
+    return (later - earlier).total_seconds() if earlier is not None else None
+
+
+def _encode_arguments(job: NewJob) -> tuple[str, str]:
+    """The JSON text PostgreSQL would store; NaN and infinities are refused, as jsonb does."""
+    try:
+        return json.dumps(list(job.args), allow_nan=False), json.dumps(dict(job.kwargs), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UnserialisableArgumentError(
+            f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
+        ) from exc
+
+
+def _scheduled_at(job: NewJob, now: datetime.datetime) -> datetime.datetime:
+    if job.scheduled_at is not None:
+        if job.scheduled_at.tzinfo is None:
+            raise ScheduleError(f"scheduled_at must be timezone-aware, got {job.scheduled_at} (naive)")
+        return job.scheduled_at.astimezone(datetime.timezone.utc)
+    if job.schedule_in is not None:
+        return _add_duration(now, job.schedule_in)
+    return now
+
+
+def _add_duration(now: datetime.datetime, schedule_in: Mapping[str, float]) -> datetime.datetime:
+    """Adds ``{"years": .., "months": .., "seconds": ..}`` with pendulum, calendar units first."""
+    unknown = sorted(set(schedule_in) - set(SCHEDULE_IN_UNITS))
+    if unknown:
+        raise ScheduleError(f"schedule_in units must be among {', '.join(SCHEDULE_IN_UNITS)}, got {unknown}")
+    later = pendulum.instance(now).add(
+        years=int(schedule_in.get("years", 0)),
+        months=int(schedule_in.get("months", 0)),
+        seconds=float(schedule_in.get("seconds", 0.0)),
+    )
+    return datetime.datetime.combine(later.date(), later.time(), tzinfo=datetime.timezone.utc)
