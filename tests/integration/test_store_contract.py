@@ -1,0 +1,506 @@
+"""The JobStore contract, checked against both stores with the same tests.
+
+The ``store`` fixture is parametrised ``memory`` and ``postgres``; ``-k memory`` runs without
+PostgreSQL. Tests use the contract of cabbage/store.py only, never a store's internals.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from typing import Iterator
+
+import pendulum
+import pytest
+
+from cabbage.jobs import JobError, NewJob, Outcome, Status
+from cabbage.store import JobStore
+from cabbage.testing import InMemoryJobStore
+
+BOOM = JobError("RuntimeError", "boom", "Traceback (most recent call last): ...")
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store(request: pytest.FixtureRequest) -> Iterator[JobStore]:
+    if request.param == "memory":
+        yield InMemoryJobStore()
+        return
+    # Imported and requested here only, so that `-k memory` needs neither psycopg2 nor a server.
+    from cabbage.postgres import PostgresJobStore
+
+    postgres_store = PostgresJobStore(request.getfixturevalue("db_dsn"))
+    yield postgres_store
+    postgres_store.close()
+
+
+@pytest.fixture
+def worker_id(store: JobStore) -> int:
+    return store.register_worker("test-host", 4242, None)
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def new_job(task_name: str = "write_alphabet", **fields: object) -> NewJob:
+    fields.setdefault("queue", "queue")
+    return NewJob(task_name=task_name, **fields)  # type: ignore[arg-type]
+
+
+def claim_one(store: JobStore, worker_id: int, queues: list[str] | None = None):
+    claimed = store.claim_jobs(worker_id, queues)
+    assert len(claimed) <= 1
+    return claimed[0] if claimed else None
+
+
+def run_line(store: JobStore, worker_id: int) -> list[int]:
+    """Claims and succeeds every due job, one at a time; returns their ids in run order."""
+    order = []
+    while (job := claim_one(store, worker_id)) is not None:
+        assert store.finish_job(job.id, worker_id, job.attempts, Outcome.succeeded())
+        order.append(job.id)
+    return order
+
+
+def assert_close(actual: datetime.datetime, expected: datetime.datetime, within_s: float = 60.0) -> None:
+    assert abs((actual - expected).total_seconds()) < within_s, f"{actual} is not within {within_s} s of {expected}"
+
+
+# -- statuses through a job's life ---------------------------------------------------------------
+
+
+def test_a_job_goes_todo_doing_succeeded(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(args=("a",)))
+    deferred = store.get_job(job_id)
+    assert deferred is not None
+    assert (deferred.status, deferred.attempts, deferred.worker_id, deferred.started_at) == (Status.TODO, 0, None, None)
+    assert deferred.finished_at is None and not deferred.is_started
+
+    claimed = claim_one(store, worker_id)
+    assert claimed is not None and claimed.id == job_id
+    assert (claimed.status, claimed.attempts, claimed.worker_id) == (Status.DOING, 1, worker_id)
+    assert claimed.is_started and claimed.started_at is not None
+
+    assert store.finish_job(job_id, worker_id, 1, Outcome.succeeded())
+    finished = store.get_job(job_id)
+    assert finished is not None
+    assert (finished.status, finished.attempts) == (Status.SUCCEEDED, 1)
+    assert finished.finished_at is not None and finished.last_error is None
+
+
+def test_a_failed_attempt_stores_its_error(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job())
+    job = claim_one(store, worker_id)
+    assert job is not None
+    assert store.finish_job(job_id, worker_id, job.attempts, Outcome.failed(BOOM))
+    failed = store.get_job(job_id)
+    assert failed is not None
+    assert failed.status is Status.FAILED and failed.finished_at is not None
+    assert failed.last_error == BOOM
+
+
+def test_a_retried_job_is_todo_again_with_its_error_and_next_attempt(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=3))
+    first = claim_one(store, worker_id)
+    assert first is not None
+    assert store.finish_job(job_id, worker_id, 1, Outcome.retry(BOOM, retry_in_s=0))
+    retried = store.get_job(job_id)
+    assert retried is not None
+    assert (retried.status, retried.attempts, retried.last_error) == (Status.TODO, 1, BOOM)
+    assert retried.finished_at is None
+
+    second = claim_one(store, worker_id)
+    assert second is not None and (second.id, second.attempts) == (job_id, 2)
+
+
+def test_a_retry_later_is_not_due_before_its_time(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=3))
+    assert claim_one(store, worker_id) is not None
+    assert store.finish_job(job_id, worker_id, 1, Outcome.retry(BOOM, retry_in_s=3600))
+    retried = store.get_job(job_id)
+    assert retried is not None
+    assert_close(retried.scheduled_at, utcnow() + datetime.timedelta(hours=1))
+    assert claim_one(store, worker_id) is None
+
+
+def test_arguments_come_back_as_json_would_carry_them(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(
+        new_job(args=("a", 1, 2.5, None, [1, (2, 3)]), kwargs={"floor": {"level": True}, "pair": (1, 2)})
+    )
+    job = claim_one(store, worker_id)
+    assert job is not None and job.id == job_id
+    assert job.args == ("a", 1, 2.5, None, [1, [2, 3]])
+    assert dict(job.kwargs) == {"floor": {"level": True}, "pair": [1, 2]}
+    assert job.task_name == "write_alphabet" and job.queue == "queue"
+
+
+def test_deferring_many_returns_their_ids_in_order(store: JobStore) -> None:
+    ids = store.defer_jobs([new_job(args=(letter,)) for letter in "abcd"])
+    assert len(ids) == 4 and ids == sorted(ids)
+    assert [store.get_job(job_id).args for job_id in ids] == [("a",), ("b",), ("c",), ("d",)]  # type: ignore[union-attr]
+    assert store.defer_jobs([]) == []
+
+
+# -- lock lines ---------------------------------------------------------------------------------
+
+
+def test_one_doing_job_per_lock(store: JobStore, worker_id: int) -> None:
+    other_worker = store.register_worker("test-host", 4243, None)
+    store.defer_jobs([new_job(lock="/tmp/alphabet.txt", args=(letter,)) for letter in "abc"])
+    free_id = store.defer_job(new_job(args=("free",)))
+
+    claimed = store.claim_jobs(worker_id, None, limit=10)
+    assert [job.args for job in claimed] == [("a",), ("free",)]
+    assert store.claim_jobs(other_worker, None, limit=10) == []
+    assert store.count_jobs()[Status.DOING] == 2
+    assert free_id in {job.id for job in claimed}
+
+
+def test_a_lock_line_runs_in_creation_order(store: JobStore, worker_id: int) -> None:
+    line = [store.defer_job(new_job(lock="/tmp/alphabet.txt", args=(letter,))) for letter in "abcd"]
+    other_line = store.defer_job(new_job(lock="another"))
+    ran = run_line(store, worker_id)
+    assert [job_id for job_id in ran if job_id in line] == line
+    assert other_line in ran
+
+
+def test_an_earlier_job_of_a_line_scheduled_later_holds_the_line(store: JobStore, worker_id: int) -> None:
+    later = store.defer_job(new_job(lock="L", scheduled_at=utcnow() + datetime.timedelta(hours=1)))
+    store.defer_job(new_job(lock="L"))
+    assert claim_one(store, worker_id) is None
+    assert store.get_job(later).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_a_retried_job_keeps_its_place_in_line(store: JobStore, worker_id: int) -> None:
+    first, second = store.defer_jobs([new_job(lock="L", max_attempts=2), new_job(lock="L")])
+    assert claim_one(store, worker_id).id == first  # type: ignore[union-attr]
+    assert store.finish_job(first, worker_id, 1, Outcome.retry(BOOM, retry_in_s=3600))
+    assert claim_one(store, worker_id) is None, "the next job of the line overtook a retried head"
+
+    head_due_now = store.defer_job(new_job(lock="M", max_attempts=2))
+    store.defer_job(new_job(lock="M"))
+    assert claim_one(store, worker_id).id == head_due_now  # type: ignore[union-attr]
+    assert store.finish_job(head_due_now, worker_id, 1, Outcome.retry(BOOM, retry_in_s=0))
+    again = claim_one(store, worker_id)
+    assert again is not None and (again.id, again.attempts) == (head_due_now, 2)
+    assert store.get_job(second).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_failing_the_head_frees_the_line(store: JobStore, worker_id: int) -> None:
+    first, second = store.defer_jobs([new_job(lock="L"), new_job(lock="L")])
+    assert claim_one(store, worker_id).id == first  # type: ignore[union-attr]
+    assert store.finish_job(first, worker_id, 1, Outcome.failed(BOOM))
+    assert claim_one(store, worker_id).id == second  # type: ignore[union-attr]
+
+
+def test_a_job_deferred_behind_a_running_head_waits(store: JobStore, worker_id: int) -> None:
+    first = store.defer_job(new_job(lock="L"))
+    assert claim_one(store, worker_id).id == first  # type: ignore[union-attr]
+    second = store.defer_job(new_job(lock="L"))
+    assert claim_one(store, worker_id) is None
+    assert store.finish_job(first, worker_id, 1, Outcome.succeeded())
+    assert claim_one(store, worker_id).id == second  # type: ignore[union-attr]
+
+
+# -- scheduling and claim order -----------------------------------------------------------------
+
+
+def test_scheduled_in_the_past_is_due_now(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(scheduled_at=utcnow() - datetime.timedelta(days=1)))
+    assert claim_one(store, worker_id).id == job_id  # type: ignore[union-attr]
+
+
+def test_scheduled_in_the_future_is_not_claimable(store: JobStore, worker_id: int) -> None:
+    at = datetime.datetime(2038, 1, 19, 3, 14, 7, tzinfo=datetime.timezone.utc)
+    job_id = store.defer_job(new_job(scheduled_at=at))
+    assert claim_one(store, worker_id) is None
+    job = store.get_job(job_id)
+    assert job is not None and job.scheduled_at == at and job.status is Status.TODO
+
+
+@pytest.mark.parametrize(
+    "schedule_in, expected_delay",
+    [
+        ({"seconds": 30.0}, {"seconds": 30}),
+        ({"seconds": 5400.0}, {"hours": 1, "minutes": 30}),  # the how-to's {"hours": 1, "minutes": 30}
+        ({"months": 1}, {"months": 1}),
+        ({"years": 1, "months": 2, "seconds": 60.0}, {"years": 1, "months": 2, "minutes": 1}),
+    ],
+)
+def test_schedule_in_counts_from_the_store_clock(
+    store: JobStore, worker_id: int, schedule_in: dict, expected_delay: dict
+) -> None:
+    job_id = store.defer_job(new_job(schedule_in=schedule_in))
+    expected = pendulum.now("UTC").add(**expected_delay)
+    assert_close(store.get_job(job_id).scheduled_at, expected, within_s=5)  # type: ignore[union-attr]
+    assert claim_one(store, worker_id) is None
+
+
+def test_schedule_in_nothing_is_due_now(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(schedule_in={"seconds": 0.0}))
+    assert claim_one(store, worker_id).id == job_id  # type: ignore[union-attr]
+
+
+def test_due_jobs_come_by_scheduled_at_then_creation_order(store: JobStore, worker_id: int) -> None:
+    now = utcnow()
+    one_minute_ago = store.defer_job(new_job(scheduled_at=now - datetime.timedelta(minutes=1)))
+    two_minutes_ago = store.defer_job(new_job(scheduled_at=now - datetime.timedelta(minutes=2)))
+    due_now = store.defer_job(new_job())
+    also_two_minutes_ago = store.defer_job(new_job(scheduled_at=now - datetime.timedelta(minutes=2)))
+    assert run_line(store, worker_id) == [two_minutes_ago, also_two_minutes_ago, one_minute_ago, due_now]
+
+
+def test_claim_takes_only_the_queues_asked_for(store: JobStore, worker_id: int) -> None:
+    mail = store.defer_job(new_job(queue="mail"))
+    sms = store.defer_job(new_job(queue="sms"))
+    assert store.claim_jobs(worker_id, ["other"]) == []
+    assert claim_one(store, worker_id, ["sms"]).id == sms  # type: ignore[union-attr]
+    assert claim_one(store, worker_id, ["sms", "mail"]).id == mail  # type: ignore[union-attr]
+
+
+# -- batches: reserved and started jobs ---------------------------------------------------------
+
+
+def test_a_batch_claim_starts_the_first_and_reserves_the_rest(store: JobStore, worker_id: int) -> None:
+    ids = store.defer_jobs([new_job(args=(n,)) for n in range(4)])
+    claimed = store.claim_jobs(worker_id, None, limit=3)
+    assert [job.id for job in claimed] == ids[:3]
+    assert all(job.status is Status.DOING and job.worker_id == worker_id for job in claimed)
+    first, *reserved = claimed
+    assert first.is_started and first.attempts == 1
+    assert all(not job.is_started and job.attempts == 0 and job.started_at is None for job in reserved)
+    assert store.count_jobs() == {**{status: 0 for status in Status}, Status.TODO: 1, Status.DOING: 3}
+
+
+def test_start_job_begins_a_reserved_attempt(store: JobStore, worker_id: int) -> None:
+    other_worker = store.register_worker("test-host", 4243, None)
+    store.defer_jobs([new_job(), new_job()])
+    first, reserved = store.claim_jobs(worker_id, None, limit=2)
+    assert store.start_job(reserved.id, other_worker) is None
+    started = store.start_job(reserved.id, worker_id)
+    assert started is not None and started.is_started and started.attempts == 1
+    assert store.start_job(reserved.id, worker_id) is None, "a started job is not reserved any more"
+    assert store.start_job(first.id, worker_id) is None
+
+
+def test_release_jobs_puts_reserved_jobs_back_without_an_attempt(store: JobStore, worker_id: int) -> None:
+    other_worker = store.register_worker("test-host", 4243, None)
+    store.defer_jobs([new_job(), new_job(lock="L"), new_job(lock="L")])
+    started, reserved = store.claim_jobs(worker_id, None, limit=2)
+    assert store.release_jobs([reserved.id], other_worker) == 0
+    assert store.release_jobs([started.id, reserved.id], worker_id) == 1
+    released = store.get_job(reserved.id)
+    assert released is not None
+    assert (released.status, released.attempts, released.worker_id) == (Status.TODO, 0, None)
+    assert store.get_job(started.id).status is Status.DOING  # type: ignore[union-attr]
+    again = store.claim_jobs(other_worker, None, limit=5)
+    assert [(job.id, job.attempts) for job in again] == [(reserved.id, 1)], "the released head keeps its line"
+
+
+def test_finish_and_start_finishes_one_and_starts_the_next(store: JobStore, worker_id: int) -> None:
+    store.defer_jobs([new_job(), new_job(), new_job()])
+    first, second, third = store.claim_jobs(worker_id, None, limit=3)
+    finished, started = store.finish_and_start(first.id, worker_id, 1, Outcome.succeeded(), second.id)
+    assert finished and started is not None and started.id == second.id and started.attempts == 1
+    assert store.get_job(first.id).status is Status.SUCCEEDED  # type: ignore[union-attr]
+
+    finished, started = store.finish_and_start(second.id, worker_id, 1, Outcome.failed(BOOM), None)
+    assert finished and started is None
+    assert store.get_job(second.id).status is Status.FAILED  # type: ignore[union-attr]
+    assert not store.get_job(third.id).is_started  # type: ignore[union-attr]
+
+
+# -- fencing ------------------------------------------------------------------------------------
+
+
+def test_finish_by_a_stale_attempt_or_another_worker_changes_nothing(store: JobStore, worker_id: int) -> None:
+    other_worker = store.register_worker("test-host", 4243, None)
+    job_id = store.defer_job(new_job())
+    claimed = claim_one(store, worker_id)
+    assert claimed is not None
+    assert not store.finish_job(job_id, worker_id, claimed.attempts + 1, Outcome.failed(BOOM))
+    assert not store.finish_job(job_id, worker_id, claimed.attempts - 1, Outcome.failed(BOOM))
+    assert not store.finish_job(job_id, other_worker, claimed.attempts, Outcome.failed(BOOM))
+    assert store.get_job(job_id) == claimed
+
+
+def test_reclaimed_attempt_cannot_finish(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=3))
+    claimed = claim_one(store, worker_id)
+    assert claimed is not None
+    store.reclaim_jobs_of([worker_id], "partitioned")
+    after_reclaim = store.get_job(job_id)
+    assert not store.finish_job(job_id, worker_id, claimed.attempts, Outcome.succeeded())
+    assert store.get_job(job_id) == after_reclaim
+
+    new_worker = store.register_worker("test-host", 4243, None)
+    second = claim_one(store, new_worker)
+    assert second is not None and second.attempts == 2
+    assert not store.finish_job(job_id, worker_id, 2, Outcome.succeeded()), "the old owner, with the new attempt"
+    assert store.finish_job(job_id, new_worker, 2, Outcome.succeeded())
+
+
+def test_a_reserved_job_cannot_be_finished(store: JobStore, worker_id: int) -> None:
+    store.defer_jobs([new_job(), new_job()])
+    _, reserved = store.claim_jobs(worker_id, None, limit=2)
+    assert not store.finish_job(reserved.id, worker_id, 0, Outcome.succeeded())
+    assert not store.finish_job(reserved.id, worker_id, 1, Outcome.succeeded())
+    assert store.get_job(reserved.id).status is Status.DOING  # type: ignore[union-attr]
+
+
+# -- workers, heartbeats and reclaim ------------------------------------------------------------
+
+
+def test_list_workers_shows_heartbeat_ages_and_current_jobs(store: JobStore) -> None:
+    quiet = store.register_worker("host-a", 101, ["queue"])
+    busy = store.register_worker("host-b", 102, None)
+    time.sleep(0.3)  # let both heartbeats age; then only `busy` beats again
+    assert store.record_heartbeat(busy)
+    job_id = store.defer_job(new_job())
+    assert claim_one(store, busy).id == job_id  # type: ignore[union-attr]
+
+    workers = {info.worker_id: info for info in store.list_workers()}
+    assert set(workers) == {quiet, busy}
+    assert (workers[quiet].hostname, workers[quiet].pid) == ("host-a", 101)
+    assert workers[quiet].heartbeat_age_s >= 0.25
+    assert 0 <= workers[busy].heartbeat_age_s < 0.25
+    assert workers[quiet].current_job_id is None and workers[quiet].current_job_run_s is None
+    assert (workers[busy].current_job_id, workers[busy].current_task_name) == (job_id, "write_alphabet")
+    assert workers[busy].current_job_run_s is not None and workers[busy].current_job_run_s >= 0
+
+
+def test_a_reserved_job_is_not_a_workers_current_job(store: JobStore, worker_id: int) -> None:
+    store.defer_jobs([new_job(), new_job()])
+    started, _ = store.claim_jobs(worker_id, None, limit=2)
+    (info,) = store.list_workers()
+    assert info.current_job_id == started.id
+
+
+def test_unregister_worker_gives_back_its_reserved_jobs(store: JobStore, worker_id: int) -> None:
+    store.defer_jobs([new_job(), new_job()])
+    started, reserved = store.claim_jobs(worker_id, None, limit=2)
+    assert store.finish_job(started.id, worker_id, 1, Outcome.succeeded())
+    store.unregister_worker(worker_id)
+    assert store.list_workers() == []
+    assert not store.record_heartbeat(worker_id)
+    released = store.get_job(reserved.id)
+    assert released is not None and (released.status, released.attempts) == (Status.TODO, 0)
+
+
+def test_reclaim_jobs_of_a_lost_worker(store: JobStore, worker_id: int) -> None:
+    survivor = store.register_worker("test-host", 4243, None)
+    may_retry = store.defer_job(new_job(task_name="retried", max_attempts=2, lock="L"))
+    waiting_in_line = store.defer_job(new_job(lock="L"))
+    out_of_attempts = store.defer_job(new_job(task_name="once", lock="M"))
+    next_in_line = store.defer_job(new_job(lock="M"))
+    reserved = store.defer_job(new_job(task_name="reserved"))
+    survivors = store.defer_job(new_job(queue="other"))
+
+    assert claim_one(store, worker_id).id == may_retry  # type: ignore[union-attr]
+    assert [job.id for job in store.claim_jobs(worker_id, ["queue"], limit=2)] == [out_of_attempts, reserved]
+    assert claim_one(store, survivor).id == survivors  # type: ignore[union-attr]
+
+    reason = "child 3 killed by SIGKILL"
+    reclaimed = {job.job_id: job for job in store.reclaim_jobs_of([worker_id], reason)}
+    assert set(reclaimed) == {may_retry, out_of_attempts, reserved}
+    assert all(job.worker_id == worker_id for job in reclaimed.values())
+
+    retried = store.get_job(may_retry)
+    assert retried is not None and (retried.status, retried.attempts, retried.worker_id) == (Status.TODO, 1, None)
+    assert retried.last_error is not None
+    assert (retried.last_error.type, retried.last_error.message) == ("WorkerLost", f"worker lost: {reason}")
+    assert (reclaimed[may_retry].status, reclaimed[may_retry].was_started) == (Status.TODO, True)
+    assert (reclaimed[may_retry].lock, reclaimed[may_retry].attempts) == ("L", 1)
+
+    failed = store.get_job(out_of_attempts)
+    assert failed is not None and failed.status is Status.FAILED and failed.finished_at is not None
+    assert failed.last_error is not None
+    assert (failed.last_error.type, failed.last_error.message) == ("WorkerLost", f"worker lost: {reason}")
+    assert (reclaimed[out_of_attempts].status, reclaimed[out_of_attempts].task_name) == (Status.FAILED, "once")
+
+    given_back = store.get_job(reserved)
+    assert given_back is not None and (given_back.status, given_back.attempts) == (Status.TODO, 0)
+    assert (reclaimed[reserved].status, reclaimed[reserved].was_started) == (Status.TODO, False)
+
+    assert store.get_job(survivors).status is Status.DOING  # type: ignore[union-attr]
+    assert [info.worker_id for info in store.list_workers()] == [survivor]
+    assert not store.record_heartbeat(worker_id)
+    assert store.reclaim_jobs_of([worker_id], "again") == []
+
+    # The retried head keeps line L; the failed head freed line M for its next job.
+    claimable = {job.id for job in store.claim_jobs(survivor, ["queue"], limit=10)}
+    assert claimable == {may_retry, next_in_line, reserved}
+    assert store.get_job(waiting_in_line).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_reclaim_stale_workers_takes_back_only_the_silent_ones(store: JobStore) -> None:
+    silent = store.register_worker("host-a", 101, None)
+    store.defer_jobs([new_job(), new_job()])
+    assert claim_one(store, silent) is not None
+    time.sleep(0.4)  # the silent worker's heartbeat ages past the timeout below
+    alive = store.register_worker("host-b", 102, None)
+    assert claim_one(store, alive) is not None
+
+    reclaimed = store.reclaim_stale_workers(heartbeat_timeout_s=0.3)
+    assert [(job.worker_id, job.status) for job in reclaimed] == [(silent, Status.FAILED)]
+    assert [info.worker_id for info in store.list_workers()] == [alive]
+    assert store.reclaim_stale_workers(heartbeat_timeout_s=0.3) == []
+    assert store.reclaim_stale_workers(heartbeat_timeout_s=3600) == []
+
+
+# -- waiting for jobs ---------------------------------------------------------------------------
+
+
+def test_wait_for_jobs_is_woken_by_a_deferral_from_another_thread(store: JobStore) -> None:
+    store.wait_for_jobs(["queue"], timeout_s=0.01)  # starts listening, where the store needs to
+    sibling = store.open_sibling()
+    deferrer = threading.Timer(0.2, lambda: sibling.defer_job(new_job()))
+    started = time.monotonic()
+    deferrer.start()
+    try:
+        assert store.wait_for_jobs(["queue"], timeout_s=10.0)
+    finally:
+        deferrer.join()
+        if sibling is not store:
+            sibling.close()
+    assert time.monotonic() - started < 5.0, "woken by the poll timeout, not by the deferral"
+
+
+def test_wait_for_jobs_returns_false_on_timeout(store: JobStore) -> None:
+    started = time.monotonic()
+    assert not store.wait_for_jobs(["queue"], timeout_s=0.2)
+    assert time.monotonic() - started >= 0.15
+
+
+# -- counting and bad input ---------------------------------------------------------------------
+
+
+def test_count_jobs_counts_every_status(store: JobStore, worker_id: int) -> None:
+    assert store.count_jobs() == {status: 0 for status in Status}
+    store.defer_jobs([new_job(), new_job(), new_job(), new_job(queue="other")])
+    for outcome in (Outcome.succeeded(), Outcome.failed(BOOM)):
+        job = claim_one(store, worker_id, ["queue"])
+        assert job is not None and store.finish_job(job.id, worker_id, 1, outcome)
+    assert claim_one(store, worker_id, ["queue"]) is not None
+
+    expected = {status: 0 for status in Status}
+    assert store.count_jobs() == {**expected, Status.TODO: 1, Status.DOING: 1, Status.SUCCEEDED: 1, Status.FAILED: 1}
+    assert store.count_jobs("queue") == {**expected, Status.DOING: 1, Status.SUCCEEDED: 1, Status.FAILED: 1}
+    assert store.count_jobs("nowhere") == expected
+
+
+def test_unknown_job_ids_are_answered_not_raised(store: JobStore, worker_id: int) -> None:
+    missing = store.defer_job(new_job()) + 1000
+    assert store.get_job(missing) is None
+    assert not store.finish_job(missing, worker_id, 1, Outcome.succeeded())
+    assert store.start_job(missing, worker_id) is None
+    assert store.release_jobs([missing], worker_id) == 0
+    assert store.finish_and_start(missing, worker_id, 1, Outcome.succeeded(), missing) == (False, None)
+
+
+def test_unknown_workers_are_answered_not_raised(store: JobStore) -> None:
+    assert not store.record_heartbeat(999_999)
+    assert store.reclaim_jobs_of([999_999], "gone") == []
+    store.unregister_worker(999_999)
+    assert store.list_workers() == []
