@@ -26,7 +26,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pendulum
 
-from cabbage.exceptions import ConfigurationError, ScheduleError, UnserialisableArgumentError
+from cabbage.exceptions import (
+    ConfigurationError,
+    JobNotFound,
+    JobStateError,
+    ScheduleError,
+    UnserialisableArgumentError,
+)
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.store import JobStore
 
@@ -34,6 +40,7 @@ from cabbage.store import JobStore
 WORKER_LOST_ERROR_TYPE = "WorkerLost"
 SCHEDULE_IN_UNITS = ("years", "months", "seconds")
 OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
+JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
 
 def _now() -> datetime.datetime:
@@ -51,7 +58,7 @@ class _StoredJob:
     kwargs_json: str
     lock: str | None
     status: Status
-    # Only the head of a lock's line (and every unlocked job) is claimable: see _enter_line.
+    # Only the head of a lock's line (and every unlocked job) is claimable: see _set_status.
     is_head: bool
     scheduled_at: datetime.datetime
     attempts: int
@@ -63,23 +70,9 @@ class _StoredJob:
     last_error: JobError | None = None
 
     def to_job(self) -> Job:
-        return Job(
-            id=self.id,
-            queue=self.queue,
-            task_name=self.task_name,
-            args=tuple(json.loads(self.args_json)),
-            kwargs=json.loads(self.kwargs_json),
-            lock=self.lock,
-            status=self.status,
-            scheduled_at=self.scheduled_at,
-            attempts=self.attempts,
-            max_attempts=self.max_attempts,
-            worker_id=self.worker_id,
-            created_at=self.created_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            last_error=self.last_error,
-        )
+        """The row as a ``Job``, its arguments decoded from JSON as PostgreSQL returns them."""
+        columns = {name: getattr(self, name) for name in JOB_FIELDS if hasattr(self, name)}
+        return Job(args=tuple(json.loads(self.args_json)), kwargs=json.loads(self.kwargs_json), **columns)
 
     def is_claimable(self, queues: Sequence[str] | None, now: datetime.datetime) -> bool:
         return (
@@ -117,7 +110,8 @@ class InMemoryJobStore(JobStore):
     >>> [job.status for job in store.jobs]
     [<Status.TODO: 'todo'>]
 
-    Besides the contract it offers ``jobs`` (every job, newest last) and ``reset()``.
+    Besides the contract it offers ``jobs`` (every job, newest last) and ``reset()`` for tests,
+    and the operator's ``retry_jobs`` and ``cancel_jobs`` of ``cabbage.admin.Admin``.
     It cannot join a database transaction: ``connection`` must be None.
     """
 
@@ -144,6 +138,50 @@ class InMemoryJobStore(JobStore):
             self._wakeups: collections.Counter[str] = collections.Counter()
             self._interrupts = 0
             self._interrupt_pending = False
+
+    # -- what an operator does (``cabbage jobs retry|cancel``), as ``cabbage.admin.Admin`` -------
+
+    def retry_jobs(self, job_ids: Sequence[int]) -> list[int]:
+        """Sends failed or cancelled jobs back to ``todo``, due now, attempts kept.
+
+        A re-queued job takes the place its id gives it in its lock's line: behind the current
+        head, if the line has one. All or nothing, as ``Admin.retry_jobs``.
+        """
+        with self._condition:
+            rows = self._rows_to_change("retry", job_ids, frozenset({Status.FAILED, Status.CANCELLED}))
+            now = _now()
+            for row in rows:
+                row.scheduled_at, row.worker_id, row.started_at, row.finished_at = now, None, None, None
+                self._set_status(row, Status.TODO)
+            self._wake_queues(row.queue for row in rows if row.is_head)
+            return [row.id for row in rows]
+
+    def cancel_jobs(self, job_ids: Sequence[int]) -> list[int]:
+        """Cancels waiting (``todo``) jobs; a cancelled head frees its line. All or nothing."""
+        with self._condition:
+            rows = self._rows_to_change("cancel", job_ids, frozenset({Status.TODO}))
+            now = _now()
+            for row in rows:
+                row.finished_at = now
+                self._set_status(row, Status.CANCELLED)
+            return [row.id for row in rows]
+
+    def _rows_to_change(self, verb: str, job_ids: Sequence[int], allowed: frozenset[Status]) -> list[_StoredJob]:
+        """The jobs to change, or an error naming every one that cannot take the change."""
+        wanted = sorted(set(job_ids))
+        if not wanted:
+            raise ConfigurationError(f"no job id given to {verb}")
+        missing = [str(job_id) for job_id in wanted if job_id not in self._jobs]
+        if missing:
+            raise JobNotFound(f"cannot {verb}: no job with id {', '.join(missing)}; no job was changed")
+        rows = [self._jobs[job_id] for job_id in wanted]
+        refused = [f"job {row.id} is {row.status}" for row in rows if row.status not in allowed]
+        if refused:
+            allowed_text = " or ".join(sorted(status.value for status in allowed))
+            raise JobStateError(
+                f"cannot {verb}: {', '.join(refused)} (only {allowed_text} jobs can {verb}); no job was changed"
+            )
+        return rows
 
     # -- deferring -------------------------------------------------------------------------------
 

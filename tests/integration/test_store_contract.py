@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pendulum
 import pytest
 
+from cabbage.exceptions import JobNotFound, JobStateError
 from cabbage.jobs import JobError, NewJob, Outcome, Status
 from cabbage.store import JobStore
 from cabbage.testing import InMemoryJobStore
@@ -32,6 +33,20 @@ def store(request: pytest.FixtureRequest) -> Iterator[JobStore]:
     postgres_store = PostgresJobStore(request.getfixturevalue("db_dsn"))
     yield postgres_store
     postgres_store.close()
+
+
+@pytest.fixture
+def operator(request: pytest.FixtureRequest, store: JobStore) -> Iterator[Any]:
+    """What `cabbage jobs retry|cancel` acts through: cabbage.admin.Admin for PostgreSQL; the
+    in-memory store offers the same retry_jobs and cancel_jobs itself."""
+    if isinstance(store, InMemoryJobStore):
+        yield store
+        return
+    from cabbage.admin import Admin
+
+    admin = Admin.connect(request.getfixturevalue("db_dsn"))
+    yield admin
+    admin.close()
 
 
 @pytest.fixture
@@ -138,7 +153,8 @@ def test_arguments_come_back_as_json_would_carry_them(store: JobStore, worker_id
 def test_deferring_many_returns_their_ids_in_order(store: JobStore) -> None:
     ids = store.defer_jobs([new_job(args=(letter,)) for letter in "abcd"])
     assert len(ids) == 4 and ids == sorted(ids)
-    assert [store.get_job(job_id).args for job_id in ids] == [("a",), ("b",), ("c",), ("d",)]  # type: ignore[union-attr]
+    deferred = [store.get_job(job_id) for job_id in ids]
+    assert [job.args for job in deferred if job is not None] == [("a",), ("b",), ("c",), ("d",)]
     assert store.defer_jobs([]) == []
 
 
@@ -201,6 +217,53 @@ def test_a_job_deferred_behind_a_running_head_waits(store: JobStore, worker_id: 
     assert claim_one(store, worker_id) is None
     assert store.finish_job(first, worker_id, 1, Outcome.succeeded())
     assert claim_one(store, worker_id).id == second  # type: ignore[union-attr]
+
+
+def test_cancelling_the_head_frees_the_line(store: JobStore, operator: Any, worker_id: int) -> None:
+    head = store.defer_job(new_job(lock="L", scheduled_at=utcnow() + datetime.timedelta(hours=1)))
+    behind = store.defer_job(new_job(lock="L"))
+    assert claim_one(store, worker_id) is None
+    assert operator.cancel_jobs([head]) == [head]
+    cancelled = store.get_job(head)
+    assert cancelled is not None and cancelled.status is Status.CANCELLED and cancelled.finished_at is not None
+    assert claim_one(store, worker_id).id == behind  # type: ignore[union-attr]
+
+
+def test_a_doing_job_cannot_be_cancelled(store: JobStore, operator: Any, worker_id: int) -> None:
+    waiting, running = store.defer_jobs([new_job(scheduled_at=utcnow() + datetime.timedelta(hours=1)), new_job()])
+    assert claim_one(store, worker_id).id == running  # type: ignore[union-attr]
+    with pytest.raises(JobStateError, match=f"job {running} is doing"):
+        operator.cancel_jobs([waiting, running])
+    with pytest.raises(JobNotFound):
+        operator.cancel_jobs([waiting, running + 1000])
+    statuses = [store.get_job(job_id).status for job_id in (waiting, running)]  # type: ignore[union-attr]
+    assert statuses == [Status.TODO, Status.DOING]
+
+
+def test_a_job_retried_by_hand_waits_behind_the_current_head(store: JobStore, operator: Any, worker_id: int) -> None:
+    first, second, third = store.defer_jobs([new_job(lock="L"), new_job(lock="L"), new_job(lock="L")])
+    assert claim_one(store, worker_id).id == first  # type: ignore[union-attr]
+    assert store.finish_job(first, worker_id, 1, Outcome.failed(BOOM))
+    assert claim_one(store, worker_id).id == second  # type: ignore[union-attr]
+
+    assert operator.retry_jobs([first]) == [first]
+    requeued = store.get_job(first)
+    assert requeued is not None and (requeued.status, requeued.attempts, requeued.finished_at) == (Status.TODO, 1, None)
+    assert claim_one(store, worker_id) is None, "a re-queued job overtook the running head"
+    assert store.finish_job(second, worker_id, 1, Outcome.succeeded())
+    assert run_line(store, worker_id) == [first, third], "the re-queued job takes the place its id gives it"
+    assert store.get_job(first).attempts == 2  # type: ignore[union-attr]
+
+
+def test_a_job_retried_by_hand_heads_an_empty_line(store: JobStore, operator: Any, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(lock="L"))
+    assert claim_one(store, worker_id) is not None
+    assert store.finish_job(job_id, worker_id, 1, Outcome.failed(BOOM))
+    with pytest.raises(JobStateError):
+        operator.cancel_jobs([job_id])
+    assert operator.retry_jobs([job_id]) == [job_id]
+    again = claim_one(store, worker_id)
+    assert again is not None and (again.id, again.attempts, again.last_error) == (job_id, 2, BOOM)
 
 
 # -- scheduling and claim order -----------------------------------------------------------------

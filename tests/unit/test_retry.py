@@ -34,7 +34,9 @@ def test_no_limit_keeps_retrying() -> None:
     assert policy.retry_in_s(10_000, RuntimeError()) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="2 ** (attempt - 1) overflows a float wait after ~1025 attempts")
+@pytest.mark.xfail(
+    strict=True, raises=OverflowError, reason="2 ** (attempt - 1) overflows a float wait after ~1025 attempts"
+)
 def test_exponential_backoff_without_limit_survives_many_attempts() -> None:
     policy = RetryPolicy(max_attempts=None, wait_s=1.5, backoff="exponential", max_wait_s=60)
     assert policy.retry_in_s(2_000, RuntimeError()) == 60

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from cabbage.exceptions import ConfigurationError, UnserialisableArgumentError
+from cabbage.exceptions import ConfigurationError, JobNotFound, JobStateError, UnserialisableArgumentError
 from cabbage.jobs import Job, NewJob, Outcome, Status
 from cabbage.store import load_store_from_path
 from cabbage.testing import InMemoryJobStore
@@ -188,3 +188,15 @@ def test_a_deferral_wakes_only_the_waiters_of_its_queue(store: InMemoryJobStore)
     store.defer_job(new_job(queue="mail"))
     waiter.join(timeout=10)
     assert returned == [False]
+
+
+def test_retry_and_cancel_change_all_or_nothing(store: InMemoryJobStore) -> None:
+    waiting, also_waiting = store.defer_jobs([new_job(), new_job()])
+    with pytest.raises(ConfigurationError, match="no job id given to cancel"):
+        store.cancel_jobs([])
+    with pytest.raises(JobNotFound, match="cannot cancel: no job with id 99; no job was changed"):
+        store.cancel_jobs([waiting, 99])
+    with pytest.raises(JobStateError, match=f"cannot retry: job {waiting} is todo, job {also_waiting} is todo"):
+        store.retry_jobs([waiting, also_waiting])
+    assert [job.status for job in store.jobs] == [Status.TODO, Status.TODO]
+    assert store.cancel_jobs([also_waiting, waiting, waiting]) == [waiting, also_waiting]
