@@ -1,0 +1,50 @@
+"""The operators' view of the jobs: listing, counting, retrying, cancelling and pruning them.
+
+`Admin` runs the named queries of ``sql/admin.sql`` over one connection of its own; the
+``cabbage`` command, the admin website, its REST API and ``/metrics`` all read and act through
+it, so they agree.
+
+    admin = Admin.connect(dsn)
+    page = admin.list_jobs(JobFilter(status=Status.FAILED), limit=20)
+    admin.retry_jobs([job.id for job in page.jobs])     # all or nothing
+
+Retention: ``prune_finished_jobs(dsn, older_than_s=7 * 86400)`` deletes finished jobs in
+bounded batches, each its own short transaction that skips rows others hold, so workers keep
+claiming while it runs.
+"""
+
+from cabbage.admin.operations import RETRYABLE_STATUSES, Admin, prune_finished_jobs
+from cabbage.admin.records import (
+    DEFAULT_PAGE_SIZE,
+    MAX_JOB_ID,
+    MAX_PAGE_SIZE,
+    FinishedCount,
+    JobFilter,
+    JobPage,
+    LockLine,
+    MinuteThroughput,
+    QueueCount,
+    WaitingJob,
+    WorkerCounts,
+    jsonable,
+    parse_status,
+)
+
+__all__ = [
+    "Admin",
+    "prune_finished_jobs",
+    "RETRYABLE_STATUSES",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "MAX_JOB_ID",
+    "JobFilter",
+    "JobPage",
+    "QueueCount",
+    "WaitingJob",
+    "MinuteThroughput",
+    "FinishedCount",
+    "WorkerCounts",
+    "LockLine",
+    "jsonable",
+    "parse_status",
+]

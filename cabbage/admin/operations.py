@@ -1,0 +1,294 @@
+"""Admin: the operators' queries over one connection, and retention (prune_finished_jobs).
+
+Runs the named queries of ``sql/admin.sql``. Multi-job changes lock every named job, check them
+all, and change them in one transaction, or change none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from typing import Any, Callable, Collection, Iterator, Sequence
+
+import structlog
+
+from cabbage import dsn as dsn_module
+from cabbage.admin.records import (
+    DEFAULT_PAGE_SIZE,
+    MAX_JOB_ID,
+    MAX_PAGE_SIZE,
+    FinishedCount,
+    JobFilter,
+    JobPage,
+    LockLine,
+    MinuteThroughput,
+    QueueCount,
+    WaitingJob,
+    WorkerCounts,
+    check_job_id,
+)
+from cabbage.exceptions import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    JobNotFound,
+    JobStateError,
+    SchemaError,
+    StoreError,
+)
+from cabbage.jobs import FINISHED_STATUSES, Job, JobError, Status
+from cabbage.sql import queries
+
+log = structlog.get_logger()
+
+PRUNE_BATCH_SIZE = 10_000
+RETRYABLE_STATUSES = frozenset({Status.FAILED, Status.CANCELLED})
+PAST_PARTICIPLES = {"retry": "retried", "cancel": "cancelled"}
+UNDEFINED_TABLE, UNDEFINED_OBJECT = "42P01", "42704"  # SQLSTATEs of a database without the schema
+
+
+class Admin:
+    """The admin queries over one connection (from ``cabbage.dsn.connect``), which it owns.
+
+    The connection must not be in autocommit mode: a multi-job change is one transaction.
+    """
+
+    def __init__(self, connection: Any, dsn: str = "") -> None:
+        self.connection = connection
+        self.dsn = dsn
+
+    @classmethod
+    def connect(cls, dsn: str) -> "Admin":
+        return cls(dsn_module.connect(dsn, autocommit=False, application_name="cabbage-admin"), dsn)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor in a transaction that commits when the block ends and rolls back on error.
+
+        Driver errors become cabbage errors here; they are caught through the connection's own
+        DB-API classes (``connection.Error``), so this module needs no driver import.
+        """
+        try:
+            with self.connection, self.connection.cursor() as cursor:
+                yield cursor
+        except (self.connection.OperationalError, self.connection.InterfaceError) as exc:
+            reason = dsn_module.reason_of(exc, self.dsn)
+            raise DatabaseUnavailable(f"lost the database {dsn_module.describe(self.dsn)}: {reason}") from None
+        except self.connection.Error as exc:
+            raise error_from_driver(exc, self.dsn) from None
+
+    def _fetch_all(self, name: str, **params: Any) -> list[tuple]:
+        with self._transaction() as cursor:
+            cursor.execute(queries[name], params)
+            return cursor.fetchall()
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def list_jobs(self, job_filter: JobFilter, limit: int = DEFAULT_PAGE_SIZE, before_id: int | None = None) -> JobPage:
+        """Jobs newest first; ``before_id`` is the cursor a previous page returned."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        if before_id is not None and not 1 <= before_id <= MAX_JOB_ID:
+            raise ConfigurationError(f"cursor must be a job id from 1 to {MAX_JOB_ID}, got {before_id}")
+        rows = self._fetch_all(
+            "admin_list_jobs",
+            status=job_filter.status.value if job_filter.status else None,
+            queue=job_filter.queue,
+            task_name=job_filter.task_name,
+            lock=job_filter.lock,
+            before_id=before_id,
+            limit=limit + 1,  # one more tells whether a next page exists
+        )
+        jobs = [job_from_row(row) for row in rows[:limit]]
+        next_cursor = jobs[-1].id if len(rows) > limit else None
+        return JobPage(jobs, next_cursor)
+
+    def get_job(self, job_id: int) -> Job:
+        rows = self._fetch_all("admin_get_job", job_id=check_job_id(job_id))
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id}")
+        return job_from_row(rows[0])
+
+    def retry_jobs(self, job_ids: Sequence[int]) -> list[int]:
+        """Sends failed or cancelled jobs back to ``todo``, due now, attempts kept.
+
+        All or nothing: when any id is unknown or not retryable, raises JobNotFound or
+        JobStateError naming each such id, and changes no job.
+        """
+        changed = self._change_jobs("retry", job_ids, RETRYABLE_STATUSES, "admin_retry_jobs")
+        log.info("jobs_retried", job_ids=changed)
+        return changed
+
+    def cancel_jobs(self, job_ids: Sequence[int]) -> list[int]:
+        """Cancels waiting (``todo``) jobs; all or nothing, as ``retry_jobs``.
+
+        A ``doing`` job cannot be cancelled: its worker owns it until the attempt ends.
+        """
+        changed = self._change_jobs("cancel", job_ids, frozenset({Status.TODO}), "admin_cancel_jobs")
+        log.info("jobs_cancelled", job_ids=changed)
+        return changed
+
+    def _change_jobs(self, verb: str, job_ids: Sequence[int], allowed: frozenset[Status], query: str) -> list[int]:
+        wanted = sorted({check_job_id(job_id) for job_id in job_ids})
+        if not wanted:
+            raise ConfigurationError(f"no job id given to {verb}")
+        with self._transaction() as cursor:
+            cursor.execute(queries["admin_lock_jobs_for_change"], {"job_ids": wanted})
+            found = {job_id: Status(status) for job_id, status in cursor.fetchall()}
+            refuse_ineligible(verb, wanted, found, allowed)
+            cursor.execute(queries[query], {"job_ids": wanted})
+            return sorted(job_id for (job_id,) in cursor.fetchall())
+
+    def retry_matching(self, status: Status, task_name: str | None = None) -> list[int]:
+        """Retries every job with a finished ``status`` (failed or cancelled), of one task if named."""
+        if status not in RETRYABLE_STATUSES:
+            raise JobStateError(f"only failed or cancelled jobs can be retried, not {status.value} ones")
+        rows = self._fetch_all("admin_retry_jobs_matching", status=status.value, task_name=task_name)
+        changed = sorted(job_id for (job_id,) in rows)
+        log.info("jobs_retried", job_ids=changed, status=status.value, task_name=task_name)
+        return changed
+
+    def prune_finished_jobs(
+        self,
+        older_than_s: float,
+        statuses: Collection[Status] = FINISHED_STATUSES,
+        batch_size: int = PRUNE_BATCH_SIZE,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> int:
+        """Deletes jobs finished more than ``older_than_s`` ago; returns how many.
+
+        One bounded batch per transaction, rows held by others skipped, so workers keep
+        claiming meanwhile; ``should_stop`` is asked between batches.
+        """
+        check_prune_arguments(older_than_s, statuses, batch_size)
+        params = {
+            "older_than_s": older_than_s,
+            "statuses": sorted(status.value for status in statuses),
+            "batch_size": batch_size,
+        }
+        started = time.monotonic()
+        deleted = batches = 0
+        while not should_stop():
+            with self._transaction() as cursor:
+                cursor.execute(queries["admin_prune_finished_jobs"], params)
+                batch_deleted = cursor.rowcount
+            deleted += batch_deleted
+            batches += 1
+            if batch_deleted < batch_size:
+                break
+        log.info(
+            "jobs_pruned",
+            deleted=deleted,
+            batches=batches,
+            older_than_s=older_than_s,
+            statuses=params["statuses"],
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return deleted
+
+    # -- counts and lines -----------------------------------------------------------------------
+
+    def count_jobs(self) -> list[QueueCount]:
+        return [QueueCount(queue, Status(status), jobs) for queue, status, jobs in self._fetch_all("admin_count_jobs_by_queue_and_status")]
+
+    def oldest_waiting_jobs(self) -> list[WaitingJob]:
+        return [WaitingJob(*row) for row in self._fetch_all("admin_oldest_waiting_jobs")]
+
+    def throughput(self, minutes: int = 60) -> list[MinuteThroughput]:
+        """Jobs finished in each of the last ``minutes`` minutes, the current one last."""
+        return [MinuteThroughput(*row) for row in self._fetch_all("admin_throughput_per_minute", minutes=minutes)]
+
+    def count_recently_finished(self, window_s: float) -> list[FinishedCount]:
+        rows = self._fetch_all("admin_count_recently_finished", window_s=window_s)
+        return [FinishedCount(task_name, Status(status), jobs) for task_name, status, jobs in rows]
+
+    def count_workers(self, heartbeat_timeout_s: float) -> WorkerCounts:
+        (row,) = self._fetch_all("admin_count_workers", heartbeat_timeout_s=heartbeat_timeout_s)
+        return WorkerCounts(*row)
+
+    def list_busy_locks(self, limit: int = 200) -> list[LockLine]:
+        return [LockLine(*row) for row in self._fetch_all("admin_list_busy_locks", limit=limit)]
+
+    def database_now(self) -> datetime.datetime:
+        (row,) = self._fetch_all("admin_database_clock")
+        return row[0]
+
+
+def refuse_ineligible(verb: str, wanted: Sequence[int], found: dict[int, Status], allowed: frozenset[Status]) -> None:
+    """Raises, naming every id that cannot take the change, so that none is changed."""
+    missing = [job_id for job_id in wanted if job_id not in found]
+    wrong = [f"job {job_id} is {status.value}" for job_id, status in found.items() if status not in allowed]
+    if not missing and not wrong:
+        return
+    allowed_text = " or ".join(sorted(status.value for status in allowed))
+    why = f"only {allowed_text} jobs can be {PAST_PARTICIPLES[verb]}"
+    if verb == "cancel" and any(status is Status.DOING for status in found.values()):
+        why += "; a doing job belongs to its worker until its attempt ends"
+    parts = [f"no job with id {', '.join(map(str, missing))}"] if missing else []
+    if wrong:
+        parts.append(f"{', '.join(wrong)} ({why})")
+    message = f"cannot {verb}: {'; '.join(parts)}; no job was changed"
+    raise JobNotFound(message) if missing and not wrong else JobStateError(message)
+
+
+def error_from_driver(exc: Exception, dsn: str) -> StoreError:
+    reason = dsn_module.reason_of(exc, dsn)
+    if getattr(exc, "pgcode", None) in (UNDEFINED_TABLE, UNDEFINED_OBJECT):
+        return SchemaError(f"the cabbage schema is missing from {dsn_module.describe(dsn)} ({reason}): run 'cabbage schema apply'")
+    return StoreError(f"the database refused an admin query: {reason}")
+
+
+def check_prune_arguments(older_than_s: float, statuses: Collection[Status], batch_size: int) -> None:
+    if older_than_s < 0:
+        raise ConfigurationError(f"older_than_s must be >= 0, got {older_than_s}")
+    unfinished = sorted(status.value for status in statuses if status not in FINISHED_STATUSES)
+    if not statuses or unfinished:
+        raise ConfigurationError(f"only finished jobs (succeeded, failed, cancelled) can be pruned, got {unfinished or 'none'}")
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    (job_id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts, max_attempts,
+     worker_id, created_at, started_at, finished_at, error_type, error, traceback) = row
+    return Job(
+        id=job_id,
+        queue=queue,
+        task_name=task_name,
+        args=tuple(args) if isinstance(args, list) else (),
+        kwargs={**(args if isinstance(args, dict) else {}), **kwargs},
+        lock=lock,
+        status=Status(status),
+        scheduled_at=scheduled_at,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        worker_id=worker_id,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        last_error=JobError(error_type, error or "", traceback) if error_type else None,
+    )
+
+
+def prune_finished_jobs(
+    dsn: str,
+    older_than_s: float,
+    statuses: Collection[Status] = FINISHED_STATUSES,
+    batch_size: int = PRUNE_BATCH_SIZE,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Retention: deletes jobs finished more than ``older_than_s`` ago, in bounded batches.
+
+    Opens and closes its own connection, so a supervisor can call it from a thread of its own;
+    ``should_stop`` is asked between batches (a stopping supervisor need not wait for the rest).
+
+    >>> prune_finished_jobs(dsn, older_than_s=parse_duration("7d"))
+    """
+    admin = Admin.connect(dsn)
+    try:
+        return admin.prune_finished_jobs(older_than_s, statuses, batch_size, should_stop)
+    finally:
+        admin.close()

@@ -1,0 +1,130 @@
+-- The operators' queries: the `cabbage` command, the admin website, its REST API and /metrics.
+-- Filters left NULL match everything; every value is a bound parameter, never formatted in.
+
+-- name: admin_list_jobs
+-- Jobs newest first, filtered, one page after a keyset cursor on id (never an offset).
+SELECT id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts, max_attempts,
+       worker_id, created_at, started_at, finished_at, last_error_type, last_error,
+       NULL AS last_error_traceback
+  FROM cabbage_jobs
+ WHERE (%(status)s::cabbage_job_status IS NULL OR status = %(status)s::cabbage_job_status)
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+   AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s::text)
+   AND (%(lock)s::text IS NULL OR lock = %(lock)s::text)
+   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ ORDER BY id DESC
+ LIMIT %(limit)s;
+
+-- name: admin_get_job
+-- One job with its whole last error, traceback included (cabbage jobs show, the job page).
+SELECT id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts, max_attempts,
+       worker_id, created_at, started_at, finished_at, last_error_type, last_error,
+       last_error_traceback
+  FROM cabbage_jobs
+ WHERE id = %(job_id)s;
+
+-- name: admin_lock_jobs_for_change
+-- Locks the named jobs and reads their status, so a multi-id retry or cancel checks every id
+-- before it changes any; in id order, so two operators cannot deadlock each other.
+SELECT id, status
+  FROM cabbage_jobs
+ WHERE id = ANY(%(job_ids)s::bigint[])
+ ORDER BY id
+   FOR UPDATE;
+
+-- name: admin_retry_jobs
+-- A manual retry: todo again and due now, attempts kept; the triggers put each job back in its
+-- lock's line at the place its id gives it (invariant 2).
+UPDATE cabbage_jobs
+   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL
+ WHERE id = ANY(%(job_ids)s::bigint[])
+   AND status IN ('failed', 'cancelled')
+RETURNING id;
+
+-- name: admin_retry_jobs_matching
+-- Retries every job with the given finished status (failed or cancelled), of one task if named.
+UPDATE cabbage_jobs
+   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL
+ WHERE status = %(status)s::cabbage_job_status
+   AND status IN ('failed', 'cancelled')
+   AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s::text)
+RETURNING id;
+
+-- name: admin_cancel_jobs
+-- Cancels jobs still waiting (todo); a doing job is never touched: its worker owns it.
+UPDATE cabbage_jobs
+   SET status = 'cancelled', finished_at = now()
+ WHERE id = ANY(%(job_ids)s::bigint[])
+   AND status = 'todo'
+RETURNING id;
+
+-- name: admin_prune_finished_jobs
+-- Deletes one bounded batch of jobs finished before the cutoff, found through the
+-- cabbage_jobs_finished index; SKIP LOCKED: it never waits on a row someone else holds.
+DELETE FROM cabbage_jobs
+ WHERE id IN (SELECT id
+                FROM cabbage_jobs
+               WHERE finished_at < now() - make_interval(secs => %(older_than_s)s)
+                 AND status = ANY(%(statuses)s::cabbage_job_status[])
+               LIMIT %(batch_size)s
+                 FOR UPDATE SKIP LOCKED);
+
+-- name: admin_count_jobs_by_queue_and_status
+-- How many jobs each queue holds in each status (overview, stats, /metrics).
+SELECT queue, status, count(*) AS jobs
+  FROM cabbage_jobs
+ GROUP BY queue, status
+ ORDER BY queue, status;
+
+-- name: admin_oldest_waiting_jobs
+-- The oldest due todo job of each queue and how long it has waited, on the database clock.
+SELECT DISTINCT ON (queue) queue, id, EXTRACT(EPOCH FROM now() - scheduled_at)::float8 AS waiting_s
+  FROM cabbage_jobs
+ WHERE status = 'todo' AND scheduled_at <= now()
+ ORDER BY queue, scheduled_at, id;
+
+-- name: admin_throughput_per_minute
+-- Jobs finished in each of the last N minutes (the current one last), by outcome.
+SELECT minute, coalesce(finished.succeeded, 0) AS succeeded, coalesce(finished.failed, 0) AS failed,
+       coalesce(finished.cancelled, 0) AS cancelled
+  FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                       date_trunc('minute', now()), interval '1 minute') AS minute
+  LEFT JOIN (SELECT date_trunc('minute', finished_at) AS minute,
+                    count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+                    count(*) FILTER (WHERE status = 'failed') AS failed,
+                    count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+               FROM cabbage_jobs
+              WHERE finished_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
+              GROUP BY 1) AS finished USING (minute)
+ ORDER BY minute;
+
+-- name: admin_count_recently_finished
+-- Jobs finished within the window, by task and outcome (/metrics).
+SELECT task_name, status, count(*) AS jobs
+  FROM cabbage_jobs
+ WHERE finished_at >= now() - make_interval(secs => %(window_s)s)
+ GROUP BY task_name, status
+ ORDER BY task_name, status;
+
+-- name: admin_count_workers
+-- Registered workers, and those whose heartbeat is younger than the timeout (/metrics).
+SELECT count(*) AS registered,
+       count(*) FILTER (WHERE last_heartbeat_at > now() - make_interval(secs => %(heartbeat_timeout_s)s)) AS alive
+  FROM cabbage_workers;
+
+-- name: admin_list_busy_locks
+-- Locks with a running job or jobs waiting in line, busiest first (the locks page).
+SELECT lock,
+       max(id) FILTER (WHERE status = 'doing') AS running_job_id,
+       count(*) FILTER (WHERE status = 'todo') AS waiting,
+       EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'todo'))::float8 AS oldest_waiting_s
+  FROM cabbage_jobs
+ WHERE status IN ('todo', 'doing') AND lock IS NOT NULL
+ GROUP BY lock
+HAVING count(*) > 1 OR bool_or(status = 'doing')
+ ORDER BY waiting DESC, lock
+ LIMIT %(limit)s;
+
+-- name: admin_database_clock
+-- A round trip that proves the database answers, and its clock (healthcheck).
+SELECT now() AS database_now;
