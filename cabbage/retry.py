@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Union
 
 from cabbage.exceptions import ConfigurationError
@@ -33,8 +34,10 @@ class RetryPolicy:
             raise ConfigurationError(f"max_attempts must be a whole number >= 1 or None, got {self.max_attempts!r}")
         if self.backoff not in ("fixed", "exponential"):
             raise ConfigurationError(f"backoff must be 'fixed' or 'exponential', got {self.backoff!r}")
-        if self.wait_s < 0 or self.max_wait_s < 0:
-            raise ConfigurationError(f"wait_s and max_wait_s must be >= 0, got {self.wait_s!r} and {self.max_wait_s!r}")
+        for name in ("wait_s", "max_wait_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigurationError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
     def retry_in_s(self, attempt: int, error: BaseException | None) -> float | None:
         """Seconds to wait before the next attempt, or None when attempt ``attempt`` was the last."""
@@ -43,7 +46,8 @@ class RetryPolicy:
         if error is not None and not isinstance(error, self.retry_on):
             return None
         if self.backoff == "exponential":
-            return min(self.wait_s * 2 ** (attempt - 1), self.max_wait_s)
+            # Capping the exponent keeps 2**n a float even after thousands of attempts.
+            return min(self.wait_s * 2.0 ** min(attempt - 1, 1000), self.max_wait_s)
         return min(self.wait_s, self.max_wait_s)
 
 

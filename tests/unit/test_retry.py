@@ -34,9 +34,6 @@ def test_no_limit_keeps_retrying() -> None:
     assert policy.retry_in_s(10_000, RuntimeError()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True, raises=OverflowError, reason="2 ** (attempt - 1) overflows a float wait after ~1025 attempts"
-)
 def test_exponential_backoff_without_limit_survives_many_attempts() -> None:
     policy = RetryPolicy(max_attempts=None, wait_s=1.5, backoff="exponential", max_wait_s=60)
     assert policy.retry_in_s(2_000, RuntimeError()) == 60
@@ -73,11 +70,10 @@ def test_backoff_must_be_fixed_or_exponential() -> None:
 
 @pytest.mark.parametrize("waits", [{"wait_s": -1}, {"max_wait_s": -0.5}])
 def test_waits_must_not_be_negative(waits: dict) -> None:
-    with pytest.raises(ConfigurationError, match="must be >= 0"):
+    with pytest.raises(ConfigurationError, match="must be a finite number of seconds >= 0"):
         RetryPolicy(**waits)
 
 
-@pytest.mark.xfail(strict=True, reason="RetryPolicy accepts a NaN wait and fails with a bare TypeError on None")
 @pytest.mark.parametrize("wait_s", [float("nan"), None])
 def test_waits_must_be_numbers(wait_s: object) -> None:
     with pytest.raises(ConfigurationError, match="wait_s"):
