@@ -1,0 +1,154 @@
+"""The session's PostgreSQL for the integration and acceptance layers, and each test's database.
+
+`pg_dsn` (session) is, in order: the configured DSN (CABBAGE_DSN or libpq's PG* variables); a
+throwaway database on the local server at 127.0.0.1:5432 if it answers (skip that probe with
+CABBAGE_TEST_NO_LOCAL_PG=1); else a private cluster (cabbage.devdb). `template_dsn` (session)
+holds the schema, applied once; `db_dsn` (per test) is a fresh copy of it. Unit tests request
+none of them, so they never start PostgreSQL. No database is an error, never a skip.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Iterator
+
+import psycopg2
+import pytest
+from psycopg2 import errors, sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+TESTS_DIR = Path(__file__).parent
+LAYER_MARKERS = ("integration", "acceptance")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test with its layer's folder name, so that `-m` can select layers."""
+    for item in items:
+        try:
+            layer = item.path.relative_to(TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        if layer in LAYER_MARKERS:
+            item.add_marker(getattr(pytest.mark, layer))
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+def _admin_connection(dsn: str) -> psycopg2.extensions.connection:
+    connection = psycopg2.connect(dsn)
+    connection.autocommit = True  # CREATE and DROP DATABASE cannot run in a transaction
+    return connection
+
+
+def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with closing(_admin_connection(admin_dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(statement)
+
+
+def terminate_backends(admin_dsn: str, name: str) -> None:
+    with closing(_admin_connection(admin_dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+def drop_database(admin_dsn: str, name: str, timeout_s: float = 10.0) -> None:
+    """Drops the database, ending its sessions first (a killed worker's may linger briefly)."""
+    statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        terminate_backends(admin_dsn, name)
+        try:
+            with closing(_admin_connection(admin_dsn)) as connection, connection.cursor() as cursor:
+                cursor.execute(statement)
+            return
+        except errors.ObjectInUse:
+            # A terminated backend takes a moment to exit, and a supervisor may reconnect.
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _drop_at_exit(owner_pid: int, admin_dsn: str, name: str) -> None:
+    # A forked test process inherits atexit hooks; only the session's own process drops.
+    if os.getpid() == owner_pid:
+        drop_database(admin_dsn, name)
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A DSN of the session's PostgreSQL, to a database the session may use freely."""
+    from cabbage import devdb
+
+    dsn = devdb.resolve_dsn(for_tests=True)
+    if dsn == devdb.LOCAL_TEST_DSN:
+        name = f"cabbage_test_{os.getpid()}_{secrets.token_hex(3)}"
+        try:
+            create_database(dsn, name)
+        except psycopg2.Error:
+            # Refused (no CREATEDB): the template and per-test databases need it, so go private.
+            dsn = None
+        else:
+            yield from _throwaway_database(dsn, name)
+            return
+    if dsn is not None:
+        yield dsn  # configured by the developer or CI: used as it is
+        return
+    cluster = devdb.PrivateCluster.create(durable=False)  # also destroyed by atexit
+    try:
+        cluster.start()
+        yield cluster.dsn()
+    finally:
+        cluster.destroy()
+
+
+def _throwaway_database(admin_dsn: str, name: str) -> Iterator[str]:
+    atexit.register(_drop_at_exit, os.getpid(), admin_dsn, name)
+    try:
+        yield make_dsn(admin_dsn, dbname=name)
+    finally:
+        drop_database(admin_dsn, name)
+        atexit.unregister(_drop_at_exit)
+
+
+@pytest.fixture(scope="session")
+def template_dsn(pg_dsn: str) -> Iterator[str]:
+    """A database holding the current schema, applied once; copied by `db_dsn` for each test."""
+    from cabbage.schema import apply_schema
+
+    name = f"cabbage_tpl_{os.getpid()}"
+    drop_database(pg_dsn, name)  # left by a killed session whose pid was ours
+    create_database(pg_dsn, name)
+    try:
+        dsn = make_dsn(pg_dsn, dbname=name)
+        apply_schema(dsn)
+        yield dsn
+    finally:
+        drop_database(pg_dsn, name)
+
+
+@pytest.fixture
+def db_dsn(pg_dsn: str, template_dsn: str) -> Iterator[str]:
+    """A fresh database with the schema, for this test alone."""
+    template = parse_dsn(template_dsn)["dbname"]
+    name = f"cabbage_t_{os.getpid()}_{secrets.token_hex(4)}"
+    # CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template.
+    terminate_backends(pg_dsn, template)
+    create_database(pg_dsn, name, template=template)
+    try:
+        yield make_dsn(pg_dsn, dbname=name)
+    finally:
+        drop_database(pg_dsn, name)
