@@ -1,0 +1,55 @@
+"""cabbage: a PostgreSQL-backed task queue. These are its public names.
+
+>>> import cabbage
+>>> from cabbage import store
+>>> task_manager = cabbage.TaskManager()
+>>> @task_manager.task(queue="queue")
+... def write_alphabet(floor): ...
+>>> write_alphabet.defer("a")
+>>> cabbage.Worker(task_manager).process_jobs()
+
+Importing cabbage opens no connection and configures no logging.
+"""
+
+from cabbage import store
+from cabbage.exceptions import (
+    AppImportError,
+    CabbageError,
+    ConfigurationError,
+    DatabaseUnavailable,
+    JobNotFound,
+    JobStateError,
+    ScheduleError,
+    SchemaError,
+    StoreError,
+    TaskAlreadyRegistered,
+    TaskNotFound,
+    UnserialisableArgumentError,
+)
+from cabbage.jobs import Job, Status
+from cabbage.manager import TaskManager
+from cabbage.retry import RetryPolicy
+from cabbage.tasks import Task
+from cabbage.worker import Worker
+
+__all__ = [
+    "TaskManager",
+    "Worker",
+    "Task",
+    "RetryPolicy",
+    "Status",
+    "Job",
+    "store",
+    "AppImportError",
+    "CabbageError",
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "JobNotFound",
+    "JobStateError",
+    "ScheduleError",
+    "SchemaError",
+    "StoreError",
+    "TaskAlreadyRegistered",
+    "TaskNotFound",
+    "UnserialisableArgumentError",
+]

@@ -1,0 +1,138 @@
+"""Worker registration and the heartbeat thread that keeps a worker's row alive.
+
+A worker is a row in the store's workers table. While it runs, a daemon thread with its own
+store (its own connection) records a heartbeat every interval, so a long job keeps its worker
+alive; a worker whose heartbeats stop is reclaimed by a supervisor (ARCHITECTURE invariant 4).
+The same thread watches the master: the master holds the write end of a pipe, the child the
+read end, and EOF on it means the master died.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+from typing import Callable, Sequence
+
+import structlog
+
+from cabbage.store import JobStore
+
+
+def register_worker(store: JobStore, queues: Sequence[str] | None, hostname: str | None = None) -> int:
+    """Adds this process as a worker of ``queues`` and returns its ``worker_id``."""
+    return store.register_worker(hostname=hostname or socket.gethostname(), pid=os.getpid(), queues=queues)
+
+
+class HeartbeatThread:
+    """Records a worker's heartbeat every ``interval_s`` from a daemon thread.
+
+    ``master_alive_fd`` is the read end of a pipe whose write end the master holds: its EOF
+    means the master died, and ``on_master_lost`` is called at once (the supervisor passes a
+    function that exits the process). ``on_row_lost`` is called when the worker's row is gone
+    (it was reclaimed). Either ends the thread. Errors of the store are logged
+    (``heartbeat_failed``) and the thread keeps trying.
+
+    >>> heartbeat = HeartbeatThread(store, worker_id, interval_s=5.0)
+    >>> heartbeat.start()
+    >>> ...
+    >>> heartbeat.stop(); heartbeat.join()
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        worker_id: int,
+        interval_s: float,
+        *,
+        master_alive_fd: int | None = None,
+        on_master_lost: Callable[[], None] | None = None,
+        on_row_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.interval_s = interval_s
+        self.master_alive_fd = master_alive_fd
+        self.on_master_lost = on_master_lost
+        self.on_row_lost = on_row_lost
+        # Threads do not inherit context variables: the thread logs through a logger bound
+        # with what the starting thread had bound (role, worker_number) and its worker_id.
+        self.log = structlog.get_logger().bind(**structlog.contextvars.get_contextvars(), worker_id=worker_id)
+        # stop() writes to this pipe, so one select() waits for the interval, the master's
+        # death and a stop request at once.
+        self._wakeup_read_fd, self._wakeup_write_fd = os.pipe()
+        os.set_blocking(self._wakeup_write_fd, False)
+        # Guards the pipe's closing, so that stop() never writes to a reused descriptor.
+        self._pipe_lock = threading.Lock()
+        self._pipe_closed = False
+        self._thread = threading.Thread(target=self._run, name=f"cabbage-heartbeat-{worker_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Asks the thread to end now; returns at once (see ``join``)."""
+        with self._pipe_lock:
+            if self._pipe_closed:
+                return  # the thread has ended
+            try:
+                os.write(self._wakeup_write_fd, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full of earlier stop requests: one is enough
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        store = self.store.open_sibling()
+        try:
+            while self._wait_interval() and self._beat(store):
+                pass
+        finally:
+            if store is not self.store:
+                store.close()
+            with self._pipe_lock:
+                self._pipe_closed = True
+                os.close(self._wakeup_read_fd)
+                os.close(self._wakeup_write_fd)
+
+    def _wait_interval(self) -> bool:
+        """Waits one interval; False when the thread must end (stop, or the master is gone)."""
+        watched = [self._wakeup_read_fd]
+        if self.master_alive_fd is not None:
+            watched.append(self.master_alive_fd)
+        readable, _, _ = select.select(watched, [], [], self.interval_s)
+        if self._wakeup_read_fd in readable:
+            return False
+        if self.master_alive_fd in readable and self._is_master_gone():
+            self.log.error("master_lost", master_alive_fd=self.master_alive_fd)
+            if self.on_master_lost is not None:
+                self.on_master_lost()
+            return False
+        return True
+
+    def _is_master_gone(self) -> bool:
+        try:
+            return os.read(self.master_alive_fd, 1) == b""  # type: ignore[arg-type]
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # a pipe we can no longer read tells us nothing good about the master
+
+    def _beat(self, store: JobStore) -> bool:
+        """Records one heartbeat; False when the worker's row is gone and the thread must end."""
+        try:
+            is_registered = store.record_heartbeat(self.worker_id)
+        except Exception as exc:  # a boundary: an outage must not end the heartbeats
+            self.log.warning("heartbeat_failed", error_type=type(exc).__name__, error=str(exc))
+            return True
+        if is_registered:
+            return True
+        self.log.warning("worker_reclaimed", reason="the worker's row is gone: its jobs were taken back")
+        if self.on_row_lost is not None:
+            self.on_row_lost()
+        return False

@@ -1,0 +1,103 @@
+"""TaskManager: the task registry, the store it defers into, and the ``@task`` decorator."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, overload
+
+from cabbage.exceptions import TaskAlreadyRegistered, TaskNotFound
+from cabbage.retry import RetrySpec, make_retry_policy
+from cabbage.store import JobStore
+from cabbage.tasks import Task
+
+
+class TaskManager:
+    """The app: declares tasks and holds the job store they are deferred into.
+
+    The store is PostgreSQL by default (DSN from ``CABBAGE_DSN``, else libpq's ``PG*``
+    variables); it connects on first use, so importing an app opens nothing. ``store_options``
+    go to the store class.
+
+    >>> task_manager = cabbage.TaskManager()
+    >>> task_manager = cabbage.TaskManager(
+    ...     store_class=store.load_store_from_path("cabbage.testing.InMemoryJobStore")
+    ... )
+    """
+
+    def __init__(self, store_class: type[JobStore] | None = None, **store_options: Any) -> None:
+        if store_class is None:
+            # Imported here so that an app on the in-memory store never loads psycopg2.
+            from cabbage.postgres import PostgresJobStore
+
+            store_class = PostgresJobStore
+        self.store: JobStore = store_class(**store_options)
+        self.tasks: dict[str, Task] = {}
+
+    def __repr__(self) -> str:
+        return f"<TaskManager {type(self.store).__name__} tasks={len(self.tasks)}>"
+
+    @overload
+    def task(self, func: Callable[..., Any]) -> Task: ...
+
+    @overload
+    def task(
+        self,
+        func: None = None,
+        *,
+        queue: str = "default",
+        name: str | None = None,
+        retry: RetrySpec = None,
+        timeout: float | None = None,
+        lock: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        queue: str = "default",
+        name: str | None = None,
+        retry: RetrySpec = None,
+        timeout: float | None = None,
+        lock: str | None = None,
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Declares a task; usable bare (``@task_manager.task``) or with options.
+
+        ``queue``: which workers run it; ``name``: how jobs refer to it (default
+        ``module.qualname``); ``retry``: a number of retries, True (no limit) or a
+        ``RetryPolicy``; ``timeout``: seconds one attempt may run before the supervisor kills
+        its worker; ``lock``: the default lock of its jobs.
+
+        >>> @task_manager.task(queue="queue", retry=3, timeout=60)
+        ... def write_alphabet(floor): ...
+        """
+        retry_policy = make_retry_policy(retry)
+
+        def declare(func: Callable[..., Any]) -> Task:
+            task = Task(
+                func,
+                task_manager=self,
+                name=name or f"{func.__module__}.{func.__qualname__}",
+                queue=queue,
+                retry_policy=retry_policy,
+                timeout_s=timeout,
+                lock=lock,
+            )
+            existing = self.tasks.get(task.name)
+            if existing is not None:
+                raise TaskAlreadyRegistered(
+                    f"task name {task.name!r} is already declared (by {existing.func!r}); "
+                    "pass name= to tell the two apart"
+                )
+            self.tasks[task.name] = task
+            return task
+
+        return declare if func is None else declare(func)
+
+    def get_task(self, name: str) -> Task:
+        """The task declared under ``name``; TaskNotFound if this app has none."""
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise TaskNotFound(
+                f"task {name!r} is not declared in this app (known: {', '.join(sorted(self.tasks)) or 'none'})"
+            ) from None

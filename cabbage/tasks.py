@@ -1,0 +1,335 @@
+"""Task and its configured defer: argument and schedule validation, then one store call.
+
+A ``Task`` is what ``@task_manager.task`` returns. Calling it runs the function here and now;
+``defer`` stores a job for a worker. Everything a store could refuse (arguments JSON cannot
+carry, a naive ``schedule_at``, an unknown unit in ``schedule_in``) is refused here first, with
+a message naming the culprit, so nothing is inserted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import math
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import structlog
+
+from cabbage.exceptions import ConfigurationError, ScheduleError, UnserialisableArgumentError
+from cabbage.jobs import NewJob
+from cabbage.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from cabbage.manager import TaskManager
+
+log = structlog.get_logger()
+
+# pendulum's duration units; everything but years and months is a fixed number of seconds.
+SECONDS_PER_UNIT = {
+    "weeks": 7 * 86400.0,
+    "days": 86400.0,
+    "hours": 3600.0,
+    "minutes": 60.0,
+    "seconds": 1.0,
+    "milliseconds": 1e-3,
+    "microseconds": 1e-6,
+}
+CALENDAR_UNITS = ("years", "months")
+SCHEDULE_IN_UNITS = CALENDAR_UNITS + tuple(SECONDS_PER_UNIT)
+SCHEDULE_IN_EXAMPLE = 'schedule_in={"hours": 1, "minutes": 30}'
+
+# What to pass instead of a value JSON cannot carry, by type name.
+JSON_HINTS = {
+    "set": "pass a list",
+    "frozenset": "pass a list",
+    "bytes": "pass a str (decode it, or base64 for binary data)",
+    "bytearray": "pass a str (decode it, or base64 for binary data)",
+    "datetime": "pass value.isoformat()",
+    "date": "pass value.isoformat()",
+    "time": "pass value.isoformat()",
+    "timedelta": "pass value.total_seconds()",
+    "Decimal": "pass str(value) or float(value)",
+    "UUID": "pass str(value)",
+    "complex": "pass [value.real, value.imag]",
+}
+DEFAULT_JSON_HINT = "pass JSON types: str, int, float, bool, None, list, dict with str keys"
+
+
+class Task:
+    """A function declared with ``@task_manager.task``; defer it to run it in a worker.
+
+    >>> @task_manager.task(queue="queue")
+    ... def write_alphabet(floor): ...
+    >>> write_alphabet("a")                 # runs the function now, in this process
+    >>> write_alphabet.defer("a")           # stores a job; returns its id
+    >>> write_alphabet.configure(lock="/tmp/alphabet.txt").defer("b")
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        task_manager: "TaskManager",
+        name: str,
+        queue: str,
+        retry_policy: RetryPolicy,
+        timeout_s: float | None,
+        lock: str | None,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.task_manager = task_manager
+        self.name = name
+        self.queue = _check_queue(queue)
+        self.retry_policy = retry_policy
+        self.timeout_s = _check_timeout(timeout_s)
+        self.lock = _check_lock(lock)
+        self._default_description: JobDescription | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue!r}>"
+
+    def configure(
+        self,
+        *,
+        lock: str | None = None,
+        schedule_at: datetime.datetime | None = None,
+        schedule_in: Mapping[str, float] | None = None,
+        queue: str | None = None,
+        connection: Any = None,
+    ) -> "JobDescription":
+        """Options for the jobs deferred through the result; unset ones keep the task's.
+
+        ``lock``: jobs sharing it run one at a time, in creation order.
+        ``schedule_at``: a timezone-aware datetime; ``schedule_in``: a delay in pendulum duration
+        units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both.
+        ``connection``: a psycopg2 connection whose transaction the insert joins.
+
+        >>> write_alphabet.configure(schedule_in={"minutes": 5}).defer("e")
+        """
+        return JobDescription(
+            self,
+            lock=self.lock if lock is None else _check_lock(lock),
+            queue=self.queue if queue is None else _check_queue(queue),
+            schedule=_check_schedule(schedule_at, schedule_in),
+            connection=connection,
+        )
+
+    def defer(self, *args: Any, **kwargs: Any) -> int:
+        """Stores a job that calls this task with these arguments; returns the job id.
+
+        >>> job_id = write_alphabet.defer("a")
+        """
+        return self._defaults().defer(*args, **kwargs)
+
+    def defer_many(self, calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[int]:
+        """Stores one job per call in a single round trip; see ``JobDescription.defer_many``.
+
+        >>> write_alphabet.defer_many([["a"], ["b"], {"floor": "c"}])
+        """
+        return self._defaults().defer_many(calls)
+
+    def _defaults(self) -> "JobDescription":
+        # Built once: a plain defer() then does no option checking at all.
+        if self._default_description is None:
+            self._default_description = self.configure()
+        return self._default_description
+
+
+class JobDescription:
+    """The jobs a ``Task.configure(...)`` describes; ``defer`` stores one of them."""
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        lock: str | None,
+        queue: str,
+        schedule: tuple[datetime.datetime | None, Mapping[str, float] | None],
+        connection: Any,
+    ) -> None:
+        self.task = task
+        self.lock = lock
+        self.queue = queue
+        self.scheduled_at, self.schedule_in = schedule
+        self.connection = connection
+
+    def defer(self, *args: Any, **kwargs: Any) -> int:
+        """Stores one job with these arguments and returns its id.
+
+        >>> job_description = write_alphabet.configure(lock="/tmp/alphabet.txt")
+        >>> job_description.defer("a")
+        """
+        job = self._new_job(args, kwargs)
+        job_id = self.task.task_manager.store.defer_jobs([job], connection=self.connection)[0]
+        log.debug("job_deferred", job_id=job_id, task_name=job.task_name, queue=job.queue, lock=job.lock)
+        return job_id
+
+    def defer_many(self, calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[int]:
+        """Stores one job per call in one round trip and returns their ids, in order.
+
+        A mapping is a call's keyword arguments, a list or tuple its positional arguments.
+        If any call is refused, none is stored.
+
+        >>> write_alphabet.configure(lock="/tmp/alphabet.txt").defer_many([["a"], ["b"], {"floor": "c"}])
+        """
+        jobs = [self._new_job(*_split_call(call, position)) for position, call in enumerate(calls, start=1)]
+        if not jobs:
+            return []
+        job_ids = self.task.task_manager.store.defer_jobs(jobs, connection=self.connection)
+        log.debug("jobs_deferred", job_count=len(job_ids), task_name=self.task.name, queue=self.queue, lock=self.lock)
+        return job_ids
+
+    def _new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
+        _check_arguments(self.task, args, kwargs)
+        return NewJob(
+            queue=self.queue,
+            task_name=self.task.name,
+            args=tuple(args),
+            kwargs=kwargs,
+            lock=self.lock,
+            scheduled_at=self.scheduled_at,
+            schedule_in=self.schedule_in,
+            max_attempts=self.task.retry_policy.max_attempts,
+        )
+
+
+def _split_call(call: Mapping[str, Any] | Sequence[Any], position: int) -> tuple[Sequence[Any], Mapping[str, Any]]:
+    if isinstance(call, Mapping):
+        if not all(isinstance(name, str) for name in call):
+            raise ConfigurationError(f"call {position} of defer_many has a keyword argument name that is not a str: {list(call)!r}")
+        return (), call
+    if isinstance(call, (list, tuple)):
+        return call, {}
+    raise ConfigurationError(
+        f"call {position} of defer_many is a {type(call).__name__}; "
+        "pass a list or tuple of positional arguments, or a dict of keyword arguments"
+    )
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+
+def _check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuses what JSON (and PostgreSQL's jsonb) cannot carry, naming the argument."""
+    try:
+        # One C-speed pass over everything; the per-argument search runs only on failure.
+        json.dumps((args, kwargs), allow_nan=False)
+        return
+    except (TypeError, ValueError):
+        pass
+    named = [(f"argument {position}", value) for position, value in enumerate(args, start=1)]
+    named += [(f"argument {name!r}", value) for name, value in kwargs.items()]
+    for label, value in named:
+        culprit = _find_unserialisable(value)
+        if culprit is not None:
+            kind, hint = culprit
+            raise UnserialisableArgumentError(
+                f"{label} of {task.__name__} is not JSON-serialisable ({kind}); {hint}"
+            )
+    raise UnserialisableArgumentError(f"arguments of {task.__name__} are not JSON-serialisable; {DEFAULT_JSON_HINT}")
+
+
+def _find_unserialisable(value: Any) -> tuple[str, str] | None:
+    """The first value inside ``value`` that JSON cannot carry, as (description, hint)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (f"float {value}", "pass a finite number or None")
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, map(_find_unserialisable, value)), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return f"dict key of type {type(key).__name__}", "use str keys"
+            culprit = _find_unserialisable(item)
+            if culprit is not None:
+                return culprit
+        return None
+    kind = type(value).__name__
+    return kind, JSON_HINTS.get(kind, DEFAULT_JSON_HINT)
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def _check_queue(queue: str) -> str:
+    if not isinstance(queue, str) or not queue:
+        raise ConfigurationError(f"queue must be a non-empty string, got {queue!r}")
+    return queue
+
+
+def _check_lock(lock: str | None) -> str | None:
+    if lock is not None and not isinstance(lock, str):
+        raise ConfigurationError(
+            f"lock must be a string naming the shared resource, got {lock!r} ({type(lock).__name__}); pass str(...)"
+        )
+    return lock
+
+
+def _check_timeout(timeout_s: float | None) -> float | None:
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+def _check_schedule(
+    schedule_at: datetime.datetime | None, schedule_in: Mapping[str, float] | None
+) -> tuple[datetime.datetime | None, Mapping[str, float] | None]:
+    if schedule_at is not None and schedule_in is not None:
+        raise ScheduleError(
+            f"pass schedule_at or schedule_in, not both (got schedule_at={schedule_at} and schedule_in={schedule_in!r})"
+        )
+    if schedule_at is not None:
+        return _check_schedule_at(schedule_at), None
+    if schedule_in is not None:
+        return None, _fold_schedule_in(schedule_in)
+    return None, None
+
+
+def _check_schedule_at(schedule_at: datetime.datetime) -> datetime.datetime:
+    if not isinstance(schedule_at, datetime.datetime):
+        raise ScheduleError(
+            f"schedule_at must be a datetime.datetime, got {schedule_at!r} ({type(schedule_at).__name__}); "
+            "for a delay, pass schedule_in"
+        )
+    if schedule_at.tzinfo is None or schedule_at.utcoffset() is None:
+        raise ScheduleError(
+            f"schedule_at must be timezone-aware, got {schedule_at} (naive); pass tzinfo=datetime.timezone.utc"
+        )
+    return schedule_at
+
+
+def _fold_schedule_in(schedule_in: Mapping[str, float]) -> dict[str, float]:
+    """``{"hours": 1, "minutes": 30}`` -> ``{"seconds": 5400.0}``; years and months stay calendar units."""
+    if not isinstance(schedule_in, Mapping):
+        raise ScheduleError(f"schedule_in must be a dict of pendulum duration units, got {schedule_in!r}; e.g. {SCHEDULE_IN_EXAMPLE}")
+    folded: dict[str, float] = {}
+    seconds = 0.0
+    for unit, amount in schedule_in.items():
+        if unit not in SCHEDULE_IN_UNITS:
+            raise ScheduleError(
+                f"schedule_in unit {unit!r} is not one of {', '.join(SCHEDULE_IN_UNITS)}; e.g. {SCHEDULE_IN_EXAMPLE}"
+            )
+        _check_amount(unit, amount)
+        if unit in CALENDAR_UNITS:
+            folded[unit] = amount
+        else:
+            seconds += amount * SECONDS_PER_UNIT[unit]
+    if seconds or not folded:
+        folded["seconds"] = seconds
+    return folded
+
+
+def _check_amount(unit: str, amount: Any) -> None:
+    is_number = isinstance(amount, (int, float)) and not isinstance(amount, bool) and math.isfinite(amount)
+    if not is_number or amount < 0:
+        raise ScheduleError(f"schedule_in[{unit!r}] must be a number >= 0, got {amount!r}; e.g. {SCHEDULE_IN_EXAMPLE}")
+    if unit in CALENDAR_UNITS and amount != int(amount):
+        raise ScheduleError(f"schedule_in[{unit!r}] must be a whole number, got {amount!r}; use days or hours for fractions")

@@ -1,0 +1,1 @@
+"""The how-to's tasks (``examples.tasks``) and its task middleware (``examples.middleware``)."""

@@ -1,0 +1,335 @@
+"""The task API: declaring tasks, deferring them, and every bad input refused before any insert."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+import structlog
+
+import cabbage
+from cabbage import store
+from cabbage.exceptions import (
+    CabbageError,
+    ConfigurationError,
+    ScheduleError,
+    TaskAlreadyRegistered,
+    TaskNotFound,
+    UnserialisableArgumentError,
+)
+from cabbage.jobs import Status
+from cabbage.testing import InMemoryJobStore
+
+UTC = datetime.timezone.utc
+
+
+@pytest.fixture
+def task_manager() -> cabbage.TaskManager:
+    return cabbage.TaskManager(store_class=store.load_store_from_path("cabbage.testing.InMemoryJobStore"))
+
+
+@pytest.fixture
+def memory(task_manager: cabbage.TaskManager) -> InMemoryJobStore:
+    assert isinstance(task_manager.store, InMemoryJobStore)
+    return task_manager.store
+
+
+@pytest.fixture
+def write_alphabet(task_manager: cabbage.TaskManager) -> cabbage.Task:
+    @task_manager.task(queue="queue")
+    def write_alphabet(floor: Any) -> str:
+        return f"wrote {floor}"
+
+    return write_alphabet
+
+
+# -- declaring -----------------------------------------------------------------------------------
+
+
+def test_the_public_names_are_exported() -> None:
+    assert {"TaskManager", "Worker", "Task", "RetryPolicy", "Status", "Job", "store"} <= set(cabbage.__all__)
+    assert cabbage.store.load_store_from_path is store.load_store_from_path
+    assert issubclass(cabbage.UnserialisableArgumentError, cabbage.CabbageError)
+
+
+def test_a_task_keeps_its_options(task_manager: cabbage.TaskManager) -> None:
+    policy = cabbage.RetryPolicy(max_attempts=4, wait_s=1)
+
+    @task_manager.task(queue="mail", name="mail.send", retry=policy, timeout=30, lock="smtp")
+    def send(address: str) -> None: ...
+
+    assert task_manager.tasks == {"mail.send": send}
+    assert (send.name, send.queue, send.retry_policy, send.timeout_s, send.lock) == ("mail.send", "mail", policy, 30.0, "smtp")
+
+
+def test_the_bare_decorator_names_the_task_after_module_and_qualname(task_manager: cabbage.TaskManager) -> None:
+    @task_manager.task
+    def clean() -> None: ...
+
+    assert clean.name == f"{__name__}.test_the_bare_decorator_names_the_task_after_module_and_qualname.<locals>.clean"
+    assert clean.queue == "default"
+    assert clean.retry_policy.max_attempts == 1
+    assert clean.timeout_s is None
+    assert task_manager.get_task(clean.name) is clean
+
+
+def test_calling_a_task_runs_the_function_here(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    assert write_alphabet("a") == "wrote a"
+    assert write_alphabet.__name__ == "write_alphabet"
+    assert memory.jobs == ()
+
+
+def test_retry_as_a_number_of_retries(task_manager: cabbage.TaskManager) -> None:
+    @task_manager.task(retry=3)
+    def flaky() -> None: ...
+
+    assert flaky.retry_policy.max_attempts == 4
+
+
+def test_a_duplicate_name_is_refused(task_manager: cabbage.TaskManager) -> None:
+    @task_manager.task(name="same")
+    def first() -> None: ...
+
+    with pytest.raises(TaskAlreadyRegistered, match="'same' is already declared.*pass name="):
+
+        @task_manager.task(name="same")
+        def second() -> None: ...
+
+    assert task_manager.tasks == {"same": first}
+
+
+def test_an_unknown_task_name_lists_the_known_ones(write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager) -> None:
+    with pytest.raises(TaskNotFound) as raised:
+        task_manager.get_task("x.y")
+    assert str(raised.value) == f"task 'x.y' is not declared in this app (known: {write_alphabet.name})"
+    assert isinstance(raised.value, LookupError)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "10", True, math.inf, math.nan])
+def test_a_bad_timeout_is_refused(task_manager: cabbage.TaskManager, timeout: Any) -> None:
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds > 0"):
+        task_manager.task(timeout=timeout)(lambda: None)
+    assert task_manager.tasks == {}
+
+
+@pytest.mark.parametrize("options", [{"queue": ""}, {"queue": 3}, {"lock": 3}, {"retry": -1}])
+def test_bad_task_options_are_refused(task_manager: cabbage.TaskManager, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        task_manager.task(**options)(lambda: None)
+
+
+def test_importing_cabbage_configures_nothing_and_connects_nowhere() -> None:
+    # A fresh interpreter: this one has seen other tests configure logging.
+    script = (
+        "import logging, sys, structlog, cabbage\n"
+        "from cabbage import store\n"
+        "cabbage.TaskManager(store_class=store.load_store_from_path('cabbage.testing.InMemoryJobStore'))\n"
+        "assert not structlog.is_configured(), 'structlog configured'\n"
+        "assert not logging.getLogger().handlers, 'a root handler was added'\n"
+        "assert 'psycopg2' not in sys.modules, 'psycopg2 imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# -- deferring -----------------------------------------------------------------------------------
+
+
+def test_defer_stores_a_job_with_the_tasks_options(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    job_id = write_alphabet.defer("a")
+    job = memory.get_job(job_id)
+    assert job is not None
+    assert (job.task_name, job.queue, job.args, job.kwargs, job.lock) == (write_alphabet.name, "queue", ("a",), {}, None)
+    assert (job.status, job.max_attempts) == (Status.TODO, 1)
+
+
+def test_defer_takes_keyword_arguments(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    job = memory.get_job(write_alphabet.defer(floor={"nested": [1, 2.5, None, True]}))
+    assert job is not None and job.args == () and job.kwargs == {"floor": {"nested": [1, 2.5, None, True]}}
+
+
+def test_max_attempts_comes_from_the_retry_policy(task_manager: cabbage.TaskManager, memory: InMemoryJobStore) -> None:
+    @task_manager.task(retry=cabbage.RetryPolicy(max_attempts=5))
+    def flaky() -> None: ...
+
+    @task_manager.task(retry=True)
+    def forever() -> None: ...
+
+    assert [job.max_attempts for job in map(memory.get_job, [flaky.defer(), forever.defer()])] == [5, None]  # type: ignore[union-attr]
+
+
+def test_configure_sets_lock_queue_and_keeps_the_rest(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    job_description = write_alphabet.configure(lock="/tmp/alphabet.txt", queue="other")
+    ids = [job_description.defer(letter) for letter in "abcd"]
+    jobs = [memory.get_job(job_id) for job_id in ids]
+    assert [(job.lock, job.queue, job.args) for job in jobs] == [("/tmp/alphabet.txt", "other", (letter,)) for letter in "abcd"]  # type: ignore[union-attr]
+    assert memory.get_job(write_alphabet.defer("e")).lock is None  # type: ignore[union-attr]
+
+
+def test_the_tasks_default_lock_applies_unless_configured(task_manager: cabbage.TaskManager, memory: InMemoryJobStore) -> None:
+    @task_manager.task(lock="printer")
+    def print_page(page: int) -> None: ...
+
+    assert memory.get_job(print_page.defer(1)).lock == "printer"  # type: ignore[union-attr]
+    assert memory.get_job(print_page.configure(lock="other").defer(2)).lock == "other"  # type: ignore[union-attr]
+
+
+def test_schedule_at_is_kept(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    dt = datetime.datetime(2038, 1, 19, 3, 14, 7).replace(tzinfo=datetime.timezone.utc)
+    job = memory.get_job(write_alphabet.configure(schedule_at=dt).defer("z"))
+    assert job is not None and job.scheduled_at == dt
+
+
+def test_schedule_in_counts_from_now(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    before = datetime.datetime.now(UTC)
+    job = memory.get_job(write_alphabet.configure(schedule_in={"hours": 1, "minutes": 30}).defer("z"))
+    after = datetime.datetime.now(UTC)
+    assert job is not None
+    assert before + datetime.timedelta(minutes=90) <= job.scheduled_at <= after + datetime.timedelta(minutes=90)
+
+
+@pytest.mark.parametrize(
+    ("schedule_in", "folded"),
+    [
+        ({"hours": 1, "minutes": 30}, {"seconds": 5400.0}),
+        ({"weeks": 1, "days": 1, "seconds": 1, "milliseconds": 500, "microseconds": 250}, {"seconds": 691201.50025}),
+        ({"years": 1, "months": 2, "days": 3}, {"years": 1, "months": 2, "seconds": 259200.0}),
+        ({"months": 1}, {"months": 1}),
+        ({}, {"seconds": 0.0}),
+    ],
+)
+def test_schedule_in_folds_fixed_units_into_seconds(
+    write_alphabet: cabbage.Task, schedule_in: dict[str, float], folded: dict[str, float]
+) -> None:
+    description = write_alphabet.configure(schedule_in=schedule_in)
+    assert description.scheduled_at is None
+    assert description.schedule_in == pytest.approx(folded)
+
+
+def test_defer_many_is_one_store_call(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    original = memory.defer_jobs
+    monkeypatch.setattr(memory, "defer_jobs", lambda jobs, connection=None: calls.append(len(jobs)) or original(jobs, connection))
+    ids = write_alphabet.configure(lock="L").defer_many([["a"], ("b",), {"floor": "c"}])
+    assert calls == [3]
+    assert [(job.args, job.kwargs, job.lock) for job in memory.jobs] == [(("a",), {}, "L"), (("b",), {}, "L"), ((), {"floor": "c"}, "L")]
+    assert [job.id for job in memory.jobs] == ids
+    assert write_alphabet.defer_many([]) == []
+    assert calls == [3]
+
+
+def test_defer_many_on_the_task(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    assert len(write_alphabet.defer_many([["a"], ["b"]])) == 2
+    assert [job.args for job in memory.jobs] == [("a",), ("b",)]
+
+
+def test_connection_is_refused_by_the_memory_store(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    with pytest.raises(ConfigurationError, match="cannot join a database transaction"):
+        write_alphabet.configure(connection=object()).defer("a")
+    assert memory.jobs == ()
+
+
+# -- bad input: nothing inserted ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {"floor": {"a"}}, "argument 'floor' of write_alphabet is not JSON-serialisable (set); pass a list"),
+        (({"a"},), {}, "argument 1 of write_alphabet is not JSON-serialisable (set); pass a list"),
+        (("ok", b"x"), {}, "argument 2 of write_alphabet is not JSON-serialisable (bytes); pass a str"),
+        ((datetime.date(2038, 1, 19),), {}, "argument 1 of write_alphabet is not JSON-serialisable (date); pass value.isoformat()"),
+        ((decimal.Decimal("1.5"),), {}, "(Decimal); pass str(value) or float(value)"),
+        ((uuid.uuid4(),), {}, "(UUID); pass str(value)"),
+        ((math.nan,), {}, "argument 1 of write_alphabet is not JSON-serialisable (float nan); pass a finite number"),
+        ((), {"floor": [1, {"deep": object()}]}, "argument 'floor' of write_alphabet is not JSON-serialisable (object); pass JSON types"),
+        ((), {"floor": {(1, 2): "tuple key"}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key of type tuple); use str keys"),
+    ],
+)
+def test_an_argument_json_cannot_carry_is_refused(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UnserialisableArgumentError) as raised:
+        write_alphabet.defer(*args, **kwargs)
+    assert message in str(raised.value)
+    assert isinstance(raised.value, TypeError) and isinstance(raised.value, CabbageError)
+    assert memory.jobs == ()
+
+
+def test_one_bad_call_in_defer_many_inserts_nothing(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    with pytest.raises(UnserialisableArgumentError, match="argument 1 of write_alphabet"):
+        write_alphabet.defer_many([["a"], [{"b"}], ["c"]])
+    with pytest.raises(ConfigurationError, match="call 2 of defer_many is a str"):
+        write_alphabet.defer_many([["a"], "b"])
+    with pytest.raises(ConfigurationError, match="not a str"):
+        write_alphabet.defer_many([{1: "a"}])
+    assert memory.jobs == ()
+
+
+def test_a_naive_schedule_at_is_refused(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        write_alphabet.configure(schedule_at=datetime.datetime(2038, 1, 19, 3, 14, 7)).defer("a")
+    assert str(raised.value) == (
+        "schedule_at must be timezone-aware, got 2038-01-19 03:14:07 (naive); pass tzinfo=datetime.timezone.utc"
+    )
+    assert isinstance(raised.value, ValueError)
+    assert memory.jobs == ()
+
+
+def test_schedule_at_must_be_a_datetime(write_alphabet: cabbage.Task) -> None:
+    with pytest.raises(ScheduleError, match="must be a datetime.datetime, got datetime.date"):
+        write_alphabet.configure(schedule_at=datetime.date(2038, 1, 19))  # type: ignore[arg-type]
+
+
+def test_schedule_at_and_schedule_in_together_are_refused(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    dt = datetime.datetime(2038, 1, 19, tzinfo=UTC)
+    with pytest.raises(ScheduleError, match="pass schedule_at or schedule_in, not both"):
+        write_alphabet.configure(schedule_at=dt, schedule_in={"hours": 1}).defer("a")
+    assert memory.jobs == ()
+
+
+@pytest.mark.parametrize(
+    ("schedule_in", "message"),
+    [
+        ({"hour": 1}, "schedule_in unit 'hour' is not one of years, months, weeks, days, hours, minutes, seconds, milliseconds, microseconds"),
+        ({"hours": -1}, "schedule_in['hours'] must be a number >= 0, got -1"),
+        ({"hours": "1"}, "schedule_in['hours'] must be a number >= 0, got '1'"),
+        ({"hours": True}, "must be a number >= 0, got True"),
+        ({"minutes": math.inf}, "must be a number >= 0, got inf"),
+        ({"months": 1.5}, "schedule_in['months'] must be a whole number, got 1.5"),
+        ([("hours", 1)], "schedule_in must be a dict of pendulum duration units"),
+    ],
+)
+def test_a_bad_schedule_in_is_refused(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore, schedule_in: Any, message: str
+) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        write_alphabet.configure(schedule_in=schedule_in).defer("a")
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert memory.jobs == ()
+
+
+def test_a_bad_lock_or_queue_in_configure_is_refused(write_alphabet: cabbage.Task) -> None:
+    with pytest.raises(ConfigurationError, match=r"lock must be a string naming the shared resource, got 3 \(int\)"):
+        write_alphabet.configure(lock=3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="queue must be a non-empty string"):
+        write_alphabet.configure(queue="")
+
+
+def test_defer_logs_job_deferred_at_debug(write_alphabet: cabbage.Task) -> None:
+    with structlog.testing.capture_logs() as events:
+        job_id = write_alphabet.defer("a")
+        write_alphabet.defer_many([["b"], ["c"]])
+    assert events == [
+        {"event": "job_deferred", "log_level": "debug", "job_id": job_id, "task_name": write_alphabet.name, "queue": "queue", "lock": None},
+        {"event": "jobs_deferred", "log_level": "debug", "job_count": 2, "task_name": write_alphabet.name, "queue": "queue", "lock": None},
+    ]
