@@ -1,0 +1,438 @@
+"""PostgresJobStore: the JobStore contract on PostgreSQL, running the named queries of cabbage/sql.
+
+The database keeps the invariants (ARCHITECTURE section 2): the triggers keep each lock's line,
+the partial indexes make claims cheap, and every state change names the attempt's owner. This
+module only picks the query, passes named parameters, and maps rows to ``Job`` records.
+
+Connections are opened lazily, one per store and process, in autocommit mode. After ``fork`` a
+store notices that its connection belongs to another process and opens its own; the inherited
+one is dropped, never closed, because closing it would end the parent's session. A lost
+connection raises ``DatabaseUnavailable`` and the next call reconnects. No psycopg2 error leaves
+this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import select
+import time
+import weakref
+from typing import Any, Iterator, Mapping, Sequence
+
+import psycopg2
+import psycopg2.extensions
+
+from cabbage import dsn as dsn_module
+from cabbage import schema
+from cabbage.exceptions import DatabaseUnavailable, ScheduleError, StoreError, UnserialisableArgumentError
+from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.sql import queries
+from cabbage.store import JobStore
+
+NOTIFY_CHANNEL = "cabbage_jobs"
+SCHEDULE_IN_UNITS = ("years", "months", "seconds")
+OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
+UNREGISTERED_REASON = "worker unregistered while holding the job"
+# SQLSTATE classes that mean the session is gone: connection exceptions, and the server
+# shutting down or terminating the backend (pg_terminate_backend is 57P01).
+_SESSION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+class _WakePipe:
+    """The self-pipe that ``interrupt_wait`` writes to and ``wait_for_jobs`` selects on."""
+
+    def __init__(self) -> None:
+        self.reader, self.writer = os.pipe()
+        os.set_blocking(self.reader, False)
+        os.set_blocking(self.writer, False)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.writer, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full: a wake-up is already pending; closed: the store is gone
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self.reader, 4096):
+                pass
+
+    def close(self) -> None:
+        for fd in (self.reader, self.writer):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_stores: "weakref.WeakSet[PostgresJobStore]" = weakref.WeakSet()
+
+
+def _renew_wake_pipes_in_child() -> None:
+    # Right after fork, while the inherited descriptors are surely still the pipe's: a child
+    # waking its copy would wake the parent's wait too.
+    for store in list(_stores):
+        store._wake.close()
+        store._wake = _WakePipe()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_wake_pipes_in_child)
+
+
+class PostgresJobStore(JobStore):
+    """The job store on PostgreSQL. Constructing one opens nothing.
+
+    ``dsn`` is a libpq URI or keyword string; None means ``$CABBAGE_DSN``, else libpq's PG*
+    variables.
+
+    >>> store = PostgresJobStore("postgresql://app@db/app")
+    >>> store.check_schema()    # SchemaError: run 'cabbage schema apply'
+    """
+
+    def __init__(self, dsn: str | None = None) -> None:
+        self.dsn = dsn_module.resolve_dsn(dsn)
+        self._connection: psycopg2.extensions.connection | None = None
+        self._connection_pid: int | None = None
+        self._listening = False
+        self._wake = _WakePipe()
+        _stores.add(self)
+
+    def __repr__(self) -> str:
+        return f"PostgresJobStore({dsn_module.describe(self.dsn)!r})"
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._wake.close()
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        if self._connection is not None and self._connection_pid != os.getpid():
+            self._forget_connection()
+        if self._connection is None or self._connection.closed:
+            self._connection = dsn_module.connect(self.dsn)
+            self._connection_pid = os.getpid()
+            self._listening = False
+        return self._connection
+
+    def _forget_connection(self) -> None:
+        # Not close(): on an inherited connection it would end the parent's session. Dropping
+        # the reference is enough: psycopg2 (2.8+) closes a connection on garbage collection
+        # only in the process that opened it.
+        self._connection = None
+        self._connection_pid = None
+        self._listening = False
+
+    def _drop_broken_connection(self) -> None:
+        connection = self._connection
+        if connection is not None and self._connection_pid == os.getpid():
+            with contextlib.suppress(psycopg2.Error):
+                connection.close()
+        self._forget_connection()
+
+    @contextlib.contextmanager
+    def _cursor(self, connection: Any = None) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor on ``connection`` (the caller's) or on the store's own, with psycopg2
+        errors turned into cabbage ones."""
+        own = connection is None
+        with self._errors_translated(own):
+            with (self._connect() if own else connection).cursor() as cursor:
+                yield cursor
+
+    @contextlib.contextmanager
+    def _errors_translated(self, own_connection: bool = True) -> Iterator[None]:
+        try:
+            yield
+        except psycopg2.Error as exc:
+            reason = dsn_module.reason_of(exc, self.dsn)
+            if _is_session_lost(exc):
+                if own_connection:
+                    self._drop_broken_connection()
+                # from None: the chained psycopg2 error would print libpq's unscrubbed text.
+                raise DatabaseUnavailable(f"lost the connection to {dsn_module.describe(self.dsn)}: {reason}") from None
+            raise StoreError(f"the database refused a cabbage query: {reason}") from None
+
+    def close(self) -> None:
+        connection, pid = self._connection, self._connection_pid
+        self._forget_connection()
+        if connection is not None and pid == os.getpid():
+            with contextlib.suppress(psycopg2.Error):
+                connection.close()
+
+    def open_sibling(self) -> "PostgresJobStore":
+        return PostgresJobStore(self.dsn)
+
+    def check_schema(self) -> None:
+        with self._errors_translated():
+            version = schema.read_schema_version(self._connect())
+        schema.check_schema_version(version)
+
+    # -- deferring -------------------------------------------------------------------------------
+
+    def defer_jobs(self, jobs: Sequence[NewJob], connection: Any = None) -> list[int]:
+        if not jobs:
+            return []
+        parameters = _defer_parameters(jobs)
+        with self._cursor(connection) as cursor:
+            cursor.execute(queries["defer_jobs"], parameters)
+            return [job_id for (job_id,) in cursor.fetchall()]
+
+    # -- claiming and finishing ------------------------------------------------------------------
+
+    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:
+        if limit <= 0:
+            return []
+        parameters = {"worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit}
+        with self._cursor() as cursor:
+            cursor.execute(queries["claim_jobs"], parameters)
+            return _jobs_from(cursor)
+
+    def start_job(self, job_id: int, worker_id: int) -> Job | None:
+        with self._cursor() as cursor:
+            cursor.execute(queries["start_job"], {"job_id": job_id, "worker_id": worker_id})
+            started = _jobs_from(cursor)
+        return started[0] if started else None
+
+    def finish_job(self, job_id: int, worker_id: int, attempt: int, outcome: Outcome) -> bool:
+        finished, _ = self.finish_and_start(job_id, worker_id, attempt, outcome, None)
+        return finished
+
+    def finish_and_start(
+        self, job_id: int, worker_id: int, attempt: int, outcome: Outcome, next_job_id: int | None
+    ) -> tuple[bool, Job | None]:
+        if outcome.status not in OUTCOME_STATUSES:
+            raise ValueError(f"an attempt ends succeeded, failed or todo (retry), got {outcome.status}")
+        error = outcome.error
+        parameters = {
+            "job_id": job_id,
+            "worker_id": worker_id,
+            "attempt": attempt,
+            "status": outcome.status.value,
+            "retry_in_s": outcome.retry_in_s,
+            "error_type": error.type if error else None,
+            "error": error.message if error else None,
+            "traceback": error.traceback if error else None,
+            "next_job_id": next_job_id,
+        }
+        with self._cursor() as cursor:
+            cursor.execute(queries["finish_job"], parameters)
+            columns = _column_names(cursor)
+            row = dict(zip(columns, cursor.fetchone()))
+        started = _job_from(row) if row["id"] is not None else None
+        return bool(row["finished"]), started
+
+    def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
+        if not job_ids:
+            return 0
+        with self._cursor() as cursor:
+            cursor.execute(queries["release_jobs"], {"job_ids": list(job_ids), "worker_id": worker_id})
+            (released,) = cursor.fetchone()
+        return released
+
+    def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
+        deadline_ms = _monotonic_ms() + max(timeout_s, 0.0) * 1000
+        wanted = None if queues is None else set(queues)
+        with self._errors_translated():
+            connection = self._connect()
+            if not self._listening:
+                with connection.cursor() as cursor:
+                    cursor.execute(queries["listen_for_jobs"])
+                self._listening = True
+            poller = select.poll()
+            poller.register(connection.fileno(), select.POLLIN)
+            poller.register(self._wake.reader, select.POLLIN)
+            while True:
+                connection.poll()  # reads what arrived, without blocking
+                if _take_notifications(connection, wanted):
+                    return True
+                remaining_ms = deadline_ms - _monotonic_ms()
+                if remaining_ms <= 0:
+                    return False
+                events = poller.poll(math.ceil(remaining_ms))
+                if any(fd == self._wake.reader for fd, _ in events):
+                    self._wake.drain()
+                    return False
+
+    def interrupt_wait(self) -> None:
+        # One write(2) on a non-blocking pipe: safe from a signal handler and from any thread.
+        self._wake.wake()
+
+    # -- workers and heartbeats ------------------------------------------------------------------
+
+    def register_worker(self, hostname: str, pid: int, queues: Sequence[str] | None) -> int:
+        parameters = {"hostname": hostname, "pid": pid, "queues": None if queues is None else list(queues)}
+        with self._cursor() as cursor:
+            cursor.execute(queries["register_worker"], parameters)
+            (worker_id,) = cursor.fetchone()
+        return worker_id
+
+    def record_heartbeat(self, worker_id: int) -> bool:
+        with self._cursor() as cursor:
+            cursor.execute(queries["record_heartbeat"], {"worker_id": worker_id})
+            return cursor.fetchone() is not None
+
+    def unregister_worker(self, worker_id: int) -> None:
+        # The reclaim statement: reserved jobs go back to todo without an attempt, and a started
+        # job left behind (a worker that did not stop cleanly) is reclaimed rather than stuck.
+        self.reclaim_jobs_of([worker_id], UNREGISTERED_REASON)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        with self._cursor() as cursor:
+            cursor.execute(queries["list_workers"])
+            columns = _column_names(cursor)
+            return [WorkerInfo(**dict(zip(columns, row))) for row in cursor.fetchall()]
+
+    def reclaim_jobs_of(self, worker_ids: Sequence[int], reason: str) -> list[ReclaimedJob]:
+        if not worker_ids:
+            return []
+        with self._cursor() as cursor:
+            cursor.execute(queries["reclaim_jobs_of"], {"worker_ids": list(worker_ids), "reason": reason})
+            return _reclaimed_from(cursor)
+
+    def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
+        parameters = {
+            "heartbeat_timeout_s": heartbeat_timeout_s,
+            "reason": f"no heartbeat for {heartbeat_timeout_s:g} s",
+        }
+        with self._cursor() as cursor:
+            cursor.execute(queries["reclaim_stale_workers"], parameters)
+            return _reclaimed_from(cursor)
+
+    # -- inspection ------------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> Job | None:
+        with self._cursor() as cursor:
+            cursor.execute(queries["get_job"], {"job_id": job_id})
+            found = _jobs_from(cursor)
+        return found[0] if found else None
+
+    def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
+        counts = {status: 0 for status in Status}
+        with self._cursor() as cursor:
+            cursor.execute(queries["count_jobs"], {"queue": queue})
+            for status, jobs in cursor.fetchall():
+                counts[Status(status)] = jobs
+        return counts
+
+
+# -- rows and parameters ---------------------------------------------------------------------------
+
+
+def _is_session_lost(exc: psycopg2.Error) -> bool:
+    if not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return False
+    # No SQLSTATE: libpq's own error, such as "server closed the connection unexpectedly".
+    return exc.pgcode is None or exc.pgcode.startswith(_SESSION_LOST_SQLSTATES)
+
+
+def _column_names(cursor: psycopg2.extensions.cursor) -> list[str]:
+    return [column.name for column in cursor.description]
+
+
+def _jobs_from(cursor: psycopg2.extensions.cursor) -> list[Job]:
+    columns = _column_names(cursor)
+    return [_job_from(dict(zip(columns, row))) for row in cursor.fetchall()]
+
+
+def _job_from(row: Mapping[str, Any]) -> Job:
+    args = row["args"]
+    error_type = row["last_error_type"]
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        task_name=row["task_name"],
+        args=tuple(args) if isinstance(args, list) else args,
+        kwargs=row["kwargs"],
+        lock=row["lock"],
+        status=Status(row["status"]),
+        scheduled_at=row["scheduled_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        worker_id=row["worker_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_error=(
+            JobError(error_type, row["last_error"] or "", row["last_error_traceback"])
+            if error_type is not None
+            else None
+        ),
+    )
+
+
+def _reclaimed_from(cursor: psycopg2.extensions.cursor) -> list[ReclaimedJob]:
+    columns = _column_names(cursor)
+    reclaimed = []
+    for row in cursor.fetchall():
+        fields = dict(zip(columns, row))
+        fields["status"] = Status(fields["status"])
+        reclaimed.append(ReclaimedJob(**fields))
+    return reclaimed
+
+
+def _take_notifications(connection: psycopg2.extensions.connection, wanted: set[str] | None) -> bool:
+    """Empties the connection's notification list; True if one was for a wanted queue."""
+    notifies = connection.notifies
+    relevant = any(
+        notify.channel == NOTIFY_CHANNEL and (wanted is None or notify.payload in wanted) for notify in notifies
+    )
+    del notifies[:]
+    return relevant
+
+
+def _defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
+    """One JSON array per column: the server unpacks them side by side, in input order."""
+    schedules = [_schedule_of(job) for job in jobs]
+    return {
+        "queues": json.dumps([job.queue for job in jobs]),
+        "task_names": json.dumps([job.task_name for job in jobs]),
+        "args": _encode_arguments(jobs, [list(job.args) for job in jobs]),
+        "kwargs": _encode_arguments(jobs, [dict(job.kwargs) for job in jobs]),
+        "locks": json.dumps([job.lock for job in jobs]),
+        "scheduled_at": json.dumps([scheduled_at for scheduled_at, _, _ in schedules]),
+        "months": json.dumps([months for _, months, _ in schedules]),
+        "seconds": json.dumps([seconds for _, _, seconds in schedules]),
+        "max_attempts": json.dumps([job.max_attempts for job in jobs]),
+    }
+
+
+def _encode_arguments(jobs: Sequence[NewJob], values: list[Any]) -> str:
+    try:
+        # NaN and infinities are refused: jsonb cannot store them.
+        return json.dumps(values, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        pass
+    for job, value in zip(jobs, values):  # find the culprit, to name it
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UnserialisableArgumentError(
+                f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
+            ) from exc
+    raise AssertionError("unreachable: the whole list failed to encode, but no single value did")
+
+
+def _schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
+    """(scheduled_at as ISO 8601, months, seconds): an absolute time, or a delay that the
+    database adds to its own clock, calendar months first."""
+    if job.scheduled_at is not None:
+        if job.scheduled_at.tzinfo is None or job.scheduled_at.utcoffset() is None:
+            raise ScheduleError(f"scheduled_at must be timezone-aware, got {job.scheduled_at} (naive)")
+        return job.scheduled_at.isoformat(), None, None
+    if job.schedule_in is None:
+        return None, None, None
+    unknown = sorted(set(job.schedule_in) - set(SCHEDULE_IN_UNITS))
+    if unknown:
+        raise ScheduleError(f"schedule_in units must be among {', '.join(SCHEDULE_IN_UNITS)}, got {unknown}")
+    months = job.schedule_in.get("years", 0) * 12 + job.schedule_in.get("months", 0)
+    if months != int(months):
+        raise ScheduleError(f"schedule_in years and months must be whole numbers, got {dict(job.schedule_in)}")
+    return None, int(months), float(job.schedule_in.get("seconds", 0.0))
+
+
+def _monotonic_ms() -> float:
+    return time.monotonic() * 1000
+
+__all__ = ["PostgresJobStore"]
