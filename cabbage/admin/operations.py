@@ -36,12 +36,13 @@ from cabbage.exceptions import (
     SchemaError,
     StoreError,
 )
-from cabbage.jobs import FINISHED_STATUSES, Job, JobError, Status
+from cabbage.jobs import FINISHED_STATUSES, Job, JobError, Status, WorkerInfo
 from cabbage.sql import queries
 
 log = structlog.get_logger()
 
 PRUNE_BATCH_SIZE = 10_000
+RATE_WINDOW_S = 300.0  # jobs per minute are averaged over the last five minutes
 RETRYABLE_STATUSES = frozenset({Status.FAILED, Status.CANCELLED})
 PAST_PARTICIPLES = {"retry": "retried", "cancel": "cancelled"}
 UNDEFINED_TABLE, UNDEFINED_OBJECT = "42P01", "42704"  # SQLSTATEs of a database without the schema
@@ -205,9 +206,18 @@ class Admin:
         rows = self._fetch_all("admin_count_recently_finished", window_s=window_s)
         return [FinishedCount(task_name, Status(status), jobs) for task_name, status, jobs in rows]
 
+    def jobs_per_minute(self, window_s: float = RATE_WINDOW_S) -> float:
+        """Jobs finished per minute, averaged over the last ``window_s`` seconds."""
+        finished = sum(count.jobs for count in self.count_recently_finished(window_s))
+        return round(finished / (window_s / 60), 2)
+
     def count_workers(self, heartbeat_timeout_s: float) -> WorkerCounts:
         (row,) = self._fetch_all("admin_count_workers", heartbeat_timeout_s=heartbeat_timeout_s)
         return WorkerCounts(*row)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """Every registered worker, by the store's own ``list_workers`` query (one definition)."""
+        return [WorkerInfo(*row) for row in self._fetch_all("list_workers")]
 
     def list_busy_locks(self, limit: int = 200) -> list[LockLine]:
         return [LockLine(*row) for row in self._fetch_all("admin_list_busy_locks", limit=limit)]

@@ -1,0 +1,239 @@
+"""What each `cabbage` sub-command does, given its parsed options, the DSN and where to print.
+
+Each returns an exit status from ``exit_codes``; cabbage errors propagate to ``main``, which
+prints them on one line. Modules with heavier imports (the store, Flask) load on use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from typing import Callable
+
+from cabbage.admin import Admin, JobFilter
+from cabbage.admin.operations import RATE_WINDOW_S
+from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from cabbage.cli.output import Output
+from cabbage.durations import format_duration
+from cabbage.exceptions import ConfigurationError, DatabaseUnavailable, SchemaError
+from cabbage.jobs import FINISHED_STATUSES, Job, NewJob, Status
+
+TOKEN_VARIABLE = "CABBAGE_WEB_TOKEN"
+
+
+def short_time(moment: datetime.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe_arguments(job: Job) -> str:
+    shown = [json.dumps(arg, ensure_ascii=False) for arg in job.args]
+    shown += [f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in job.kwargs.items()]
+    return ", ".join(shown)
+
+
+# -- schema and defer ---------------------------------------------------------------------------
+
+
+def schema_apply(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    from cabbage.schema import apply_schema
+
+    version = apply_schema(dsn)
+    output.result({"version": version}, f"schema is at version {version}")
+    return EXIT_OK
+
+
+def schema_check(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    from cabbage.schema import check_schema
+
+    check_schema(dsn)  # raises SchemaError, which names the command that fixes it
+    output.result({"current": True}, "schema is current")
+    return EXIT_OK
+
+
+def defer(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    from cabbage.postgres import PostgresJobStore
+
+    args, kwargs = arguments.task_arguments
+    job = NewJob(
+        queue=arguments.queue,
+        task_name=arguments.task_name,
+        args=args,
+        kwargs=kwargs,
+        lock=arguments.lock,
+        scheduled_at=arguments.schedule_at,
+        schedule_in={"seconds": arguments.schedule_in} if arguments.schedule_in is not None else None,
+    )
+    store = PostgresJobStore(dsn)
+    try:
+        job_id = store.defer_job(job)
+    finally:
+        store.close()
+    output.result({"job_id": job_id}, f"deferred job {job_id}: task {job.task_name} on queue {job.queue}")
+    return EXIT_OK
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def jobs_list(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    job_filter = JobFilter.parse(arguments.status, arguments.queue, arguments.task_name, arguments.lock)
+    page = admin.list_jobs(job_filter, limit=arguments.limit, before_id=arguments.before)
+    if output.as_json:
+        output.json({"jobs": page.jobs, "next_cursor": page.next_cursor})
+        return EXIT_OK
+    headers = ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED (UTC)", "ARGS", "LAST ERROR"]
+    rows = [
+        [job.id, job.status.value, job.queue, job.task_name, job.lock, job.attempts, short_time(job.created_at),
+         describe_arguments(job), job.last_error]
+        for job in page.jobs
+    ]
+    output.table(headers, rows, empty="no job matches")
+    if page.next_cursor is not None:
+        output.message(f"(more: add --before {page.next_cursor})")
+    return EXIT_OK
+
+
+def jobs_show(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    job = admin.get_job(arguments.job_id)
+    if output.as_json:
+        output.json(job)
+        return EXIT_OK
+    error = job.last_error
+    output.fields(
+        [
+            ("id", job.id),
+            ("task", job.task_name),
+            ("queue", job.queue),
+            ("lock", job.lock),
+            ("status", job.status.value),
+            ("args", describe_arguments(job) or "(none)"),
+            ("attempts", f"{job.attempts} of {job.max_attempts or 'unlimited'}"),
+            ("worker", job.worker_id),
+            ("created at", job.created_at.isoformat()),
+            ("scheduled at", job.scheduled_at.isoformat()),
+            ("started at", job.started_at.isoformat() if job.started_at else None),
+            ("finished at", job.finished_at.isoformat() if job.finished_at else None),
+            ("last error", str(error) if error else None),
+            ("traceback", error.traceback if error else None),
+        ]
+    )
+    return EXIT_OK
+
+
+def jobs_retry(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    if arguments.job_ids:
+        changed = admin.retry_jobs(arguments.job_ids)
+    else:
+        changed = admin.retry_matching(Status(arguments.status), arguments.task_name)
+    listed = ", ".join(map(str, changed)) or "none matched"
+    output.result({"retried": changed}, f"retried {len(changed)} job(s): {listed}")
+    return EXIT_OK
+
+
+def jobs_cancel(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    changed = admin.cancel_jobs(arguments.job_ids)
+    output.result({"cancelled": changed}, f"cancelled {len(changed)} job(s): {', '.join(map(str, changed))}")
+    return EXIT_OK
+
+
+def jobs_prune(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    statuses = sorted({Status(status) for status in arguments.statuses or FINISHED_STATUSES})
+    deleted = admin.prune_finished_jobs(arguments.older_than, statuses, arguments.batch_size)
+    age = format_duration(arguments.older_than)
+    names = ", ".join(status.value for status in statuses)
+    output.result({"deleted": deleted}, f"pruned {deleted} job(s) finished ({names}) more than {age} ago")
+    return EXIT_OK
+
+
+# -- workers, stats, health ---------------------------------------------------------------------
+
+
+def workers(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    found = admin.list_workers()
+    if output.as_json:
+        output.json({"workers": found})
+        return EXIT_OK
+    headers = ["WORKER", "HOST", "PID", "HEARTBEAT AGE", "CURRENT JOB", "TASK", "RUNNING FOR"]
+    rows = [
+        [worker.worker_id, worker.hostname, worker.pid, format_duration(worker.heartbeat_age_s),
+         worker.current_job_id, worker.current_task_name,
+         format_duration(worker.current_job_run_s) if worker.current_job_run_s is not None else None]
+        for worker in found
+    ]
+    output.table(headers, rows, empty="no worker is registered")
+    return EXIT_OK
+
+
+def stats(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    counts = admin.count_jobs()
+    waiting = admin.oldest_waiting_jobs()
+    jobs_per_minute = admin.jobs_per_minute()
+    if output.as_json:
+        output.json({"counts": counts, "oldest_waiting": waiting, "jobs_per_minute": jobs_per_minute})
+        return EXIT_OK
+    statuses = list(Status)
+    by_queue: dict[str, dict[Status, int]] = {}
+    for count in counts:
+        by_queue.setdefault(count.queue, dict.fromkeys(statuses, 0))[count.status] = count.jobs
+    oldest = {job.queue: job for job in waiting}
+    headers = ["QUEUE"] + [status.value.upper() for status in statuses] + ["OLDEST TODO", "JOB"]
+    rows = [
+        [queue, *(numbers[status] for status in statuses),
+         format_duration(oldest[queue].waiting_s) if queue in oldest else None,
+         oldest[queue].job_id if queue in oldest else None]
+        for queue, numbers in sorted(by_queue.items())
+    ]
+    output.table(headers, rows, empty="no jobs")
+    output.message(f"jobs per minute (last {format_duration(RATE_WINDOW_S)}): {jobs_per_minute}")
+    return EXIT_OK
+
+
+def healthcheck(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    from cabbage.schema import check_schema
+
+    try:
+        check_schema(dsn)
+        admin = Admin.connect(dsn)
+        try:
+            admin.database_now()
+        finally:
+            admin.close()
+    except (DatabaseUnavailable, SchemaError) as exc:
+        output.result({"healthy": False, "reason": str(exc)}, f"unhealthy: {exc}")
+        return EXIT_FAILED
+    output.result({"healthy": True}, "healthy: the database answers and the schema is current")
+    return EXIT_OK
+
+
+def web(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    try:
+        from cabbage.web.server import serve
+    except ImportError as exc:
+        raise ConfigurationError(f"cabbage web needs Flask and prometheus_client: pip install 'cabbage[web]' ({exc})") from None
+    serve(dsn, arguments.host, arguments.port, token=os.environ.get(TOKEN_VARIABLE) or None)
+    return EXIT_OK
+
+
+# Commands that work through an Admin connection get it from main; the others take the DSN.
+ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin, Output], int]] = {
+    "jobs_list": jobs_list,
+    "jobs_show": jobs_show,
+    "jobs_retry": jobs_retry,
+    "jobs_cancel": jobs_cancel,
+    "jobs_prune": jobs_prune,
+    "stats": stats,
+    "workers": workers,
+}
+DSN_COMMANDS: dict[str, Callable[[argparse.Namespace, str, Output], int]] = {
+    "schema_apply": schema_apply,
+    "schema_check": schema_check,
+    "defer": defer,
+    "healthcheck": healthcheck,
+    "web": web,
+}
+
+__all__ = ["ADMIN_COMMANDS", "DSN_COMMANDS"]

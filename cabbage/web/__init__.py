@@ -1,0 +1,66 @@
+"""The admin website, its REST API under /api/v1/ and /metrics: ``create_app`` builds them.
+
+    from cabbage.web import create_app
+    app = create_app(dsn, token=os.environ.get("CABBAGE_WEB_TOKEN"))
+
+Reads are open; writes (retry, cancel) need the token: ``Authorization: Bearer <token>`` on
+the API, a login (signed session cookie, plus a CSRF field in each form) on the pages. Without
+a token the app is read-only, and ``cabbage web`` serves it on a loopback address only.
+Needs the ``web`` extra (Flask, prometheus_client).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import flask
+
+from cabbage.exceptions import ConfigurationError
+from cabbage.web import api, auth, database, errors, metrics, pages, views
+
+DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0  # the supervisor's default --heartbeat-timeout
+DEFAULT_FINISHED_WINDOW_S = 300.0
+
+
+def create_app(
+    dsn: str,
+    token: str | None = None,
+    read_only: bool | None = None,
+    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+    finished_window_s: float = DEFAULT_FINISHED_WINDOW_S,
+) -> flask.Flask:
+    """The Flask app over the database at ``dsn``.
+
+    ``read_only`` defaults to True without a token and False with one; writes without a token
+    are refused. ``heartbeat_timeout_s`` decides which workers /metrics counts as alive;
+    ``finished_window_s`` is the window of its jobs-finished figures.
+    """
+    if read_only is None:
+        read_only = token is None
+    if not read_only and not token:
+        raise ConfigurationError("a writable admin website needs a token: set CABBAGE_WEB_TOKEN")
+    app = flask.Flask(__name__)
+    app.config.update(
+        CABBAGE_DSN=dsn,
+        CABBAGE_TOKEN=token,
+        CABBAGE_READ_ONLY=read_only,
+        CABBAGE_HEARTBEAT_TIMEOUT_S=heartbeat_timeout_s,
+        CABBAGE_FINISHED_WINDOW_S=finished_window_s,
+        # A fresh key per process: a restart signs everyone out, and no key is ever stored.
+        SECRET_KEY=secrets.token_bytes(32),
+        SESSION_COOKIE_NAME="cabbage_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in their records' order
+    app.teardown_appcontext(database.close_admin)
+    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(auth.blueprint)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(metrics.blueprint)
+    errors.register(app)
+    views.register(app)
+    return app
+
+
+__all__ = ["create_app"]

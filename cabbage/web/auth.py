@@ -1,0 +1,97 @@
+"""Who may write: the bearer token on the API, a login and a CSRF field on the pages.
+
+Reads need nothing. A write is refused with 403 on a read-only server, and with 401 when the
+token is missing or wrong; the token is compared in constant time and never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+import flask
+import structlog
+from flask.typing import ResponseReturnValue
+
+blueprint = flask.Blueprint("auth", __name__)
+log = structlog.get_logger()
+
+CSRF_FIELD = "csrf_token"
+TOKEN_FIELD = "token"
+
+
+def is_read_only() -> bool:
+    return bool(flask.current_app.config["CABBAGE_READ_ONLY"])
+
+
+def matches_token(given: str | None) -> bool:
+    token = flask.current_app.config["CABBAGE_TOKEN"]
+    if not token or not given:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+
+
+def is_signed_in() -> bool:
+    return not is_read_only() and bool(flask.session.get("signed_in"))
+
+
+def csrf_token() -> str:
+    """This session's CSRF value, put in every form that writes."""
+    if CSRF_FIELD not in flask.session:
+        flask.session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return flask.session[CSRF_FIELD]
+
+
+def require_api_writer() -> None:
+    """Aborts the request unless it carries ``Authorization: Bearer <token>`` on a writable server."""
+    if is_read_only():
+        flask.abort(403, description="this server is read-only: start it with CABBAGE_WEB_TOKEN set to allow writes")
+    scheme, _, given = flask.request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not matches_token(given.strip()):
+        log.warning("web_write_refused", path=flask.request.path, remote_addr=flask.request.remote_addr)
+        flask.abort(401, description="writes need the header 'Authorization: Bearer <CABBAGE_WEB_TOKEN>'")
+
+
+def require_page_writer() -> None:
+    """Aborts a form POST unless it is signed in with a matching CSRF field, or carries the token."""
+    if is_read_only():
+        flask.abort(403, description="this server is read-only: start it with CABBAGE_WEB_TOKEN set to allow writes")
+    if matches_token(flask.request.form.get(TOKEN_FIELD)):
+        return
+    if not is_signed_in():
+        log.warning("web_write_refused", path=flask.request.path, remote_addr=flask.request.remote_addr)
+        flask.abort(401, description="sign in with the token to retry or cancel jobs")
+    expected = flask.session.get(CSRF_FIELD, "")
+    given = flask.request.form.get(CSRF_FIELD, "")
+    if not expected or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+        flask.abort(403, description="the form is stale or came from another site: reload the page and try again")
+
+
+def safe_next(target: str | None) -> str:
+    """A local path to go back to after signing in; anything else (another site) is the overview."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return flask.url_for("pages.overview")
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    next_path = safe_next(flask.request.values.get("next"))
+    if is_read_only():
+        return flask.render_template("login.html", next_path=next_path, error="this server is read-only"), 403
+    if flask.request.method == "GET":
+        return flask.render_template("login.html", next_path=next_path, error=None)
+    if not matches_token(flask.request.form.get(TOKEN_FIELD)):
+        log.warning("web_sign_in_refused", remote_addr=flask.request.remote_addr)
+        return flask.render_template("login.html", next_path=next_path, error="wrong token"), 401
+    flask.session.clear()
+    flask.session["signed_in"] = True
+    csrf_token()
+    log.info("web_signed_in", remote_addr=flask.request.remote_addr)
+    return flask.redirect(next_path, code=303)
+
+
+@blueprint.route("/logout", methods=["POST"])
+def logout() -> ResponseReturnValue:
+    flask.session.clear()
+    return flask.redirect(flask.url_for("pages.overview"), code=303)

@@ -1,0 +1,104 @@
+"""/metrics in the Prometheus text format, read from the database at scrape time.
+
+A custom collector, so the figures are the database's own at that moment, whichever process
+serves them. When the database does not answer, only ``cabbage_database_up 0`` is exposed.
+
+Jobs finished are a gauge over a recent window, not a counter: pruning deletes rows, and a
+counter that goes down would read as a reset to Prometheus.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import flask
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cabbage.admin import Admin
+from cabbage.exceptions import CabbageError
+from cabbage.jobs import Status
+
+blueprint = flask.Blueprint("metrics", __name__)
+log = structlog.get_logger()
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class DatabaseCollector(Collector):
+    """Reads job, worker and throughput figures with ``Admin`` each time it is collected."""
+
+    def __init__(self, dsn: str, heartbeat_timeout_s: float, finished_window_s: float) -> None:
+        self.dsn = dsn
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.finished_window_s = finished_window_s
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("cabbage_database_up", "1 when the database answered this scrape, else 0")
+        try:
+            admin = Admin.connect(self.dsn)
+            try:
+                figures = list(self.read_figures(admin))
+            finally:
+                admin.close()
+        except CabbageError as exc:
+            log.warning("metrics_scrape_failed", error_type=type(exc).__name__, error=str(exc))
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from figures
+
+    def read_figures(self, admin: Admin) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("cabbage_jobs", "Jobs in the database, by queue and status", labels=["queue", "status"])
+        counts = {(count.queue, count.status): count.jobs for count in admin.count_jobs()}
+        queues = sorted({queue for queue, _ in counts})
+        for queue in queues:
+            for status in Status:  # every status, zero included, so a series never vanishes
+                jobs.add_metric([queue, status.value], counts.get((queue, status), 0))
+        yield jobs
+
+        oldest = GaugeMetricFamily(
+            "cabbage_oldest_todo_age_seconds",
+            "How long the oldest due todo job of each queue has waited (0: none waiting)",
+            labels=["queue"],
+        )
+        waiting = {job.queue: job.waiting_s for job in admin.oldest_waiting_jobs()}
+        for queue in queues:
+            oldest.add_metric([queue], max(waiting.get(queue, 0.0), 0.0))
+        yield oldest
+
+        workers = admin.count_workers(self.heartbeat_timeout_s)
+        yield GaugeMetricFamily(
+            "cabbage_workers_alive",
+            f"Workers whose heartbeat is younger than {self.heartbeat_timeout_s:g} s",
+            value=workers.alive,
+        )
+        yield GaugeMetricFamily("cabbage_workers_registered", "Rows in cabbage_workers", value=workers.registered)
+
+        finished = GaugeMetricFamily(
+            "cabbage_jobs_finished_recently",
+            f"Jobs finished in the last {self.finished_window_s:g} s, by task and outcome",
+            labels=["task_name", "outcome"],
+        )
+        for count in admin.count_recently_finished(self.finished_window_s):
+            finished.add_metric([count.task_name, count.outcome.value], count.jobs)
+        yield finished
+        yield GaugeMetricFamily(
+            "cabbage_jobs_finished_window_seconds",
+            "The window of cabbage_jobs_finished_recently",
+            value=self.finished_window_s,
+        )
+
+
+@blueprint.route("/metrics")
+def metrics() -> flask.Response:
+    config = flask.current_app.config
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        DatabaseCollector(config["CABBAGE_DSN"], config["CABBAGE_HEARTBEAT_TIMEOUT_S"], config["CABBAGE_FINISHED_WINDOW_S"])
+    )
+    return flask.Response(generate_latest(registry), content_type=CONTENT_TYPE)

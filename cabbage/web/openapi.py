@@ -1,0 +1,213 @@
+"""The OpenAPI 3.1 document of the REST API, served at /api/v1/openapi.json.
+
+Built from the same constants the API checks (statuses, page size, id range), so the document
+and the behaviour cannot drift apart; the tests validate it and fuzz the API against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from cabbage.admin import DEFAULT_PAGE_SIZE, MAX_JOB_ID, MAX_PAGE_SIZE
+from cabbage.jobs import FINISHED_STATUSES, Status
+
+MAX_IDS_PER_CHANGE = 1000
+STATUSES = [status.value for status in Status]
+TIME = {"type": "string", "format": "date-time"}
+OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
+JOB_ID = {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def record(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "required": list(properties), "properties": properties}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def listing_of(name: str, item: str) -> dict[str, Any]:
+    return record({name: {"type": "array", "items": ref(item)}})
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": record({"error": {"type": "string", "description": "what is wrong, on one line"}}),
+    "JobError": record(
+        {"type": {"type": "string"}, "message": {"type": "string"}, "traceback": {"type": ["string", "null"]}},
+        "what the last failed attempt left behind",
+    ),
+    "Job": record(
+        {
+            "id": JOB_ID,
+            "queue": {"type": "string"},
+            "task_name": {"type": "string"},
+            "args": {"type": "array", "description": "positional arguments"},
+            "kwargs": {"type": "object", "description": "keyword arguments"},
+            "lock": {"type": ["string", "null"]},
+            "status": {"type": "string", "enum": STATUSES},
+            "scheduled_at": TIME,
+            "attempts": {"type": "integer", "minimum": 0},
+            "max_attempts": {"type": ["integer", "null"], "minimum": 1},
+            "worker_id": {"type": ["integer", "null"]},
+            "created_at": TIME,
+            "started_at": OPTIONAL_TIME,
+            "finished_at": OPTIONAL_TIME,
+            "last_error": {"oneOf": [ref("JobError"), {"type": "null"}]},
+        }
+    ),
+    "JobPage": record(
+        {
+            "jobs": {"type": "array", "items": ref("Job")},
+            "next_cursor": {
+                "type": ["integer", "null"],
+                "description": "pass as `cursor` for the next page; null on the last page",
+            },
+        }
+    ),
+    "JobIds": record(
+        {"job_ids": {"type": "array", "items": JOB_ID, "minItems": 1, "maxItems": MAX_IDS_PER_CHANGE}}
+    ),
+    "Retried": record({"retried": {"type": "array", "items": JOB_ID}}),
+    "Cancelled": record({"cancelled": {"type": "array", "items": JOB_ID}}),
+    "QueueCount": record(
+        {"queue": {"type": "string"}, "status": {"type": "string", "enum": STATUSES}, "jobs": {"type": "integer"}}
+    ),
+    "WaitingJob": record(
+        {"queue": {"type": "string"}, "job_id": JOB_ID, "waiting_s": {"type": "number"}},
+        "the oldest due todo job of a queue",
+    ),
+    "MinuteThroughput": record(
+        {
+            "minute": TIME,
+            **{status.value: {"type": "integer", "minimum": 0} for status in sorted(FINISHED_STATUSES)},
+        }
+    ),
+    "Stats": record(
+        {
+            "counts": {"type": "array", "items": ref("QueueCount")},
+            "oldest_waiting": {"type": "array", "items": ref("WaitingJob")},
+            "jobs_per_minute": {"type": "number", "description": "averaged over the last five minutes"},
+            "throughput": {"type": "array", "items": ref("MinuteThroughput"), "description": "the last hour"},
+        }
+    ),
+    "Worker": record(
+        {
+            "worker_id": {"type": "integer"},
+            "hostname": {"type": "string"},
+            "pid": {"type": "integer"},
+            "started_at": TIME,
+            "last_heartbeat_at": TIME,
+            "heartbeat_age_s": {"type": "number"},
+            "current_job_id": {"type": ["integer", "null"]},
+            "current_task_name": {"type": ["string", "null"]},
+            "current_job_run_s": {"type": ["number", "null"]},
+        }
+    ),
+    "Lock": record(
+        {
+            "lock": {"type": "string"},
+            "running_job_id": {"type": ["integer", "null"]},
+            "waiting": {"type": "integer", "minimum": 0},
+            "oldest_waiting_s": {"type": ["number", "null"]},
+        }
+    ),
+    "Workers": listing_of("workers", "Worker"),
+    "Locks": listing_of("locks", "Lock"),
+}
+
+
+def text_filter(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": {"type": "string"}}
+
+
+PARAMETERS: dict[str, Any] = {
+    "status": {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": STATUSES}},
+    "queue": text_filter("queue", "only jobs of this queue"),
+    "task": text_filter("task", "only jobs of this task name"),
+    "lock": text_filter("lock", "only jobs with this lock"),
+    "cursor": {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "the `next_cursor` of the previous page: jobs with a smaller id",
+        "schema": JOB_ID,
+    },
+    "limit": {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+    },
+    "job_id": {"name": "job_id", "in": "path", "required": True, "schema": JOB_ID},
+}
+
+
+def answer(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref(schema)}}}
+
+
+ERRORS = {
+    "400": answer("a parameter has a value the API cannot use", "Error"),
+    "503": answer("the database is unreachable or its schema is not current", "Error"),
+}
+WRITE_ERRORS = {
+    **ERRORS,
+    "401": answer("no valid bearer token", "Error"),
+    "403": answer("the server is read-only (started without a token)", "Error"),
+    "404": answer("no job has that id", "Error"),
+    "409": answer("a job is not in a state that allows the change; none was changed", "Error"),
+}
+
+
+def read(summary: str, schema: str, parameters: Sequence[str] = (), not_found: bool = False) -> dict[str, Any]:
+    responses = {"200": answer(summary, schema), **ERRORS}
+    if not_found:
+        responses["404"] = answer("no job has that id", "Error")
+    references = [{"$ref": f"#/components/parameters/{name}"} for name in parameters]
+    return {"get": {"summary": summary, "parameters": references, "responses": responses}}
+
+
+def write(summary: str, schema: str, by_path: bool) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "responses": {"200": answer(summary, schema), **WRITE_ERRORS},
+    }
+    if by_path:
+        operation["parameters"] = [{"$ref": "#/components/parameters/job_id"}]
+    else:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref("JobIds")}}}
+    return {"post": operation}
+
+
+def build_document() -> dict[str, Any]:
+    listing = ["status", "queue", "task", "lock", "cursor", "limit"]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cabbage admin API",
+            "version": "1",
+            "description": "Jobs, workers, locks and statistics of a cabbage database. Reads are open; "
+            "writes need `Authorization: Bearer <CABBAGE_WEB_TOKEN>`.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "paths": {
+            "/jobs": read("jobs newest first, filtered, one page", "JobPage", listing),
+            "/jobs/{job_id}": read("one job, with its last error and traceback", "Job", ["job_id"], not_found=True),
+            "/jobs/{job_id}/retry": write("send a failed or cancelled job back to todo", "Retried", by_path=True),
+            "/jobs/{job_id}/cancel": write("cancel a todo job", "Cancelled", by_path=True),
+            "/jobs/retry": write("retry several jobs: all or none", "Retried", by_path=False),
+            "/jobs/cancel": write("cancel several todo jobs: all or none", "Cancelled", by_path=False),
+            "/stats": read("counts by queue and status, oldest waiting jobs, throughput", "Stats"),
+            "/workers": read("registered workers, heartbeat ages and current jobs", "Workers"),
+            "/locks": read("locks with a running job or jobs waiting behind them", "Locks"),
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "parameters": PARAMETERS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
