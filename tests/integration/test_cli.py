@@ -1,0 +1,323 @@
+"""The `cabbage` command against a real PostgreSQL: every sub-command, good and bad input.
+
+Most run in process (``main(argv)``); a few run the installed ``cabbage`` script as a
+subprocess, as operators and scripts do. Errors are one line on stderr with a named exit status.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import secrets
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Iterator
+
+import psycopg2
+import pytest
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from cabbage.cli import main
+from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK
+from cabbage.jobs import Status
+from cabbage.schema import CURRENT_VERSION
+from tests.integration.job_states import JobStates, age_finished_jobs, execute
+
+CABBAGE_SCRIPT = Path(sys.executable).parent / "cabbage"
+DAY_S = 86400.0
+
+
+@pytest.fixture
+def jobs(db_dsn: str) -> Iterator[JobStates]:
+    states = JobStates.open(db_dsn)
+    yield states
+    states.close()
+
+
+@pytest.fixture
+def run(db_dsn: str, capsys: pytest.CaptureFixture[str]):
+    """Runs ``cabbage --dsn <test db> ARGS`` in process: (exit status, stdout, stderr)."""
+
+    def run_command(*argv: str, dsn: str = db_dsn) -> tuple[int, str, str]:
+        status = main(["--dsn", dsn, *argv])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run_command
+
+
+def run_script(*argv: str, dsn: str) -> subprocess.CompletedProcess[str]:
+    assert CABBAGE_SCRIPT.exists(), f"the cabbage script is not installed next to {sys.executable}"
+    environment = {**os.environ, "CABBAGE_DSN": dsn}
+    return subprocess.run([str(CABBAGE_SCRIPT), *argv], env=environment, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def empty_dsn(pg_dsn: str) -> Iterator[str]:
+    """A database without the cabbage schema."""
+    name = f"cabbage_empty_{os.getpid()}_{secrets.token_hex(3)}"
+    with closing(psycopg2.connect(pg_dsn)) as connection:
+        connection.autocommit = True
+        connection.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_dsn(pg_dsn, dbname=name)
+    finally:
+        with closing(psycopg2.connect(pg_dsn)) as connection:
+            connection.autocommit = True
+            connection.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def unreachable_dsn(password: str) -> str:
+    return f"host=127.0.0.1 port=1 user=app password={password} connect_timeout=2"
+
+
+# -- schema and healthcheck ---------------------------------------------------------------------
+
+
+def test_schema_check_apply_and_healthcheck_on_a_database_without_schema(empty_dsn):
+    checked = run_script("schema", "check", dsn=empty_dsn)
+    assert checked.returncode == EXIT_FAILED
+    assert checked.stderr.strip().endswith("run 'cabbage schema apply'")
+    assert run_script("healthcheck", dsn=empty_dsn).returncode == EXIT_FAILED
+
+    applied = run_script("schema", "apply", dsn=empty_dsn)
+    assert applied.returncode == EXIT_OK, applied.stderr
+    assert applied.stdout == f"schema is at version {CURRENT_VERSION}\n"
+    again = run_script("schema", "apply", "--json", dsn=empty_dsn)
+    assert json.loads(again.stdout) == {"version": CURRENT_VERSION}
+
+    assert run_script("schema", "check", dsn=empty_dsn).returncode == EXIT_OK
+    healthy = run_script("healthcheck", "--json", dsn=empty_dsn)
+    assert healthy.returncode == EXIT_OK and json.loads(healthy.stdout) == {"healthy": True}
+
+
+def test_healthcheck_fails_on_an_unreachable_database_without_showing_the_password(run):
+    status, out, err = run("healthcheck", dsn=unreachable_dsn("hunter2"))
+    assert status == EXIT_FAILED
+    assert out.startswith("unhealthy: cannot connect to host=127.0.0.1 port=1 user=app password=***")
+    assert "hunter2" not in out + err
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1(run):
+    status, out, err = run("jobs", "list", dsn=unreachable_dsn("hunter2"))
+    assert status == EXIT_FAILED and out == ""
+    assert err.startswith("cabbage: cannot connect to") and err.count("\n") == 1
+    assert "hunter2" not in err
+
+
+# -- defer --------------------------------------------------------------------------------------
+
+
+def test_defer_by_task_name_with_positional_arguments_lock_and_delay(db_dsn, jobs):
+    result = run_script(
+        "defer", "proj.tasks.write_alphabet", "--args", '["a", 1]', "--lock", "/tmp/alphabet.txt",
+        "--queue", "queue", "--schedule-in", "1h30m", "--json", dsn=db_dsn,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    job = jobs.store.get_job(json.loads(result.stdout)["job_id"])
+    assert (job.task_name, job.args, job.kwargs, job.lock, job.queue, job.status) == (
+        "proj.tasks.write_alphabet", ("a", 1), {}, "/tmp/alphabet.txt", "queue", Status.TODO,
+    )
+    (delay_s,) = execute(db_dsn, "SELECT extract(epoch FROM scheduled_at - now()) FROM cabbage_jobs WHERE id = %s", (job.id,))[0]
+    assert 5300 < delay_s <= 5400  # on the database clock
+
+
+def test_defer_with_keyword_arguments_at_a_given_time(run, jobs):
+    status, out, err = run("defer", "clean", "--args", '{"crash_everything": true}', "--schedule-at", "2038-01-19T03:14:07+00:00")
+    assert status == EXIT_OK, err
+    assert out.startswith("deferred job ") and out.endswith(": task clean on queue default\n")
+    job = jobs.store.get_job(int(out.split()[2].rstrip(":")))
+    assert job.kwargs == {"crash_everything": True} and job.args == ()
+    assert job.scheduled_at == datetime.datetime(2038, 1, 19, 3, 14, 7, tzinfo=datetime.timezone.utc)
+
+
+def test_defer_with_bad_json_inserts_nothing(run, jobs):
+    status, out, err = run("defer", "clean", "--args", "[1,")
+    assert status == 2 and "not valid JSON" in err
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+# -- jobs list and show -------------------------------------------------------------------------
+
+
+def test_jobs_list_filters_newest_first_and_pages_by_cursor(run, jobs):
+    first, second, third = (jobs.todo("tasks.a", queue="q", lock="L") for _ in range(3))
+    other = jobs.todo("tasks.b", queue="r")
+    failed = jobs.failed("tasks.a")
+
+    status, out, _ = run("jobs", "list", "--task", "tasks.a", "--json")
+    assert status == EXIT_OK
+    listed = json.loads(out)
+    assert [job["id"] for job in listed["jobs"]] == [failed, third, second, first]
+    assert listed["next_cursor"] is None
+
+    page = json.loads(run("jobs", "list", "--queue", "q", "--limit", "2", "--json")[1])
+    assert [job["id"] for job in page["jobs"]] == [third, second] and page["next_cursor"] == second
+    rest = json.loads(run("jobs", "list", "--queue", "q", "--limit", "2", "--before", str(second), "--json")[1])
+    assert [job["id"] for job in rest["jobs"]] == [first] and rest["next_cursor"] is None
+
+    only_failed = json.loads(run("jobs", "list", "--status", "failed", "--json")[1])["jobs"]
+    assert [job["id"] for job in only_failed] == [failed]
+    assert only_failed[0]["last_error"]["type"] == "RuntimeError"
+    assert [job["id"] for job in json.loads(run("jobs", "list", "--lock", "L", "--json")[1])["jobs"]] == [third, second, first]
+    assert other not in [job["id"] for job in json.loads(run("jobs", "list", "--queue", "q", "--json")[1])["jobs"]]
+
+
+def test_jobs_list_table(run, jobs):
+    job_id = jobs.todo("tasks.a", args=("x",), lock="\x1b[31mred")
+    status, out, _ = run("jobs", "list")
+    header, row = out.splitlines()
+    assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED", "(UTC)", "ARGS", "LAST", "ERROR"]
+    assert row.split()[:5] == [str(job_id), "todo", "default", "tasks.a", "\\x1b[31mred"]  # escaped, not obeyed
+    assert run("jobs", "list", "--status", "failed")[1] == "(no job matches)\n"
+
+
+def test_filters_with_sql_are_values_not_statements(run, jobs):
+    jobs.todo()
+    status, out, _ = run("jobs", "list", "--lock", "x' OR '1'='1", "--queue", "default'; DROP TABLE cabbage_jobs; --")
+    assert (status, out) == (EXIT_OK, "(no job matches)\n")
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(1,)]
+
+
+def test_jobs_show_a_failed_job_with_its_traceback(run, jobs):
+    job_id = jobs.failed("tasks.crash", args=("a",), kwargs={"floor": 3})
+    status, out, _ = run("jobs", "show", str(job_id))
+    assert status == EXIT_OK
+    assert f"id:           {job_id}" in out
+    assert "args:         \"a\", floor=3" in out
+    assert "attempts:     1 of 1" in out
+    assert "last error:   RuntimeError: boom" in out
+    assert "traceback:\n    Traceback (most recent call last):\n" in out
+    shown = json.loads(run("jobs", "show", str(job_id), "--json")[1])
+    assert shown["status"] == "failed" and shown["last_error"]["traceback"].endswith("RuntimeError: boom\n")
+
+
+def test_jobs_show_an_unknown_id_is_exit_3(run):
+    assert run("jobs", "show", "424242") == (EXIT_NOT_FOUND, "", "cabbage: no job with id 424242\n")
+
+
+# -- retry and cancel ---------------------------------------------------------------------------
+
+
+def test_jobs_retry_sends_failed_jobs_back_to_todo_keeping_attempts(run, jobs):
+    failed = [jobs.failed(), jobs.failed()]
+    status, out, _ = run("jobs", "retry", *map(str, failed))
+    assert (status, out) == (EXIT_OK, f"retried 2 job(s): {failed[0]}, {failed[1]}\n")
+    for job_id in failed:
+        job = jobs.store.get_job(job_id)
+        assert (job.status, job.attempts, job.worker_id, job.finished_at) == (Status.TODO, 1, None, None)
+    (claimed,) = jobs.store.claim_jobs(jobs.worker_id, ["finishing-failed"])
+    assert claimed.id == failed[0] and claimed.attempts == 2  # runnable again
+
+
+def test_jobs_retry_is_all_or_nothing(run, jobs):
+    failed, todo = jobs.failed(), jobs.todo()
+    status, out, err = run("jobs", "retry", str(failed), str(todo))
+    assert status == EXIT_FAILED and out == ""
+    assert err == (f"cabbage: cannot retry: job {todo} is todo (only cancelled or failed jobs can be retried);"
+                   " no job was changed\n")
+    assert jobs.status_of(failed) is Status.FAILED
+
+    status, _, err = run("jobs", "retry", str(failed), "987654")
+    assert status == EXIT_NOT_FOUND and "no job with id 987654; no job was changed" in err
+    assert jobs.status_of(failed) is Status.FAILED
+
+
+def test_jobs_retry_by_status_and_task(run, jobs):
+    crash, other, cancelled = jobs.failed("tasks.crash"), jobs.failed("tasks.other"), jobs.todo("tasks.crash")
+    run("jobs", "cancel", str(cancelled))
+    status, out, _ = run("jobs", "retry", "--status", "failed", "--task", "tasks.crash", "--json")
+    assert status == EXIT_OK and json.loads(out) == {"retried": [crash]}
+    assert [jobs.status_of(job_id) for job_id in (crash, other, cancelled)] == [Status.TODO, Status.FAILED, Status.CANCELLED]
+    assert run("jobs", "retry", "--status", "cancelled")[1] == f"retried 1 job(s): {cancelled}\n"
+    assert run("jobs", "retry", "--status", "cancelled")[1] == "retried 0 job(s): none matched\n"
+
+
+def test_jobs_cancel_a_todo_job(run, jobs):
+    job_id = jobs.todo()
+    assert run("jobs", "cancel", str(job_id)) == (EXIT_OK, f"cancelled 1 job(s): {job_id}\n", "")
+    job = jobs.store.get_job(job_id)
+    assert job.status is Status.CANCELLED and job.finished_at is not None
+
+
+def test_a_doing_job_cannot_be_cancelled_and_nothing_changes(run, jobs):
+    todo, doing = jobs.todo(), jobs.doing()
+    status, out, err = run("jobs", "cancel", str(todo), str(doing))
+    assert status == EXIT_FAILED and out == ""
+    assert f"cannot cancel: job {doing} is doing" in err
+    assert "a doing job belongs to its worker until its attempt ends); no job was changed" in err
+    assert (jobs.status_of(todo), jobs.status_of(doing)) == (Status.TODO, Status.DOING)
+
+
+def test_cancelling_unknown_ids_names_them(run, jobs):
+    status, _, err = run("jobs", "cancel", "55555", "66666")
+    assert (status, err) == (EXIT_NOT_FOUND, "cabbage: cannot cancel: no job with id 55555, 66666; no job was changed\n")
+
+
+# -- prune --------------------------------------------------------------------------------------
+
+
+def test_jobs_prune_deletes_finished_jobs_past_the_age_only(run, jobs):
+    old_succeeded, old_failed = jobs.succeeded(), jobs.failed()
+    recent, waiting, running = jobs.succeeded(), jobs.todo(), jobs.doing()
+    age_finished_jobs(jobs.dsn, [old_succeeded, old_failed], 8 * DAY_S)
+    execute(jobs.dsn, "UPDATE cabbage_jobs SET created_at = now() - interval '30 days' WHERE id = %s", (waiting,))
+
+    status, out, _ = run("jobs", "prune", "--older-than", "7d", "--status", "succeeded")
+    assert (status, out) == (EXIT_OK, "pruned 1 job(s) finished (succeeded) more than 1w ago\n")
+    assert jobs.store.get_job(old_succeeded) is None and jobs.store.get_job(old_failed) is not None
+
+    assert json.loads(run("jobs", "prune", "--older-than", "7d", "--json")[1]) == {"deleted": 1}
+    remaining = {row[0] for row in execute(jobs.dsn, "SELECT id FROM cabbage_jobs")}
+    assert remaining == {recent, waiting, running}
+
+
+def test_jobs_prune_with_a_bad_duration(run):
+    status, _, err = run("jobs", "prune", "--older-than", "seven days")
+    assert status == 2 and "cannot read duration 'seven days'" in err
+
+
+# -- workers and stats --------------------------------------------------------------------------
+
+
+def test_workers_shows_host_pid_heartbeat_and_current_job(run, jobs):
+    job_id = jobs.doing("tasks.slow")
+    status, out, _ = run("workers")
+    header, row = out.splitlines()
+    assert header.split()[:4] == ["WORKER", "HOST", "PID", "HEARTBEAT"]
+    assert row.split()[:6] == [str(jobs.worker_id), "test-host", "4242", row.split()[3], str(job_id), "tasks.slow"]
+    (worker,) = json.loads(run("workers", "--json")[1])["workers"]
+    assert worker["current_job_id"] == job_id and 0 <= worker["heartbeat_age_s"] < 60
+
+
+def test_workers_when_none_is_registered(run, db_dsn):
+    assert run("workers") == (EXIT_OK, "(no worker is registered)\n", "")
+
+
+def test_stats_counts_by_queue_and_status_with_the_oldest_waiting_job(run, jobs):
+    oldest = jobs.todo(queue="mail")
+    jobs.todo(queue="mail")
+    jobs.succeeded()
+    execute(jobs.dsn, "UPDATE cabbage_jobs SET scheduled_at = now() - interval '90 seconds' WHERE id = %s", (oldest,))
+    status, out, _ = run("stats", "--json")
+    assert status == EXIT_OK
+    stats = json.loads(out)
+    counts = {(count["queue"], count["status"]): count["jobs"] for count in stats["counts"]}
+    assert counts == {("mail", "todo"): 2, ("finishing-succeeded", "succeeded"): 1}
+    (waiting,) = stats["oldest_waiting"]
+    assert waiting["queue"] == "mail" and waiting["job_id"] == oldest and 90 <= waiting["waiting_s"] < 150
+    assert stats["jobs_per_minute"] == 0.2  # one job in the last five minutes
+
+    table = run("stats")[1].splitlines()
+    assert table[0].split() == ["QUEUE", "TODO", "DOING", "SUCCEEDED", "FAILED", "CANCELLED", "OLDEST", "TODO", "JOB"]
+    assert table[2].split()[:3] == ["mail", "2", "0"] and table[2].split()[-1] == str(oldest)
+    assert table[-1] == "jobs per minute (last 5m): 0.2"
+
+
+def test_commands_on_a_database_without_schema_say_how_to_fix_it(run, empty_dsn):
+    status, _, err = run("jobs", "list", dsn=empty_dsn)
+    assert status == EXIT_FAILED
+    assert err.startswith("cabbage: the cabbage schema is missing") and err.endswith("run 'cabbage schema apply'\n")
