@@ -38,6 +38,7 @@ from cabbage.store import JobStore
 
 # The error type a reclaimed attempt records, as the PostgreSQL store writes it.
 WORKER_LOST_ERROR_TYPE = "WorkerLost"
+UNREGISTERED_REASON = "worker unregistered while holding the job"
 SCHEDULE_IN_UNITS = ("years", "months", "seconds")
 OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
 JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
@@ -72,7 +73,7 @@ class _StoredJob:
     def to_job(self) -> Job:
         """The row as a ``Job``, its arguments decoded from JSON as PostgreSQL returns them."""
         columns = {name: getattr(self, name) for name in JOB_FIELDS if hasattr(self, name)}
-        return Job(args=tuple(json.loads(self.args_json)), kwargs=json.loads(self.kwargs_json), **columns)
+        return Job(args=tuple(_decode_arguments(self.args_json)), kwargs=_decode_arguments(self.kwargs_json), **columns)
 
     def is_claimable(self, queues: Sequence[str] | None, now: datetime.datetime) -> bool:
         return (
@@ -191,33 +192,20 @@ class InMemoryJobStore(JobStore):
                 "the in-memory store cannot join a database transaction; "
                 "defer without connection=, or use cabbage.postgres.PostgresJobStore"
             )
-        # Serialise everything first so that a bad argument inserts nothing.
-        encoded = [(job, *_encode_arguments(job)) for job in jobs]
         with self._condition:
             now = _now()
-            rows = [self._insert(job, args_json, kwargs_json, now) for job, args_json, kwargs_json in encoded]
+            # Every row is built first, so that one job the store cannot keep inserts none.
+            rows = [_new_row(job, now) for job in jobs]
+            for row in rows:
+                self._insert(row)
             self._wake_queues(row.queue for row in rows if row.is_head)
             return [row.id for row in rows]
 
-    def _insert(self, job: NewJob, args_json: str, kwargs_json: str, now: datetime.datetime) -> _StoredJob:
+    def _insert(self, row: _StoredJob) -> None:
         self._last_job_id += 1
-        row = _StoredJob(
-            id=self._last_job_id,
-            queue=job.queue,
-            task_name=job.task_name,
-            args_json=args_json,
-            kwargs_json=kwargs_json,
-            lock=job.lock,
-            status=Status.TODO,
-            is_head=self._line_is_empty(job.lock),
-            scheduled_at=_scheduled_at(job, now),
-            attempts=0,
-            max_attempts=job.max_attempts,
-            worker_id=None,
-            created_at=now,
-        )
+        row.id = self._last_job_id  # ids give the order of each lock's line
+        row.is_head = self._line_is_empty(row.lock)
         self._jobs[row.id] = row
-        return row
 
     # -- lock lines: the schema's triggers, one method each ------------------------------------
 
@@ -326,22 +314,24 @@ class InMemoryJobStore(JobStore):
 
     def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
         with self._condition:
-            deferrals_before = self._count_wakeups(queues)
+            wakeups_before = self._count_wakeups(queues)
             interrupts_before = self._interrupts
 
-            def is_woken() -> bool:
-                return (
-                    self._interrupt_pending
-                    or self._interrupts != interrupts_before
-                    or self._count_wakeups(queues) != deferrals_before
-                    # PostgreSQL keeps notifications that arrived before the wait; a job
-                    # already due stands in for them here, so no wake-up is ever lost.
-                    or any(row.is_claimable(queues, _now()) for row in self._jobs.values())
+            def may_have_jobs() -> bool:
+                # PostgreSQL keeps the notifications that arrived before the wait; a job
+                # already due stands in for them here, so no wake-up is ever lost.
+                return self._count_wakeups(queues) != wakeups_before or any(
+                    row.is_claimable(queues, _now()) for row in self._jobs.values()
                 )
 
-            woken = self._condition.wait_for(is_woken, timeout=max(timeout_s, 0.0))
-            self._interrupt_pending = False
-            return woken
+            def is_interrupted() -> bool:
+                return self._interrupt_pending or self._interrupts != interrupts_before
+
+            self._condition.wait_for(lambda: may_have_jobs() or is_interrupted(), timeout=max(timeout_s, 0.0))
+            if may_have_jobs():
+                return True
+            self._interrupt_pending = False  # an interrupt ends the wait as a timeout does
+            return False
 
     def interrupt_wait(self) -> None:
         with self._condition:
@@ -385,11 +375,9 @@ class InMemoryJobStore(JobStore):
             return True
 
     def unregister_worker(self, worker_id: int) -> None:
-        with self._condition:
-            self._workers.pop(worker_id, None)
-            for row in list(self._jobs.values()):
-                if row.is_reserved_by(worker_id):
-                    self._put_back(row)
+        # Reserved jobs go back to todo; a started job left behind (a worker that did not stop
+        # cleanly) is reclaimed rather than stuck, as PostgreSQL does.
+        self.reclaim_jobs_of([worker_id], UNREGISTERED_REASON)
 
     def list_workers(self) -> list[WorkerInfo]:
         with self._condition:
@@ -397,8 +385,9 @@ class InMemoryJobStore(JobStore):
             return [self._describe_worker(worker, now) for worker in sorted(self._workers.values(), key=_by_id)]
 
     def _describe_worker(self, worker: _StoredWorker, now: datetime.datetime) -> WorkerInfo:
-        # A worker runs one attempt at a time; the rest of what it holds is only reserved.
-        current = next((row for row in self._jobs.values() if row.is_started_by(worker.worker_id)), None)
+        # A job it only reserved is not its current job.
+        started = [row for row in self._jobs.values() if row.is_started_by(worker.worker_id)]
+        current = max(started, key=_started_at) if started else None
         return WorkerInfo(
             worker_id=worker.worker_id,
             hostname=worker.hostname,
@@ -428,6 +417,7 @@ class InMemoryJobStore(JobStore):
             row.last_error = JobError(WORKER_LOST_ERROR_TYPE, f"worker lost: {reason}")
             row.worker_id = None
             if row.may_retry():
+                row.scheduled_at = _now()
                 self._set_status(row, Status.TODO)
                 self._wake_queues([row.queue])
             else:
@@ -448,7 +438,10 @@ class InMemoryJobStore(JobStore):
         with self._condition:
             oldest_alive = _now() - datetime.timedelta(seconds=heartbeat_timeout_s)
             stale = [worker.worker_id for worker in self._workers.values() if worker.last_heartbeat_at < oldest_alive]
-            return self.reclaim_jobs_of(stale, f"no heartbeat for {heartbeat_timeout_s:g} s") if stale else []
+            # A doing job whose worker has no row any more is lost too.
+            orphaned = {row.worker_id for row in self._jobs.values() if row.status is Status.DOING} - set(self._workers)
+            lost = stale + [worker_id for worker_id in orphaned if worker_id is not None]
+            return self.reclaim_jobs_of(lost, f"no heartbeat for {heartbeat_timeout_s:g} s") if lost else []
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -469,23 +462,75 @@ def _by_id(worker: _StoredWorker) -> int:
     return worker.worker_id
 
 
+def _started_at(row: _StoredJob) -> datetime.datetime:
+    assert row.started_at is not None
+    return row.started_at
+
+
 def _seconds_between(earlier: datetime.datetime | None, later: datetime.datetime) -> float | None:
     return (later - earlier).total_seconds() if earlier is not None else None
 
 
+def _new_row(job: NewJob, now: datetime.datetime) -> _StoredJob:
+    """The row a deferred job becomes, before it gets its id and its place in line."""
+    args_json, kwargs_json = _encode_arguments(job)
+    return _StoredJob(
+        id=0,
+        queue=job.queue,
+        task_name=job.task_name,
+        args_json=args_json,
+        kwargs_json=kwargs_json,
+        lock=job.lock,
+        status=Status.TODO,
+        is_head=False,
+        scheduled_at=_scheduled_at(job, now),
+        attempts=0,
+        max_attempts=job.max_attempts,
+        worker_id=None,
+        created_at=now,
+    )
+
+
 def _encode_arguments(job: NewJob) -> tuple[str, str]:
-    """The JSON text PostgreSQL would store; NaN and infinities are refused, as jsonb does."""
+    """The JSON text PostgreSQL would store. Like jsonb, it refuses NaN, infinities and NUL."""
     try:
-        return json.dumps(list(job.args), allow_nan=False), json.dumps(dict(job.kwargs), allow_nan=False)
+        args_json = json.dumps(list(job.args), allow_nan=False)
+        kwargs_json = json.dumps(dict(job.kwargs), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise UnserialisableArgumentError(
             f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
         ) from exc
+    if _contains_nul([job.args, job.kwargs]):
+        raise UnserialisableArgumentError(
+            f"arguments of {job.task_name} contain a NUL character (\\x00), which PostgreSQL's jsonb "
+            "cannot store; remove it or encode the value"
+        )
+    return args_json, kwargs_json
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
+def _decode_arguments(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_jsonb_object)
+
+
+def _jsonb_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object as jsonb returns it: the last of duplicate keys, shorter keys first, then by bytes."""
+    unique = dict(pairs)
+    return {key: unique[key] for key in sorted(unique, key=lambda key: (len(key.encode()), key.encode()))}
 
 
 def _scheduled_at(job: NewJob, now: datetime.datetime) -> datetime.datetime:
     if job.scheduled_at is not None:
-        if job.scheduled_at.tzinfo is None:
+        if job.scheduled_at.tzinfo is None or job.scheduled_at.utcoffset() is None:
             raise ScheduleError(f"scheduled_at must be timezone-aware, got {job.scheduled_at} (naive)")
         return job.scheduled_at.astimezone(datetime.timezone.utc)
     if job.schedule_in is not None:
@@ -494,13 +539,12 @@ def _scheduled_at(job: NewJob, now: datetime.datetime) -> datetime.datetime:
 
 
 def _add_duration(now: datetime.datetime, schedule_in: Mapping[str, float]) -> datetime.datetime:
-    """Adds ``{"years": .., "months": .., "seconds": ..}`` with pendulum, calendar units first."""
+    """Adds ``{"years": .., "months": .., "seconds": ..}`` with pendulum: months first, then seconds."""
     unknown = sorted(set(schedule_in) - set(SCHEDULE_IN_UNITS))
     if unknown:
         raise ScheduleError(f"schedule_in units must be among {', '.join(SCHEDULE_IN_UNITS)}, got {unknown}")
-    later = pendulum.instance(now).add(
-        years=int(schedule_in.get("years", 0)),
-        months=int(schedule_in.get("months", 0)),
-        seconds=float(schedule_in.get("seconds", 0.0)),
-    )
+    months = schedule_in.get("years", 0) * 12 + schedule_in.get("months", 0)
+    if months != int(months):
+        raise ScheduleError(f"schedule_in years and months must be whole numbers, got {dict(schedule_in)}")
+    later = pendulum.instance(now).add(months=int(months)).add(seconds=float(schedule_in.get("seconds", 0.0)))
     return datetime.datetime.combine(later.date(), later.time(), tzinfo=datetime.timezone.utc)

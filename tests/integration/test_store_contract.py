@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pendulum
 import pytest
 
-from cabbage.exceptions import JobNotFound, JobStateError
+from cabbage.exceptions import CabbageError, JobNotFound, JobStateError
 from cabbage.jobs import JobError, NewJob, Outcome, Status
 from cabbage.store import JobStore
 from cabbage.testing import InMemoryJobStore
@@ -148,6 +148,14 @@ def test_arguments_come_back_as_json_would_carry_them(store: JobStore, worker_id
     assert job.args == ("a", 1, 2.5, None, [1, [2, 3]])
     assert dict(job.kwargs) == {"floor": {"level": True}, "pair": [1, 2]}
     assert job.task_name == "write_alphabet" and job.queue == "queue"
+
+
+def test_keyword_arguments_come_back_in_jsonb_key_order(store: JobStore) -> None:
+    job_id = store.defer_job(new_job(kwargs={"zz": 1, "b": {"long": 1, "a": 2}, "a": 3}))
+    job = store.get_job(job_id)
+    assert job is not None
+    # jsonb keeps shorter keys first, then orders them by bytes.
+    assert list(job.kwargs) == ["a", "b", "zz"] and list(job.kwargs["b"]) == ["a", "long"]
 
 
 def test_deferring_many_returns_their_ids_in_order(store: JobStore) -> None:
@@ -497,6 +505,28 @@ def test_reclaim_jobs_of_a_lost_worker(store: JobStore, worker_id: int) -> None:
     assert store.get_job(waiting_in_line).status is Status.TODO  # type: ignore[union-attr]
 
 
+def test_a_reclaimed_attempt_is_due_again_at_once(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=2, scheduled_at=utcnow() - datetime.timedelta(days=1)))
+    assert claim_one(store, worker_id) is not None
+    store.reclaim_jobs_of([worker_id], "lost")
+    reclaimed = store.get_job(job_id)
+    assert reclaimed is not None
+    assert_close(reclaimed.scheduled_at, utcnow(), within_s=5)
+    assert claim_one(store, store.register_worker("test-host", 4243, None)).id == job_id  # type: ignore[union-attr]
+
+
+def test_unregistering_a_worker_that_still_runs_a_job_reclaims_it(store: JobStore, worker_id: int) -> None:
+    retried, failed = store.defer_jobs([new_job(max_attempts=2), new_job(queue="other")])
+    assert claim_one(store, worker_id, ["queue"]).id == retried  # type: ignore[union-attr]
+    assert claim_one(store, worker_id, ["other"]).id == failed  # type: ignore[union-attr]
+    store.unregister_worker(worker_id)
+    statuses = [store.get_job(job_id) for job_id in (retried, failed)]
+    assert [(job.status, job.last_error.type) for job in statuses if job and job.last_error] == [
+        (Status.TODO, "WorkerLost"),
+        (Status.FAILED, "WorkerLost"),
+    ]
+
+
 def test_reclaim_stale_workers_takes_back_only_the_silent_ones(store: JobStore) -> None:
     silent = store.register_worker("host-a", 101, None)
     store.defer_jobs([new_job(), new_job()])
@@ -510,6 +540,14 @@ def test_reclaim_stale_workers_takes_back_only_the_silent_ones(store: JobStore) 
     assert [info.worker_id for info in store.list_workers()] == [alive]
     assert store.reclaim_stale_workers(heartbeat_timeout_s=0.3) == []
     assert store.reclaim_stale_workers(heartbeat_timeout_s=3600) == []
+
+
+def test_reclaim_stale_workers_takes_back_jobs_whose_worker_has_no_row(store: JobStore) -> None:
+    never_registered = 987_654
+    job_id = store.defer_job(new_job(max_attempts=2))
+    assert claim_one(store, never_registered) is not None
+    reclaimed = store.reclaim_stale_workers(heartbeat_timeout_s=3600)
+    assert [(job.job_id, job.worker_id, job.status) for job in reclaimed] == [(job_id, never_registered, Status.TODO)]
 
 
 # -- waiting for jobs ---------------------------------------------------------------------------
@@ -536,6 +574,28 @@ def test_wait_for_jobs_returns_false_on_timeout(store: JobStore) -> None:
     assert time.monotonic() - started >= 0.15
 
 
+def test_interrupt_wait_ends_a_wait_in_progress_as_a_timeout(store: JobStore) -> None:
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    interrupter = threading.Timer(0.2, store.interrupt_wait)
+    started = time.monotonic()
+    interrupter.start()
+    try:
+        assert not store.wait_for_jobs(["queue"], timeout_s=10.0)
+    finally:
+        interrupter.join()
+    assert time.monotonic() - started < 5.0
+
+
+def test_an_interrupt_before_the_wait_ends_the_next_wait_only(store: JobStore) -> None:
+    store.interrupt_wait()
+    started = time.monotonic()
+    assert not store.wait_for_jobs(["queue"], timeout_s=10.0)
+    assert time.monotonic() - started < 5.0
+    started = time.monotonic()
+    assert not store.wait_for_jobs(["queue"], timeout_s=0.2)
+    assert time.monotonic() - started >= 0.15, "the interrupt was used up by the first wait"
+
+
 # -- counting and bad input ---------------------------------------------------------------------
 
 
@@ -551,6 +611,23 @@ def test_count_jobs_counts_every_status(store: JobStore, worker_id: int) -> None
     assert store.count_jobs() == {**expected, Status.TODO: 1, Status.DOING: 1, Status.SUCCEEDED: 1, Status.FAILED: 1}
     assert store.count_jobs("queue") == {**expected, Status.DOING: 1, Status.SUCCEEDED: 1, Status.FAILED: 1}
     assert store.count_jobs("nowhere") == expected
+
+
+@pytest.mark.parametrize(
+    "bad_job",
+    [
+        new_job(kwargs={"floor": "a\x00b"}),  # jsonb cannot store NUL
+        new_job(kwargs={"floor": float("nan")}),
+        new_job(scheduled_at=datetime.datetime(2038, 1, 19, 3, 14, 7)),
+        new_job(schedule_in={"weeks": 1.0}),
+        new_job(schedule_in={"months": 1.5}),
+    ],
+    ids=["nul", "nan", "naive", "unknown-unit", "half-month"],
+)
+def test_a_job_the_store_cannot_keep_is_refused_with_its_batch(store: JobStore, bad_job: NewJob) -> None:
+    with pytest.raises(CabbageError):
+        store.defer_jobs([new_job(), bad_job])
+    assert store.count_jobs() == {status: 0 for status in Status}
 
 
 def test_unknown_job_ids_are_answered_not_raised(store: JobStore, worker_id: int) -> None:

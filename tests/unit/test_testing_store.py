@@ -84,7 +84,7 @@ def test_arguments_are_copied_as_json_at_defer_time(store: InMemoryJobStore) -> 
     assert job is not None and job.args == (["a"],)
 
 
-@pytest.mark.parametrize("bad_value", [{1, 2}, float("nan"), object()])
+@pytest.mark.parametrize("bad_value", [{1, 2}, float("nan"), object(), "a\x00b", {"key\x00": 1}])
 def test_an_argument_json_cannot_carry_inserts_nothing(store: InMemoryJobStore, bad_value: object) -> None:
     with pytest.raises(UnserialisableArgumentError) as raised:
         store.defer_jobs([new_job(args=("fine",)), new_job(kwargs={"floor": bad_value})])
@@ -154,25 +154,6 @@ def test_concurrent_reclaims_take_each_job_once(store: InMemoryJobStore) -> None
     for thread in threads:
         thread.join(timeout=10)
     assert sorted(results) == list(range(1, 21))
-
-
-def test_interrupt_wait_wakes_a_waiting_thread(store: InMemoryJobStore) -> None:
-    returned: list[bool] = []
-    waiter = threading.Thread(target=lambda: returned.append(store.wait_for_jobs(None, timeout_s=10)))
-    started = time.monotonic()
-    waiter.start()
-    threading.Timer(0.1, store.interrupt_wait).start()
-    waiter.join(timeout=10)
-    assert returned == [True]
-    assert time.monotonic() - started < 5
-
-
-def test_an_interrupt_before_the_wait_is_not_lost(store: InMemoryJobStore) -> None:
-    store.interrupt_wait()
-    started = time.monotonic()
-    assert store.wait_for_jobs(None, timeout_s=10)
-    assert time.monotonic() - started < 1
-    assert not store.wait_for_jobs(None, timeout_s=0.05), "the interrupt was used up"
 
 
 def test_a_job_already_due_ends_the_wait_at_once(store: InMemoryJobStore) -> None:
