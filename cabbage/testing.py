@@ -12,6 +12,8 @@ fencing, workers and reclaim), so code tested against it runs the same way in pr
 Read it to understand the semantics: each rule of the schema's triggers is a method here.
 Its clock is ``time.time()`` in UTC (PostgreSQL uses the database clock). One condition
 variable guards everything, so worker threads may share one store (``open_sibling`` returns it).
+Arguments are kept as JSON text and come back as jsonb returns them (tuples as lists, object
+keys in jsonb's order, 1e20 as an int); what jsonb refuses (NaN, NUL) is refused at defer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import decimal
 import json
 import threading
 import time
@@ -519,7 +522,15 @@ def _contains_nul(value: Any) -> bool:
 
 
 def _decode_arguments(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_jsonb_object)
+    return json.loads(text, object_pairs_hook=_jsonb_object, parse_float=_jsonb_number)
+
+
+def _jsonb_number(text: str) -> float | int:
+    """A number as jsonb returns it: jsonb keeps decimals, and writes a float that Python
+    printed with a positive exponent (1e+20) without a decimal point, so it comes back an int."""
+    if "e+" in text.lower():
+        return int(decimal.Decimal(text))
+    return float(text)
 
 
 def _jsonb_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -158,6 +158,15 @@ def test_keyword_arguments_come_back_in_jsonb_key_order(store: JobStore) -> None
     assert list(job.kwargs) == ["a", "b", "zz"] and list(job.kwargs["b"]) == ["a", "long"]
 
 
+def test_numbers_come_back_as_jsonb_writes_them(store: JobStore) -> None:
+    job_id = store.defer_job(new_job(args=(10.0, 1.5, 1e-07, 1e20, -2.5e16, 2**70)))
+    job = store.get_job(job_id)
+    assert job is not None
+    # jsonb writes a float Python printed with a positive exponent without a decimal point.
+    assert job.args == (10.0, 1.5, 1e-07, 10**20, -25 * 10**15, 2**70)
+    assert [type(value) for value in job.args] == [float, float, float, int, int, int]
+
+
 def test_deferring_many_returns_their_ids_in_order(store: JobStore) -> None:
     ids = store.defer_jobs([new_job(args=(letter,)) for letter in "abcd"])
     assert len(ids) == 4 and ids == sorted(ids)
