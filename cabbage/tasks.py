@@ -1,16 +1,15 @@
 """Task and its configured defer: argument and schedule validation, then one store call.
 
 A ``Task`` is what ``@task_manager.task`` returns. Calling it runs the function here and now;
-``defer`` stores a job for a worker. Everything a store could refuse (arguments JSON cannot
-carry, a naive ``schedule_at``, an unknown unit in ``schedule_in``) is refused here first, with
-a message naming the culprit, so nothing is inserted.
+``defer`` stores a job for a worker. A bad option (a naive ``schedule_at``, an unknown
+unit in ``schedule_in``) is refused here, before any store call; arguments JSON cannot carry are
+refused by the store before it inserts anything, and explained here, naming the argument.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import json
 import math
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -165,7 +164,7 @@ class JobDescription:
         >>> job_description.defer("a")
         """
         job = self._new_job(args, kwargs)
-        job_id = self.task.task_manager.store.defer_jobs([job], connection=self.connection)[0]
+        job_id = self._store([job])[0]
         log.debug("job_deferred", job_id=job_id, task_name=job.task_name, queue=job.queue, lock=job.lock)
         return job_id
 
@@ -180,12 +179,21 @@ class JobDescription:
         jobs = [self._new_job(*_split_call(call, position)) for position, call in enumerate(calls, start=1)]
         if not jobs:
             return []
-        job_ids = self.task.task_manager.store.defer_jobs(jobs, connection=self.connection)
+        job_ids = self._store(jobs)
         log.debug("jobs_deferred", job_count=len(job_ids), task_name=self.task.name, queue=self.queue, lock=self.lock)
         return job_ids
 
+    def _store(self, jobs: list[NewJob]) -> list[int]:
+        try:
+            return self.task.task_manager.store.defer_jobs(jobs, connection=self.connection)
+        except UnserialisableArgumentError:
+            # Both stores encode the arguments before inserting anything and refuse what JSON
+            # cannot carry; the search for the culprit, to name it, runs only then.
+            for job in jobs:
+                _check_arguments(self.task, job.args, job.kwargs)
+            raise
+
     def _new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
-        _check_arguments(self.task, args, kwargs)
         return NewJob(
             queue=self.queue,
             task_name=self.task.name,
@@ -216,12 +224,6 @@ def _split_call(call: Mapping[str, Any] | Sequence[Any], position: int) -> tuple
 
 def _check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Refuses what JSON (and PostgreSQL's jsonb) cannot carry, naming the argument."""
-    try:
-        # One C-speed pass over everything; the per-argument search runs only on failure.
-        json.dumps((args, kwargs), allow_nan=False)
-        return
-    except (TypeError, ValueError):
-        pass
     named = [(f"argument {position}", value) for position, value in enumerate(args, start=1)]
     named += [(f"argument {name!r}", value) for name, value in kwargs.items()]
     for label, value in named:
@@ -230,8 +232,7 @@ def _check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any])
             kind, hint = culprit
             raise UnserialisableArgumentError(
                 f"{label} of {task.__name__} is not JSON-serialisable ({kind}); {hint}"
-            )
-    raise UnserialisableArgumentError(f"arguments of {task.__name__} are not JSON-serialisable; {DEFAULT_JSON_HINT}")
+            ) from None
 
 
 def _find_unserialisable(value: Any) -> tuple[str, str] | None:

@@ -122,6 +122,9 @@ class Worker:
         count = 0
         with self._registration():
             log.info("worker_started", worker_id=self.worker_id, queues=self.queues, batch_size=self.batch_size)
+            # Listen before the first claim: a job deferred between an empty claim and the
+            # first wait would otherwise sleep through a whole poll interval.
+            self.store.wait_for_jobs(self.queues, 0)
             try:
                 while self._may_take_job():
                     if self.process_next_job():

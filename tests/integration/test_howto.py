@@ -1,0 +1,214 @@
+"""Every Python snippet of the how-to (docs/howto.rst) runs as written, against PostgreSQL.
+
+The snippets are read from the document itself and executed, so the text cannot drift from
+what works. The task they declare is ``examples.tasks.write_alphabet``; its file and its
+random wait of up to 5 s are moved and shortened through CABBAGE_EXAMPLES_DIR and
+CABBAGE_EXAMPLES_MAX_SLEEP_S, the only differences from the how-to's text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib
+import inspect
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import textwrap
+import time
+import types
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg2
+import pytest
+
+import cabbage
+from cabbage import store
+from cabbage.jobs import Status
+from cabbage.postgres import PostgresJobStore
+from cabbage.testing import InMemoryJobStore
+from tests.waiting import wait_for
+
+HOWTO = Path(__file__).resolve().parents[2] / "docs" / "howto.rst"
+
+
+def literal_blocks(text: str) -> list[str]:
+    """The reStructuredText literal blocks (after a paragraph ending in ``::``), dedented."""
+    blocks: list[str] = []
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if not line.rstrip().endswith("::"):
+            continue
+        body: list[str] = []
+        for following in lines[index + 1 :]:
+            if following.strip() and not following.startswith((" ", "\t")):
+                break
+            body.append(following)
+        blocks.append(textwrap.dedent("\n".join(body)).strip("\n"))
+    return blocks
+
+
+def snippet(containing: str) -> str:
+    [found] = [block for block in literal_blocks(HOWTO.read_text()) if containing in block]
+    return found
+
+
+def run_snippet(code: str, **names: Any) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "howto", "cabbage": cabbage, "store": store, "datetime": datetime}
+    namespace.update(names)
+    exec(compile(code, str(HOWTO), "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture
+def examples(db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    """A fresh import of examples.tasks, on the test's database and writing into tmp_path."""
+    monkeypatch.setenv("CABBAGE_DSN", db_dsn)
+    monkeypatch.setenv("CABBAGE_EXAMPLES_DIR", str(tmp_path))
+    monkeypatch.setenv("CABBAGE_EXAMPLES_MAX_SLEEP_S", "0.2")
+    for name in ("examples.tasks", "examples.middleware"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("examples.tasks")
+    yield module
+    module.task_manager.store.close()
+
+
+# -- "Ensure jobs don't run concurrently and run in order" -------------------------------------------
+
+
+def test_the_task_snippet_is_the_example_task(examples: types.ModuleType) -> None:
+    """examples.tasks.write_alphabet is the how-to's task, with the file and the wait made settable."""
+    declared = run_snippet(
+        snippet("def write_alphabet(floor):"),
+        task_manager=cabbage.TaskManager(store_class=InMemoryJobStore),
+        time=time,
+        random=random,
+    )["write_alphabet"]
+    assert declared.queue == "queue"
+    example_source = textwrap.dedent(inspect.getsource(examples.write_alphabet.func)).strip()
+    as_in_howto = example_source.replace("ALPHABET_PATH", '"/tmp/alphabet.txt"').replace("MAX_SLEEP_S", "5")
+    assert as_in_howto == snippet("def write_alphabet(floor):")
+    assert examples.ALPHABET_PATH == os.path.join(os.environ["CABBAGE_EXAMPLES_DIR"], "alphabet.txt")
+
+
+def test_deferring_without_a_lock(examples: types.ModuleType) -> None:
+    code = snippet('write_alphabet.defer("a")')
+    before = examples.task_manager.store.count_jobs()[Status.TODO]
+    run_snippet(code, write_alphabet=examples.write_alphabet)
+    assert examples.task_manager.store.count_jobs()[Status.TODO] == before + 4
+    assert cabbage.Worker(examples.task_manager).process_jobs() == 4
+    assert sorted(Path(examples.ALPHABET_PATH).read_text()) == list("abcd")
+
+
+def _run_worker_until_terminated(task_manager: cabbage.TaskManager) -> None:
+    """A worker process: run() until SIGTERM, whose handler only calls stop()."""
+    worker = cabbage.Worker(task_manager, queues=["queue"], poll_interval_s=1.0)
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop())
+    worker.run()
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_runs_the_alphabet_in_order_across_four_workers(examples: types.ModuleType) -> None:
+    task_manager = examples.task_manager
+    namespace = run_snippet(snippet('write_alphabet.configure(lock="/tmp/alphabet.txt")'), write_alphabet=examples.write_alphabet)
+    assert namespace["job_descritption"].lock == "/tmp/alphabet.txt"
+
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_run_worker_until_terminated, args=(task_manager,)) for _ in range(4)]
+    for process in workers:
+        process.start()
+    try:
+        wait_for(lambda: task_manager.store.count_jobs()[Status.SUCCEEDED] == 4, 30, "the four letters to be written")
+    finally:
+        for process in workers:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in workers:
+            process.join(10)
+    assert [process.exitcode for process in workers] == [0, 0, 0, 0]
+    assert Path(examples.ALPHABET_PATH).read_text() == "abcd"
+    assert task_manager.store.list_workers() == []  # each worker unregistered as it stopped
+
+
+# -- "Launch a job in the future" ---------------------------------------------------------------------
+
+
+def test_schedule_at_2038_is_stored_and_not_run_now(examples: types.ModuleType) -> None:
+    run_snippet(snippet("create_bug.configure(schedule_at=dt)"), create_bug=examples.create_bug)
+    [job] = [job for job in _all_jobs(examples.task_manager) if job.task_name == examples.create_bug.name]
+    assert job.scheduled_at == datetime.datetime(2038, 1, 19, 3, 14, 7, tzinfo=datetime.timezone.utc)
+    assert job.kwargs == {"crash_everything": True}
+    assert cabbage.Worker(examples.task_manager).process_jobs() == 0
+    assert examples.task_manager.store.get_job(job.id).status is Status.TODO
+
+
+def test_schedule_in_counts_on_the_database_clock(examples: types.ModuleType) -> None:
+    run_snippet(snippet("clean.configure(schedule_in="), clean=examples.clean)
+    [job] = [job for job in _all_jobs(examples.task_manager) if job.task_name == examples.clean.name]
+    assert (job.scheduled_at - job.created_at).total_seconds() == pytest.approx(5400, abs=1)
+    assert cabbage.Worker(examples.task_manager).process_jobs() == 0
+
+
+def _all_jobs(task_manager: cabbage.TaskManager) -> list[Any]:
+    # The snippets do not keep the ids defer() returns: list every job of the test's database.
+    with contextlib.closing(psycopg2.connect(os.environ["CABBAGE_DSN"])) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM cabbage_jobs ORDER BY id")
+        return [task_manager.store.get_job(job_id) for (job_id,) in cursor.fetchall()]
+
+
+# -- "Add a task middleware" ---------------------------------------------------------------------------
+
+
+def test_the_middleware_wraps_every_task(db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CABBAGE_DSN", db_dsn)
+    task_manager = cabbage.TaskManager()
+    calls: list[str] = []
+    namespace = run_snippet(
+        snippet("def task(*args, **kwargs):"),
+        task_manager=task_manager,
+        log_something=lambda: calls.append("before"),
+        log_something_else=lambda: calls.append("after"),
+    )
+
+    @namespace["task"](queue="queue")
+    def shout(word: str) -> None:
+        calls.append(word.upper())
+
+    job_id = shout.defer("cabbage")
+    assert cabbage.Worker(task_manager).process_jobs() == 1
+    assert task_manager.store.get_job(job_id).status is Status.SUCCEEDED
+    assert calls == ["before", "CABBAGE"]  # as written, the line after `return` never runs
+
+
+def test_the_middleware_example_module(examples: types.ModuleType) -> None:
+    middleware = importlib.import_module("examples.middleware")
+    job_id = middleware.shout.defer("cabbage")
+    assert cabbage.Worker(examples.task_manager).process_jobs() == 1
+    assert examples.task_manager.store.get_job(job_id).status is Status.SUCCEEDED
+
+
+# -- "Test your code that uses cabbage" --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("running_tests", "store_class"), [(True, InMemoryJobStore), (False, PostgresJobStore)])
+def test_the_testing_snippet_with_both_stores(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch, running_tests: bool, store_class: type
+) -> None:
+    monkeypatch.setenv("CABBAGE_DSN", db_dsn)
+    namespace = run_snippet(snippet("if running_tests:"), running_tests=running_tests)
+    task_manager = namespace["task_manager"]
+    assert type(task_manager.store) is store_class
+    done: list[str] = []
+
+    @task_manager.task(queue="queue")
+    def write_alphabet(floor: str) -> None:
+        done.append(floor)
+
+    write_alphabet.defer("a")
+    write_alphabet.configure(lock="/tmp/alphabet.txt").defer("b")
+    assert cabbage.Worker(task_manager).process_jobs() == 2  # the snippet's last line
+    assert done == ["a", "b"]
