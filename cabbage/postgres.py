@@ -388,8 +388,9 @@ def _defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
     return {
         "queues": json.dumps([job.queue for job in jobs]),
         "task_names": json.dumps([job.task_name for job in jobs]),
-        "args": _encode_arguments(jobs, [list(job.args) for job in jobs]),
-        "kwargs": _encode_arguments(jobs, [dict(job.kwargs) for job in jobs]),
+        # json encodes a tuple as an array; only a Mapping that is not a dict needs a copy.
+        "args": _encode_arguments(jobs, [job.args for job in jobs]),
+        "kwargs": _encode_arguments(jobs, [_as_dict(job.kwargs) for job in jobs]),
         "locks": json.dumps([job.lock for job in jobs]),
         "scheduled_at": json.dumps([scheduled_at for scheduled_at, _, _ in schedules]),
         "months": json.dumps([months for _, months, _ in schedules]),
@@ -398,20 +399,43 @@ def _defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
     }
 
 
+def _as_dict(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return kwargs if isinstance(kwargs, dict) else dict(kwargs)
+
+
 def _encode_arguments(jobs: Sequence[NewJob], values: list[Any]) -> str:
+    """The JSON array of every job's arguments; refuses what jsonb cannot store, naming the task."""
     try:
         # NaN and infinities are refused: jsonb cannot store them.
-        return json.dumps(values, allow_nan=False, separators=(",", ":"))
+        encoded = json.dumps(values, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
-        pass
-    for job, value in zip(jobs, values):  # find the culprit, to name it
+        encoded = None
+    # jsonb refuses NUL too; "\\u0000" in the text may also be an escaped backslash, so look closer.
+    if encoded is not None and "\\u0000" not in encoded:
+        return encoded
+    for job, value in zip(jobs, values):
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise UnserialisableArgumentError(
                 f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
             ) from exc
-    raise AssertionError("unreachable: the whole list failed to encode, but no single value did")
+        if _holds_nul(value):
+            raise UnserialisableArgumentError(
+                f"arguments of {job.task_name} contain a NUL character, which PostgreSQL cannot store; remove it"
+            )
+    assert encoded is not None
+    return encoded
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
