@@ -224,6 +224,7 @@ def _split_call(call: Mapping[str, Any] | Sequence[Any], position: int) -> tuple
 
 def _check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Refuses what JSON (and PostgreSQL's jsonb) cannot carry, naming the argument."""
+    function_name = getattr(task.func, "__name__", task.name)
     named = [(f"argument {position}", value) for position, value in enumerate(args, start=1)]
     named += [(f"argument {name!r}", value) for name, value in kwargs.items()]
     for label, value in named:
@@ -231,7 +232,7 @@ def _check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any])
         if culprit is not None:
             kind, hint = culprit
             raise UnserialisableArgumentError(
-                f"{label} of {task.__name__} is not JSON-serialisable ({kind}); {hint}"
+                f"{label} of {function_name} is not JSON-serialisable ({kind}); {hint}"
             ) from None
 
 

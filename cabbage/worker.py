@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import reprlib
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -203,9 +204,9 @@ class Worker:
             return job
         while self._reserved:
             # None: reclaimed since we reserved it (our heartbeat was late); skip it.
-            job = self.store.start_job(self._reserved.popleft().id, self.worker_id)
-            if job is not None:
-                return job
+            started = self.store.start_job(self._reserved.popleft().id, self.worker_id)
+            if started is not None:
+                return started
         limit = self.batch_size if self._jobs_left is None else max(1, min(self.batch_size, self._jobs_left))
         claimed = self.store.claim_jobs(self.worker_id, self.queues, limit=limit)
         if not claimed:
@@ -283,14 +284,14 @@ def _decode_arguments(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """A job's positional and keyword arguments; a JSON object stored in ``args`` is kwargs."""
     kwargs = job.kwargs
     if not isinstance(kwargs, Mapping) or not all(isinstance(name, str) for name in kwargs):
-        raise UnrunnableJob("UndecodableArguments", f"kwargs of job {job.id} must be a JSON object, got {kwargs!r}")
+        raise UnrunnableJob("UndecodableArguments", f"kwargs of job {job.id} must be a JSON object, got {reprlib.repr(kwargs)}")
     if isinstance(job.args, Mapping):
         if not all(isinstance(name, str) for name in job.args):
-            raise UnrunnableJob("UndecodableArguments", f"args of job {job.id} has non-string keys: {job.args!r}")
+            raise UnrunnableJob("UndecodableArguments", f"args of job {job.id} has non-string keys: {reprlib.repr(job.args)}")
         return (), {**job.args, **kwargs}
     if isinstance(job.args, (list, tuple)):
         return tuple(job.args), dict(kwargs)
-    raise UnrunnableJob("UndecodableArguments", f"args of job {job.id} must be a JSON array or object, got {job.args!r}")
+    raise UnrunnableJob("UndecodableArguments", f"args of job {job.id} must be a JSON array or object, got {reprlib.repr(job.args)}")
 
 
 def _type_name(exc: BaseException) -> str:

@@ -123,8 +123,8 @@ def test_eight_workers_race_over_three_locks(dsn: str, tmp_path: Path, worker_pr
     runs_by_lock: dict[str, list[tuple[float, float, int]]] = collections.defaultdict(list)
     pids = set()
     for line in record_path.read_text().splitlines():
-        lock, sequence, started, ended, pid = line.split()
-        runs_by_lock[lock].append((float(started), float(ended), int(sequence)))
+        lock, number, started, ended, pid = line.split()
+        runs_by_lock[lock].append((float(started), float(ended), int(number)))
         pids.add(pid)
     assert sorted(sequence for runs in runs_by_lock.values() for _, _, sequence in runs) == list(range(600))
     for lock, runs in runs_by_lock.items():

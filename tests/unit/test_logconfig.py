@@ -201,7 +201,7 @@ def test_auto_is_json_off_a_terminal() -> None:
     ({"log_format": "xml"}, "log format must be one of auto, json, console, got 'xml'"),
     ({"level": "loud"}, "log level must be one of debug, info, warning, error, critical, got 'loud'"),
 ])
-def test_bad_options_are_refused(options: dict[str, str], message: str) -> None:
+def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
         logconfig.configure(**options)
     assert str(raised.value) == message

@@ -81,7 +81,7 @@ def test_the_bare_decorator_names_the_task_after_module_and_qualname(task_manage
 
 def test_calling_a_task_runs_the_function_here(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
     assert write_alphabet("a") == "wrote a"
-    assert write_alphabet.__name__ == "write_alphabet"
+    assert write_alphabet.__name__ == "write_alphabet"  # type: ignore[attr-defined]
     assert memory.jobs == ()
 
 
@@ -217,7 +217,11 @@ def test_defer_many_is_one_store_call(
 ) -> None:
     calls = []
     original = memory.defer_jobs
-    monkeypatch.setattr(memory, "defer_jobs", lambda jobs, connection=None: calls.append(len(jobs)) or original(jobs, connection))
+    def counting_defer_jobs(jobs: Any, connection: Any = None) -> list[int]:
+        calls.append(len(jobs))
+        return original(jobs, connection)
+
+    monkeypatch.setattr(memory, "defer_jobs", counting_defer_jobs)
     ids = write_alphabet.configure(lock="L").defer_many([["a"], ("b",), {"floor": "c"}])
     assert calls == [3]
     assert [(job.args, job.kwargs, job.lock) for job in memory.jobs] == [(("a",), {}, "L"), (("b",), {}, "L"), ((), {"floor": "c"}, "L")]
@@ -270,7 +274,7 @@ def test_one_bad_call_in_defer_many_inserts_nothing(write_alphabet: cabbage.Task
     with pytest.raises(ConfigurationError, match="call 2 of defer_many is a str"):
         write_alphabet.defer_many([["a"], "b"])
     with pytest.raises(ConfigurationError, match="not a str"):
-        write_alphabet.defer_many([{1: "a"}])
+        write_alphabet.defer_many([{1: "a"}])  # type: ignore[dict-item]
     assert memory.jobs == ()
 
 

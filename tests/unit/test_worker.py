@@ -70,7 +70,7 @@ def memory(task_manager: cabbage.TaskManager) -> RecordingStore:
 
 
 @pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
+def events() -> Iterator[list[Any]]:
     """Every structlog event while the test runs, with the bound context variables merged."""
     capture = structlog.testing.LogCapture()
     saved = structlog.get_config()
