@@ -1,0 +1,227 @@
+"""The invariants of ARCHITECTURE section 2, each shown where PostgreSQL itself enforces it.
+
+Test names follow the invariants' named objects (STYLE section 3): a direct SQL write that
+would break an invariant is refused by the database, whatever Python would have done.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from contextlib import closing
+from typing import Any, Iterator
+
+import psycopg2
+import psycopg2.errors
+import pytest
+
+from cabbage.jobs import JobError, NewJob, Outcome, Status
+from cabbage.postgres import PostgresJobStore
+from cabbage.sql import queries
+
+BOOM = JobError("RuntimeError", "boom")
+
+
+@pytest.fixture
+def store(db_dsn: str) -> Iterator[PostgresJobStore]:
+    job_store = PostgresJobStore(db_dsn)
+    yield job_store
+    job_store.close()
+
+
+@pytest.fixture
+def sql(db_dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    """A plain autocommit connection for writes no store method would make."""
+    with closing(psycopg2.connect(db_dsn)) as connection:
+        connection.autocommit = True
+        yield connection
+
+
+def new_job(**fields: Any) -> NewJob:
+    fields.setdefault("queue", "queue")
+    fields.setdefault("task_name", "write_alphabet")
+    return NewJob(**fields)
+
+
+def fetch_one(connection: psycopg2.extensions.connection, statement: str, params: Any = None) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchone()
+
+
+# -- invariant 1: one job per lock at a time -----------------------------------------------------
+
+
+def test_one_doing_job_per_lock(store: PostgresJobStore, sql: psycopg2.extensions.connection) -> None:
+    worker_id = store.register_worker("test-host", 1, None)
+    first, second = store.defer_jobs([new_job(lock="/tmp/alphabet.txt"), new_job(lock="/tmp/alphabet.txt")])
+    (claimed,) = store.claim_jobs(worker_id, None, limit=10)
+    assert claimed.id == first
+
+    with pytest.raises(psycopg2.errors.UniqueViolation) as refused:
+        with sql.cursor() as cursor:
+            cursor.execute(
+                "UPDATE cabbage_jobs SET status = 'doing', worker_id = %s WHERE id = %s", (worker_id, second)
+            )
+    assert refused.value.diag.constraint_name == "cabbage_jobs_one_doing_per_lock"
+    assert store.get_job(second).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_one_head_per_lock(store: PostgresJobStore, sql: psycopg2.extensions.connection) -> None:
+    first, second = store.defer_jobs([new_job(lock="L"), new_job(lock="L")])
+    with pytest.raises(psycopg2.errors.UniqueViolation) as refused:
+        with sql.cursor() as cursor:
+            cursor.execute("UPDATE cabbage_jobs SET is_head = true WHERE id = %s", (second,))
+    assert refused.value.diag.constraint_name == "cabbage_jobs_one_head_per_lock"
+
+
+# -- invariant 2: creation order per lock, kept across retries -----------------------------------
+
+
+def test_lock_order_survives_retry(store: PostgresJobStore) -> None:
+    worker_id = store.register_worker("test-host", 1, None)
+    line = store.defer_jobs([new_job(lock="L", args=(letter,), max_attempts=3) for letter in "abc"])
+
+    (first,) = store.claim_jobs(worker_id, None)
+    assert first.id == line[0]
+    assert store.finish_job(first.id, worker_id, 1, Outcome.retry(BOOM, retry_in_s=0))
+    (again,) = store.claim_jobs(worker_id, None)
+    assert (again.id, again.attempts) == (line[0], 2), "a retried head keeps its place"
+
+    store.reclaim_jobs_of([worker_id], "killed")  # a lost attempt is a retry too
+    other_worker = store.register_worker("test-host", 2, None)
+    ran = []
+    while claimed := store.claim_jobs(other_worker, None):
+        (job,) = claimed
+        assert store.finish_job(job.id, other_worker, job.attempts, Outcome.succeeded())
+        ran.append((job.id, job.attempts))
+    assert ran == [(line[0], 3), (line[1], 1), (line[2], 1)]
+
+
+# -- invariant 5: fencing ------------------------------------------------------------------------
+
+
+def test_reclaimed_attempt_cannot_finish(store: PostgresJobStore, sql: psycopg2.extensions.connection) -> None:
+    lost_worker = store.register_worker("test-host", 1, None)
+    job_id = store.defer_job(new_job(max_attempts=2))
+    (claimed,) = store.claim_jobs(lost_worker, None)
+    store.reclaim_jobs_of([lost_worker], "partitioned")
+    row_after_reclaim = fetch_one(sql, "SELECT cabbage_jobs::text FROM cabbage_jobs WHERE id = %s", (job_id,))
+
+    assert not store.finish_job(job_id, lost_worker, claimed.attempts, Outcome.succeeded())
+    assert not store.finish_and_start(job_id, lost_worker, claimed.attempts, Outcome.failed(BOOM), None)[0]
+    assert fetch_one(sql, "SELECT cabbage_jobs::text FROM cabbage_jobs WHERE id = %s", (job_id,)) == row_after_reclaim
+
+    new_worker = store.register_worker("test-host", 2, None)
+    (second,) = store.claim_jobs(new_worker, None)
+    assert second.attempts == 2
+    assert not store.finish_job(job_id, lost_worker, 2, Outcome.failed(BOOM)), "old owner, current attempt number"
+    assert store.finish_job(job_id, new_worker, 2, Outcome.succeeded())
+    assert store.get_job(job_id).status is Status.SUCCEEDED  # type: ignore[union-attr]
+
+
+# -- invariant 6: fetch cost does not grow with the backlog --------------------------------------
+
+BACKLOG_LOCKS = 1_000
+JOBS_BEHIND_BUSY_LOCKS = 100_000
+FINISHED_JOBS = 100_000
+
+
+def build_backlog(connection: psycopg2.extensions.connection) -> None:
+    """1,000 busy locks with 99 jobs waiting behind each, and 100,000 finished jobs."""
+    with connection.cursor() as cursor:
+        # The first row of each lock is its running head; the triggers queue the rest behind it.
+        cursor.execute(
+            """
+            INSERT INTO cabbage_jobs (queue, task_name, lock, status, worker_id, attempts, started_at)
+            SELECT 'queue', 'busy', 'lock-' || (i %% %(locks)s),
+                   CASE WHEN i <= %(locks)s THEN 'doing' ELSE 'todo' END::cabbage_job_status,
+                   CASE WHEN i <= %(locks)s THEN 1 END,
+                   CASE WHEN i <= %(locks)s THEN 1 ELSE 0 END,
+                   CASE WHEN i <= %(locks)s THEN now() END
+              FROM generate_series(1, %(behind)s) AS i
+            """,
+            {"locks": BACKLOG_LOCKS, "behind": JOBS_BEHIND_BUSY_LOCKS},
+        )
+        cursor.execute(
+            """
+            INSERT INTO cabbage_jobs (queue, task_name, status, attempts, finished_at)
+            SELECT 'queue', 'done', 'succeeded', 1, now() FROM generate_series(1, %(finished)s)
+            """,
+            {"finished": FINISHED_JOBS},
+        )
+        cursor.execute("ANALYZE cabbage_jobs")
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def claim_plan(connection: psycopg2.extensions.connection, queues: list[str] | None) -> dict[str, Any]:
+    parameters = {"worker_id": 1, "queues": queues, "limit": 2}
+    with connection.cursor() as cursor:
+        claim = cursor.mogrify(queries["claim_jobs"], parameters).decode()
+        cursor.execute("EXPLAIN (FORMAT JSON) " + claim)
+        (plan,) = cursor.fetchone()[0]
+    return plan
+
+
+def test_claim_plan_reads_an_index(store: PostgresJobStore, sql: psycopg2.extensions.connection) -> None:
+    build_backlog(sql)
+    free = store.defer_jobs([new_job(task_name="free") for _ in range(3)])
+    for queues in (None, ["queue"], ["queue", "other"]):
+        plan = claim_plan(sql, queues)
+        scans = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name")) for node in plan_nodes(plan["Plan"])]
+        assert not [scan for scan in scans if scan[0] == "Seq Scan" and scan[1] == "cabbage_jobs"], json.dumps(plan)
+        assert any(
+            node_type in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+            and (index or "").startswith("cabbage_jobs_claimable")
+            for node_type, _, index in scans
+        ), json.dumps(plan)
+
+    # And the statement itself finds the free jobs, past 100,000 jobs behind busy locks.
+    claimed = store.claim_jobs(store.register_worker("test-host", 1, None), ["queue"], limit=5)
+    assert [job.id for job in claimed] == free
+
+
+# -- invariant 7: the database clock -------------------------------------------------------------
+
+
+def test_database_clock_for_schedules(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection, db_dsn: str
+) -> None:
+    # In a transaction now() stands still at its start: a schedule computed from Python's
+    # clock, which moves on, could not equal it.
+    with closing(psycopg2.connect(db_dsn)) as caller:
+        with caller, caller.cursor() as cursor:
+            cursor.execute("SELECT now()")
+            (transaction_start,) = cursor.fetchone()
+            time.sleep(0.05)
+            in_an_hour, in_a_month = store.defer_jobs(
+                [new_job(schedule_in={"seconds": 3600.0}), new_job(schedule_in={"months": 1})], connection=caller
+            )
+            cursor.execute("SELECT now() + interval '1 month'")
+            (month_later,) = cursor.fetchone()
+    assert store.get_job(in_an_hour).scheduled_at == transaction_start + datetime.timedelta(hours=1)  # type: ignore[union-attr]
+    assert store.get_job(in_a_month).scheduled_at == month_later  # type: ignore[union-attr]
+    assert store.get_job(in_an_hour).created_at == transaction_start  # type: ignore[union-attr]
+
+    worker_id = store.register_worker("test-host", 1, None)
+    job_id = store.defer_job(new_job(max_attempts=2))
+    store.claim_jobs(worker_id, None)
+    assert store.finish_job(job_id, worker_id, 1, Outcome.retry(BOOM, retry_in_s=600))
+    (delay_s,) = fetch_one(sql, "SELECT extract(epoch FROM scheduled_at - now()) FROM cabbage_jobs WHERE id = %s", (job_id,))
+    assert 590 < delay_s <= 600
+
+    # Heartbeat ages and staleness: the worker's heartbeat, 100 s old by the database's clock.
+    with sql.cursor() as cursor:
+        cursor.execute("UPDATE cabbage_workers SET last_heartbeat_at = now() - interval '100 s' WHERE id = %s", (worker_id,))
+    (info,) = store.list_workers()
+    assert 100 <= info.heartbeat_age_s < 110
+    assert store.reclaim_stale_workers(heartbeat_timeout_s=200) == []
+    assert store.list_workers() != []
+    store.reclaim_stale_workers(heartbeat_timeout_s=50)
+    assert store.list_workers() == []
