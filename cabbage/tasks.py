@@ -53,6 +53,8 @@ JSON_HINTS = {
     "complex": "pass [value.real, value.imag]",
 }
 DEFAULT_JSON_HINT = "pass JSON types: str, int, float, bool, None, list, dict with str keys"
+# JSON can write it, but PostgreSQL's jsonb refuses it, and so do both stores.
+NUL_IN_STR = ("str with a NUL character \\x00", "PostgreSQL cannot store it: remove it")
 
 
 class Task:
@@ -238,7 +240,9 @@ def _check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any])
 
 def _find_unserialisable(value: Any) -> tuple[str, str] | None:
     """The first value inside ``value`` that JSON cannot carry, as (description, hint)."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        return NUL_IN_STR if "\x00" in value else None
+    if value is None or isinstance(value, (bool, int)):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (f"float {value}", "pass a finite number or None")
@@ -248,6 +252,8 @@ def _find_unserialisable(value: Any) -> tuple[str, str] | None:
         for key, item in value.items():
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 return f"dict key of type {type(key).__name__}", "use str keys"
+            if isinstance(key, str) and "\x00" in key:
+                return NUL_IN_STR
             culprit = _find_unserialisable(item)
             if culprit is not None:
                 return culprit

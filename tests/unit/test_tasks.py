@@ -255,6 +255,8 @@ def test_connection_is_refused_by_the_memory_store(write_alphabet: cabbage.Task,
         ((uuid.uuid4(),), {}, "(UUID); pass str(value)"),
         ((math.nan,), {}, "argument 1 of write_alphabet is not JSON-serialisable (float nan); pass a finite number"),
         ((), {"floor": [1, {"deep": object()}]}, "argument 'floor' of write_alphabet is not JSON-serialisable (object); pass JSON types"),
+        (("a\x00b",), {}, "argument 1 of write_alphabet is not JSON-serialisable (str with a NUL character \\x00); PostgreSQL cannot"),
+        ((), {"floor": {"k\x00": 1}}, "argument 'floor' of write_alphabet is not JSON-serialisable (str with a NUL character"),
         ((), {"floor": {(1, 2): "tuple key"}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key of type tuple); use str keys"),
     ],
 )

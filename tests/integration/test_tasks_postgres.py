@@ -1,0 +1,75 @@
+"""The task API on PostgreSQL: refused arguments are named and insert nothing, a deferral joins
+the caller's transaction, and calendar delays count on the database clock."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from typing import Iterator
+
+import psycopg2
+import pytest
+
+import cabbage
+from cabbage.exceptions import UnserialisableArgumentError
+from cabbage.jobs import Status
+
+
+@pytest.fixture
+def task_manager(db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[cabbage.TaskManager]:
+    monkeypatch.setenv("CABBAGE_DSN", db_dsn)
+    task_manager = cabbage.TaskManager()
+    yield task_manager
+    task_manager.store.close()
+
+
+@pytest.fixture
+def write_alphabet(task_manager: cabbage.TaskManager) -> cabbage.Task:
+    @task_manager.task(queue="queue")
+    def write_alphabet(floor: object) -> None: ...
+
+    return write_alphabet
+
+
+def total_jobs(task_manager: cabbage.TaskManager) -> int:
+    return sum(task_manager.store.count_jobs().values())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (({"a"},), "argument 1 of write_alphabet is not JSON-serialisable (set); pass a list"),
+        ((float("nan"),), "argument 1 of write_alphabet is not JSON-serialisable (float nan)"),
+        (("a\x00",), "argument 1 of write_alphabet is not JSON-serialisable (str with a NUL character"),
+    ],
+)
+def test_refused_arguments_are_named_and_insert_nothing(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, args: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(UnserialisableArgumentError) as raised:
+        write_alphabet.configure(lock="L").defer_many([["ok"], args])
+    assert message in str(raised.value)
+    assert total_jobs(task_manager) == 0
+
+
+def test_a_deferral_commits_or_rolls_back_with_the_callers_transaction(
+    db_dsn: str, write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager
+) -> None:
+    with contextlib.closing(psycopg2.connect(db_dsn)) as connection:
+        rolled_back = write_alphabet.configure(connection=connection).defer("a")
+        connection.rollback()
+        committed = write_alphabet.configure(connection=connection).defer_many([["b"], ["c"]])
+        assert task_manager.store.get_job(committed[0]) is None  # not visible before the commit
+        connection.commit()
+    assert task_manager.store.get_job(rolled_back) is None
+    assert [task_manager.store.get_job(job_id).status for job_id in committed] == [Status.TODO, Status.TODO]  # type: ignore[union-attr]
+
+
+def test_schedule_in_with_calendar_units_uses_the_database_clock(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager
+) -> None:
+    job = task_manager.store.get_job(write_alphabet.configure(schedule_in={"months": 1, "days": 1}).defer("a"))
+    assert job is not None
+    later = job.scheduled_at - job.created_at
+    assert datetime.timedelta(days=29) <= later <= datetime.timedelta(days=32)
+    assert cabbage.Worker(task_manager).process_jobs() == 0
