@@ -52,9 +52,35 @@ def literal_blocks(text: str) -> list[str]:
     return blocks
 
 
-def snippet(containing: str) -> str:
-    [found] = [block for block in literal_blocks(HOWTO.read_text()) if containing in block]
+# The Python snippets, each by a line of its own; the tests below run every one of them.
+SNIPPETS = {
+    "task": "def write_alphabet(floor):",
+    "defer": 'write_alphabet.defer("a")',
+    "lock": 'write_alphabet.configure(lock="/tmp/alphabet.txt")',
+    "schedule_at": "create_bug.configure(schedule_at=dt)",
+    "schedule_in": "clean.configure(schedule_in=",
+    "middleware": "def task(*args, **kwargs):",
+    "testing": "if running_tests:",
+}
+
+
+def snippet(name: str) -> str:
+    [found] = [block for block in literal_blocks(HOWTO.read_text()) if SNIPPETS[name] in block]
     return found
+
+
+def is_output_or_shell(block: str) -> bool:
+    """The file's expected contents (one letter a line) and the commands of the deployment
+    section (run by the CLI's and the supervisor's own tests)."""
+    lines = block.splitlines()
+    return all(len(line.strip()) == 1 for line in lines) or all(line.startswith("cabbage") for line in lines)
+
+
+def test_every_python_snippet_of_the_howto_is_run_here() -> None:
+    blocks = literal_blocks(HOWTO.read_text())
+    untested = [block for block in blocks if not is_output_or_shell(block) and not any(key in block for key in SNIPPETS.values())]
+    assert not untested, f"add these how-to snippets to SNIPPETS and run them in a test: {untested}"
+    assert sorted(snippet(name) for name in SNIPPETS) == sorted(block for block in blocks if not is_output_or_shell(block))
 
 
 def run_snippet(code: str, **names: Any) -> dict[str, Any]:
@@ -83,7 +109,7 @@ def examples(db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 def test_the_task_snippet_is_the_example_task(examples: types.ModuleType) -> None:
     """examples.tasks.write_alphabet is the how-to's task, with the file and the wait made settable."""
     declared = run_snippet(
-        snippet("def write_alphabet(floor):"),
+        snippet("task"),
         task_manager=cabbage.TaskManager(store_class=InMemoryJobStore),
         time=time,
         random=random,
@@ -91,12 +117,12 @@ def test_the_task_snippet_is_the_example_task(examples: types.ModuleType) -> Non
     assert declared.queue == "queue"
     example_source = textwrap.dedent(inspect.getsource(examples.write_alphabet.func)).strip()
     as_in_howto = example_source.replace("ALPHABET_PATH", '"/tmp/alphabet.txt"').replace("MAX_SLEEP_S", "5")
-    assert as_in_howto == snippet("def write_alphabet(floor):")
+    assert as_in_howto == snippet("task")
     assert examples.ALPHABET_PATH == os.path.join(os.environ["CABBAGE_EXAMPLES_DIR"], "alphabet.txt")
 
 
 def test_deferring_without_a_lock(examples: types.ModuleType) -> None:
-    code = snippet('write_alphabet.defer("a")')
+    code = snippet("defer")
     before = examples.task_manager.store.count_jobs()[Status.TODO]
     run_snippet(code, write_alphabet=examples.write_alphabet)
     assert examples.task_manager.store.count_jobs()[Status.TODO] == before + 4
@@ -114,7 +140,7 @@ def _run_worker_until_terminated(task_manager: cabbage.TaskManager) -> None:
 @pytest.mark.timeout(60)
 def test_a_lock_runs_the_alphabet_in_order_across_four_workers(examples: types.ModuleType) -> None:
     task_manager = examples.task_manager
-    namespace = run_snippet(snippet('write_alphabet.configure(lock="/tmp/alphabet.txt")'), write_alphabet=examples.write_alphabet)
+    namespace = run_snippet(snippet("lock"), write_alphabet=examples.write_alphabet)
     assert namespace["job_descritption"].lock == "/tmp/alphabet.txt"
 
     context = multiprocessing.get_context("fork")
@@ -138,7 +164,7 @@ def test_a_lock_runs_the_alphabet_in_order_across_four_workers(examples: types.M
 
 
 def test_schedule_at_2038_is_stored_and_not_run_now(examples: types.ModuleType) -> None:
-    run_snippet(snippet("create_bug.configure(schedule_at=dt)"), create_bug=examples.create_bug)
+    run_snippet(snippet("schedule_at"), create_bug=examples.create_bug)
     [job] = [job for job in _all_jobs(examples.task_manager) if job.task_name == examples.create_bug.name]
     assert job.scheduled_at == datetime.datetime(2038, 1, 19, 3, 14, 7, tzinfo=datetime.timezone.utc)
     assert job.kwargs == {"crash_everything": True}
@@ -147,7 +173,7 @@ def test_schedule_at_2038_is_stored_and_not_run_now(examples: types.ModuleType) 
 
 
 def test_schedule_in_counts_on_the_database_clock(examples: types.ModuleType) -> None:
-    run_snippet(snippet("clean.configure(schedule_in="), clean=examples.clean)
+    run_snippet(snippet("schedule_in"), clean=examples.clean)
     [job] = [job for job in _all_jobs(examples.task_manager) if job.task_name == examples.clean.name]
     assert (job.scheduled_at - job.created_at).total_seconds() == pytest.approx(5400, abs=1)
     assert cabbage.Worker(examples.task_manager).process_jobs() == 0
@@ -168,7 +194,7 @@ def test_the_middleware_wraps_every_task(db_dsn: str, monkeypatch: pytest.Monkey
     task_manager = cabbage.TaskManager()
     calls: list[str] = []
     namespace = run_snippet(
-        snippet("def task(*args, **kwargs):"),
+        snippet("middleware"),
         task_manager=task_manager,
         log_something=lambda: calls.append("before"),
         log_something_else=lambda: calls.append("after"),
@@ -199,7 +225,7 @@ def test_the_testing_snippet_with_both_stores(
     db_dsn: str, monkeypatch: pytest.MonkeyPatch, running_tests: bool, store_class: type
 ) -> None:
     monkeypatch.setenv("CABBAGE_DSN", db_dsn)
-    namespace = run_snippet(snippet("if running_tests:"), running_tests=running_tests)
+    namespace = run_snippet(snippet("testing"), running_tests=running_tests)
     task_manager = namespace["task_manager"]
     assert type(task_manager.store) is store_class
     done: list[str] = []
