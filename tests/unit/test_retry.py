@@ -74,10 +74,17 @@ def test_waits_must_not_be_negative(waits: dict) -> None:
         RetryPolicy(**waits)
 
 
-@pytest.mark.parametrize("wait_s", [float("nan"), None])
-def test_waits_must_be_numbers(wait_s: object) -> None:
-    with pytest.raises(ConfigurationError, match="wait_s"):
-        RetryPolicy(wait_s=wait_s)  # type: ignore[arg-type]
+@pytest.mark.parametrize("name", ["wait_s", "max_wait_s"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), None, "1", True])
+def test_waits_must_be_finite_numbers(name: str, value: object) -> None:
+    expected = f"{name} must be a finite number of seconds >= 0, got {re.escape(repr(value))}"
+    with pytest.raises(ConfigurationError, match=expected):
+        RetryPolicy(**{name: value})  # type: ignore[arg-type]
+
+
+def test_a_huge_exponential_wait_stays_a_capped_number() -> None:
+    policy = RetryPolicy(max_attempts=None, wait_s=1e300, backoff="exponential", max_wait_s=7200)
+    assert policy.retry_in_s(5_000, None) == 7200
 
 
 def test_bad_settings_are_value_errors_and_cabbage_errors() -> None:
