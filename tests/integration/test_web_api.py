@@ -1,0 +1,414 @@
+"""The admin website and REST API over real HTTP: a werkzeug server thread on a free port.
+
+Covers the OpenAPI document (it validates, and a property-based run of the API against its
+parameters finds no 500 and no answer outside it), cursor paging, tokens on writes, and that
+SQL- and HTML-like input is shown as text and changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.cookiejar
+import json
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate
+from werkzeug.serving import make_server
+
+from cabbage.jobs import Status
+from cabbage.web import create_app
+from tests.integration.job_states import JobStates, execute
+
+TOKEN = "correct-horse-battery-staple"
+HTML_ATTACK = '"><script>alert("owned")</script>'
+SQL_ATTACK = "x'; DROP TABLE cabbage_jobs; --"
+
+
+@dataclasses.dataclass
+class Answer:
+    status: int
+    headers: Any
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None  # the test sees the 303 itself
+
+
+class Client:
+    """A tiny HTTP client with a cookie jar (the signed-in session), on one server."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect())
+
+    def request(self, method: str, path: str, *, form: dict | None = None, body: Any = None, token: str | None = None) -> Answer:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        data = None
+        if form is not None:
+            data = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return Answer(response.status, response.headers, response.read())
+        except urllib.error.HTTPError as error:
+            return Answer(error.code, error.headers, error.read())
+
+    def get(self, path: str, **query: Any) -> Answer:
+        return self.request("GET", path + (f"?{urllib.parse.urlencode(query)}" if query else ""))
+
+    def post(self, path: str, **options: Any) -> Answer:
+        return self.request("POST", path, **options)
+
+    def sign_in(self, token: str = TOKEN) -> int:
+        return self.post("/login", form={"token": token, "next": "/jobs"}).status
+
+    def csrf_on_job_page(self, job_id: int) -> str:
+        match = re.search(r'name="csrf_token" value="([^"]+)"', self.get(f"/jobs/{job_id}").text)
+        assert match, "the job page has no form with a CSRF field"
+        return match.group(1)
+
+
+def serve(app: Any) -> Iterator[Client]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Client(f"http://127.0.0.1:{server.port}")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def jobs(db_dsn: str) -> Iterator[JobStates]:
+    states = JobStates.open(db_dsn)
+    yield states
+    states.close()
+
+
+@pytest.fixture
+def client(db_dsn: str) -> Iterator[Client]:
+    yield from serve(create_app(db_dsn, token=TOKEN))
+
+
+@pytest.fixture
+def read_only_client(db_dsn: str) -> Iterator[Client]:
+    yield from serve(create_app(db_dsn))
+
+
+@pytest.fixture(scope="module")
+def document() -> dict:
+    from cabbage.web.openapi import build_document
+
+    return build_document()
+
+
+def count_jobs(dsn: str) -> int:
+    return execute(dsn, "SELECT count(*) FROM cabbage_jobs")[0][0]
+
+
+def response_validator(document: dict, schema: dict) -> OAS31Validator:
+    return OAS31Validator({**schema, "components": document["components"]})
+
+
+def assert_matches_document(document: dict, path: str, method: str, answer: Answer) -> None:
+    """The answer's status is documented for the operation and its body has the documented shape."""
+    responses = document["paths"][path][method]["responses"]
+    assert str(answer.status) in responses, f"{method.upper()} {path} answered {answer.status}: {answer.body[:300]!r}"
+    schema = responses[str(answer.status)]["content"]["application/json"]["schema"]
+    response_validator(document, schema).validate(answer.json)
+
+
+# -- the document -------------------------------------------------------------------------------
+
+
+def test_openapi_document_is_served_and_valid(client, document):
+    served = client.get("/api/v1/openapi.json")
+    assert served.status == 200 and served.json == json.loads(json.dumps(document))
+    validate(served.json)  # raises on an invalid OpenAPI 3.1 document
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def test_jobs_are_listed_newest_first_with_filters_and_a_keyset_cursor(client, jobs, document):
+    line = [jobs.todo("tasks.a", queue="q", lock="L") for _ in range(5)]
+    jobs.todo("tasks.b", queue="r")
+    seen, cursor = [], None
+    while True:
+        answer = client.get("/api/v1/jobs", queue="q", limit=2, **({"cursor": cursor} if cursor else {}))
+        assert_matches_document(document, "/jobs", "get", answer)
+        seen += [job["id"] for job in answer.json["jobs"]]
+        cursor = answer.json["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == line[::-1]
+
+    # Keyset, not offset: a job deferred between two pages does not shift the next page.
+    first = client.get("/api/v1/jobs", queue="q", limit=2).json
+    jobs.todo("tasks.a", queue="q")
+    second = client.get("/api/v1/jobs", queue="q", limit=2, cursor=first["next_cursor"]).json
+    assert [job["id"] for job in second["jobs"]] == line[2:0:-1]
+
+    assert [job["id"] for job in client.get("/api/v1/jobs", task="tasks.b").json["jobs"]] == [line[-1] + 1]
+    assert client.get("/api/v1/jobs", lock="L", status="doing").json == {"jobs": [], "next_cursor": None}
+
+
+def test_one_job_with_its_error_and_traceback(client, jobs, document):
+    job_id = jobs.failed("tasks.crash", args=("a",), kwargs={"floor": 2})
+    answer = client.get(f"/api/v1/jobs/{job_id}")
+    assert_matches_document(document, "/jobs/{job_id}", "get", answer)
+    job = answer.json
+    assert (job["status"], job["args"], job["kwargs"], job["attempts"]) == ("failed", ["a"], {"floor": 2}, 1)
+    assert job["last_error"]["type"] == "RuntimeError" and "Traceback" in job["last_error"]["traceback"]
+
+    page = client.get(f"/jobs/{job_id}").text
+    assert "RuntimeError" in page and "Traceback (most recent call last):" in page and "&#34;floor&#34;" in page
+
+
+@pytest.mark.parametrize("job_id", ["424242", str(2**63 - 1), str(2**63), "99999999999999999999999"])
+def test_unknown_job_is_404(client, document, job_id):
+    answer = client.get(f"/api/v1/jobs/{job_id}")
+    assert answer.status == 404 and "no job with id" in answer.json["error"]
+    assert client.get(f"/jobs/{job_id}").status == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"status": "lost"}, "unknown status 'lost'"),
+        ({"limit": "0"}, "limit must be a whole number from 1 to 500"),
+        ({"limit": "many"}, "limit must be a whole number"),
+        ({"cursor": "-1"}, "cursor must be a whole number"),
+        ({"queue": "a\x00b"}, "NUL character"),
+    ],
+)
+def test_bad_parameters_are_400_with_a_message(client, query, message):
+    answer = client.get("/api/v1/jobs", **query)
+    assert answer.status == 400 and message in answer.json["error"]
+    assert client.get("/jobs", **query).status == 400
+
+
+def test_stats_workers_and_locks(client, jobs, document):
+    running = jobs.doing("tasks.slow", lock="printer")
+    waiting = [jobs.todo(queue="busy", lock="printer") for _ in range(3)]
+    jobs.succeeded()
+
+    stats = client.get("/api/v1/stats")
+    assert_matches_document(document, "/stats", "get", stats)
+    counts = {(count["queue"], count["status"]): count["jobs"] for count in stats.json["counts"]}
+    assert counts == {("busy", "doing"): 1, ("busy", "todo"): 3, ("finishing-succeeded", "succeeded"): 1}
+    assert len(stats.json["throughput"]) == 60 and stats.json["throughput"][-1]["succeeded"] == 1
+
+    workers = client.get("/api/v1/workers")
+    assert_matches_document(document, "/workers", "get", workers)
+    (worker,) = workers.json["workers"]
+    assert (worker["hostname"], worker["pid"], worker["current_job_id"]) == ("test-host", 4242, running)
+
+    locks = client.get("/api/v1/locks")
+    assert_matches_document(document, "/locks", "get", locks)
+    assert locks.json["locks"] == [
+        {"lock": "printer", "running_job_id": running, "waiting": len(waiting),
+         "oldest_waiting_s": locks.json["locks"][0]["oldest_waiting_s"]}
+    ]
+    for page in ("/", "/workers", "/locks", "/jobs"):
+        assert client.get(page).status == 200
+
+
+# -- writing: tokens ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", TOKEN + "x", TOKEN.upper()])
+def test_api_writes_without_the_token_are_401_and_change_nothing(client, jobs, token):
+    failed, todo = jobs.failed(), jobs.todo()
+    assert client.post(f"/api/v1/jobs/{failed}/retry", token=token).status == 401
+    assert client.post(f"/api/v1/jobs/{todo}/cancel", token=token).status == 401
+    answer = client.post("/api/v1/jobs/retry", body={"job_ids": [failed]}, token=token)
+    assert answer.status == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (jobs.status_of(failed), jobs.status_of(todo)) == (Status.FAILED, Status.TODO)
+
+
+def test_api_writes_with_the_token(client, jobs, document):
+    failed, todo = jobs.failed(), jobs.todo()
+    retried = client.post(f"/api/v1/jobs/{failed}/retry", token=TOKEN)
+    assert_matches_document(document, "/jobs/{job_id}/retry", "post", retried)
+    assert retried.json == {"retried": [failed]} and jobs.status_of(failed) is Status.TODO
+    cancelled = client.post("/api/v1/jobs/cancel", body={"job_ids": [todo]}, token=TOKEN)
+    assert cancelled.json == {"cancelled": [todo]} and jobs.status_of(todo) is Status.CANCELLED
+
+
+def test_api_multi_job_writes_are_all_or_nothing(client, jobs, document):
+    failed, doing = jobs.failed(), jobs.doing()
+    answer = client.post("/api/v1/jobs/retry", body={"job_ids": [failed, doing]}, token=TOKEN)
+    assert_matches_document(document, "/jobs/retry", "post", answer)
+    assert answer.status == 409 and f"job {doing} is doing" in answer.json["error"]
+    assert jobs.status_of(failed) is Status.FAILED
+
+    cancel = client.post(f"/api/v1/jobs/{doing}/cancel", token=TOKEN)
+    assert cancel.status == 409 and "belongs to its worker" in cancel.json["error"]
+    assert jobs.status_of(doing) is Status.DOING
+
+    for body in ({"job_ids": []}, {"job_ids": [True]}, {"job_ids": ["1"]}, [1], {"ids": [1]}):
+        assert client.post("/api/v1/jobs/cancel", body=body, token=TOKEN).status == 400
+
+
+def test_read_only_server_refuses_writes_with_403(read_only_client, jobs):
+    failed = jobs.failed()
+    assert read_only_client.post(f"/api/v1/jobs/{failed}/retry", token=TOKEN).status == 403
+    assert read_only_client.post(f"/jobs/{failed}/retry", form={"token": TOKEN}).status == 403
+    assert read_only_client.sign_in() == 403
+    page = read_only_client.get(f"/jobs/{failed}").text
+    assert "read-only" in page and 'id="retry"' not in page
+    assert jobs.status_of(failed) is Status.FAILED
+
+
+def test_page_writes_need_a_signed_in_session_and_its_csrf_field(client, jobs):
+    failed = jobs.failed()
+    assert client.post(f"/jobs/{failed}/retry", form={}).status == 401
+    assert client.sign_in("wrong") == 401
+    assert client.post(f"/jobs/{failed}/retry", form={}).status == 401
+    assert 'id="retry"' not in client.get(f"/jobs/{failed}").text
+    assert jobs.status_of(failed) is Status.FAILED
+
+    assert client.sign_in() == 303
+    csrf = client.csrf_on_job_page(failed)
+    assert client.post(f"/jobs/{failed}/retry", form={"csrf_token": "forged"}).status == 403
+    assert client.post(f"/jobs/{failed}/retry", form={}).status == 403
+    assert jobs.status_of(failed) is Status.FAILED
+
+    done = client.post(f"/jobs/{failed}/retry", form={"csrf_token": csrf})
+    assert done.status == 303 and done.headers["Location"].endswith(f"/jobs/{failed}")
+    assert jobs.status_of(failed) is Status.TODO
+    assert f"job {failed} retried" in client.get(f"/jobs/{failed}").text
+
+
+def test_a_form_may_carry_the_token_instead_of_a_session(client, jobs):
+    todo = jobs.todo()
+    assert client.post(f"/jobs/{todo}/cancel", form={"token": "nope"}).status == 401
+    assert client.post(f"/jobs/{todo}/cancel", form={"token": TOKEN}).status == 303
+    assert jobs.status_of(todo) is Status.CANCELLED
+
+
+def test_sign_in_only_returns_to_local_pages(client):
+    answer = client.post("/login", form={"token": TOKEN, "next": "//evil.example/"})
+    assert answer.status == 303 and answer.headers["Location"] in ("/", "http://" + client.base_url.split("//")[1] + "/")
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+
+def test_html_in_job_fields_and_filters_is_shown_as_text(client, jobs):
+    job_id = jobs.failed(HTML_ATTACK, args=(HTML_ATTACK,), lock=HTML_ATTACK)
+    for page in (f"/jobs/{job_id}", "/jobs", "/locks"):
+        text = client.get(page).text
+        assert "<script>" not in text, page
+    assert "&lt;script&gt;alert(" in client.get(f"/jobs/{job_id}").text
+
+    filtered = client.get("/jobs", lock=HTML_ATTACK, queue=HTML_ATTACK)
+    assert filtered.status == 200 and "<script>" not in filtered.text
+    assert 'value="&#34;&gt;&lt;script&gt;' in filtered.text
+    assert client.get(f"/api/v1/jobs/{job_id}").json["lock"] == HTML_ATTACK  # data unchanged, only shown safely
+
+
+def test_sql_in_filters_is_a_value_and_changes_nothing(client, jobs):
+    jobs.todo(lock=SQL_ATTACK)
+    jobs.todo()
+    for name in ("queue", "task", "lock"):
+        answer = client.get("/api/v1/jobs", **{name: "x' OR '1'='1"})
+        assert answer.status == 200 and answer.json["jobs"] == []
+        assert client.get("/jobs", **{name: SQL_ATTACK}).status == 200
+    assert [job["lock"] for job in client.get("/api/v1/jobs", lock=SQL_ATTACK).json["jobs"]] == [SQL_ATTACK]
+    assert count_jobs(jobs.dsn) == 2
+
+
+# -- property-based: the API against its own document --------------------------------------------
+
+
+def parameter_values(schema: dict) -> st.SearchStrategy[str]:
+    """Values for a parameter: mostly valid ones from its schema, else strings of any kind."""
+    anything = st.sampled_from([SQL_ATTACK, HTML_ATTACK, "\x00", "a\x00b", "-1", "1e3", "\u0663", " 1", ""]) | st.text(max_size=40)
+    if "enum" in schema:
+        valid = st.sampled_from(schema["enum"])
+    elif schema.get("type") == "integer":
+        valid = st.integers(schema.get("minimum", -(2**64)), schema.get("maximum", 2**64)).map(str)
+        anything = anything | st.integers(-(2**70), 2**70).map(str)
+    else:
+        return anything
+    # One branch in four is invalid, so most requests get past the first check to the rest.
+    return st.one_of(valid, valid, valid, anything)
+
+
+def operation_requests(document: dict, path: str, method: str) -> st.SearchStrategy[tuple[str, Any, str | None]]:
+    """(URL path with query, JSON body, token) for one operation of the document."""
+    parameters = document["components"]["parameters"]
+    operation = document["paths"][path][method]
+    declared = [parameters[reference["$ref"].rsplit("/", 1)[1]] for reference in operation.get("parameters", [])]
+    query = st.fixed_dictionaries({}, optional={p["name"]: parameter_values(p["schema"]) for p in declared if p["in"] == "query"})
+    in_path = st.fixed_dictionaries(
+        {p["name"]: parameter_values(p["schema"]).filter(lambda value: value.isascii() and value.isdigit())
+         for p in declared if p["in"] == "path"}
+    )
+    body = st.none()
+    if "requestBody" in operation:
+        job_ids = st.lists(st.integers(-5, 2**64) | st.text(max_size=5) | st.booleans(), max_size=4)
+        body = st.fixed_dictionaries({"job_ids": job_ids}) | st.lists(st.integers()) | st.none()
+    token = st.sampled_from([None, TOKEN, "wrong"]) if method == "post" else st.none()
+
+    def url(path_args: dict, query_args: dict) -> str:
+        concrete = path
+        for name, value in path_args.items():
+            concrete = concrete.replace("{" + name + "}", value)
+        encoded = urllib.parse.urlencode(query_args)
+        return "/api/v1" + concrete + (f"?{encoded}" if encoded else "")
+
+    return st.tuples(st.builds(url, in_path, query), body, token)
+
+
+def all_operations() -> list[tuple[str, str]]:
+    from cabbage.web.openapi import build_document
+
+    return [(path, method) for path, methods in build_document()["paths"].items() for method in methods]
+
+
+@pytest.mark.parametrize(("path", "method"), all_operations())
+def test_the_api_answers_generated_requests_within_its_document(client, jobs, document, path, method):
+    for number in range(2):
+        jobs.failed(HTML_ATTACK, lock=f"L{number}")
+        jobs.todo(lock=f"L{number}")
+    jobs.doing()
+    jobs_before = count_jobs(jobs.dsn)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(request=operation_requests(document, path, method))
+    def answers_within_document(request: tuple) -> None:
+        url, body, token = request
+        answer = client.request(method.upper(), url, body=body, token=token)
+        assert answer.status < 500, f"{method.upper()} {url} -> {answer.status}: {answer.body[:300]!r}"
+        assert_matches_document(document, path, method, answer)
+
+    answers_within_document()
+    assert count_jobs(jobs.dsn) == jobs_before  # writes may change statuses, never add or delete jobs
