@@ -1,0 +1,368 @@
+"""What only the PostgreSQL store does: the caller's transaction, one-statement bulk defers,
+LISTEN/NOTIFY wake-ups, reconnects, fork safety, and reclaims racing across sessions.
+
+The behaviour both stores share is in test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from contextlib import closing
+from typing import Any, Iterator
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from cabbage.exceptions import CabbageError, DatabaseUnavailable, StoreError
+from cabbage.jobs import NewJob, Status
+from cabbage.postgres import PostgresJobStore
+from cabbage.sql import queries
+from tests.waiting import wait_for
+
+
+@pytest.fixture
+def store(db_dsn: str) -> Iterator[PostgresJobStore]:
+    job_store = PostgresJobStore(db_dsn)
+    yield job_store
+    job_store.close()
+
+
+@pytest.fixture
+def sql(db_dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    with closing(psycopg2.connect(db_dsn)) as connection:
+        connection.autocommit = True
+        yield connection
+
+
+def new_job(**fields: Any) -> NewJob:
+    fields.setdefault("queue", "queue")
+    fields.setdefault("task_name", "write_alphabet")
+    return NewJob(**fields)
+
+
+def query(connection: psycopg2.extensions.connection, statement: str, params: Any = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall()
+
+
+def cabbage_sessions(sql: psycopg2.extensions.connection) -> set[int]:
+    """Backend pids of the stores' sessions on this test's database (application_name cabbage)."""
+    rows = query(
+        sql,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cabbage'",
+    )
+    return {pid for (pid,) in rows}
+
+
+# -- deferring -----------------------------------------------------------------------------------
+
+
+def test_a_job_deferred_in_the_callers_transaction_commits_with_it(
+    store: PostgresJobStore, db_dsn: str
+) -> None:
+    with closing(psycopg2.connect(db_dsn)) as caller:
+        with caller.cursor() as cursor:
+            cursor.execute("CREATE TABLE orders (id integer)")
+            cursor.execute("INSERT INTO orders VALUES (1)")
+        job_id = store.defer_job(new_job(args=(1,)), connection=caller)
+        assert store.get_job(job_id) is None, "visible before the caller committed"
+        caller.commit()
+    job = store.get_job(job_id)
+    assert job is not None and job.args == (1,) and job.status is Status.TODO
+
+
+def test_a_job_deferred_in_the_callers_transaction_rolls_back_with_it(
+    store: PostgresJobStore, db_dsn: str, sql: psycopg2.extensions.connection
+) -> None:
+    query(sql, "CREATE TABLE orders (id integer); SELECT 1")
+    with closing(psycopg2.connect(db_dsn)) as caller:
+        with caller.cursor() as cursor:
+            cursor.execute("INSERT INTO orders VALUES (1)")
+        job_ids = store.defer_jobs([new_job(), new_job()], connection=caller)
+        caller.rollback()
+    assert [store.get_job(job_id) for job_id in job_ids] == [None, None]
+    assert query(sql, "SELECT count(*) FROM orders") == [(0,)]
+    assert store.count_jobs()[Status.TODO] == 0
+
+
+def test_a_refused_defer_on_the_callers_connection_raises_a_cabbage_error(
+    store: PostgresJobStore, db_dsn: str
+) -> None:
+    with closing(psycopg2.connect(db_dsn)) as caller:
+        with caller.cursor() as cursor, pytest.raises(psycopg2.Error):
+            cursor.execute("SELECT 1 / 0")  # the caller's transaction is now aborted
+        with pytest.raises(StoreError) as raised:
+            store.defer_job(new_job(), connection=caller)
+        assert not isinstance(raised.value, psycopg2.Error)
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        self.connection.executed.append(query)  # type: ignore[attr-defined]
+        return super().execute(query, vars)
+
+
+class CountingConnection(psycopg2.extensions.connection):
+    """A psycopg2 connection that records every statement its cursors execute."""
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cursor_factory", CountingCursor)
+        return super().cursor(*args, **kwargs)
+
+
+def test_a_bulk_defer_is_one_statement_and_one_notification_per_queue(
+    store: PostgresJobStore, db_dsn: str
+) -> None:
+    jobs = [new_job(queue="mail" if n % 2 else "sms", args=(n,)) for n in range(10_000)]
+    with closing(psycopg2.connect(db_dsn)) as listener, closing(
+        psycopg2.connect(db_dsn, connection_factory=CountingConnection)
+    ) as caller:
+        listener.autocommit = True
+        query(listener, "LISTEN cabbage_jobs; SELECT 1")
+        caller.executed = []  # type: ignore[attr-defined]
+        job_ids = store.defer_jobs(jobs, connection=caller)
+        assert len(caller.executed) == 1  # type: ignore[attr-defined]
+        caller.commit()
+
+        def notified() -> list[str]:
+            listener.poll()
+            return [notify.payload for notify in listener.notifies]
+
+        wait_for(lambda: len(notified()) >= 2, 10, "the deferral's notifications")
+        assert sorted(notified()) == ["mail", "sms"]
+    assert len(job_ids) == len(jobs)
+
+
+def test_ids_come_back_in_input_order_while_another_bulk_defer_races(
+    store: PostgresJobStore, db_dsn: str
+) -> None:
+    other_store = PostgresJobStore(db_dsn)
+    results: dict[str, list[int]] = {}
+    start = threading.Barrier(2)
+
+    def defer(name: str, job_store: PostgresJobStore) -> None:
+        batch = [new_job(args=(name, n), lock=f"{name}-{n % 7}") for n in range(5_000)]
+        start.wait()
+        results[name] = job_store.defer_jobs(batch)
+
+    threads = [threading.Thread(target=defer, args=args) for args in (("a", store), ("b", other_store))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other_store.close()
+
+    for name, job_ids in results.items():
+        assert job_ids == sorted(job_ids) and len(set(job_ids)) == 5_000
+        for n in (0, 1, 2_500, 4_999):
+            assert store.get_job(job_ids[n]).args == (name, n)  # type: ignore[union-attr]
+    # Each lock's line starts with its first job: ids and lines agree.
+    worker_id = store.register_worker("test-host", 1, None)
+    heads = {job.lock: job.args[1] for job in store.claim_jobs(worker_id, None, limit=100)}
+    assert heads == {f"{name}-{k}": k for name in "ab" for k in range(7)}
+
+
+# -- waiting for jobs ----------------------------------------------------------------------------
+
+
+def test_a_wait_wakes_only_for_the_queues_it_waits_on(store: PostgresJobStore, db_dsn: str) -> None:
+    store.wait_for_jobs(["mail"], timeout_s=0.01)  # starts listening
+    with closing(PostgresJobStore(db_dsn)) as deferrer:
+        deferrer.defer_job(new_job(queue="sms"))
+        started = time.monotonic()
+        assert not store.wait_for_jobs(["mail"], timeout_s=0.3)
+        assert time.monotonic() - started >= 0.25
+        deferrer.defer_job(new_job(queue="sms"))
+        assert store.wait_for_jobs(None, timeout_s=10.0), "no queue filter: any deferral wakes"
+
+
+def test_a_notification_sent_before_the_wait_is_not_lost(store: PostgresJobStore, db_dsn: str) -> None:
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    with closing(PostgresJobStore(db_dsn)) as deferrer:
+        deferrer.defer_job(new_job())
+    time.sleep(0.05)  # the notification is delivered while nobody waits
+    started = time.monotonic()
+    assert store.wait_for_jobs(["queue"], timeout_s=10.0)
+    assert time.monotonic() - started < 5.0
+
+
+def test_interrupt_wait_from_a_signal_handler(store: PostgresJobStore) -> None:
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: store.interrupt_wait())
+    sender = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        started = time.monotonic()
+        sender.start()
+        assert not store.wait_for_jobs(["queue"], timeout_s=10.0)
+        assert time.monotonic() - started < 5.0
+    finally:
+        sender.join()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+# -- connections ---------------------------------------------------------------------------------
+
+
+def test_a_store_opens_nothing_until_used() -> None:
+    store = PostgresJobStore("postgresql://app:secret@127.0.0.1:1/app?connect_timeout=2")
+    store.interrupt_wait()
+    with pytest.raises(DatabaseUnavailable) as raised:
+        store.get_job(1)
+    assert "secret" not in str(raised.value) and "postgresql://app:***@127.0.0.1:1/app" in str(raised.value)
+    store.close()
+
+
+def test_a_terminated_session_is_reported_then_replaced(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection, db_dsn: str
+) -> None:
+    store.wait_for_jobs(["queue"], timeout_s=0.01)  # connects and listens
+    (backend,) = cabbage_sessions(sql)
+    query(sql, "SELECT pg_terminate_backend(%s)", (backend,))
+    wait_for(lambda: backend not in cabbage_sessions(sql), 10, "the terminated backend to exit")
+
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="lost the connection to"):
+        store.wait_for_jobs(["queue"], timeout_s=10.0)
+    assert time.monotonic() - started < 5.0, "a wait on a dead session must fail, not sleep"
+
+    assert store.get_job(1) is None  # the next call reconnects
+    assert cabbage_sessions(sql) - {backend}
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    with closing(PostgresJobStore(db_dsn)) as deferrer:
+        deferrer.defer_job(new_job())
+    assert store.wait_for_jobs(["queue"], timeout_s=10.0), "the new session listens again"
+
+
+def run_in_child(body: Any) -> int:
+    """Forks; the child runs body() and exits 0 if it returned True. Returns the exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if body() else 2
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_fork_drops_the_inherited_connection_without_closing_the_parents_session(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection
+) -> None:
+    job_id = store.defer_job(new_job())
+    parent_sessions = cabbage_sessions(sql)
+
+    def child() -> bool:
+        store.close()  # on the inherited connection: dropped, not closed
+        found = store.get_job(job_id) is not None  # on a connection of the child's own
+        store.close()
+        gc.collect()
+        return found
+
+    assert run_in_child(child) == 0
+    assert store.get_job(job_id) is not None, "the parent's session survived the child"
+    assert parent_sessions <= cabbage_sessions(sql)
+
+
+def test_a_child_that_just_uses_the_store_leaves_the_parents_session_alone(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection
+) -> None:
+    worker_id = store.register_worker("test-host", os.getpid(), None)
+    parent_sessions = cabbage_sessions(sql)
+    assert run_in_child(lambda: store.record_heartbeat(worker_id)) == 0
+    assert store.record_heartbeat(worker_id)
+    assert parent_sessions <= cabbage_sessions(sql)
+
+
+def test_interrupting_a_childs_wait_does_not_wake_the_parent(store: PostgresJobStore) -> None:
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    assert run_in_child(lambda: store.interrupt_wait() is None) == 0
+    started = time.monotonic()
+    assert not store.wait_for_jobs(["queue"], timeout_s=0.2)
+    assert time.monotonic() - started >= 0.15, "the child's interrupt reached the parent's pipe"
+
+
+# -- reclaim races -------------------------------------------------------------------------------
+
+
+def test_racing_reclaims_take_each_job_back_once(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection, db_dsn: str
+) -> None:
+    worker_id = store.register_worker("test-host", 1, None)
+    store.defer_jobs([new_job() for _ in range(5)])
+    claimed = store.claim_jobs(worker_id, None, limit=5)
+    results: dict[str, Any] = {}
+
+    def reclaim(name: str, call: Any) -> None:
+        with closing(PostgresJobStore(db_dsn)) as racer:
+            results[name] = call(racer)
+
+    # The first master's reclaim runs but does not commit yet: it holds the worker row.
+    with closing(psycopg2.connect(db_dsn)) as first:
+        with first.cursor() as cursor:
+            cursor.execute(queries["reclaim_jobs_of"], {"worker_ids": [worker_id], "reason": "first"})
+            first_reclaimed = cursor.fetchall()
+        racers = [
+            threading.Thread(target=reclaim, args=("by id", lambda racer: racer.reclaim_jobs_of([worker_id], "second"))),
+            threading.Thread(target=reclaim, args=("stale", lambda racer: racer.reclaim_stale_workers(0.0))),
+        ]
+        for racer in racers:
+            racer.start()
+        wait_for(
+            lambda: query(sql, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                               " AND wait_event_type = 'Lock'") == [(2,)],
+            10, "both racing reclaims to wait for the worker row",
+        )
+        first.commit()
+        for racer in racers:
+            racer.join()
+
+    assert sorted(row[0] for row in first_reclaimed) == sorted(job.id for job in claimed)
+    assert results == {"by id": [], "stale": []}
+    errors = {job.last_error.message for job in map(store.get_job, [job.id for job in claimed]) if job and job.last_error}
+    assert errors == {"worker lost: first"}
+
+
+def test_a_heartbeat_while_the_reclaim_waits_spares_the_worker(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection, db_dsn: str
+) -> None:
+    worker_id = store.register_worker("test-host", 1, None)
+    query(sql, "UPDATE cabbage_workers SET last_heartbeat_at = now() - interval '1 hour' RETURNING id")
+    results: dict[str, Any] = {}
+    with closing(psycopg2.connect(db_dsn)) as beating:
+        with beating.cursor() as cursor:  # a heartbeat in flight: it holds the row until commit
+            cursor.execute(queries["record_heartbeat"], {"worker_id": worker_id})
+
+        def reclaim() -> None:
+            with closing(PostgresJobStore(db_dsn)) as master:
+                results["reclaimed"] = master.reclaim_stale_workers(60.0)
+
+        master_thread = threading.Thread(target=reclaim)
+        master_thread.start()
+        wait_for(
+            lambda: query(sql, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                               " AND wait_event_type = 'Lock'") == [(1,)],
+            10, "the reclaim to wait for the worker row",
+        )
+        beating.commit()
+        master_thread.join()
+    assert results["reclaimed"] == []
+    assert [info.worker_id for info in store.list_workers()] == [worker_id]
+
+
+def test_a_refused_statement_is_a_store_error_and_the_session_goes_on(store: PostgresJobStore) -> None:
+    with pytest.raises(StoreError, match="integer out of range") as raised:
+        store.register_worker("test-host", 2**40, None)  # pid is an integer column
+    assert not isinstance(raised.value, (psycopg2.Error, DatabaseUnavailable))
+    assert store.register_worker("test-host", 1, None) > 0
