@@ -1,7 +1,9 @@
 """The JobStore contract, checked against both stores with the same tests.
 
 The ``store`` fixture is parametrised ``memory`` and ``postgres``; ``-k memory`` runs without
-PostgreSQL. Tests use the contract of cabbage/store.py only, never a store's internals.
+PostgreSQL. Tests use the contract of cabbage/store.py only, never a store's internals; the
+operator's retry and cancel go through ``cabbage.admin.Admin`` for PostgreSQL and through the
+in-memory store's methods of the same names.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pendulum
 import pytest
 
 from cabbage.exceptions import CabbageError, JobNotFound, JobStateError
-from cabbage.jobs import JobError, NewJob, Outcome, Status
+from cabbage.jobs import Job, JobError, NewJob, Outcome, Status
 from cabbage.store import JobStore
 from cabbage.testing import InMemoryJobStore
 
@@ -63,7 +65,7 @@ def new_job(task_name: str = "write_alphabet", **fields: object) -> NewJob:
     return NewJob(task_name=task_name, **fields)  # type: ignore[arg-type]
 
 
-def claim_one(store: JobStore, worker_id: int, queues: list[str] | None = None):
+def claim_one(store: JobStore, worker_id: int, queues: list[str] | None = None) -> Job | None:
     claimed = store.claim_jobs(worker_id, queues)
     assert len(claimed) <= 1
     return claimed[0] if claimed else None
