@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import logging
 import math
 import subprocess
 import sys
@@ -332,9 +333,16 @@ def test_a_bad_lock_or_queue_in_configure_is_refused(write_alphabet: cabbage.Tas
 
 
 def test_defer_logs_job_deferred_at_debug(write_alphabet: cabbage.Task) -> None:
-    with structlog.testing.capture_logs() as events:
+    saved = structlog.get_config()
+    capture = structlog.testing.LogCapture()
+    # Its own configuration: an earlier test may have left a filter at info in place.
+    structlog.configure(processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
         job_id = write_alphabet.defer("a")
         write_alphabet.defer_many([["b"], ["c"]])
+    finally:
+        structlog.configure(**saved)
+    events = capture.entries
     assert events == [
         {"event": "job_deferred", "log_level": "debug", "job_id": job_id, "task_name": write_alphabet.name, "queue": "queue", "lock": None},
         {"event": "jobs_deferred", "log_level": "debug", "job_count": 2, "task_name": write_alphabet.name, "queue": "queue", "lock": None},
