@@ -453,7 +453,8 @@ def test_list_workers_shows_heartbeat_ages_and_current_jobs(store: JobStore) -> 
     assert workers[quiet].heartbeat_age_s - workers[busy].heartbeat_age_s >= 0.29
     assert workers[quiet].current_job_id is None and workers[quiet].current_job_run_s is None
     assert (workers[busy].current_job_id, workers[busy].current_task_name) == (job_id, "write_alphabet")
-    assert workers[busy].current_job_run_s is not None and workers[busy].current_job_run_s >= 0
+    run_s = workers[busy].current_job_run_s
+    assert run_s is not None and run_s >= 0
 
 
 def test_a_reserved_job_is_not_a_workers_current_job(store: JobStore, worker_id: int) -> None:

@@ -38,7 +38,7 @@ def test_jobs_lists_every_job_newest_last(store: InMemoryJobStore) -> None:
     worker_id = store.register_worker("host", 1, None)
     store.claim_jobs(worker_id, None)
 
-    jobs = store.jobs
+    jobs: tuple[Job, ...] = store.jobs
     assert all(isinstance(job, Job) for job in jobs)
     assert [(job.id, job.args, job.status) for job in jobs] == [
         (first, ("a",), Status.DOING),
