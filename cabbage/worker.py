@@ -172,27 +172,23 @@ class Worker:
     def _unregister(self, interruption: BaseException | None) -> None:
         assert self.worker_id is not None
         worker_id, self.worker_id = self.worker_id, None
-        if self._current_job is None and self._next_job is None:
-            self._release_reserved_of(worker_id)
+        was_interrupted = self._current_job is not None or self._next_job is not None
+        self._current_job = self._next_job = None
+        self._reserved.clear()  # unregistering and reclaiming both give reserved jobs back
+        if not was_interrupted:
             self.store.unregister_worker(worker_id)
             return
         # Interrupted mid-job (KeyboardInterrupt, a store error): take the job back now, as a
         # supervisor would, rather than leave it doing without a worker row.
-        self._current_job = self._next_job = None
-        self._reserved.clear()
         reason = f"interrupted by {type(interruption).__name__}" if interruption else "interrupted"
         self.store.reclaim_jobs_of([worker_id], reason)
 
     def _release_reserved(self) -> None:
         """Gives back the jobs claimed in a batch but not started: todo again, no attempt used."""
-        if self.worker_id is not None:
-            self._release_reserved_of(self.worker_id)
-
-    def _release_reserved_of(self, worker_id: int) -> None:
-        if self._reserved:
+        if self._reserved and self.worker_id is not None:
             job_ids = [job.id for job in self._reserved]
             self._reserved.clear()
-            self.store.release_jobs(job_ids, worker_id)
+            self.store.release_jobs(job_ids, self.worker_id)
 
     # -- taking jobs ---------------------------------------------------------------------------
 

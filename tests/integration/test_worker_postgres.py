@@ -71,8 +71,8 @@ def test_an_idle_worker_wakes_on_notify_not_the_poll_interval(dsn: str) -> None:
     assert max(latencies_s) < 1.0, latencies_s
 
 
-def _run_worker_until_terminated(task_manager: cabbage.TaskManager) -> None:
-    worker = cabbage.Worker(task_manager, poll_interval_s=1.0)
+def _run_worker_until_terminated(task_manager: cabbage.TaskManager, batch_size: int) -> None:
+    worker = cabbage.Worker(task_manager, poll_interval_s=1.0, batch_size=batch_size)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop())
     worker.run()
 
@@ -107,8 +107,9 @@ def test_eight_workers_race_over_three_locks(dsn: str, tmp_path: Path, worker_pr
             runs.write(f"{lock} {sequence} {started!r} {ended!r} {os.getpid()}\n")
 
     context = multiprocessing.get_context("fork")
-    for _ in range(8):
-        worker_processes.append(context.Process(target=_run_worker_until_terminated, args=(task_manager,)))
+    for number in range(8):
+        batch_size = 3 if number % 2 else 1  # half of them claim in batches: finish_and_start races too
+        worker_processes.append(context.Process(target=_run_worker_until_terminated, args=(task_manager, batch_size)))
         worker_processes[-1].start()
     locks = [f"lock-{number}" for number in range(3)]
     descriptions = {lock: record_run.configure(lock=lock) for lock in locks}

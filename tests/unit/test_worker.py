@@ -457,8 +457,12 @@ def test_a_batch_skips_a_job_taken_back_before_it_started(
     assert statuses(memory) == [Status.SUCCEEDED] * 3
 
 
-def test_stopping_in_a_batch_releases_the_jobs_not_started(task_manager: cabbage.TaskManager, memory: RecordingStore) -> None:
-    worker = cabbage.Worker(task_manager, batch_size=4)
+@pytest.mark.parametrize("registered_by", ["itself", "the caller"])
+def test_stopping_in_a_batch_gives_back_the_jobs_not_started(
+    task_manager: cabbage.TaskManager, memory: RecordingStore, registered_by: str
+) -> None:
+    worker_id = memory.register_worker("host", 1, None) if registered_by == "the caller" else None
+    worker = cabbage.Worker(task_manager, batch_size=4, worker_id=worker_id)
 
     @task_manager.task
     def stopper() -> None:
@@ -467,8 +471,12 @@ def test_stopping_in_a_batch_releases_the_jobs_not_started(task_manager: cabbage
     ids = [stopper.defer() for _ in range(4)]
     assert worker.process_jobs() == 1
     assert statuses(memory) == [Status.SUCCEEDED, Status.TODO, Status.TODO, Status.TODO]
-    assert [job.attempts for job in memory.jobs] == [1, 0, 0, 0]  # released without using an attempt
-    assert memory.called("release_jobs") == [ids[1:]]
+    assert [job.attempts for job in memory.jobs] == [1, 0, 0, 0]  # given back without using an attempt
+    if registered_by == "the caller":
+        assert memory.called("release_jobs") == [ids[1:]]  # its row stays: the caller unregisters it
+        assert [info.worker_id for info in memory.list_workers()] == [worker_id]
+    else:
+        assert memory.list_workers() == []  # unregistering gave them back
 
 
 def test_max_jobs_bounds_what_a_batch_claims(write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, memory: RecordingStore) -> None:
