@@ -125,13 +125,6 @@ class PostgresJobStore(JobStore):
         self._connection_pid = None
         self._listening = False
 
-    def _drop_broken_connection(self) -> None:
-        connection = self._connection
-        if connection is not None and self._connection_pid == os.getpid():
-            with contextlib.suppress(psycopg2.Error):
-                connection.close()
-        self._forget_connection()
-
     @contextlib.contextmanager
     def _cursor(self, connection: Any = None) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor on ``connection`` (the caller's) or on the store's own, with psycopg2
@@ -148,8 +141,9 @@ class PostgresJobStore(JobStore):
         except psycopg2.Error as exc:
             reason = dsn_module.reason_of(exc, self.dsn)
             if _is_session_lost(exc):
-                if own_connection:
-                    self._drop_broken_connection()
+                if not own_connection:
+                    raise DatabaseUnavailable(f"the caller's connection was lost: {reason}") from None
+                self.close()  # the next call reconnects
                 # from None: the chained psycopg2 error would print libpq's unscrubbed text.
                 raise DatabaseUnavailable(f"lost the connection to {dsn_module.describe(self.dsn)}: {reason}") from None
             raise StoreError(f"the database refused a cabbage query: {reason}") from None
@@ -364,12 +358,8 @@ def _job_from(row: Mapping[str, Any]) -> Job:
 
 def _reclaimed_from(cursor: psycopg2.extensions.cursor) -> list[ReclaimedJob]:
     columns = _column_names(cursor)
-    reclaimed = []
-    for row in cursor.fetchall():
-        fields = dict(zip(columns, row))
-        fields["status"] = Status(fields["status"])
-        reclaimed.append(ReclaimedJob(**fields))
-    return reclaimed
+    rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    return [ReclaimedJob(**{**row, "status": Status(row["status"])}) for row in rows]
 
 
 def _take_notifications(connection: psycopg2.extensions.connection, wanted: set[str] | None) -> bool:
