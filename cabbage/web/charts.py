@@ -52,11 +52,14 @@ def throughput_chart(minutes: Sequence[MinuteThroughput]) -> Markup:
                     f'height="{height:.1f}" fill="{colour}" class="{field}"/>'
                 )
         parts.append("</g>")
-    for index in sorted({0, len(minutes) // 2, len(minutes) - 1}) if minutes else []:
-        x = LEFT + index * slot + slot / 2
-        parts.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - 6}" class="label" text-anchor="middle">'
-            f"{minute_label(minutes[index].minute)}</text>"
-        )
+    if minutes:
+        # First, middle and last minute; the ends anchored inwards so that no label is cut.
+        labels = ((0, LEFT, "start"), (len(minutes) // 2, LEFT + plot_width / 2, "middle"),
+                  (len(minutes) - 1, WIDTH - RIGHT, "end"))
+        for index, x, anchor in labels:
+            parts.append(
+                f'<text x="{x:.1f}" y="{HEIGHT - 6}" class="label" text-anchor="{anchor}">'
+                f"{minute_label(minutes[index].minute)}</text>"
+            )
     parts.append("</svg>")
     return Markup("".join(parts))
