@@ -181,7 +181,12 @@ class PostgresJobStore(JobStore):
         parameters = {"worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit}
         with self._cursor() as cursor:
             cursor.execute(queries["claim_jobs"], parameters)
-            return _jobs_from(cursor)
+            claimed = _jobs_from(cursor)
+        if claimed and self._listening:
+            # The worker claims again before it waits, so these wake-ups are not needed; drop
+            # them, or a busy worker's list of notifications grows without end.
+            del self._connect().notifies[:]
+        return claimed
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:
         with self._cursor() as cursor:
