@@ -64,6 +64,7 @@ def defer(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
         args=args,
         kwargs=kwargs,
         lock=arguments.lock,
+        max_attempts=arguments.max_attempts,
         scheduled_at=arguments.schedule_at,
         schedule_in={"seconds": arguments.schedule_in} if arguments.schedule_in is not None else None,
     )

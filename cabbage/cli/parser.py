@@ -85,6 +85,15 @@ def aware_datetime(text: str) -> datetime.datetime:
     return value
 
 
+def max_attempts(text: str) -> int | None:
+    """``--max-attempts``: a whole number from 1, or ``unlimited`` (None)."""
+    if text == "unlimited":
+        return None
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, or 'unlimited', got {text!r}")
+    return int(text)
+
+
 def non_empty(text: str) -> str:
     if not text or "\x00" in text:
         raise argparse.ArgumentTypeError(f"must be a non-empty text without NUL characters, got {text!r}")
@@ -155,6 +164,14 @@ def _add_defer_command(commands: Any) -> None:
     )
     defer.add_argument("--queue", type=non_empty, default=DEFAULT_QUEUE, help=f"queue (default {DEFAULT_QUEUE})")
     defer.add_argument("--lock", type=non_empty, help="lock: jobs sharing it run one at a time, in order")
+    defer.add_argument(
+        "--max-attempts",
+        type=max_attempts,
+        default=1,
+        metavar="N",
+        help="attempts the job may use, first included, or 'unlimited' (default 1: the job keeps this "
+        "limit, whatever the task's retry= says)",
+    )
     when = defer.add_mutually_exclusive_group()
     when.add_argument("--schedule-in", type=duration, metavar="DURATION", help="run after a delay: 90s, 15m, 1h30m, 7d")
     when.add_argument("--schedule-at", type=aware_datetime, metavar="ISO", help="run at 2038-01-19T03:14:07+00:00")

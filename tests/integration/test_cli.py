@@ -114,12 +114,12 @@ def test_an_unreachable_database_is_one_line_and_exit_1(run):
 def test_defer_by_task_name_with_positional_arguments_lock_and_delay(db_dsn, jobs):
     result = run_script(
         "defer", "proj.tasks.write_alphabet", "--args", '["a", 1]', "--lock", "/tmp/alphabet.txt",
-        "--queue", "queue", "--schedule-in", "1h30m", "--json", dsn=db_dsn,
+        "--queue", "queue", "--schedule-in", "1h30m", "--max-attempts", "3", "--json", dsn=db_dsn,
     )
     assert result.returncode == EXIT_OK, result.stderr
     job = jobs.store.get_job(json.loads(result.stdout)["job_id"])
-    assert (job.task_name, job.args, job.kwargs, job.lock, job.queue, job.status) == (
-        "proj.tasks.write_alphabet", ("a", 1), {}, "/tmp/alphabet.txt", "queue", Status.TODO,
+    assert (job.task_name, job.args, job.kwargs, job.lock, job.queue, job.status, job.max_attempts) == (
+        "proj.tasks.write_alphabet", ("a", 1), {}, "/tmp/alphabet.txt", "queue", Status.TODO, 3,
     )
     (delay_s,) = execute(db_dsn, "SELECT extract(epoch FROM scheduled_at - now()) FROM cabbage_jobs WHERE id = %s", (job.id,))[0]
     assert 5300 < delay_s <= 5400  # on the database clock

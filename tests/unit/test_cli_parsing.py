@@ -40,6 +40,7 @@ def no_configured_database(monkeypatch: pytest.MonkeyPatch) -> None:
         (["defer", "t", "--schedule-at", "tomorrow"], "not an ISO 8601 date and time: 'tomorrow'"),
         (["defer", "t", "--schedule-in", "soon"], "cannot read duration 'soon'"),
         (["defer", ""], "must be a non-empty text"),
+        (["defer", "t", "--max-attempts", "0"], "must be a whole number from 1, or 'unlimited', got '0'"),
         (["defer"], "the following arguments are required: TASK"),
         (["jobs", "show", "abc"], "job id must be a whole number, got 'abc'"),
         (["jobs", "show", "0"], "job id must be between 1 and"),
@@ -77,7 +78,9 @@ def test_defer_options_parse_to_arguments_and_schedule():
     assert arguments.task_name == "proj.tasks.clean"
     assert arguments.task_arguments == ((), {"floor": "a"})
     assert arguments.schedule_in == 5400.0
-    assert arguments.queue == "default" and arguments.lock is None
+    assert arguments.queue == "default" and arguments.lock is None and arguments.max_attempts == 1
+    assert parse_arguments(["defer", "t", "--max-attempts", "unlimited"]).max_attempts is None
+    assert parse_arguments(["defer", "t", "--max-attempts", "4"]).max_attempts == 4
 
     positional = parse_arguments(["defer", "t", "--args", '["a", 1, null]', "--schedule-at", "2038-01-19T03:14:07Z"])
     assert positional.task_arguments == (("a", 1, None), {})
