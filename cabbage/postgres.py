@@ -168,9 +168,12 @@ class PostgresJobStore(JobStore):
     def defer_jobs(self, jobs: Sequence[NewJob], connection: Any = None) -> list[int]:
         if not jobs:
             return []
-        parameters = _defer_parameters(jobs)
+        if len(jobs) == 1:
+            query, parameters = queries["defer_job"], _defer_one_parameters(jobs[0])
+        else:
+            query, parameters = queries["defer_jobs"], _defer_parameters(jobs)
         with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_jobs"], parameters)
+            cursor.execute(query, parameters)
             return [job_id for (job_id,) in cursor.fetchall()]
 
     # -- claiming and finishing ------------------------------------------------------------------
@@ -394,32 +397,53 @@ def _defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
     }
 
 
+def _defer_one_parameters(job: NewJob) -> dict[str, Any]:
+    scheduled_at, months, seconds = _schedule_of(job)
+    return {
+        "queue": job.queue,
+        "task_name": job.task_name,
+        "args": _encode_one(job, job.args),
+        "kwargs": _encode_one(job, _as_dict(job.kwargs)),
+        "lock": job.lock,
+        "scheduled_at": scheduled_at,
+        "months": months,
+        "seconds": seconds,
+        "max_attempts": job.max_attempts,
+    }
+
+
 def _as_dict(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs if isinstance(kwargs, dict) else dict(kwargs)
 
 
 def _encode_arguments(jobs: Sequence[NewJob], values: list[Any]) -> str:
-    """The JSON array of every job's arguments; refuses what jsonb cannot store, naming the task."""
+    """The JSON array of every job's arguments, encoded at once; a value jsonb cannot store is
+    refused by _encode_one, which names its task."""
     try:
-        # NaN and infinities are refused: jsonb cannot store them.
         encoded = json.dumps(values, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
         encoded = None
-    # jsonb refuses NUL too; "\\u0000" in the text may also be an escaped backslash, so look closer.
     if encoded is not None and "\\u0000" not in encoded:
         return encoded
     for job, value in zip(jobs, values):
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise UnserialisableArgumentError(
-                f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
-            ) from exc
-        if _holds_nul(value):
-            raise UnserialisableArgumentError(
-                f"arguments of {job.task_name} contain a NUL character, which PostgreSQL cannot store; remove it"
-            )
-    assert encoded is not None
+        _encode_one(job, value)
+    assert encoded is not None, "a list that fails to encode has a member that fails"
+    return encoded
+
+
+def _encode_one(job: NewJob, value: Any) -> str:
+    try:
+        # NaN and infinities are refused: jsonb cannot store them.
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise UnserialisableArgumentError(
+            f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
+        ) from exc
+    # jsonb refuses NUL too; "\\u0000" in the text may also be an escaped backslash: look closer.
+    if "\\u0000" in encoded and _holds_nul(value):
+        raise UnserialisableArgumentError(
+            f"arguments of {job.task_name} contain a NUL character, which PostgreSQL cannot store; remove it"
+        )
     return encoded
 
 

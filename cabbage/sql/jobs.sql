@@ -31,6 +31,18 @@ WITH new_jobs AS (
 )
 SELECT id FROM new_jobs ORDER BY id;
 
+-- name: defer_job
+-- Inserts one job: defer_jobs for the common single deferral, as cheap as a plain INSERT.
+-- The schedule counts from the database clock (invariant 7); the triggers place it in its
+-- lock's line (invariant 2).
+INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
+VALUES (%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
+        coalesce(%(scheduled_at)s::timestamptz,
+                 now() + make_interval(months => coalesce(%(months)s::integer, 0),
+                                       secs => coalesce(%(seconds)s::double precision, 0))),
+        %(max_attempts)s::integer)
+RETURNING id;
+
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs in one atomic statement (invariants 1, 3): SKIP LOCKED
 -- passes over rows another worker is claiming, and the scan reads the claimable partial

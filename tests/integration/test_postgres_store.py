@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from cabbage.exceptions import CabbageError, DatabaseUnavailable, StoreError
+from cabbage.exceptions import DatabaseUnavailable, StoreError, UnserialisableArgumentError
 from cabbage.jobs import NewJob, Status
 from cabbage.postgres import PostgresJobStore
 from cabbage.sql import queries
@@ -102,6 +102,17 @@ def test_a_refused_defer_on_the_callers_connection_raises_a_cabbage_error(
         with pytest.raises(StoreError) as raised:
             store.defer_job(new_job(), connection=caller)
         assert not isinstance(raised.value, psycopg2.Error)
+
+
+@pytest.mark.parametrize("count", [1, 3], ids=["single", "bulk"])
+def test_a_nul_character_is_refused_by_name_and_a_backslash_is_kept(store: PostgresJobStore, count: int) -> None:
+    with pytest.raises(UnserialisableArgumentError, match="arguments of write_alphabet contain a NUL character"):
+        store.defer_jobs([new_job(args=("a\x00b",))] * count)
+    literal = "C:\\u0000 is a path, not a NUL"
+    job_ids = store.defer_jobs([new_job(args=(literal,), kwargs={literal: literal})] * count)
+    assert {(job.args, tuple(job.kwargs.items())) for job in map(store.get_job, job_ids) if job} == {
+        ((literal,), ((literal, literal),))
+    }
 
 
 class CountingCursor(psycopg2.extensions.cursor):
