@@ -183,7 +183,7 @@ class PostgresJobStore(JobStore):
             return []
         parameters = {"worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit}
         with self._cursor() as cursor:
-            cursor.execute(queries["claim_jobs"], parameters)
+            cursor.execute(queries["claim_job" if limit == 1 else "claim_jobs"], parameters)
             claimed = _jobs_from(cursor)
         if claimed and self._listening:
             # The worker claims again before it waits, so these wake-ups are not needed; drop

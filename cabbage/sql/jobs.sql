@@ -43,6 +43,21 @@ VALUES (%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
         %(max_attempts)s::integer)
 RETURNING id;
 
+-- name: claim_job
+-- claim_jobs for one job, the worker's usual claim, in a cheaper plan: the due head job first
+-- in (scheduled_at, id) order, locked with SKIP LOCKED through the claimable partial indexes
+-- (invariants 1, 3, 6), and started at once (attempt + 1).
+UPDATE cabbage_jobs
+   SET status = 'doing', worker_id = %(worker_id)s, attempts = attempts + 1, started_at = now()
+ WHERE id = (SELECT id
+               FROM cabbage_jobs
+              WHERE status = 'todo' AND is_head AND scheduled_at <= now()
+                AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
+              ORDER BY scheduled_at, id
+              LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+RETURNING *;
+
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs in one atomic statement (invariants 1, 3): SKIP LOCKED
 -- passes over rows another worker is claiming, and the scan reads the claimable partial
