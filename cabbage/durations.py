@@ -60,7 +60,7 @@ def format_duration(seconds: float) -> str:
     if seconds < 10:
         return f"{max(seconds, 0.0):.1f}s".replace(".0s", "s")
     remaining = int(round(seconds))
-    parts = []
+    parts: list[tuple[int, str]] = []
     for unit, unit_s in UNIT_SECONDS.items():
         count, remaining = divmod(remaining, int(unit_s))
         if count or parts:

@@ -26,6 +26,7 @@ from cabbage.admin.records import (
     QueueCount,
     WaitingJob,
     WorkerCounts,
+    counts_by_queue,
     jsonable,
     parse_status,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "FinishedCount",
     "WorkerCounts",
     "LockLine",
+    "counts_by_queue",
     "jsonable",
     "parse_status",
 ]

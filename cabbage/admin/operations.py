@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import structlog
 
@@ -81,10 +81,12 @@ class Admin:
         except self.connection.Error as exc:
             raise error_from_driver(exc, self.dsn) from None
 
-    def _fetch_all(self, name: str, **params: Any) -> list[tuple]:
+    def _fetch_all(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """The rows of a named query, each as {column name: value}."""
         with self._transaction() as cursor:
             cursor.execute(queries[name], params)
-            return cursor.fetchall()
+            columns = [column[0] for column in cursor.description]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ class Admin:
         return JobPage(jobs, next_cursor)
 
     def get_job(self, job_id: int) -> Job:
-        rows = self._fetch_all("admin_get_job", job_id=check_job_id(job_id))
+        rows = self._fetch_all("get_job", job_id=check_job_id(job_id))  # the store's own query
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
         return job_from_row(rows[0])
@@ -148,7 +150,7 @@ class Admin:
         if status not in RETRYABLE_STATUSES:
             raise JobStateError(f"only failed or cancelled jobs can be retried, not {status.value} ones")
         rows = self._fetch_all("admin_retry_jobs_matching", status=status.value, task_name=task_name)
-        changed = sorted(job_id for (job_id,) in rows)
+        changed = sorted(row["id"] for row in rows)
         log.info("jobs_retried", job_ids=changed, status=status.value, task_name=task_name)
         return changed
 
@@ -193,18 +195,19 @@ class Admin:
     # -- counts and lines -----------------------------------------------------------------------
 
     def count_jobs(self) -> list[QueueCount]:
-        return [QueueCount(queue, Status(status), jobs) for queue, status, jobs in self._fetch_all("admin_count_jobs_by_queue_and_status")]
+        rows = self._fetch_all("admin_count_jobs_by_queue_and_status")
+        return [QueueCount(row["queue"], Status(row["status"]), row["jobs"]) for row in rows]
 
     def oldest_waiting_jobs(self) -> list[WaitingJob]:
-        return [WaitingJob(*row) for row in self._fetch_all("admin_oldest_waiting_jobs")]
+        return [WaitingJob(**row) for row in self._fetch_all("admin_oldest_waiting_jobs")]
 
     def throughput(self, minutes: int = 60) -> list[MinuteThroughput]:
         """Jobs finished in each of the last ``minutes`` minutes, the current one last."""
-        return [MinuteThroughput(*row) for row in self._fetch_all("admin_throughput_per_minute", minutes=minutes)]
+        return [MinuteThroughput(**row) for row in self._fetch_all("admin_throughput_per_minute", minutes=minutes)]
 
     def count_recently_finished(self, window_s: float) -> list[FinishedCount]:
         rows = self._fetch_all("admin_count_recently_finished", window_s=window_s)
-        return [FinishedCount(task_name, Status(status), jobs) for task_name, status, jobs in rows]
+        return [FinishedCount(row["task_name"], Status(row["outcome"]), row["jobs"]) for row in rows]
 
     def jobs_per_minute(self, window_s: float = RATE_WINDOW_S) -> float:
         """Jobs finished per minute, averaged over the last ``window_s`` seconds."""
@@ -213,18 +216,18 @@ class Admin:
 
     def count_workers(self, heartbeat_timeout_s: float) -> WorkerCounts:
         (row,) = self._fetch_all("admin_count_workers", heartbeat_timeout_s=heartbeat_timeout_s)
-        return WorkerCounts(*row)
+        return WorkerCounts(**row)
 
     def list_workers(self) -> list[WorkerInfo]:
         """Every registered worker, by the store's own ``list_workers`` query (one definition)."""
-        return [WorkerInfo(*row) for row in self._fetch_all("list_workers")]
+        return [WorkerInfo(**row) for row in self._fetch_all("list_workers")]
 
     def list_busy_locks(self, limit: int = 200) -> list[LockLine]:
-        return [LockLine(*row) for row in self._fetch_all("admin_list_busy_locks", limit=limit)]
+        return [LockLine(**row) for row in self._fetch_all("admin_list_busy_locks", limit=limit)]
 
     def database_now(self) -> datetime.datetime:
         (row,) = self._fetch_all("admin_database_clock")
-        return row[0]
+        return row["database_now"]
 
 
 def refuse_ineligible(verb: str, wanted: Sequence[int], found: dict[int, Status], allowed: frozenset[Status]) -> None:
@@ -261,25 +264,26 @@ def check_prune_arguments(older_than_s: float, statuses: Collection[Status], bat
         raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def job_from_row(row: Sequence[Any]) -> Job:
-    (job_id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts, max_attempts,
-     worker_id, created_at, started_at, finished_at, error_type, error, traceback) = row
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A ``cabbage_jobs`` row (by column name) as a Job."""
+    args = row["args"]
+    error_type = row["last_error_type"]
     return Job(
-        id=job_id,
-        queue=queue,
-        task_name=task_name,
+        id=row["id"],
+        queue=row["queue"],
+        task_name=row["task_name"],
         args=tuple(args) if isinstance(args, list) else (),
-        kwargs={**(args if isinstance(args, dict) else {}), **kwargs},
-        lock=lock,
-        status=Status(status),
-        scheduled_at=scheduled_at,
-        attempts=attempts,
-        max_attempts=max_attempts,
-        worker_id=worker_id,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        last_error=JobError(error_type, error or "", traceback) if error_type else None,
+        kwargs={**(args if isinstance(args, dict) else {}), **row["kwargs"]},
+        lock=row["lock"],
+        status=Status(row["status"]),
+        scheduled_at=row["scheduled_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        worker_id=row["worker_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_error=JobError(error_type, row["last_error"] or "", row["last_error_traceback"]) if error_type else None,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from typing import Any
+from typing import Any, Sequence
 
 from cabbage.exceptions import ConfigurationError, JobNotFound
 from cabbage.jobs import Job, Status
@@ -117,6 +117,14 @@ def check_job_id(job_id: int) -> int:
     if not 1 <= job_id <= MAX_JOB_ID:
         raise JobNotFound(f"no job with id {job_id}: job ids are whole numbers from 1")
     return job_id
+
+
+def counts_by_queue(counts: Sequence[QueueCount]) -> dict[str, dict[Status, int]]:
+    """{queue: {status: jobs}}, queues in name order, every status present (zeros included)."""
+    table: dict[str, dict[Status, int]] = {}
+    for count in sorted(counts, key=lambda count: count.queue):
+        table.setdefault(count.queue, dict.fromkeys(Status, 0))[count.status] = count.jobs
+    return table
 
 
 def jsonable(value: Any) -> Any:

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Callable
 
-from cabbage.admin import Admin, JobFilter
+from cabbage.admin import Admin, JobFilter, counts_by_queue
 from cabbage.admin.operations import RATE_WINDOW_S
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cabbage.cli.output import Output
@@ -177,16 +177,13 @@ def stats(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
         output.json({"counts": counts, "oldest_waiting": waiting, "jobs_per_minute": jobs_per_minute})
         return EXIT_OK
     statuses = list(Status)
-    by_queue: dict[str, dict[Status, int]] = {}
-    for count in counts:
-        by_queue.setdefault(count.queue, dict.fromkeys(statuses, 0))[count.status] = count.jobs
     oldest = {job.queue: job for job in waiting}
     headers = ["QUEUE"] + [status.value.upper() for status in statuses] + ["OLDEST TODO", "JOB"]
     rows = [
         [queue, *(numbers[status] for status in statuses),
          format_duration(oldest[queue].waiting_s) if queue in oldest else None,
          oldest[queue].job_id if queue in oldest else None]
-        for queue, numbers in sorted(by_queue.items())
+        for queue, numbers in counts_by_queue(counts).items()
     ]
     output.table(headers, rows, empty="no jobs")
     output.message(f"jobs per minute (last {format_duration(RATE_WINDOW_S)}): {jobs_per_minute}")

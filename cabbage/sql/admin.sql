@@ -15,14 +15,6 @@ SELECT id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts,
  ORDER BY id DESC
  LIMIT %(limit)s;
 
--- name: admin_get_job
--- One job with its whole last error, traceback included (cabbage jobs show, the job page).
-SELECT id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts, max_attempts,
-       worker_id, created_at, started_at, finished_at, last_error_type, last_error,
-       last_error_traceback
-  FROM cabbage_jobs
- WHERE id = %(job_id)s;
-
 -- name: admin_lock_jobs_for_change
 -- Locks the named jobs and reads their status, so a multi-id retry or cancel checks every id
 -- before it changes any; in id order, so two operators cannot deadlock each other.
@@ -78,7 +70,7 @@ SELECT queue, status, count(*) AS jobs
 
 -- name: admin_oldest_waiting_jobs
 -- The oldest due todo job of each queue and how long it has waited, on the database clock.
-SELECT DISTINCT ON (queue) queue, id, EXTRACT(EPOCH FROM now() - scheduled_at)::float8 AS waiting_s
+SELECT DISTINCT ON (queue) queue, id AS job_id, EXTRACT(EPOCH FROM now() - scheduled_at)::float8 AS waiting_s
   FROM cabbage_jobs
  WHERE status = 'todo' AND scheduled_at <= now()
  ORDER BY queue, scheduled_at, id;
@@ -100,7 +92,7 @@ SELECT minute, coalesce(finished.succeeded, 0) AS succeeded, coalesce(finished.f
 
 -- name: admin_count_recently_finished
 -- Jobs finished within the window, by task and outcome (/metrics).
-SELECT task_name, status, count(*) AS jobs
+SELECT task_name, status AS outcome, count(*) AS jobs
   FROM cabbage_jobs
  WHERE finished_at >= now() - make_interval(secs => %(window_s)s)
  GROUP BY task_name, status

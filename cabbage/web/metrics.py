@@ -17,9 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cabbage.admin import Admin
+from cabbage.admin import Admin, counts_by_queue
 from cabbage.exceptions import CabbageError
-from cabbage.jobs import Status
 
 blueprint = flask.Blueprint("metrics", __name__)
 log = structlog.get_logger()
@@ -54,11 +53,10 @@ class DatabaseCollector(Collector):
 
     def read_figures(self, admin: Admin) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("cabbage_jobs", "Jobs in the database, by queue and status", labels=["queue", "status"])
-        counts = {(count.queue, count.status): count.jobs for count in admin.count_jobs()}
-        queues = sorted({queue for queue, _ in counts})
-        for queue in queues:
-            for status in Status:  # every status, zero included, so a series never vanishes
-                jobs.add_metric([queue, status.value], counts.get((queue, status), 0))
+        by_queue = counts_by_queue(admin.count_jobs())
+        for queue, numbers in by_queue.items():
+            for status, jobs_in_status in numbers.items():  # zeros included, so a series never vanishes
+                jobs.add_metric([queue, status.value], jobs_in_status)
         yield jobs
 
         oldest = GaugeMetricFamily(
@@ -67,7 +65,7 @@ class DatabaseCollector(Collector):
             labels=["queue"],
         )
         waiting = {job.queue: job.waiting_s for job in admin.oldest_waiting_jobs()}
-        for queue in queues:
+        for queue in by_queue:
             oldest.add_metric([queue], max(waiting.get(queue, 0.0), 0.0))
         yield oldest
 
@@ -84,8 +82,8 @@ class DatabaseCollector(Collector):
             f"Jobs finished in the last {self.finished_window_s:g} s, by task and outcome",
             labels=["task_name", "outcome"],
         )
-        for count in admin.count_recently_finished(self.finished_window_s):
-            finished.add_metric([count.task_name, count.outcome.value], count.jobs)
+        for recent in admin.count_recently_finished(self.finished_window_s):
+            finished.add_metric([recent.task_name, recent.outcome.value], recent.jobs)
         yield finished
         yield GaugeMetricFamily(
             "cabbage_jobs_finished_window_seconds",

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import flask
 from flask.typing import ResponseReturnValue
 
-from cabbage.admin import RETRYABLE_STATUSES
+from cabbage.admin import RETRYABLE_STATUSES, counts_by_queue
 from cabbage.exceptions import JobStateError
 from cabbage.jobs import Status
 from cabbage.web import auth
@@ -27,16 +27,13 @@ CHART_MINUTES = 60
 @blueprint.route("/")
 def overview() -> ResponseReturnValue:
     admin = get_admin()
-    counts = admin.count_jobs()
-    by_queue: dict[str, dict[str, int]] = {}
-    for count in counts:
-        by_queue.setdefault(count.queue, {status.value: 0 for status in Status})[count.status.value] = count.jobs
-    totals = {status.value: sum(numbers[status.value] for numbers in by_queue.values()) for status in Status}
+    by_queue = counts_by_queue(admin.count_jobs())
+    totals = {status: sum(numbers[status] for numbers in by_queue.values()) for status in Status}
     throughput = admin.throughput(CHART_MINUTES)
     return flask.render_template(
         "overview.html",
-        statuses=[status.value for status in Status],
-        by_queue=sorted(by_queue.items()),
+        statuses=list(Status),
+        by_queue=by_queue.items(),
         totals=totals,
         waiting=admin.oldest_waiting_jobs(),
         chart=throughput_chart(throughput),

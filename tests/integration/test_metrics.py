@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,7 +19,7 @@ def jobs(db_dsn: str) -> Iterator[JobStates]:
     states.close()
 
 
-def scrape(dsn: str, **options: float) -> dict[str, dict[tuple, float]]:
+def scrape(dsn: str, **options: Any) -> dict[str, dict[tuple, float]]:
     """/metrics of a fresh app, as {metric name: {sorted label pairs: value}}."""
     answer = create_app(dsn, **options).test_client().get("/metrics")
     assert answer.status_code == 200

@@ -372,7 +372,7 @@ def operation_requests(document: dict, path: str, method: str) -> st.SearchStrat
         {p["name"]: parameter_values(p["schema"]).filter(lambda value: value.isascii() and value.isdigit())
          for p in declared if p["in"] == "path"}
     )
-    body = st.none()
+    body: st.SearchStrategy[Any] = st.none()
     if "requestBody" in operation:
         job_ids = st.lists(st.integers(-5, 2**64) | st.text(max_size=5) | st.booleans(), max_size=4)
         body = st.fixed_dictionaries({"job_ids": job_ids}) | st.lists(st.integers()) | st.none()
