@@ -10,8 +10,10 @@ import datetime
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import urllib.request
 from contextlib import closing
 from pathlib import Path
 from typing import Iterator
@@ -321,3 +323,29 @@ def test_commands_on_a_database_without_schema_say_how_to_fix_it(run, empty_dsn)
     status, _, err = run("jobs", "list", dsn=empty_dsn)
     assert status == EXIT_FAILED
     assert err.startswith("cabbage: the cabbage schema is missing") and err.endswith("run 'cabbage schema apply'\n")
+
+
+# -- web ----------------------------------------------------------------------------------------
+
+
+def test_web_serves_until_sigterm_and_logs_its_address(db_dsn, jobs):
+    job_id = jobs.todo()
+    environment = {**os.environ, "CABBAGE_DSN": db_dsn}
+    environment.pop("CABBAGE_WEB_TOKEN", None)
+    server = subprocess.Popen(
+        [str(CABBAGE_SCRIPT), "web", "--port", "0", "--log-level", "info"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        started = json.loads(server.stdout.readline())  # JSON log lines: stdout is not a terminal
+        assert started["event"] == "web_server_started" and started["read_only"] is True
+        assert started["url"].startswith("http://127.0.0.1:") and "password" not in started["database"]
+        with urllib.request.urlopen(f"{started['url']}api/v1/jobs/{job_id}", timeout=10) as answer:
+            assert json.load(answer)["status"] == "todo"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == EXIT_OK
+        assert any(json.loads(line)["event"] == "web_server_stopped" for line in server.stdout.read().splitlines())
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
