@@ -160,11 +160,13 @@ class Admin:
         statuses: Collection[Status] = FINISHED_STATUSES,
         batch_size: int = PRUNE_BATCH_SIZE,
         should_stop: Callable[[], bool] = lambda: False,
+        max_batches: int | None = None,
     ) -> int:
         """Deletes jobs finished more than ``older_than_s`` ago; returns how many.
 
         One bounded batch per transaction, rows held by others skipped, so workers keep
-        claiming meanwhile; ``should_stop`` is asked between batches.
+        claiming meanwhile. It stops when a batch comes back short (nothing left), when
+        ``should_stop()`` says so (asked before each batch), or after ``max_batches``.
         """
         check_prune_arguments(older_than_s, statuses, batch_size)
         params = {
@@ -174,7 +176,7 @@ class Admin:
         }
         started = time.monotonic()
         deleted = batches = 0
-        while not should_stop():
+        while not should_stop() and (max_batches is None or batches < max_batches):
             with self._transaction() as cursor:
                 cursor.execute(queries["admin_prune_finished_jobs"], params)
                 batch_deleted = cursor.rowcount
@@ -288,21 +290,24 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
 
 
 def prune_finished_jobs(
-    dsn: str,
+    dsn: str | None,
     older_than_s: float,
     statuses: Collection[Status] = FINISHED_STATUSES,
     batch_size: int = PRUNE_BATCH_SIZE,
     should_stop: Callable[[], bool] = lambda: False,
+    max_batches: int | None = None,
 ) -> int:
     """Retention: deletes jobs finished more than ``older_than_s`` ago, in bounded batches.
 
-    Opens and closes its own connection, so a supervisor can call it from a thread of its own;
-    ``should_stop`` is asked between batches (a stopping supervisor need not wait for the rest).
+    ``dsn`` None means ``$CABBAGE_DSN``, else libpq's PG* variables. Opens its own connection
+    and closes it before returning, so no connection outlives the call (a supervisor may fork
+    right after). ``max_batches=1`` does one batch of work per call, for a loop that must stay
+    responsive: it returns ``batch_size`` while more may remain. Returns how many it deleted.
 
     >>> prune_finished_jobs(dsn, older_than_s=parse_duration("7d"))
     """
-    admin = Admin.connect(dsn)
+    admin = Admin.connect(dsn_module.resolve_dsn(dsn))
     try:
-        return admin.prune_finished_jobs(older_than_s, statuses, batch_size, should_stop)
+        return admin.prune_finished_jobs(older_than_s, statuses, batch_size, should_stop, max_batches)
     finally:
         admin.close()

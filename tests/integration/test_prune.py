@@ -126,6 +126,13 @@ def test_prune_stops_between_batches_when_asked(db_dsn):
         assert count_old_jobs(connection) == 30
 
 
+def test_one_batch_per_call_for_a_supervisor_tick(db_dsn, monkeypatch):
+    insert_old_finished_jobs(db_dsn, 25)
+    monkeypatch.setenv("CABBAGE_DSN", db_dsn)
+    deleted = [prune_finished_jobs(None, 86400, batch_size=10, max_batches=1) for _ in range(4)]
+    assert deleted == [10, 10, 5, 0]  # a short batch says the backlog is done
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
