@@ -185,10 +185,10 @@ class PostgresJobStore(JobStore):
         with self._cursor() as cursor:
             cursor.execute(queries["claim_job" if limit == 1 else "claim_jobs"], parameters)
             claimed = _jobs_from(cursor)
-        if claimed and self._listening:
+        if claimed and self._listening and self._connection is not None:
             # The worker claims again before it waits, so these wake-ups are not needed; drop
             # them, or a busy worker's list of notifications grows without end.
-            del self._connect().notifies[:]
+            del self._connection.notifies[:]
         return claimed
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:
