@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from contextlib import closing
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import Iterator
 
 import psycopg2
 import pytest
-from psycopg2.extensions import make_dsn, parse_dsn
+import structlog
+from psycopg2.extensions import make_dsn
 
 from cabbage.cli import main
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK
@@ -30,6 +33,21 @@ from tests.integration.job_states import JobStates, age_finished_jobs, execute
 
 CABBAGE_SCRIPT = Path(sys.executable).parent / "cabbage"
 DAY_S = 86400.0
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """``main`` configures logging for its process, as an entry point must; undo it for later tests."""
+    structlog_config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    hooks = (sys.excepthook, threading.excepthook)
+    yield
+    structlog.configure(**structlog_config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    sys.excepthook, threading.excepthook = hooks
+    logging.captureWarnings(False)
 
 
 @pytest.fixture
