@@ -12,8 +12,9 @@ WITH new_jobs AS (
     INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
     SELECT j.queue, j.task_name, j.args::jsonb, j.kwargs::jsonb, j.lock,
            coalesce(j.scheduled_at::timestamptz,
-                    now() + make_interval(months => coalesce(j.months::integer, 0),
-                                          secs => coalesce(j.seconds::double precision, 0))),
+                    -- Months are added in UTC, whatever the session's TimeZone.
+                    ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(j.months::integer, 0)))
+                        AT TIME ZONE 'UTC' + make_interval(secs => coalesce(j.seconds::double precision, 0))),
            j.max_attempts::integer
       FROM ROWS FROM (json_array_elements_text(%(queues)s::json),
                       json_array_elements_text(%(task_names)s::json),
@@ -38,8 +39,9 @@ SELECT id FROM new_jobs ORDER BY id;
 INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
 VALUES (%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
         coalesce(%(scheduled_at)s::timestamptz,
-                 now() + make_interval(months => coalesce(%(months)s::integer, 0),
-                                       secs => coalesce(%(seconds)s::double precision, 0))),
+                 -- Months are added in UTC, whatever the session's TimeZone.
+                 ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(%(months)s::integer, 0)))
+                     AT TIME ZONE 'UTC' + make_interval(secs => coalesce(%(seconds)s::double precision, 0))),
         %(max_attempts)s::integer)
 RETURNING id;
 

@@ -93,6 +93,29 @@ def test_a_job_deferred_in_the_callers_transaction_rolls_back_with_it(
     assert store.count_jobs()[Status.TODO] == 0
 
 
+@pytest.mark.parametrize("bulk", [False, True])
+def test_months_are_added_in_utc_whatever_the_callers_time_zone(
+    store: PostgresJobStore, db_dsn: str, bulk: bool
+) -> None:
+    with closing(psycopg2.connect(db_dsn)) as caller:
+        with caller.cursor() as cursor:
+            # Added in the session's zone, a month that crosses a change of summer time (or a
+            # month end that falls on another day locally) would land an hour or a day off.
+            cursor.execute("SET TIME ZONE 'Europe/Paris'")
+            cursor.execute("SELECT now()")
+            (now,) = cursor.fetchone()
+        jobs = [new_job(schedule_in={"months": 1, "seconds": 30.0})] * (2 if bulk else 1)
+        job_ids = store.defer_jobs(jobs, connection=caller)
+        with caller.cursor() as cursor:
+            cursor.execute(
+                "SELECT bool_and(scheduled_at = ((%s::timestamptz AT TIME ZONE 'UTC') + interval '1 month')"
+                " AT TIME ZONE 'UTC' + interval '30 seconds') FROM cabbage_jobs WHERE id = ANY(%s)",
+                (now, job_ids),
+            )
+            assert cursor.fetchone() == (True,)
+        caller.rollback()
+
+
 def test_a_refused_defer_on_the_callers_connection_raises_a_cabbage_error(
     store: PostgresJobStore, db_dsn: str
 ) -> None:
