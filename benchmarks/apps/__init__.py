@@ -1,0 +1,1 @@
+"""The apps that cabbage-supervisor runs during the benchmarks."""

@@ -1,0 +1,1 @@
+"""The peers side of the benchmarks: one script per peer, run with the peers virtualenv."""

@@ -1,0 +1,94 @@
+"""The figures derived from others of the same run (ratios), and the targets the figures aim at.
+
+Every ratio is cabbage's figure over the other one's, measured in the same run: above 1,
+cabbage is faster (for latencies, where lower is better, below 1 is better). A ratio whose
+inputs were not measured in this run (a workload left out by --only, a peer not compared) is
+not printed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import operator
+import sys
+from typing import Any, Callable
+
+from benchmarks.figures import Figure, Figures
+
+PEERS = ("procrastinate", "pgqueuer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    name: str
+    numerator: tuple[str, dict[str, Any]]
+    denominator: tuple[str, dict[str, Any]]
+
+
+def ratios() -> list[Ratio]:
+    found = [
+        # The targets: batched --workers 2 against pgqueuer's best, one at a time against procrastinate's best.
+        Ratio("throughput_ratio_vs_pgqueuer", ("throughput", {"workers": 2, "batch_size": 10}), ("throughput_pgqueuer", {})),
+        Ratio("throughput_ratio_vs_procrastinate", ("throughput", {"workers": 2, "batch_size": 1}), ("throughput_procrastinate", {})),
+        Ratio("defer_single_ratio_vs_limit", ("defer_single", {}), ("limit_defer", {})),
+    ]
+    for peer in PEERS:
+        for figure in ("defer_single", "defer_bulk", "latency_p50", "latency_p99"):
+            found.append(Ratio(f"{figure}_ratio_vs_{peer}", (figure, {}), (f"{figure}_{peer}", {})))
+    for workers in (1, 2, 4, 8):
+        found.append(Ratio("throughput_ratio_vs_limit", ("throughput", {"workers": workers, "batch_size": 1}),
+                           ("limit_drain", {"clients": workers})))
+    found.append(Ratio("throughput_ratio_vs_limit", ("throughput", {"workers": 2, "batch_size": 10}),
+                       ("limit_drain", {"clients": 2})))
+    return found
+
+
+def add_ratios(figures: Figures) -> None:
+    for ratio in ratios():
+        numerator = figures.find(ratio.numerator[0], **ratio.numerator[1])
+        denominator = figures.find(ratio.denominator[0], **ratio.denominator[1])
+        if numerator is None or denominator is None or not denominator.value:
+            continue
+        figures.add(ratio.name, round(numerator.value / denominator.value, 3), "ratio",
+                    numerator=describe(numerator), denominator=describe(denominator))
+
+
+def describe(figure: Figure) -> str:
+    shown = {key: value for key, value in figure.params.items() if key in ("workers", "batch_size", "clients", "peer")}
+    return figure.name + "".join(f" {key}={value}" for key, value in shown.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    params: dict[str, Any]
+    compare: Callable[[float, float], bool]
+    threshold: float
+    says: str
+
+
+TARGETS = [
+    Target("throughput_ratio_vs_pgqueuer", {}, operator.ge, 1.0, "--workers 2 --batch-size 10 >= pgqueuer's best"),
+    Target("throughput_ratio_vs_procrastinate", {}, operator.ge, 3.0, "--workers 2, one at a time >= 3x procrastinate"),
+    Target("claim_backlog_ratio", {}, operator.ge, 0.9, "claims behind the backlog >= 0.9x the empty table's"),
+    Target("latency_p50", {}, operator.lt, 2.5, "defer-to-start p50 < 2.5 ms"),
+    Target("latency_p99", {}, operator.lt, 3.5, "defer-to-start p99 < 3.5 ms"),
+    Target("defer_single", {}, operator.ge, 4_000, "single defer >= 4,000 jobs/s"),
+    Target("defer_bulk", {}, operator.ge, 100_000, "bulk defer >= 100,000 jobs/s"),
+    Target("memory_child_beyond_app", {"state": "after jobs"}, operator.lt, 40, "a child < 40 MB beyond the app"),
+    Target("idle_master_cpu", {}, operator.lt, 1.0, "idle master < 1 % of a core"),
+    Target("locks_overlaps", {}, operator.eq, 0, "no two jobs of a lock overlap"),
+    Target("locks_out_of_order", {}, operator.eq, 0, "a lock's jobs start in creation order"),
+]
+
+
+def print_summary(figures: Figures) -> None:
+    """Which targets this run met, on stderr: information, never an exit status."""
+    lines = []
+    for target in TARGETS:
+        measured = [f for f in figures.measured if f.name == target.name
+                    and all(f.params.get(k) == v for k, v in target.params.items())]
+        for figure in measured:
+            verdict = "met   " if target.compare(figure.value, target.threshold) else "MISSED"
+            lines.append(f"  {verdict} {target.says:<55} {figure.value:>12g} {figure.unit}")
+    if lines:
+        print("targets:", *lines, sep="\n", file=sys.stderr)

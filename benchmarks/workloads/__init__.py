@@ -1,0 +1,1 @@
+"""The workloads, one module each; cli.py runs them in order."""

@@ -1,0 +1,57 @@
+"""Defer: jobs per second for single ``task.defer()`` calls and for one bulk ``defer_many``.
+
+2,000 single calls (each its own round trip and commit) and one ``defer_many`` of 100,000 jobs.
+For scale, the same single-row insert into cabbage_jobs written by hand with psycopg2 (what
+the table, its indexes and triggers cost, without cabbage's Python), and, with --compare, each
+peer's single and bulk API on the same counts.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import closing
+
+import psycopg2
+
+from benchmarks import peer_runs
+from benchmarks.apps.tasks import make_app
+from benchmarks.context import RunContext
+
+RAW_INSERT = "INSERT INTO cabbage_jobs (task_name) VALUES ('noop') RETURNING id"
+
+
+def run(context: RunContext) -> None:
+    single = context.scale(2_000, 500)
+    bulk = context.scale(100_000, 20_000)
+    with context.server.fresh_database("defer") as dsn:
+        context.say(f"defer: {single} single defer() calls, one defer_many of {bulk}")
+        app = make_app(dsn)
+        noop = app.get_task("noop")
+        noop.defer()  # connects, so that the timing holds only defers
+        started = time.perf_counter()
+        for _ in range(single):
+            noop.defer()
+        context.figures.add("defer_single", round(single / (time.perf_counter() - started), 1), "jobs/s",
+                            calls=single, api="task.defer()")
+        calls = [[] for _ in range(bulk)]
+        started = time.perf_counter()
+        noop.defer_many(calls)
+        context.figures.add("defer_bulk", round(bulk / (time.perf_counter() - started), 1), "jobs/s",
+                            jobs=bulk, calls=1, api="task.defer_many(calls)")
+        app.store.close()
+        context.figures.add("defer_single_raw_insert", raw_insert_rate(dsn, single), "jobs/s",
+                            calls=single, api="psycopg2 autocommit INSERT into cabbage_jobs")
+    for peer in context.peers:
+        with context.server.fresh_database(f"defer_{peer}", cabbage_schema=False) as dsn:
+            context.say(f"defer: {peer}")
+            context.add_records(peer_runs.run(peer, "defer", dsn, timeout_s=300, single=single, bulk=bulk))
+
+
+def raw_insert_rate(dsn: str, calls: int) -> float:
+    with closing(psycopg2.connect(dsn)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            started = time.perf_counter()
+            for _ in range(calls):
+                cursor.execute(RAW_INSERT)
+                cursor.fetchone()
+            return round(calls / (time.perf_counter() - started), 1)

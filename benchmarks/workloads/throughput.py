@@ -1,0 +1,67 @@
+"""Throughput: jobs deferred up front, then cabbage-supervisor drains them.
+
+Jobs per second from the first job's started_at to the last job's finished_at, on the
+database clock, for --workers 1, 2, 4, 8 and --workers 2 --batch-size 10; with the commits per
+job (pg_stat_database) that explain most of it. With --compare, each peer drains the same number
+of no-op jobs in its best configuration of the reference table.
+"""
+from __future__ import annotations
+
+import time
+
+from benchmarks import peer_runs
+from benchmarks.apps.tasks import make_app
+from benchmarks.context import RunContext
+from benchmarks.servers import cursor_on
+from benchmarks.supervised import Supervisor
+
+# (workers, batch size); batch size 1 is the supervisor's default, claiming one job at a time.
+CONFIGURATIONS = [(1, 1), (2, 1), (4, 1), (8, 1), (2, 10)]
+QUICK_CONFIGURATIONS = [(1, 1), (2, 1), (2, 10)]
+DEFER_CHUNK = 10_000
+
+
+def run(context: RunContext) -> None:
+    jobs = context.scale(20_000, 2_000)
+    for workers, batch_size in context.scale(CONFIGURATIONS, QUICK_CONFIGURATIONS):
+        with context.server.fresh_database("throughput") as dsn:
+            context.say(f"throughput: {jobs} jobs, --workers {workers} --batch-size {batch_size}")
+            defer_noops(dsn, jobs)
+            commits_before = commits_of(dsn)
+            with Supervisor(dsn, workers, batch_size=batch_size) as supervisor:
+                supervisor.wait_until_drained(jobs, timeout_s=600)
+            time.sleep(0.3)  # the stopped backends' statistics reach pg_stat_database
+            rate, done = drain_rate(dsn)
+            commits_per_job = (commits_of(dsn) - commits_before) / max(done, 1)
+        params = {"workers": workers, "batch_size": batch_size, "jobs": jobs}
+        context.figures.add("throughput", rate, "jobs/s", **params, clock="database: first started_at to last finished_at")
+        context.figures.add("throughput_commits_per_job", round(commits_per_job, 2), "commits", **params)
+    for peer in context.peers:
+        with context.server.fresh_database(f"throughput_{peer}", cabbage_schema=False) as dsn:
+            context.say(f"throughput: {jobs} jobs, {peer}")
+            context.add_records(peer_runs.run(peer, "throughput", dsn, timeout_s=900, jobs=jobs))
+
+
+def defer_noops(dsn: str, jobs: int) -> None:
+    app = make_app(dsn)
+    noop = app.get_task("noop")
+    for start in range(0, jobs, DEFER_CHUNK):
+        noop.defer_many([[] for _ in range(min(DEFER_CHUNK, jobs - start))])
+    app.store.close()
+
+
+def drain_rate(dsn: str) -> tuple[float, int]:
+    """Jobs per second between the first start and the last finish (database clock), and the count."""
+    with cursor_on(dsn) as cursor:
+        cursor.execute(
+            "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))"
+            "  FROM cabbage_jobs WHERE status = 'succeeded'"
+        )
+        done, seconds = cursor.fetchone()
+    return round(done / float(seconds), 1), done
+
+
+def commits_of(dsn: str) -> int:
+    with cursor_on(dsn) as cursor:
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
