@@ -23,6 +23,7 @@ from typing import Iterator
 import psycopg2
 import pytest
 import structlog
+from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
 from cabbage.cli import main
@@ -81,13 +82,13 @@ def empty_dsn(pg_dsn: str) -> Iterator[str]:
     name = f"cabbage_empty_{os.getpid()}_{secrets.token_hex(3)}"
     with closing(psycopg2.connect(pg_dsn)) as connection:
         connection.autocommit = True
-        connection.cursor().execute(f'CREATE DATABASE "{name}"')
+        connection.cursor().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield make_dsn(pg_dsn, dbname=name)
     finally:
         with closing(psycopg2.connect(pg_dsn)) as connection:
             connection.autocommit = True
-            connection.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def unreachable_dsn(password: str) -> str:
