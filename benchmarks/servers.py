@@ -54,11 +54,8 @@ class Server:
 
     def settings(self) -> dict[str, str]:
         with closing(psycopg2.connect(self.admin_dsn)) as connection, connection.cursor() as cursor:
-            cursor.execute("SELECT name, setting FROM pg_settings WHERE name = ANY (%s)", (list(REPORTED_SETTINGS),))
-            found = dict(cursor.fetchall())
-            cursor.execute("SHOW server_version")
-            found["server_version"] = cursor.fetchone()[0]
-        return found
+            cursor.execute("SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name", (list(REPORTED_SETTINGS),))
+            return dict(cursor.fetchall())
 
     @contextlib.contextmanager
     def fresh_database(self, label: str, *, cabbage_schema: bool = True) -> Iterator[str]:

@@ -140,6 +140,16 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def private_mb(pid: int) -> float:
+    """Memory only this process holds (Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup),
+    in MB: for a forked child, what it holds beyond the pages it still shares with its master."""
+    private_kb = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            private_kb += int(line.split()[1])
+    return round(private_kb / 1024, 1)
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process used, from /proc/<pid>/stat (utime + stime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
