@@ -13,7 +13,7 @@ bounded batches, each its own short transaction that skips rows others hold, so 
 claiming while it runs.
 """
 
-from cabbage.admin.operations import RETRYABLE_STATUSES, Admin, prune_finished_jobs
+from cabbage.admin.operations import PRUNE_BATCH_SIZE, RETRYABLE_STATUSES, Admin, prune_finished_jobs
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
     MAX_JOB_ID,
@@ -34,6 +34,7 @@ from cabbage.admin.records import (
 __all__ = [
     "Admin",
     "prune_finished_jobs",
+    "PRUNE_BATCH_SIZE",
     "RETRYABLE_STATUSES",
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
