@@ -1,8 +1,9 @@
 """Packaging for cabbage: the library with its SQL files, the supervisor, and their two commands."""
 from setuptools import find_packages, setup
 
-TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis"]
 WEB_REQUIRES = ["flask>=3", "prometheus_client"]
+# The web tests run in the main suite, so the test extra brings the web extra along.
+TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis", "openapi-spec-validator"] + WEB_REQUIRES
 
 setup(
     name="cabbage",
@@ -11,10 +12,13 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["cabbage", "cabbage.*", "supervisor", "supervisor.*"]),
     # The queries and migrations are read from the installed package at run time.
-    package_data={"cabbage": ["sql/*.sql", "sql/migrations/*.sql", "py.typed"]},
+    package_data={
+        "cabbage": ["sql/*.sql", "sql/migrations/*.sql", "py.typed"],
+        "cabbage.web": ["templates/*.html", "static/*.css"],
+    },
     zip_safe=False,  # py.typed and the .sql files must be real files
     install_requires=[
-        "psycopg2-binary",
+        "psycopg2-binary>=2.8",  # 2.8+ does not close a connection garbage-collected in a forked child
         "pendulum>=3",
         "setproctitle",
         "structlog>=23",
@@ -22,7 +26,7 @@ setup(
     extras_require={
         "test": TEST_REQUIRES,
         "web": WEB_REQUIRES,
-        "dev": TEST_REQUIRES + WEB_REQUIRES,
+        "dev": TEST_REQUIRES,
     },
     entry_points={
         "console_scripts": [
