@@ -91,12 +91,12 @@ class SupervisorProcess:
 
     # -- logs ----------------------------------------------------------------------------------
 
-    def events(self, name: str, **fields: Any) -> list[dict[str, Any]]:
+    def events(self, event: str, /, **fields: Any) -> list[dict[str, Any]]:
         """Log lines with that event whose fields have the given values."""
-        return [line for line in list(self.logs) if line.get("event") == name and all(line.get(k) == v for k, v in fields.items())]
+        return [line for line in list(self.logs) if line.get("event") == event and all(line.get(k) == v for k, v in fields.items())]
 
-    def wait_for_event(self, name: str, timeout_s: float = 10, **fields: Any) -> dict[str, Any]:
-        found = wait_for(lambda: self.events(name, **fields), timeout_s, f"log event {name} {fields or ''}", context=self.last_log_lines)
+    def wait_for_event(self, event: str, /, timeout_s: float = 10, **fields: Any) -> dict[str, Any]:
+        found = wait_for(lambda: self.events(event, **fields), timeout_s, f"log event {event} {fields or ''}", context=self.last_log_lines)
         return found[0]
 
     def last_log_lines(self, count: int = 40) -> str:
@@ -144,14 +144,14 @@ class SupervisorProcess:
 
     # -- task events ---------------------------------------------------------------------------
 
-    def task_events(self, name: str | None = None, **fields: Any) -> list[dict[str, Any]]:
+    def task_events(self, event: str | None = None, /, **fields: Any) -> list[dict[str, Any]]:
         if not self.events_path.exists():
             return []
         lines = [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
-        return [line for line in lines if (name is None or line["event"] == name) and all(line.get(k) == v for k, v in fields.items())]
+        return [line for line in lines if (event is None or line["event"] == event) and all(line.get(k) == v for k, v in fields.items())]
 
-    def wait_for_task_event(self, name: str, timeout_s: float = 10, **fields: Any) -> dict[str, Any]:
-        found = wait_for(lambda: self.task_events(name, **fields), timeout_s, f"task event {name} {fields or ''}", context=self.last_log_lines)
+    def wait_for_task_event(self, event: str, /, timeout_s: float = 10, **fields: Any) -> dict[str, Any]:
+        found = wait_for(lambda: self.task_events(event, **fields), timeout_s, f"task event {event} {fields or ''}", context=self.last_log_lines)
         return found[0]
 
 
