@@ -38,10 +38,19 @@ def supervisor_command() -> list[str]:
 class Supervisor:
     """One cabbage-supervisor process; use as a context manager so it is always stopped."""
 
-    def __init__(self, dsn: str, workers: int, *, batch_size: int | None = None, environment: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        workers: int,
+        *,
+        batch_size: int | None = None,
+        log_level: str = "info",
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.workers = workers
         self.batch_size = batch_size
+        self.log_level = log_level
         self.environment = environment or {}
         self.log_file = tempfile.NamedTemporaryFile(prefix="cabbage-bench-supervisor-", suffix=".jsonl", delete=False)
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,7 +68,9 @@ class Supervisor:
         return self.process.pid
 
     def start(self) -> None:
-        command = supervisor_command() + ["--app", APP, "--workers", str(self.workers), "--log-format", "json"]
+        command = supervisor_command() + [
+            "--app", APP, "--workers", str(self.workers), "--log-format", "json", "--log-level", self.log_level,
+        ]
         if self.batch_size is not None:
             command += ["--batch-size", str(self.batch_size)]
         environment = {

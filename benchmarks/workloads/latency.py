@@ -29,28 +29,38 @@ def run(context: RunContext) -> None:
         with Supervisor(dsn, 1, environment=environment) as supervisor:
             supervisor.wait_for_workers()
             context.say(f"latency: {samples} jobs, one at a time, to an idle --workers 1")
-            deferred_at, started_at = defer_one_at_a_time(dsn, path, samples)
+            deferred_at, returned_at, started_at = defer_one_at_a_time(dsn, path, samples)
     emit_latency(context, deferred_at, started_at, samples)
+    # How much of it is the defer call itself (insert, NOTIFY, commit): the rest is the worker
+    # waking, claiming and calling the task.
+    call_ms = sorted((returned_at[n] - deferred_at[n]) * 1000 for n in deferred_at)
+    context.figures.add("latency_defer_call_p50", round(protocol.percentile(call_ms, 0.5), 3), "ms",
+                        samples=samples, workers=1)
     for peer in context.peers:
         with context.server.fresh_database(f"latency_{peer}", cabbage_schema=False) as dsn:
             context.say(f"latency: {samples} jobs, {peer}")
             context.add_records(peer_runs.run(peer, "latency", dsn, timeout_s=300, samples=samples))
 
 
-def defer_one_at_a_time(dsn: str, path: str, samples: int) -> tuple[dict[int, float], dict[int, float]]:
+def defer_one_at_a_time(
+    dsn: str, path: str, samples: int
+) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """When each defer call started and returned, and when each task started (time.time())."""
     app = make_app(dsn)
     record_start = app.get_task("record_start")
     for number in range(-WARMUP, 0):
         record_start.defer(number)
     protocol.wait_for_starts(path, set(range(-WARMUP, 0)), timeout_s=60)
     deferred_at: dict[int, float] = {}
+    returned_at: dict[int, float] = {}
     for number in range(samples):
         time.sleep(random.uniform(0.010, 0.020))
         deferred_at[number] = time.time()
         record_start.defer(number)
+        returned_at[number] = time.time()
     started_at = protocol.wait_for_starts(path, set(deferred_at), timeout_s=30)
     app.store.close()
-    return deferred_at, started_at
+    return deferred_at, returned_at, started_at
 
 
 def emit_latency(context: RunContext, deferred_at: dict[int, float], started_at: dict[int, float], samples: int) -> None:

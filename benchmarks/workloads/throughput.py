@@ -18,7 +18,7 @@ from benchmarks.supervised import Supervisor
 # (workers, batch size); batch size 1 is the supervisor's default, claiming one job at a time.
 CONFIGURATIONS = [(1, 1), (2, 1), (4, 1), (8, 1), (2, 10)]
 QUICK_CONFIGURATIONS = [(1, 1), (2, 1), (2, 10)]
-DEFER_CHUNK = 10_000
+DEFER_CHUNK = 20_000
 
 
 def run(context: RunContext) -> None:
