@@ -101,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.dsn is not None:
         os.environ[dsn_module.DSN_VARIABLE] = config.dsn  # before the app's TaskManager reads it
     notifier = SystemdNotifier.from_environment()
+    # As `python -m` would: --app proj.tasks works from the project's folder without PYTHONPATH.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     logconfig.configure(config.log_format, config.log_level)
     logconfig.bind_worker_context(role="master")
     try:
