@@ -94,7 +94,7 @@ def watch(store: JobStore, supervisor: subprocess.Popen[bytes], letter_jobs: dic
             pending.discard(job_id)
             if job.status is not Status.SUCCEEDED:
                 say(f"job {job_id} ({job.task_name}) ended {job.status}: {job.last_error}")
-            elif job_id == bug_job:
+            elif job_id == bug_job and job.started_at is not None:
                 waited_s = (job.started_at - job.created_at).total_seconds()
                 say(
                     f"create_bug, scheduled {SCHEDULE_IN_S} s ahead, ran {waited_s:.1f} s after it was deferred "

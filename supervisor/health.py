@@ -32,10 +32,22 @@ class Verdict:
     reason: str
 
 
-def match_heartbeats(children: Iterable[Child], workers: Iterable[WorkerInfo], hostname: str) -> dict[int, WorkerInfo]:
-    """The worker row of each child (pid -> row), matched by hostname and pid."""
-    pids = {child.pid for child in children}
-    return {worker.pid: worker for worker in workers if worker.hostname == hostname and worker.pid in pids}
+def match_heartbeats(pids: Iterable[int], workers: Iterable[WorkerInfo], hostname: str) -> dict[int, WorkerInfo]:
+    """The worker row of each of our processes (pid -> row), matched by hostname and pid."""
+    wanted = set(pids)
+    return {worker.pid: worker for worker in workers if worker.hostname == hostname and worker.pid in wanted}
+
+
+def note_heartbeats(
+    children: Mapping[int, Child], heartbeats: Mapping[int, WorkerInfo], now: float, timeout_s: float
+) -> dict[int, Child]:
+    """The children with what their rows tell: their ``worker_id``, and ``last_seen_at`` when fresh."""
+    noted = dict(children)
+    for pid, row in heartbeats.items():
+        child = noted[pid]
+        last_seen_at = now if row.heartbeat_age_s <= timeout_s else child.last_seen_at
+        noted[pid] = dataclasses.replace(child, worker_id=row.worker_id, last_seen_at=last_seen_at)
+    return noted
 
 
 def find_hung_children(
@@ -103,6 +115,39 @@ def respawn_delay_s(recent_exits: int) -> float:
         return 0.0
     # The exponent is capped: a long loop must not overflow a float.
     return min(MAX_RESPAWN_DELAY_S, FIRST_RESPAWN_DELAY_S * 2 ** min(recent_exits - 2, 32))
+
+
+class DatabaseLink:
+    """Whether the master's database calls work, and when to try again after a failure.
+
+    Only the transitions are reported (an outage starts, an outage ends), so the master logs
+    each outage once, however many calls fail during it.
+    """
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+        self.down_since: float | None = None
+
+    def is_due(self, now: float) -> bool:
+        return now >= self.retry_at
+
+    def failed(self, now: float) -> bool:
+        """Records a failed call; True when it starts an outage."""
+        is_new_outage = self.down_since is None
+        if is_new_outage:
+            self.down_since = now
+        self.failures += 1
+        self.retry_at = now + database_retry_delay_s(self.failures)
+        return is_new_outage
+
+    def succeeded(self, now: float) -> float | None:
+        """Records a working call; the outage's length in seconds when it ends one, else None."""
+        if self.down_since is None:
+            return None
+        outage_s = now - self.down_since
+        self.failures, self.retry_at, self.down_since = 0, 0.0, None
+        return outage_s
 
 
 def database_retry_delay_s(failures: int) -> float:

@@ -54,33 +54,6 @@ class PendingReclaim:
     reason: str
 
 
-class DatabaseLink:
-    """Whether the master's database calls work, and when to try again after a failure."""
-
-    def __init__(self) -> None:
-        self.failures = 0
-        self.retry_at = 0.0
-        self.down_since: float | None = None
-
-    def is_due(self, now: float) -> bool:
-        return now >= self.retry_at
-
-    def failed(self, error: DatabaseUnavailable, now: float) -> None:
-        if self.down_since is None:
-            log.error("database_unreachable", error=str(error))  # once per outage
-            self.down_since = now
-        self.failures += 1
-        self.retry_at = now + health.database_retry_delay_s(self.failures)
-
-    def succeeded(self, now: float) -> bool:
-        """Records a working call; True when it ends an outage."""
-        if self.down_since is None:
-            return False
-        log.info("database_reconnected", outage_s=round(now - self.down_since, 1))
-        self.failures, self.retry_at, self.down_since = 0, 0.0, None
-        return True
-
-
 class Master:
     """The pre-fork master: ``Master(config, app, store, notifier).run()`` returns the exit status.
 
@@ -96,11 +69,9 @@ class Master:
         notifier: SystemdNotifier,
         *,
         hostname: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config, self.app, self.store, self.notifier = config, app, store, notifier
         self.hostname = hostname or socket.gethostname()
-        self.clock = clock
         self.signals = signals.SignalIntake()
         # Children watch the read end; the write end stays open here until the master dies.
         self.master_alive_read_fd, self.master_alive_write_fd = os.pipe()
@@ -109,7 +80,7 @@ class Master:
         self.generation = 1
         self.phase = Phase.RUNNING
         self.exit_code = exit_codes.EXIT_OK
-        self.database = DatabaseLink()
+        self.database = health.DatabaseLink()
         self.pending_reclaims: dict[int, PendingReclaim] = {}
         self.early_exits = 0  # children that died young in a row (health.count_early_exits)
         self.respawn_not_before = 0.0
@@ -146,7 +117,7 @@ class Master:
     @property
     def tick_s(self) -> float:
         """How long the loop may sleep: until the next thing due, at most MAX_TICK_S."""
-        now = self.clock()
+        now = time.monotonic()
         due = [max(self.next_heartbeat_check, self.database.retry_at), self.respawn_not_before]
         if self.notifier.watchdog_interval_s:
             due.append(self.next_watchdog_at)
@@ -155,15 +126,10 @@ class Master:
         return min(MAX_TICK_S, min(upcoming, default=math.inf) - now)
 
     def start_children(self) -> None:
-        log.info(
-            "supervisor_started",
-            app=self.app.spec,
-            workers=self.wanted,
-            queues=self.config.queues,
-            heartbeat_interval_s=self.config.heartbeat_interval_s,
-            heartbeat_timeout_s=self.config.heartbeat_timeout_s,
-        )
-        now = self.clock()
+        config = self.config
+        log.info("supervisor_started", app=self.app.spec, workers=self.wanted, queues=config.queues,
+                 heartbeat_interval_s=config.heartbeat_interval_s, heartbeat_timeout_s=config.heartbeat_timeout_s)  # fmt: skip
+        now = time.monotonic()
         for worker_number in range(1, self.wanted + 1):
             self.spawn(worker_number, now)
         if not self.children:
@@ -213,7 +179,7 @@ class Master:
         self.phase = Phase.STOPPING
         log.info("supervisor_stopping", mode="graceful", graceful_timeout_s=self.config.graceful_timeout_s, workers=len(self.children))
         self.notifier.stopping(self.status_line())
-        deadline = self.clock() + self.config.graceful_timeout_s
+        deadline = time.monotonic() + self.config.graceful_timeout_s
         for child in list(self.children.values()):
             self.ask_to_stop(child, deadline)
 
@@ -238,21 +204,15 @@ class Master:
             return
         self.app = app
         self.generation += 1
-        deadline = self.clock() + self.config.graceful_timeout_s
+        deadline = time.monotonic() + self.config.graceful_timeout_s
         for child in list(self.children.values()):
             self.ask_to_stop(child, deadline)
 
     # -- children ---------------------------------------------------------------------------
 
     def spawn(self, worker_number: int, now: float) -> None:
-        setup = ChildSetup(
-            self.config,
-            self.app,
-            self.hostname,
-            master_alive_fd=self.master_alive_read_fd,
-            master_fds=(self.master_alive_write_fd,),
-            signal_intake=self.signals,
-        )
+        setup = ChildSetup(self.config, self.app, self.hostname, master_alive_fd=self.master_alive_read_fd,
+                           master_fds=(self.master_alive_write_fd,), signal_intake=self.signals)  # fmt: skip
         try:
             child = children.spawn_child(setup, worker_number, self.generation, now)
         except OSError as exc:  # fork refused: process or memory limits
@@ -272,9 +232,8 @@ class Master:
         # SIGKILL, not SIGTERM: a stopped (SIGSTOP) or hung child cannot run a handler.
         children.signal_child(child, signal.SIGKILL)
         self.children[child.pid] = dataclasses.replace(child, kill_reason=reason)
-        getattr(log, level)(
-            "worker_killed", child_pid=child.pid, worker_number=child.worker_number, worker_id=child.worker_id, signal="SIGKILL", reason=reason
-        )
+        getattr(log, level)("worker_killed", child_pid=child.pid, worker_number=child.worker_number,
+                            worker_id=child.worker_id, signal="SIGKILL", reason=reason)  # fmt: skip
         self.queue_reclaim(child, f"process {child.pid} was killed: {reason}")
 
     def reap_children(self) -> None:
@@ -285,7 +244,7 @@ class Master:
         self.reclaim_pending()
 
     def on_child_exit(self, child: Child, exited: ExitStatus) -> None:
-        now = self.clock()
+        now = time.monotonic()
         lifetime_s = now - child.started_at
         is_expected = exited.is_clean or child.is_stopping or child.kill_reason is not None
         outcome = {"signal": exited.signal_name} if exited.signal_name else {"exit_code": exited.exit_code}
@@ -312,7 +271,7 @@ class Master:
             log.warning("child_respawn_delayed", worker_number=worker_number, delay_s=delay_s, recent_exits=self.early_exits)
 
     def reconcile_children(self) -> None:
-        now = self.clock()
+        now = time.monotonic()
         for child in list(self.children.values()):
             if child.stop_deadline is not None and child.kill_reason is None and now >= child.stop_deadline:
                 reason = f"did not stop within the graceful timeout of {self.config.graceful_timeout_s:g} s"
@@ -331,31 +290,24 @@ class Master:
 
     def current_children(self) -> list[Child]:
         """Children of the current generation that are neither stopping nor being killed."""
-        return [
-            child
-            for child in self.children.values()
-            if child.generation == self.generation and not child.is_stopping and child.kill_reason is None
-        ]
+        children = self.children.values()
+        return [c for c in children if c.generation == self.generation and not c.is_stopping and c.kill_reason is None]
 
     # -- the database -------------------------------------------------------------------------
 
     def heartbeat_check_due(self) -> bool:
-        return self.clock() >= max(self.next_heartbeat_check, self.database.retry_at)
+        return time.monotonic() >= max(self.next_heartbeat_check, self.database.retry_at)
 
     def check_heartbeats(self) -> None:
-        self.next_heartbeat_check = self.clock() + self.config.heartbeat_interval_s
+        self.next_heartbeat_check = time.monotonic() + self.config.heartbeat_interval_s
         self.with_database(self._check_heartbeats_now)
 
     def _check_heartbeats_now(self) -> None:
         workers = self.store.list_workers()
-        now = self.clock()
+        now = time.monotonic()
         timeout_s = self.config.heartbeat_timeout_s
-        heartbeats = health.match_heartbeats(self.children.values(), workers, self.hostname)
-        for pid, row in heartbeats.items():
-            is_fresh = row.heartbeat_age_s <= timeout_s
-            self.children[pid] = dataclasses.replace(
-                self.children[pid], worker_id=row.worker_id, last_seen_at=now if is_fresh else self.children[pid].last_seen_at
-            )
+        heartbeats = health.match_heartbeats(self.children, workers, self.hostname)
+        self.children = health.note_heartbeats(self.children, heartbeats, now, timeout_s)
         verdicts = health.find_hung_children(self.children.values(), heartbeats, now, timeout_s)
         verdicts += health.find_overrunning_children(self.children.values(), heartbeats, self.app.task_timeouts_s)
         for verdict in verdicts:
@@ -376,47 +328,45 @@ class Master:
     def _reclaim_pending_now(self) -> None:
         if not self.pending_reclaims:
             return
-        needs_lookup = any(pending.worker_id is None for pending in self.pending_reclaims.values())
-        rows = self.store.list_workers() if needs_lookup else []
+        unknown = [pending.pid for pending in self.pending_reclaims.values() if pending.worker_id is None]
+        rows = health.match_heartbeats(unknown, self.store.list_workers(), self.hostname) if unknown else {}
         for pending in list(self.pending_reclaims.values()):
-            if pending.worker_id is not None:
-                worker_ids = [pending.worker_id]
-            else:
-                worker_ids = [row.worker_id for row in rows if row.hostname == self.hostname and row.pid == pending.pid]
-            if worker_ids:  # none: it died before registering, or it unregistered itself
-                self.log_reclaimed(self.store.reclaim_jobs_of(worker_ids, pending.reason), pending.reason)
+            row = rows.get(pending.pid)
+            worker_id = pending.worker_id if row is None else row.worker_id
+            if worker_id is not None:  # None: it died before registering, or it unregistered itself
+                self.log_reclaimed(self.store.reclaim_jobs_of([worker_id], pending.reason), pending.reason)
             del self.pending_reclaims[pending.pid]
 
     def with_database(self, step: Callable[[], None]) -> None:
         """Runs a step that uses the database, unless it is backing off after a failure."""
-        now = self.clock()
+        now = time.monotonic()
         if not self.database.is_due(now):
             return
         try:
             step()
         except DatabaseUnavailable as exc:
-            self.database.failed(exc, now)
+            if self.database.failed(now):
+                log.error("database_unreachable", error=str(exc))  # once per outage
             return
-        if self.database.succeeded(now) and self.respawn_not_before > now:
+        outage_s = self.database.succeeded(now)
+        if outage_s is None:
+            return
+        log.info("database_reconnected", outage_s=round(outage_s, 1))
+        if self.respawn_not_before > now:
             # Children were most likely dying of the outage: replace them now.
             self.respawn_not_before, self.early_exits = now, 0
 
     def log_reclaimed(self, reclaimed: Sequence[ReclaimedJob], reason: str) -> None:
         if not reclaimed:
             return
-        log.warning(
-            "jobs_reclaimed",
-            job_ids=[job.job_id for job in reclaimed],
-            worker_ids=sorted({job.worker_id for job in reclaimed}),
-            retried_job_ids=[job.job_id for job in reclaimed if job.status is Status.TODO] or None,
-            failed_job_ids=[job.job_id for job in reclaimed if job.status is Status.FAILED] or None,
-            reason=reason,
-        )
+        job_ids = {status: [job.job_id for job in reclaimed if job.status is status] for status in (Status.TODO, Status.FAILED)}
+        log.warning("jobs_reclaimed", job_ids=[job.job_id for job in reclaimed], worker_ids=sorted({job.worker_id for job in reclaimed}),
+                    retried_job_ids=job_ids[Status.TODO] or None, failed_job_ids=job_ids[Status.FAILED] or None, reason=reason)  # fmt: skip
 
     # -- reporting ----------------------------------------------------------------------------
 
     def report(self) -> None:
-        now = self.clock()
+        now = time.monotonic()
         is_stopping = self.phase in (Phase.STOPPING, Phase.STOPPING_NOW)
         workers = len(self.children) if is_stopping else len(self.current_children())
         title = proctitle.master_title(self.app.spec, workers, "stopping" if is_stopping else None)
@@ -439,7 +389,7 @@ class Master:
         if self.phase in (Phase.STOPPING, Phase.STOPPING_NOW):
             return f"{self.phase.value}: {len(self.children)} workers left"
         line = f"{len(self.current_children())} of {self.wanted} workers running"
-        if self.respawn_not_before > self.clock():
+        if self.respawn_not_before > time.monotonic():
             line += ", respawn delayed"
         if self.database.down_since is not None:
             line += ", database unreachable"

@@ -9,7 +9,7 @@ from cabbage.devdb import PrivateCluster
 from cabbage.exceptions import DatabaseUnavailable
 from cabbage.jobs import Status
 from cabbage.schema import apply_schema
-from tests.acceptance.conftest import Jobs, SupervisorProcess
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess
 from tests.waiting import wait_for
 
 Start = Callable[..., SupervisorProcess]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from cabbage.jobs import Status
-from tests.acceptance.conftest import Jobs, SupervisorProcess, elapsed_since, is_gone
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, elapsed_since, is_gone
 from tests.waiting import wait_for
 
 Start = Callable[..., SupervisorProcess]

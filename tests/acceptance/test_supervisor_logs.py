@@ -9,7 +9,7 @@ from psycopg2.extensions import make_dsn
 
 from cabbage.jobs import Status
 from supervisor import exit_codes
-from tests.acceptance.conftest import Jobs, SupervisorProcess, title_of
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, title_of
 from tests.waiting import wait_for
 
 Start = Callable[..., SupervisorProcess]

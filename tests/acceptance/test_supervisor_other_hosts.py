@@ -8,7 +8,7 @@ from typing import Callable
 import psycopg2
 
 from cabbage.jobs import Status
-from tests.acceptance.conftest import Jobs, SupervisorProcess
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess
 from tests.waiting import wait_for
 
 Start = Callable[..., SupervisorProcess]

@@ -5,7 +5,7 @@ import signal
 from typing import Callable
 
 from cabbage.jobs import Status
-from tests.acceptance.conftest import Jobs, SupervisorProcess, is_gone, title_of
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, is_gone, title_of
 from tests.waiting import wait_for
 
 Start = Callable[..., SupervisorProcess]

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import pytest
 
 from supervisor import exit_codes
-from tests.acceptance.conftest import SupervisorProcess
+from tests.acceptance.supervisor_process import SupervisorProcess
 
 Start = Callable[..., SupervisorProcess]
 

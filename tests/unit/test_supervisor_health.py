@@ -9,6 +9,7 @@ from cabbage.jobs import WorkerInfo
 from supervisor.children import Child
 from supervisor.health import (
     MAX_RESPAWN_DELAY_S,
+    DatabaseLink,
     STABLE_AFTER_S,
     Verdict,
     count_early_exits,
@@ -16,6 +17,7 @@ from supervisor.health import (
     find_hung_children,
     find_overrunning_children,
     match_heartbeats,
+    note_heartbeats,
     respawn_delay_s,
 )
 
@@ -36,7 +38,7 @@ def row(pid: int, worker_id: int, age_s: float = 1.0, hostname: str = HOST, **fi
 def test_rows_are_matched_to_children_by_hostname_and_pid() -> None:
     children = [child(11), child(12)]
     rows = [row(11, 1), row(12, 2, hostname="web-2"), row(13, 3)]
-    assert match_heartbeats(children, rows, HOST) == {11: rows[0]}
+    assert match_heartbeats([child.pid for child in children], rows, HOST) == {11: rows[0]}
 
 
 def test_a_child_with_a_fresh_heartbeat_is_fine() -> None:
@@ -101,3 +103,23 @@ def test_respawn_delay_grows_from_the_second_early_exit_and_is_capped() -> None:
 @pytest.mark.parametrize(("failures", "delay_s"), [(0, 0.0), (1, 0.5), (2, 1.0), (4, 4.0), (5, 8.0), (6, 10.0), (10_000, 10.0)])
 def test_database_retries_back_off(failures: int, delay_s: float) -> None:
     assert database_retry_delay_s(failures) == delay_s
+
+
+def test_heartbeats_tell_each_child_its_worker_id_and_when_it_was_last_seen() -> None:
+    children = {11: child(11, last_seen_at=NOW - 20), 12: child(12, last_seen_at=NOW - 20), 13: child(13, last_seen_at=NOW - 20)}
+    noted = note_heartbeats(children, {11: row(11, 1, age_s=2), 12: row(12, 2, age_s=31)}, NOW, TIMEOUT_S)
+    assert (noted[11].worker_id, noted[11].last_seen_at) == (1, NOW)
+    assert (noted[12].worker_id, noted[12].last_seen_at) == (2, NOW - 20)  # a stale beat is no sign of life
+    assert noted[13] == children[13]
+
+
+def test_the_database_link_reports_an_outage_once_and_backs_off() -> None:
+    link = DatabaseLink()
+    assert link.is_due(NOW) and link.succeeded(NOW) is None
+    assert link.failed(NOW) is True
+    assert not link.is_due(NOW + 0.4) and link.is_due(NOW + 0.5)
+    assert link.failed(NOW + 1) is False  # the same outage
+    assert link.retry_at == NOW + 2
+    assert link.succeeded(NOW + 7.5) == 7.5
+    assert link.succeeded(NOW + 8) is None
+    assert link.failed(NOW + 9) is True  # a new outage
