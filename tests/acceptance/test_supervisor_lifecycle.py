@@ -125,8 +125,15 @@ def _worker_numbers(supervisor: SupervisorProcess, pids: list[int]) -> dict[int,
     return {pid: numbers[pid] for pid in pids}
 
 
-def test_titles_never_show_the_command_line(start_supervisor: Start) -> None:
-    supervisor = start_supervisor(TASKS)
-    children = supervisor.wait_for_children(2)
-    wait_for(lambda: title_of(supervisor.pid).startswith("cabbage-supervisor: master"), 5, "the master's title")
-    assert all(title_of(pid).startswith("cabbage-supervisor: worker") for pid in children)
+def test_max_jobs_per_child_recycles_workers_without_backoff(start_supervisor: Start, jobs: Jobs) -> None:
+    supervisor = start_supervisor(TASKS, "--workers", "1", "--max-jobs-per-child", "3", "--batch-size", "2")
+    supervisor.wait_for_children(1)
+    jobs.defer_many("count", [[n] for n in range(9)])
+    wait_for(lambda: jobs.counts()[Status.SUCCEEDED] == 9, 15, "nine jobs to succeed", context=supervisor.last_log_lines)
+    runners = [event["pid"] for event in sorted(supervisor.task_events("counted"), key=lambda event: event["n"])]
+    assert [len(set(runners[start : start + 3])) for start in (0, 3, 6)] == [1, 1, 1]
+    assert len(set(runners)) == 3  # three processes, three jobs each
+    recycled = [line for line in supervisor.events("worker_exited", role="master") if line["child_pid"] in runners[:6]]
+    assert [line["exit_code"] for line in recycled] == [0, 0]
+    assert not supervisor.events("child_respawn_delayed")
+    assert not supervisor.events("jobs_reclaimed")
