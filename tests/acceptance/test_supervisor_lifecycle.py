@@ -8,7 +8,7 @@ from typing import Callable
 
 from cabbage.jobs import Status
 from supervisor import exit_codes
-from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, elapsed_since, is_gone, title_of
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, elapsed_since, is_gone
 from tests.waiting import wait_for
 
 TASKS = """
