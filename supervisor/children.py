@@ -184,7 +184,7 @@ def _run_child(setup: ChildSetup, worker_number: int, signal_mask: set[int]) -> 
         log.error("database_unreachable", error=str(exc))
         return exit_codes.CHILD_DATABASE_UNAVAILABLE
     except BaseException as exc:  # the child's top: whatever escaped the worker loop
-        log.critical("worker_crashed", error_type=type(exc).__name__, error=str(exc), exc_info=exc)
+        log.error("worker_crashed", error_type=type(exc).__name__, error=str(exc), exc_info=exc)
         return exit_codes.CHILD_CRASHED
 
 

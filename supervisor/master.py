@@ -133,7 +133,7 @@ class Master:
         for worker_number in range(1, self.wanted + 1):
             self.spawn(worker_number, now)
         if not self.children:
-            log.critical("supervisor_stopping", mode="now", reason="no worker process could be started")
+            log.critical("supervisor_stopping", mode="fast", reason="no worker process could be started")
             self.exit_code = exit_codes.EXIT_CHILDREN_FAILED
             self.phase = Phase.STOPPING
 
@@ -151,11 +151,15 @@ class Master:
     def handle_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             return  # reap_children runs right after
-        effect, action = self._intent_of(signum)
+        effect, action = self._decide(signum)
         log.info("signal_received", signal=signals.name_of(signum), effect=effect, workers=self.wanted)
         action()
 
-    def _intent_of(self, signum: int) -> tuple[str, Callable[[], None]]:
+    def _decide(self, signum: int) -> tuple[str, Callable[[], None]]:
+        """What a signal means in this phase: the effect to log, and the action to run after.
+
+        TTIN and TTOU only change ``wanted``: reconcile_children spawns or retires toward it.
+        """
         name = signals.name_of(signum)
         if signum == signal.SIGQUIT or (signum in (signal.SIGTERM, signal.SIGINT) and self.phase is Phase.STOPPING):
             if self.phase is Phase.STOPPING_NOW:
@@ -179,9 +183,7 @@ class Master:
         self.phase = Phase.STOPPING
         log.info("supervisor_stopping", mode="graceful", graceful_timeout_s=self.config.graceful_timeout_s, workers=len(self.children))
         self.notifier.stopping(self.status_line())
-        deadline = time.monotonic() + self.config.graceful_timeout_s
-        for child in list(self.children.values()):
-            self.ask_to_stop(child, deadline)
+        self.ask_all_to_stop()
 
     def stop_now(self, signal_name: str) -> None:
         self.phase = Phase.STOPPING_NOW
@@ -204,9 +206,7 @@ class Master:
             return
         self.app = app
         self.generation += 1
-        deadline = time.monotonic() + self.config.graceful_timeout_s
-        for child in list(self.children.values()):
-            self.ask_to_stop(child, deadline)
+        self.ask_all_to_stop()  # the new generation is spawned by reconcile_children
 
     # -- children ---------------------------------------------------------------------------
 
@@ -220,6 +220,11 @@ class Master:
             self.delay_respawn(now, lifetime_s=0.0, worker_number=worker_number)
             return
         self.children[child.pid] = child
+
+    def ask_all_to_stop(self) -> None:
+        deadline = time.monotonic() + self.config.graceful_timeout_s
+        for child in list(self.children.values()):
+            self.ask_to_stop(child, deadline)
 
     def ask_to_stop(self, child: Child, deadline: float) -> None:
         if child.is_stopping or child.kill_reason is not None:
