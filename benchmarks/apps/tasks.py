@@ -1,5 +1,6 @@
 """The tasks of the benchmarks: a no-op, so that a job costs what cabbage costs and nothing else,
-and one that records when it started (the latency workload).
+one that records when it started (the latency workload), and one that records when it ran
+(the locks workload).
 
     cabbage-supervisor --app benchmarks.apps.tasks:task_manager --workers 2
 
@@ -7,6 +8,8 @@ The harness declares the same tasks on a TaskManager of its own (``make_app(dsn)
 the jobs into each workload's database.
 """
 from __future__ import annotations
+
+import time
 
 import cabbage
 from benchmarks.peers import protocol
@@ -21,11 +24,17 @@ def record_start(number: int) -> None:
     protocol.record_start(number)
 
 
+def record_run(line: str) -> None:
+    """Appends "<line> <start> <end>" (time.time()) to $BENCH_RUNS_FILE: when it really ran."""
+    protocol.record_run(line, time.time())
+
+
 def make_app(dsn: str | None = None) -> cabbage.TaskManager:
     """A TaskManager with the benchmark tasks, on ``dsn`` (None: CABBAGE_DSN)."""
     app = cabbage.TaskManager() if dsn is None else cabbage.TaskManager(dsn=dsn)
     app.task(name="noop")(noop)
     app.task(name="record_start")(record_start)
+    app.task(name="record_run")(record_run)
     return app
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 # The task of the latency workload appends "<number> <time.time()>" to this file.
 LATENCY_FILE_VARIABLE = "BENCH_LATENCY_FILE"
+# The task of the locks workload appends "<lock> <start> <end>" (time.time()) to this file.
+RUNS_FILE_VARIABLE = "BENCH_RUNS_FILE"
 
 
 def emit(name: str, value: float, unit: str, **params: Any) -> None:
@@ -51,6 +53,15 @@ def record_start(number: int) -> None:
 
 
 _latency_file: Any = None
+_runs_file: Any = None
+
+
+def record_run(line: str, started: float) -> None:
+    """Called last in the locks task: one line, written at once, with when it started and now."""
+    global _runs_file
+    if _runs_file is None:
+        _runs_file = open(os.environ[RUNS_FILE_VARIABLE], "a", buffering=1)
+    _runs_file.write(f"{line} {started!r} {time.time()!r}\n")
 
 
 def read_starts(path: str) -> dict[int, float]:
