@@ -65,6 +65,9 @@ OPTIONS = (
            "replace a worker process after it ran N jobs, e.g. to bound a leak (default: never)"),
     Option("batch_size", "--batch-size", "CABBAGE_BATCH_SIZE", "N",
            "jobs a worker claims per round trip to the database (default: 1)"),
+    Option("retention_s", "--retention", "CABBAGE_RETENTION", "DURATION",
+           "delete jobs finished longer ago than this, e.g. 7d or 12h, a bounded batch at a time "
+           "(default: keep them; or run 'cabbage jobs prune' from cron)"),
     Option("log_format", "--log-format", "CABBAGE_LOG_FORMAT", "|".join(LOG_FORMATS),
            "json (one object per line), console, or auto: console on a terminal, else json (default: auto)"),
     Option("log_level", "--log-level", "CABBAGE_LOG_LEVEL", "|".join(LOG_LEVELS),

@@ -16,6 +16,7 @@ import math
 import re
 from typing import Callable, Mapping, TypeVar
 
+from cabbage.durations import parse_duration
 from cabbage.exceptions import ConfigurationError
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -34,6 +35,7 @@ FLAGS = {
     "graceful_timeout_s": "--graceful-timeout",
     "max_jobs_per_child": "--max-jobs-per-child",
     "batch_size": "--batch-size",
+    "retention_s": "--retention",
     "log_format": "--log-format",
     "log_level": "--log-level",
 }
@@ -62,6 +64,7 @@ class SupervisorConfig:
     graceful_timeout_s: float = 30.0
     max_jobs_per_child: int | None = None  # None: children are never recycled
     batch_size: int = 1
+    retention_s: float | None = None  # None: finished jobs are kept (prune them by other means)
     log_format: str = "auto"
     log_level: str = "info"
     # Where each value came from, so that a message names what the user actually typed.
@@ -88,6 +91,8 @@ class SupervisorConfig:
             self._refuse("max_jobs_per_child", self.max_jobs_per_child, "must be 1 or more (leave it unset to never recycle)")
         if self.batch_size < 1:
             self._refuse("batch_size", self.batch_size, "must be 1 or more")
+        if self.retention_s is not None and not (math.isfinite(self.retention_s) and self.retention_s > 0):
+            self._refuse("retention_s", self.retention_s, "must be a duration greater than 0, as in 7d")
         if self.log_format not in LOG_FORMATS:
             self._refuse("log_format", self.log_format, f"must be one of {', '.join(LOG_FORMATS)}")
         if self.log_level not in LOG_LEVELS:
@@ -125,6 +130,7 @@ def from_settings(settings: Mapping[str, Setting], *, default_workers: int) -> S
         "graceful_timeout_s": _seconds,
         "max_jobs_per_child": _whole_number,
         "batch_size": _whole_number,
+        "retention_s": _duration,
         "log_format": _lowercase_word,
         "log_level": _lowercase_word,
     }
@@ -148,6 +154,13 @@ def _converted(setting: Setting, kind: Callable[[str], T], rule: str) -> T:
         return kind(setting.value.strip())
     except ValueError:
         raise ConfigurationError(f"{setting.source} {rule}, got {_shown(setting.value)}") from None
+
+
+def _duration(setting: Setting) -> float:
+    try:
+        return parse_duration(setting.value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{setting.source}: {exc}") from None
 
 
 def _queue_list(setting: Setting) -> tuple[str, ...]:

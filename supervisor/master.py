@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import structlog
 
+from cabbage import admin
 from cabbage.exceptions import AppImportError, DatabaseUnavailable
 from cabbage.jobs import ReclaimedJob, Status
 from cabbage.store import JobStore
@@ -36,6 +37,8 @@ log = structlog.get_logger()
 # The longest the loop sleeps with nothing due: a safety net, not a schedule.
 MAX_TICK_S = 1.0
 MIN_WORKERS = 1
+# With --retention: how often a master looks for old finished jobs once none were left.
+PRUNE_INTERVAL_S = 60.0
 
 
 class Phase(enum.Enum):
@@ -86,6 +89,7 @@ class Master:
         self.respawn_not_before = 0.0
         self.next_heartbeat_check = 0.0
         self.next_watchdog_at = 0.0
+        self.next_prune_at = 0.0
         self.is_ready_sent = False
         self.title = ""
 
@@ -103,6 +107,8 @@ class Master:
                 if self.heartbeat_check_due():
                     self.check_heartbeats()  # own children, and stale workers of other hosts
                 self.reconcile_children()  # spawn or retire toward the wanted count
+                if self.prune_due():
+                    self.prune_finished_jobs()  # --retention: one bounded batch of old jobs
                 self.report()  # process title, sd_notify STATUS / WATCHDOG
             except Exception:  # the loop's boundary: a failed step must not orphan the children
                 log.exception("supervisor_step_failed")
@@ -253,15 +259,9 @@ class Master:
         lifetime_s = now - child.started_at
         is_expected = exited.is_clean or child.is_stopping or child.kill_reason is not None
         outcome = {"signal": exited.signal_name} if exited.signal_name else {"exit_code": exited.exit_code}
-        (log.info if is_expected else log.warning)(
-            "worker_exited",
-            child_pid=child.pid,
-            worker_number=child.worker_number,
-            worker_id=child.worker_id,
-            lifetime_s=round(lifetime_s, 1),
-            reason=child.kill_reason or exited.describe(),
-            **outcome,
-        )
+        (log.info if is_expected else log.warning)("worker_exited", child_pid=child.pid, worker_number=child.worker_number,
+                                                   worker_id=child.worker_id, lifetime_s=round(lifetime_s, 1),
+                                                   reason=child.kill_reason or exited.describe(), **outcome)  # fmt: skip
         if child.kill_reason is None:  # a killed child's jobs were queued when it was killed
             # Even after a clean exit: a task that called sys.exit(0) left its job doing.
             self.queue_reclaim(child, exited.describe())
@@ -322,6 +322,20 @@ class Master:
         # Our own children first, so their jobs carry the precise reason, then other hosts'.
         self._reclaim_pending_now()
         self.log_reclaimed(self.store.reclaim_stale_workers(timeout_s), f"no heartbeat for {timeout_s:g} s")
+
+    def prune_due(self) -> bool:
+        due_at = max(self.next_prune_at, self.database.retry_at)
+        return self.config.retention_s is not None and time.monotonic() >= due_at
+
+    def prune_finished_jobs(self) -> None:
+        self.next_prune_at = time.monotonic() + PRUNE_INTERVAL_S
+        self.with_database(self._prune_now)
+
+    def _prune_now(self) -> None:
+        assert self.config.retention_s is not None
+        # One batch per turn of the loop, its own short transaction: reaping never waits long.
+        if admin.prune_finished_jobs(None, self.config.retention_s, max_batches=1) >= admin.PRUNE_BATCH_SIZE:
+            self.next_prune_at = time.monotonic()  # a full batch: more remain, go on next turn
 
     def queue_reclaim(self, child: Child, reason: str) -> None:
         self.pending_reclaims[child.pid] = PendingReclaim(child.pid, child.worker_id, reason)
