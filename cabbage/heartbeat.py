@@ -58,7 +58,7 @@ class HeartbeatThread:
         self.on_row_lost = on_row_lost
         # Threads do not inherit context variables: the thread logs through a logger bound
         # with what the starting thread had bound (role, worker_number) and its worker_id.
-        self.log = structlog.get_logger().bind(**structlog.contextvars.get_contextvars(), worker_id=worker_id)
+        self.log = structlog.get_logger().bind(**{**structlog.contextvars.get_contextvars(), "worker_id": worker_id})
         # stop() writes to this pipe, so one select() waits for the interval, the master's
         # death and a stop request at once.
         self._wakeup_read_fd, self._wakeup_write_fd = os.pipe()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import structlog
 
-from cabbage.exceptions import TaskNotFound
+from cabbage.exceptions import DatabaseUnavailable, TaskNotFound
 from cabbage.heartbeat import HeartbeatThread, register_worker
 from cabbage.jobs import Job, JobError, Outcome
 from cabbage.retry import RetryPolicy
@@ -271,9 +271,23 @@ class Worker:
                 job.id, self.worker_id, job.attempts, outcome, next_job_id
             )
         else:
-            is_finished = self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
+            is_finished = self._finish_retrying_once(job, outcome)
         if not is_finished:
             log.warning("job_fence_lost", outcome=outcome.status.value)
+
+    def _finish_retrying_once(self, job: Job, outcome: Outcome) -> bool:
+        """finish_job, tried once more on a fresh connection when the first one was lost.
+
+        The fence makes the second try safe: if the first one did commit, the second finds the
+        attempt over and changes nothing. Without it, a job that ended during a short outage
+        would be reclaimed and run again.
+        """
+        assert self.worker_id is not None
+        try:
+            return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
+        except DatabaseUnavailable as exc:
+            log.warning("job_finish_retried", error_type=type(exc).__name__, error=str(exc))
+            return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
 
 
 def _decode_arguments(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -197,6 +197,7 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest) -> int:
     )
     worker.on_job_started = lambda job: _show_running(worker_number, job)
     worker.on_job_finished = lambda job: proctitle.set_title(proctitle.idle_worker_title(worker_number))
+    logconfig.bind_worker_context(worker_id=worker_id)
     heartbeat = HeartbeatThread(
         store,
         worker_id,
@@ -206,8 +207,6 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest) -> int:
         # Its jobs were taken back while it was frozen or cut off: stop now, not after the job.
         on_row_lost=lambda: _exit_now(exit_codes.CHILD_WORKER_LOST),
     )
-    # Bound after the thread was made: it binds worker_id itself on top of our context.
-    logconfig.bind_worker_context(worker_id=worker_id)
     heartbeat.start()
     stop.attach(worker)
     try:

@@ -15,6 +15,7 @@ import pytest
 import structlog
 
 import cabbage
+from cabbage.exceptions import DatabaseUnavailable
 from cabbage.heartbeat import HeartbeatThread
 from cabbage.jobs import Job, NewJob, Status
 from cabbage.testing import InMemoryJobStore
@@ -363,6 +364,26 @@ def test_a_reclaimed_attempt_logs_the_lost_fence_and_changes_nothing(
     assert (lost["log_level"], lost["outcome"], lost["job_id"]) == ("warning", "succeeded", job.id)
 
 
+def test_a_finish_cut_off_by_a_lost_connection_is_tried_once_more(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, memory: RecordingStore, events: list[dict[str, Any]]
+) -> None:
+    original_finish = memory.finish_job
+    failures = ["connection lost"]
+
+    def finish_once_cut_off(*args: Any) -> bool:
+        if failures:
+            raise DatabaseUnavailable(failures.pop())
+        return original_finish(*args)
+
+    memory.finish_job = finish_once_cut_off  # type: ignore[method-assign]
+    write_alphabet.defer("a")
+    assert cabbage.Worker(task_manager).process_jobs() == 1
+    assert statuses(memory) == [Status.SUCCEEDED]
+    [retried] = named(events, "job_finish_retried")
+    assert (retried["log_level"], retried["error"]) == ("warning", "connection lost")
+    assert not named(events, "job_fence_lost")
+
+
 def test_hooks_are_called_around_each_job(write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, recorded: list[Any]) -> None:
     ids = [write_alphabet.defer(letter) for letter in "ab"]
     worker = cabbage.Worker(task_manager)
@@ -577,3 +598,13 @@ def test_the_heartbeat_logger_carries_the_starting_threads_context(events: list[
         wait_for(lambda: named(events, "worker_reclaimed"), 5, "the heartbeat's log line")
     [line] = named(events, "worker_reclaimed")
     assert (line["role"], line["worker_number"], line["worker_id"]) == ("worker", 3, 99)
+
+
+def test_the_heartbeat_logger_binds_its_own_worker_id_over_an_inherited_one(events: list[dict[str, Any]]) -> None:
+    memory = InMemoryJobStore()
+    with structlog.contextvars.bound_contextvars(role="worker", worker_id=7):
+        heartbeat = HeartbeatThread(memory, 99, interval_s=0.01)
+    with running(heartbeat):
+        wait_for(lambda: named(events, "worker_reclaimed"), 5, "the heartbeat's log line")
+    [line] = named(events, "worker_reclaimed")
+    assert (line["role"], line["worker_id"]) == ("worker", 99)
