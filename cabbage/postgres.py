@@ -288,18 +288,18 @@ class PostgresJobStore(JobStore):
 
     def reclaim_jobs_of(self, worker_ids: Sequence[int], reason: str) -> list[ReclaimedJob]:
         if not worker_ids:
-            return []
-        with self._cursor() as cursor:
-            cursor.execute(queries["reclaim_jobs_of"], {"worker_ids": list(worker_ids), "reason": reason})
-            return _reclaimed_from(cursor)
+            return []  # an empty filter would mean every worker
+        return self._reclaim_workers(list(worker_ids), None, reason)
 
     def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
-        parameters = {
-            "heartbeat_timeout_s": heartbeat_timeout_s,
-            "reason": f"no heartbeat for {heartbeat_timeout_s:g} s",
-        }
+        return self._reclaim_workers(None, heartbeat_timeout_s, f"no heartbeat for {heartbeat_timeout_s:g} s")
+
+    def _reclaim_workers(
+        self, worker_ids: list[int] | None, heartbeat_timeout_s: float | None, reason: str
+    ) -> list[ReclaimedJob]:
+        parameters = {"worker_ids": worker_ids, "heartbeat_timeout_s": heartbeat_timeout_s, "reason": reason}
         with self._cursor() as cursor:
-            cursor.execute(queries["reclaim_stale_workers"], parameters)
+            cursor.execute(queries["reclaim_workers"], parameters)
             return _reclaimed_from(cursor)
 
     # -- inspection ------------------------------------------------------------------------------

@@ -29,17 +29,22 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.started_at, w.last_heartbeat_at,
        ) AS current_job ON true
  ORDER BY w.id;
 
--- name: reclaim_jobs_of
--- Removes the named workers and takes back what they held, in one statement (invariant 4):
--- a reserved job goes back to todo without using an attempt; a started one to todo (due now)
+-- name: reclaim_workers
+-- Removes lost workers and takes back what they held, in one statement (invariant 4). The
+-- workers are those of %(worker_ids)s (NULL: any) whose heartbeat is older than
+-- %(heartbeat_timeout_s)s on the database clock (NULL: whatever its age; invariant 7).
+-- A reserved job goes back to todo without using an attempt; a started one to todo (due now)
 -- when it has attempts left, else failed; either way with a WorkerLost error. The worker rows
 -- are locked first, in id order: of several callers racing, one reclaims each job and the
--- others find nothing. Doing jobs of these ids whose worker row is already gone (claimed by a
--- worker after it was reclaimed) are taken back too.
+-- others find nothing, and a worker that beats while waiting for its row lock is not stale
+-- any more (the lock's recheck spares it). Doing jobs of these ids whose worker row is already
+-- gone (claimed by a worker after it was reclaimed) are taken back too.
 WITH lost_workers AS (
     DELETE FROM cabbage_workers
      WHERE id IN (SELECT id FROM cabbage_workers
-                   WHERE id = ANY (%(worker_ids)s::bigint[])
+                   WHERE (%(worker_ids)s::bigint[] IS NULL OR id = ANY (%(worker_ids)s::bigint[]))
+                     AND (%(heartbeat_timeout_s)s::double precision IS NULL
+                          OR last_heartbeat_at < now() - make_interval(secs => %(heartbeat_timeout_s)s))
                    ORDER BY id
                      FOR UPDATE)
     RETURNING id
@@ -48,52 +53,8 @@ WITH lost_workers AS (
     -- row this snapshot cannot see, is never mistaken for an orphan when its lock is rechecked.
     SELECT DISTINCT j.worker_id AS id
       FROM cabbage_jobs AS j
-     WHERE j.status = 'doing' AND j.worker_id = ANY (%(worker_ids)s::bigint[])
-       AND NOT EXISTS (SELECT FROM cabbage_workers AS w WHERE w.id = j.worker_id)
-), held AS (
-    SELECT j.id, j.worker_id, j.started_at IS NOT NULL AS was_started
-      FROM cabbage_jobs AS j
      WHERE j.status = 'doing'
-       AND j.worker_id IN (SELECT id FROM lost_workers UNION ALL SELECT id FROM orphaned_workers)
-     ORDER BY j.id
-       FOR UPDATE OF j
-), reclaimed AS (
-    UPDATE cabbage_jobs AS j
-       SET status = CASE WHEN NOT h.was_started OR j.max_attempts IS NULL OR j.attempts < j.max_attempts
-                         THEN 'todo' ELSE 'failed' END::cabbage_job_status,
-           worker_id = NULL,
-           scheduled_at = CASE WHEN h.was_started THEN now() ELSE j.scheduled_at END,
-           finished_at = CASE WHEN h.was_started AND j.max_attempts IS NOT NULL
-                                   AND j.attempts >= j.max_attempts
-                              THEN now() END,
-           last_error_type = CASE WHEN h.was_started THEN 'WorkerLost' ELSE j.last_error_type END,
-           last_error = CASE WHEN h.was_started THEN 'worker lost: ' || %(reason)s ELSE j.last_error END,
-           last_error_traceback = CASE WHEN h.was_started THEN NULL ELSE j.last_error_traceback END
-      FROM held AS h
-     WHERE j.id = h.id
-    RETURNING j.id AS job_id, j.task_name, j.queue, j.lock, h.worker_id, j.attempts, j.status, h.was_started
-), notified AS (
-    -- Jobs back in todo are claimable at once: wake the idle workers of their queues.
-    SELECT count(pg_notify('cabbage_jobs', queue)) AS queues
-      FROM (SELECT DISTINCT queue FROM reclaimed WHERE status = 'todo') AS todo_queues
-)
-SELECT reclaimed.* FROM reclaimed, notified ORDER BY job_id;
-
--- name: reclaim_stale_workers
--- reclaim_jobs_of every worker whose last heartbeat is older than the timeout on the database
--- clock (invariants 4, 7), and of every doing job whose worker row is gone. A worker that beats
--- while waiting for its row lock is not stale any more: the lock's recheck spares it.
-WITH lost_workers AS (
-    DELETE FROM cabbage_workers
-     WHERE id IN (SELECT id FROM cabbage_workers
-                   WHERE last_heartbeat_at < now() - make_interval(secs => %(heartbeat_timeout_s)s)
-                   ORDER BY id
-                     FOR UPDATE)
-    RETURNING id
-), orphaned_workers AS (
-    SELECT DISTINCT j.worker_id AS id
-      FROM cabbage_jobs AS j
-     WHERE j.status = 'doing'
+       AND (%(worker_ids)s::bigint[] IS NULL OR j.worker_id = ANY (%(worker_ids)s::bigint[]))
        AND NOT EXISTS (SELECT FROM cabbage_workers AS w WHERE w.id = j.worker_id)
 ), held AS (
     SELECT j.id, j.worker_id, j.started_at IS NOT NULL AS was_started

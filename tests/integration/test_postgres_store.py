@@ -345,7 +345,10 @@ def test_racing_reclaims_take_each_job_back_once(
     # The first master's reclaim runs but does not commit yet: it holds the worker row.
     with closing(psycopg2.connect(db_dsn)) as first:
         with first.cursor() as cursor:
-            cursor.execute(queries["reclaim_jobs_of"], {"worker_ids": [worker_id], "reason": "first"})
+            cursor.execute(
+                queries["reclaim_workers"],
+                {"worker_ids": [worker_id], "heartbeat_timeout_s": None, "reason": "first"},
+            )
             first_reclaimed = cursor.fetchall()
         racers = [
             threading.Thread(target=reclaim, args=("by id", lambda racer: racer.reclaim_jobs_of([worker_id], "second"))),
