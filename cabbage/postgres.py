@@ -222,7 +222,7 @@ class PostgresJobStore(JobStore):
             cursor.execute(queries["finish_job"], parameters)
             columns = _column_names(cursor)
             row = dict(zip(columns, cursor.fetchone()))
-        started = _job_from(row) if row["id"] is not None else None
+        started = job_from_row(row) if row["id"] is not None else None
         return bool(row["finished"]), started
 
     def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
@@ -335,18 +335,20 @@ def _column_names(cursor: psycopg2.extensions.cursor) -> list[str]:
 
 def _jobs_from(cursor: psycopg2.extensions.cursor) -> list[Job]:
     columns = _column_names(cursor)
-    return [_job_from(dict(zip(columns, row))) for row in cursor.fetchall()]
+    return [job_from_row(dict(zip(columns, row))) for row in cursor.fetchall()]
 
 
-def _job_from(row: Mapping[str, Any]) -> Job:
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A ``cabbage_jobs`` row (by column name) as a Job; a JSON object in ``args`` (a row
+    written by another program) counts as keyword arguments."""
     args = row["args"]
     error_type = row["last_error_type"]
     return Job(
         id=row["id"],
         queue=row["queue"],
         task_name=row["task_name"],
-        args=tuple(args) if isinstance(args, list) else args,
-        kwargs=row["kwargs"],
+        args=tuple(args) if isinstance(args, list) else (),
+        kwargs={**(args if isinstance(args, dict) else {}), **row["kwargs"]},
         lock=row["lock"],
         status=Status(row["status"]),
         scheduled_at=row["scheduled_at"],

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import structlog
 
 from cabbage import dsn as dsn_module
+from cabbage.postgres import job_from_row
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
     MAX_JOB_ID,
@@ -36,7 +37,7 @@ from cabbage.exceptions import (
     SchemaError,
     StoreError,
 )
-from cabbage.jobs import FINISHED_STATUSES, Job, JobError, Status, WorkerInfo
+from cabbage.jobs import FINISHED_STATUSES, Job, Status, WorkerInfo
 from cabbage.sql import queries
 
 log = structlog.get_logger()
@@ -265,28 +266,6 @@ def check_prune_arguments(older_than_s: float, statuses: Collection[Status], bat
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
 
-
-def job_from_row(row: Mapping[str, Any]) -> Job:
-    """A ``cabbage_jobs`` row (by column name) as a Job."""
-    args = row["args"]
-    error_type = row["last_error_type"]
-    return Job(
-        id=row["id"],
-        queue=row["queue"],
-        task_name=row["task_name"],
-        args=tuple(args) if isinstance(args, list) else (),
-        kwargs={**(args if isinstance(args, dict) else {}), **row["kwargs"]},
-        lock=row["lock"],
-        status=Status(row["status"]),
-        scheduled_at=row["scheduled_at"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        worker_id=row["worker_id"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_error=JobError(error_type, row["last_error"] or "", row["last_error_traceback"]) if error_type else None,
-    )
 
 
 def prune_finished_jobs(
