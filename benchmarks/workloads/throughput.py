@@ -2,11 +2,18 @@
 
 Jobs per second from the first job's started_at to the last job's finished_at, on the
 database clock, for --workers 1, 2, 4, 8 and --workers 2 --batch-size 10; with the commits per
-job (pg_stat_database) that explain most of it. With --compare, each peer drains the same number
-of no-op jobs in its best configuration of the reference table.
+job (pg_stat_database) that explain most of it.
+
+With --compare, each peer drains the same number of no-op jobs in its best configuration of the
+reference table, paired with the cabbage configuration its target names (pgqueuer with
+--workers 2 --batch-size 10, procrastinate with --workers 2): cabbage, then the peer, right
+after each other, for three rounds. The ratio is the median of the rounds' ratios: on a shared
+machine the load drifts from one minute to the next, and a pair measured a minute apart is
+compared under nearly the same load.
 """
 from __future__ import annotations
 
+import statistics
 import time
 
 from benchmarks import peer_runs
@@ -19,27 +26,59 @@ from benchmarks.supervised import Supervisor
 CONFIGURATIONS = [(1, 1), (2, 1), (4, 1), (8, 1), (2, 10)]
 QUICK_CONFIGURATIONS = [(1, 1), (2, 1), (2, 10)]
 DEFER_CHUNK = 20_000
+# Each peer's target names a cabbage configuration (workers, batch size) and a job count: enough
+# for a steady drain at the peer's speed, no more (procrastinate drains about 400 jobs/s here).
+PAIRS = {"pgqueuer": ((2, 10), 10_000), "procrastinate": ((2, 1), 5_000)}
 
 
 def run(context: RunContext) -> None:
     jobs = context.scale(20_000, 2_000)
     for workers, batch_size in context.scale(CONFIGURATIONS, QUICK_CONFIGURATIONS):
-        with context.server.fresh_database("throughput") as dsn:
-            context.say(f"throughput: {jobs} jobs, --workers {workers} --batch-size {batch_size}")
-            defer_noops(dsn, jobs)
-            commits_before = commits_of(dsn)
-            with Supervisor(dsn, workers, batch_size=batch_size) as supervisor:
-                supervisor.wait_until_drained(jobs, timeout_s=600)
-            time.sleep(0.3)  # the stopped backends' statistics reach pg_stat_database
-            rate, done = drain_rate(dsn)
-            commits_per_job = (commits_of(dsn) - commits_before) / max(done, 1)
+        rate, commits_per_job = drain_with_cabbage(context, workers, batch_size, jobs)
         params = {"workers": workers, "batch_size": batch_size, "jobs": jobs}
         context.figures.add("throughput", rate, "jobs/s", **params, clock="database: first started_at to last finished_at")
         context.figures.add("throughput_commits_per_job", round(commits_per_job, 2), "commits", **params)
     for peer in context.peers:
+        compare_with_peer(context, peer, rounds=context.scale(3, 1))
+
+
+def drain_with_cabbage(context: RunContext, workers: int, batch_size: int, jobs: int) -> tuple[float, float]:
+    """Jobs per second and commits per job of one supervisor draining ``jobs`` no-op jobs."""
+    with context.server.fresh_database("throughput") as dsn:
+        context.say(f"throughput: {jobs} jobs, --workers {workers} --batch-size {batch_size}")
+        defer_noops(dsn, jobs)
+        commits_before = commits_of(dsn)
+        with Supervisor(dsn, workers, batch_size=batch_size) as supervisor:
+            supervisor.wait_until_drained(jobs, timeout_s=600)
+        time.sleep(0.3)  # the stopped backends' statistics reach pg_stat_database
+        rate, done = drain_rate(dsn)
+        return rate, (commits_of(dsn) - commits_before) / max(done, 1)
+
+
+def compare_with_peer(context: RunContext, peer: str, rounds: int) -> None:
+    """The peer's drain and its paired cabbage configuration, alternately; medians and the ratio."""
+    (workers, batch_size), jobs = PAIRS[peer]
+    jobs = context.scale(jobs, 2_000)
+    cabbage_rates, peer_records = [], []
+    for _ in range(rounds):
+        cabbage_rates.append(drain_with_cabbage(context, workers, batch_size, jobs)[0])
         with context.server.fresh_database(f"throughput_{peer}", cabbage_schema=False) as dsn:
             context.say(f"throughput: {jobs} jobs, {peer}")
-            context.add_records(peer_runs.run(peer, "throughput", dsn, timeout_s=900, jobs=jobs))
+            peer_records += [r for r in peer_runs.run(peer, "throughput", dsn, timeout_s=900, jobs=jobs)
+                             if r["name"] == f"throughput_{peer}"]
+    if len(peer_records) != rounds:
+        context.say(f"throughput: {peer} gave {len(peer_records)} figures in {rounds} rounds; no ratio")
+        return
+    ratios = [mine / theirs["value"] for mine, theirs in zip(cabbage_rates, peer_records)]
+    context.say(f"throughput: cabbage / {peer} by round: {', '.join(f'{ratio:.3f}' for ratio in ratios)}")
+    pair = {"rounds": rounds, "jobs": jobs}
+    context.figures.add(f"throughput_{peer}", statistics.median(r["value"] for r in peer_records), "jobs/s",
+                        **{**peer_records[0]["params"], **pair})
+    context.figures.add("throughput_paired", statistics.median(cabbage_rates), "jobs/s",
+                        workers=workers, batch_size=batch_size, peer=peer, **pair)
+    context.figures.add(f"throughput_ratio_vs_{peer}", round(statistics.median(ratios), 3), "ratio",
+                        numerator=f"throughput workers={workers} batch_size={batch_size}",
+                        denominator=f"throughput_{peer}", **pair, of="median of the rounds' ratios")
 
 
 def defer_noops(dsn: str, jobs: int) -> None:
