@@ -13,15 +13,15 @@ import platform
 import sys
 import time
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from benchmarks import peer_runs
-from cabbage import logconfig
 from benchmarks.context import RunContext
 from benchmarks.figures import Figures
 from benchmarks.ratios import add_ratios, print_summary
 from benchmarks.servers import Server
 from benchmarks.workloads import claim, defer, latency, limit, locks, memory, throughput
+from cabbage import logconfig
 
 WORKLOADS: dict[str, Callable[[RunContext], None]] = {
     "throughput": throughput.run,
@@ -50,7 +50,8 @@ def parse_options(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _names(known: Sequence[str]) -> Callable[[str], list[str]]:
+def _names(known: Iterable[str]) -> Callable[[str], list[str]]:
+    known = list(known)
     def parse(text: str) -> list[str]:
         names = [name.strip() for name in text.split(",") if name.strip()]
         unknown = [name for name in names if name not in known]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 RESULTS_PATH = Path(__file__).parent / "results" / "latest.jsonl"
 

@@ -16,9 +16,10 @@ from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parent
 VENV = BENCHMARKS / ".peers-venv"
-PEERS = {
-    "procrastinate": {"requirements": ["procrastinate>=3,<4", "psycopg[binary]"], "script": "procrastinate_bench.py"},
-    "pgqueuer": {"requirements": ["pgqueuer>=1,<2", "asyncpg", "psycopg[binary]"], "script": "pgqueuer_bench.py"},
+# Each peer: what pip installs for it, and its script in benchmarks/peers/.
+PEERS: dict[str, tuple[list[str], str]] = {
+    "procrastinate": (["procrastinate>=3,<4", "psycopg[binary]"], "procrastinate_bench.py"),
+    "pgqueuer": (["pgqueuer>=1,<2", "asyncpg", "psycopg[binary]"], "pgqueuer_bench.py"),
 }
 
 
@@ -36,7 +37,7 @@ def ensure_installed(peers: list[str]) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     missing = [peer for peer in peers if not _imports(peer)]
     if missing:
-        requirements = sorted({requirement for peer in missing for requirement in PEERS[peer]["requirements"]})
+        requirements = sorted({requirement for peer in missing for requirement in PEERS[peer][0]})
         print(f"benchmarks: installing {' '.join(requirements)} into {VENV}", file=sys.stderr, flush=True)
         subprocess.run([str(python()), "-m", "pip", "install", "--quiet", *requirements], check=True)
 
@@ -47,7 +48,7 @@ def _imports(peer: str) -> bool:
 
 def run(peer: str, workload: str, dsn: str, timeout_s: float, **options: Any) -> list[dict[str, Any]]:
     """Runs one workload of a peer's script; its figures, as parsed JSON lines."""
-    script = BENCHMARKS / "peers" / PEERS[peer]["script"]
+    script = BENCHMARKS / "peers" / PEERS[peer][1]
     command = [str(python()), str(script), workload, "--dsn", dsn]
     for option, value in options.items():
         command += [f"--{option}", str(value)]

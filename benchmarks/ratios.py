@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import operator
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from benchmarks.figures import Figure, Figures
 

@@ -10,8 +10,8 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import closing
-from typing import Iterator
 
 import psycopg2
 from psycopg2 import errors, sql
@@ -35,7 +35,7 @@ class Server:
         self.cluster = cluster
 
     @classmethod
-    def resolve(cls, dsn: str | None, *, private: bool = False) -> "Server":
+    def resolve(cls, dsn: str | None, *, private: bool = False) -> Server:
         dsn = dsn or os.environ.get("CABBAGE_DSN")
         if dsn and not private:
             return cls(dsn, f"the server of {redact(dsn)}")

@@ -1,8 +1,9 @@
 """Running cabbage-supervisor for a workload: start it, wait for its workers and for the queue to
 drain, read its processes' memory and CPU from /proc, and stop it.
 
-The supervisor runs the app ``benchmarks.apps.tasks`` in its own session, with its JSON logs
-written to a file (as a service's would be), so a stop ends every process it started.
+The supervisor runs the app ``benchmarks.apps.tasks`` in its own session, so a stop ends every
+process it started, with its JSON logs written to a temporary file (as a service's would be),
+removed after a clean run and kept, with its path printed, after a failure.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from benchmarks.servers import cursor_on
 
@@ -55,12 +55,17 @@ class Supervisor:
         self.log_file = tempfile.NamedTemporaryFile(prefix="cabbage-bench-supervisor-", suffix=".jsonl", delete=False)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "Supervisor":
+    def __enter__(self) -> Supervisor:
         self.start()
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         self.stop()
+        self.log_file.close()
+        if exc_type is None:
+            os.unlink(self.log_file.name)  # a clean run's logs are tens of MB of job lines
+        else:
+            print(f"benchmarks: the supervisor's logs are in {self.log_file.name}", file=sys.stderr)
 
     @property
     def pid(self) -> int:

@@ -21,14 +21,13 @@ from datetime import timedelta
 
 import asyncpg
 import pgqueuer
+import protocol
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
 from pgqueuer.queries import Queries
 from pgqueuer.types import QueueExecutionMode
 from psycopg.conninfo import conninfo_to_dict
-
-import protocol
 
 PEER = "pgqueuer"
 VERSION = pgqueuer.__version__

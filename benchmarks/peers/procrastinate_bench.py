@@ -22,7 +22,6 @@ import time
 from importlib.metadata import version
 
 import procrastinate
-
 import protocol
 
 PEER = "procrastinate"

@@ -17,13 +17,12 @@ import time
 
 import psycopg2
 
-from cabbage.jobs import Outcome
-from cabbage.postgres import PostgresJobStore
-from cabbage.sql import queries
-
 from benchmarks.apps.tasks import make_app
 from benchmarks.context import RunContext
 from benchmarks.servers import cursor_on
+from cabbage.jobs import Outcome
+from cabbage.postgres import PostgresJobStore
+from cabbage.sql import queries
 
 BUILD_BACKLOG = """
 SET session_replication_role = replica;

@@ -32,7 +32,7 @@ def run(context: RunContext) -> None:
             noop.defer()
         context.figures.add("defer_single", round(single / (time.perf_counter() - started), 1), "jobs/s",
                             calls=single, api="task.defer()")
-        calls = [[] for _ in range(bulk)]
+        calls: list[list[object]] = [[] for _ in range(bulk)]
         started = time.perf_counter()
         noop.defer_many(calls)
         context.figures.add("defer_bulk", round(bulk / (time.perf_counter() - started), 1), "jobs/s",

@@ -16,6 +16,7 @@ reported with the count.
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import tempfile
 
@@ -85,5 +86,5 @@ def count_task_overlaps(path: str) -> int:
     overlaps = 0
     for line_runs in runs.values():
         line_runs.sort()
-        overlaps += sum(1 for previous, run in zip(line_runs, line_runs[1:]) if run[0] < previous[1])
+        overlaps += sum(1 for previous, run in itertools.pairwise(line_runs) if run[0] < previous[1])
     return overlaps

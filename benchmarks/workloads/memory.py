@@ -18,7 +18,14 @@ import sys
 import time
 
 from benchmarks.context import RunContext
-from benchmarks.supervised import APP, REPOSITORY, Supervisor, cpu_seconds, private_mb, rss_mb
+from benchmarks.supervised import (
+    APP,
+    REPOSITORY,
+    Supervisor,
+    cpu_seconds,
+    private_mb,
+    rss_mb,
+)
 from benchmarks.workloads.throughput import defer_noops
 
 WORKERS = 2
