@@ -4,6 +4,9 @@
 --
 -- Every job-returning query returns whole rows (j.*): postgres.py maps columns by name.
 
+-- started_at and finished_at are clock_timestamp(), not now() (the transaction's start):
+-- one lock's attempts then never seem to overlap in the rows when they did not in fact.
+--
 -- name: defer_jobs
 -- Inserts many jobs in one statement from one JSON array per column, and returns their ids in
 -- input order: ids are drawn in that order, and a lock's line is ordered by id (invariant 2).
@@ -50,7 +53,7 @@ RETURNING id;
 -- in (scheduled_at, id) order, locked with SKIP LOCKED through the claimable partial indexes
 -- (invariants 1, 3, 6), and started at once (attempt + 1).
 UPDATE cabbage_jobs
-   SET status = 'doing', worker_id = %(worker_id)s, attempts = attempts + 1, started_at = now()
+   SET status = 'doing', worker_id = %(worker_id)s, attempts = attempts + 1, started_at = clock_timestamp()
  WHERE id = (SELECT id
                FROM cabbage_jobs
               WHERE status = 'todo' AND is_head AND scheduled_at <= now()
@@ -81,7 +84,7 @@ WITH candidates AS (
        SET status = 'doing',
            worker_id = %(worker_id)s,
            attempts = j.attempts + CASE WHEN r.starts_now THEN 1 ELSE 0 END,
-           started_at = CASE WHEN r.starts_now THEN now() END
+           started_at = CASE WHEN r.starts_now THEN clock_timestamp() END
       FROM ranked AS r
      WHERE j.id = r.id
     RETURNING j.*
@@ -91,7 +94,7 @@ SELECT * FROM claimed ORDER BY scheduled_at, id;
 -- name: start_job
 -- Begins the attempt of a job this worker reserved; nothing when it was reclaimed (invariant 5).
 UPDATE cabbage_jobs
-   SET attempts = attempts + 1, started_at = now()
+   SET attempts = attempts + 1, started_at = clock_timestamp()
  WHERE id = %(job_id)s AND worker_id = %(worker_id)s AND status = 'doing' AND started_at IS NULL
 RETURNING *;
 
@@ -108,7 +111,7 @@ WITH finished AS (
            scheduled_at = CASE WHEN %(status)s = 'todo'
                                THEN now() + make_interval(secs => coalesce(%(retry_in_s)s, 0))
                                ELSE scheduled_at END,
-           finished_at = CASE WHEN %(status)s = 'todo' THEN NULL ELSE now() END,
+           finished_at = CASE WHEN %(status)s = 'todo' THEN NULL ELSE clock_timestamp() END,
            -- An outcome without an error (a success) keeps the last attempt's error.
            last_error_type = coalesce(%(error_type)s, last_error_type),
            last_error = CASE WHEN %(error_type)s IS NULL THEN last_error ELSE %(error)s END,
@@ -119,7 +122,7 @@ WITH finished AS (
     RETURNING id
 ), started AS (
     UPDATE cabbage_jobs
-       SET attempts = attempts + 1, started_at = now()
+       SET attempts = attempts + 1, started_at = clock_timestamp()
      WHERE id = %(next_job_id)s AND id <> %(job_id)s
        AND worker_id = %(worker_id)s AND status = 'doing' AND started_at IS NULL
     RETURNING *
