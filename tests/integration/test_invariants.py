@@ -17,32 +17,12 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from cabbage.jobs import JobError, NewJob, Outcome, Status
+from cabbage.jobs import JobError, Outcome, Status
 from cabbage.postgres import PostgresJobStore
 from cabbage.sql import queries
+from tests.integration.new_jobs import new_job
 
 BOOM = JobError("RuntimeError", "boom")
-
-
-@pytest.fixture
-def store(db_dsn: str) -> Iterator[PostgresJobStore]:
-    job_store = PostgresJobStore(db_dsn)
-    yield job_store
-    job_store.close()
-
-
-@pytest.fixture
-def sql(db_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    """A plain autocommit connection for writes no store method would make."""
-    with closing(psycopg2.connect(db_dsn)) as connection:
-        connection.autocommit = True
-        yield connection
-
-
-def new_job(**fields: Any) -> NewJob:
-    fields.setdefault("queue", "queue")
-    fields.setdefault("task_name", "write_alphabet")
-    return NewJob(**fields)
 
 
 def fetch_one(connection: psycopg2.extensions.connection, statement: str, params: Any = None) -> Any:

@@ -14,37 +14,18 @@ import threading
 import time
 import traceback
 from contextlib import closing
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 import pytest
 
 from cabbage.exceptions import DatabaseUnavailable, StoreError, UnserialisableArgumentError
-from cabbage.jobs import NewJob, Status
+from cabbage.jobs import Status
 from cabbage.postgres import PostgresJobStore
 from cabbage.sql import queries
+from tests.integration.new_jobs import new_job
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-def store(db_dsn: str) -> Iterator[PostgresJobStore]:
-    job_store = PostgresJobStore(db_dsn)
-    yield job_store
-    job_store.close()
-
-
-@pytest.fixture
-def sql(db_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    with closing(psycopg2.connect(db_dsn)) as connection:
-        connection.autocommit = True
-        yield connection
-
-
-def new_job(**fields: Any) -> NewJob:
-    fields.setdefault("queue", "queue")
-    fields.setdefault("task_name", "write_alphabet")
-    return NewJob(**fields)
 
 
 def query(connection: psycopg2.extensions.connection, statement: str, params: Any = None) -> list[tuple]:
