@@ -9,8 +9,11 @@ none of them, so they never start PostgreSQL. No database is an error, never a s
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import secrets
+import sys
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Iterator
 
 import psycopg2
 import pytest
+import structlog
 from psycopg2 import errors, sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
@@ -152,3 +156,18 @@ def db_dsn(pg_dsn: str, template_dsn: str) -> Iterator[str]:
         yield make_dsn(pg_dsn, dbname=name)
     finally:
         drop_database(pg_dsn, name)
+
+
+@pytest.fixture
+def logging_as_it_was() -> Iterator[None]:
+    """``main`` configures logging for its process, as an entry point must; undo it for later tests."""
+    structlog_config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    hooks = (sys.excepthook, threading.excepthook)
+    yield
+    structlog.configure(**structlog_config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    sys.excepthook, threading.excepthook = hooks
+    logging.captureWarnings(False)

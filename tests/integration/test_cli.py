@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from contextlib import closing
 from pathlib import Path
@@ -22,7 +20,6 @@ from typing import Iterator
 
 import psycopg2
 import pytest
-import structlog
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
@@ -36,19 +33,8 @@ CABBAGE_SCRIPT = Path(sys.executable).parent / "cabbage"
 DAY_S = 86400.0
 
 
-@pytest.fixture(autouse=True)
-def logging_as_it_was() -> Iterator[None]:
-    """``main`` configures logging for its process, as an entry point must; undo it for later tests."""
-    structlog_config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    hooks = (sys.excepthook, threading.excepthook)
-    yield
-    structlog.configure(**structlog_config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    sys.excepthook, threading.excepthook = hooks
-    logging.captureWarnings(False)
+# main() configures logging for its process, as an entry point must: undone after each test.
+pytestmark = pytest.mark.usefixtures("logging_as_it_was")
 
 
 @pytest.fixture

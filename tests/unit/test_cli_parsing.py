@@ -7,13 +7,8 @@ status 2 and one line on stderr naming the option and the value.
 from __future__ import annotations
 
 import io
-import logging
-import sys
-import threading
-from typing import Iterator
 
 import pytest
-import structlog
 
 from cabbage.cli import main
 from cabbage.cli.exit_codes import EXIT_OK, EXIT_USAGE
@@ -23,19 +18,8 @@ from cabbage.cli.parser import parse_arguments
 UNREACHABLE_DSN = "host=127.0.0.1 port=1 connect_timeout=1"  # never reached: parsing fails first
 
 
-@pytest.fixture(autouse=True)
-def logging_as_it_was() -> Iterator[None]:
-    """``main`` configures logging for its process, as an entry point must; undo it for later tests."""
-    structlog_config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    hooks = (sys.excepthook, threading.excepthook)
-    yield
-    structlog.configure(**structlog_config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    sys.excepthook, threading.excepthook = hooks
-    logging.captureWarnings(False)
+# main() configures logging for its process, as an entry point must: undone after each test.
+pytestmark = pytest.mark.usefixtures("logging_as_it_was")
 
 
 @pytest.fixture(autouse=True)
