@@ -91,8 +91,9 @@ class PostgresJobStore(JobStore):
     >>> store.check_schema()    # SchemaError: run 'cabbage schema apply'
     """
 
-    def __init__(self, dsn: str | None = None) -> None:
+    def __init__(self, dsn: str | None = None, *, synchronous_commit: bool = True) -> None:
         self.dsn = dsn_module.resolve_dsn(dsn)
+        self.synchronous_commit = synchronous_commit
         self._connection: psycopg2.extensions.connection | None = None
         self._connection_pid: int | None = None
         self._listening = False
@@ -156,7 +157,7 @@ class PostgresJobStore(JobStore):
                 connection.close()
 
     def open_sibling(self) -> "PostgresJobStore":
-        return PostgresJobStore(self.dsn)
+        return PostgresJobStore(self.dsn, synchronous_commit=self.synchronous_commit)
 
     def check_schema(self) -> None:
         with self._errors_translated():
@@ -183,7 +184,7 @@ class PostgresJobStore(JobStore):
             return []
         parameters = {"worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit}
         with self._cursor() as cursor:
-            cursor.execute(queries["claim_job" if limit == 1 else "claim_jobs"], parameters)
+            cursor.execute(self._worker_write(queries["claim_jobs"]), parameters)
             claimed = _jobs_from(cursor)
         if claimed and self._listening and self._connection is not None:
             # The worker claims again before it waits, so these wake-ups are not needed; drop
@@ -193,7 +194,7 @@ class PostgresJobStore(JobStore):
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:
         with self._cursor() as cursor:
-            cursor.execute(queries["start_job"], {"job_id": job_id, "worker_id": worker_id})
+            cursor.execute(self._worker_write(queries["start_job"]), {"job_id": job_id, "worker_id": worker_id})
             started = _jobs_from(cursor)
         return started[0] if started else None
 
@@ -219,11 +220,18 @@ class PostgresJobStore(JobStore):
             "next_job_id": next_job_id,
         }
         with self._cursor() as cursor:
-            cursor.execute(queries["finish_job"], parameters)
+            cursor.execute(self._worker_write(queries["finish_job"]), parameters)
             columns = _column_names(cursor)
             row = dict(zip(columns, cursor.fetchone()))
         started = job_from_row(row) if row["id"] is not None else None
         return bool(row["finished"]), started
+
+    def _worker_write(self, query: str) -> str:
+        """``query``, preceded by ``commit_without_waiting`` when synchronous_commit is off: in
+        autocommit mode the two statements of one string run as one transaction."""
+        if self.synchronous_commit:
+            return query
+        return queries["commit_without_waiting"] + "\n" + query
 
     def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
         if not job_ids:

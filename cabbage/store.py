@@ -19,6 +19,12 @@ from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, W
 class JobStore(abc.ABC):
     """Where jobs live. Stores connect lazily: constructing one opens nothing."""
 
+    #: Whether a worker's claims, starts and finishes wait until their commit is durable. Off,
+    #: a database crash can lose the last of them: those jobs run again once reclaimed, so a
+    #: job still runs at least once, possibly twice. Defers always wait. A store without
+    #: commits ignores it.
+    synchronous_commit: bool = True
+
     # -- deferring ---------------------------------------------------------------------------
 
     @abc.abstractmethod

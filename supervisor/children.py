@@ -191,6 +191,7 @@ def _run_child(setup: ChildSetup, worker_number: int, signal_mask: set[int]) -> 
 def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest) -> int:
     config, task_manager = setup.config, setup.app.task_manager
     store = task_manager.store
+    store.synchronous_commit = config.synchronous_commit
     worker_id = store.register_worker(hostname=setup.hostname, pid=os.getpid(), queues=config.queues)
     worker = Worker(
         task_manager, config.queues, worker_id=worker_id, batch_size=config.batch_size, hostname=setup.hostname

@@ -65,6 +65,9 @@ OPTIONS = (
            "replace a worker process after it ran N jobs, e.g. to bound a leak (default: never)"),
     Option("batch_size", "--batch-size", "CABBAGE_BATCH_SIZE", "N",
            "jobs a worker claims per round trip to the database (default: 1)"),
+    Option("synchronous_commit", "--synchronous-commit", "CABBAGE_SYNCHRONOUS_COMMIT", "on|off",
+           "off: workers' claims and finishes do not wait for the disk; a database crash may then "
+           "lose the last of them and those jobs run again (default: on)"),
     Option("retention_s", "--retention", "CABBAGE_RETENTION", "DURATION",
            "delete jobs finished longer ago than this, e.g. 7d or 12h, a bounded batch at a time "
            "(default: keep them; or run 'cabbage jobs prune' from cron)"),

@@ -35,6 +35,7 @@ FLAGS = {
     "graceful_timeout_s": "--graceful-timeout",
     "max_jobs_per_child": "--max-jobs-per-child",
     "batch_size": "--batch-size",
+    "synchronous_commit": "--synchronous-commit",
     "retention_s": "--retention",
     "log_format": "--log-format",
     "log_level": "--log-level",
@@ -64,6 +65,7 @@ class SupervisorConfig:
     graceful_timeout_s: float = 30.0
     max_jobs_per_child: int | None = None  # None: children are never recycled
     batch_size: int = 1
+    synchronous_commit: bool = True  # False: workers' claims and finishes do not wait for the disk
     retention_s: float | None = None  # None: finished jobs are kept (prune them by other means)
     log_format: str = "auto"
     log_level: str = "info"
@@ -130,6 +132,7 @@ def from_settings(settings: Mapping[str, Setting], *, default_workers: int) -> S
         "graceful_timeout_s": _seconds,
         "max_jobs_per_child": _whole_number,
         "batch_size": _whole_number,
+        "synchronous_commit": _on_off,
         "retention_s": _duration,
         "log_format": _lowercase_word,
         "log_level": _lowercase_word,
@@ -161,6 +164,13 @@ def _duration(setting: Setting) -> float:
         return parse_duration(setting.value)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{setting.source}: {exc}") from None
+
+
+def _on_off(setting: Setting) -> bool:
+    word = setting.value.strip().lower()
+    if word not in ("on", "off"):
+        raise ConfigurationError(f"{setting.source} must be on or off, got {_shown(setting.value)}")
+    return word == "on"
 
 
 def _queue_list(setting: Setting) -> tuple[str, ...]:

@@ -111,6 +111,9 @@ def claim_buffers(dsn: str, worker_id: int) -> int:
     with cursor_on(dsn) as cursor:
         cursor.execute("BEGIN")
         statement = cursor.mogrify(queries["claim_jobs"], {"worker_id": worker_id, "queues": None, "limit": 1})
+        # A session's first call compiles the claim function and plans its statements, reading
+        # the catalog: warm it, as every worker's session is after its first claim.
+        cursor.execute(statement)
         cursor.execute(b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement)
         (plan,) = cursor.fetchone()[0]
         cursor.execute("ROLLBACK")

@@ -48,48 +48,11 @@ VALUES (%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
         %(max_attempts)s::integer)
 RETURNING id;
 
--- name: claim_job
--- claim_jobs for one job, the worker's usual claim, in a cheaper plan: the due head job first
--- in (scheduled_at, id) order, locked with SKIP LOCKED through the claimable partial indexes
--- (invariants 1, 3, 6), and started at once (attempt + 1).
-UPDATE cabbage_jobs
-   SET status = 'doing', worker_id = %(worker_id)s, attempts = attempts + 1, started_at = clock_timestamp()
- WHERE id = (SELECT id
-               FROM cabbage_jobs
-              WHERE status = 'todo' AND is_head AND scheduled_at <= now()
-                AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
-              ORDER BY scheduled_at, id
-              LIMIT 1
-                FOR UPDATE SKIP LOCKED)
-RETURNING *;
-
 -- name: claim_jobs
--- Claims up to %(limit)s due head jobs in one atomic statement (invariants 1, 3): SKIP LOCKED
--- passes over rows another worker is claiming, and the scan reads the claimable partial
--- indexes only, never finished jobs or jobs waiting behind a busy lock (invariant 6). The
--- first job is started (attempt + 1), the rest only reserved (started_at NULL).
-WITH candidates AS (
-    SELECT id, scheduled_at
-      FROM cabbage_jobs
-     WHERE status = 'todo' AND is_head AND scheduled_at <= now()
-       AND (%(queues)s::text[] IS NULL OR queue = ANY (%(queues)s::text[]))
-     ORDER BY scheduled_at, id
-     LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
-), ranked AS (
-    SELECT id, row_number() OVER (ORDER BY scheduled_at, id) = 1 AS starts_now
-      FROM candidates
-), claimed AS (
-    UPDATE cabbage_jobs AS j
-       SET status = 'doing',
-           worker_id = %(worker_id)s,
-           attempts = j.attempts + CASE WHEN r.starts_now THEN 1 ELSE 0 END,
-           started_at = CASE WHEN r.starts_now THEN clock_timestamp() END
-      FROM ranked AS r
-     WHERE j.id = r.id
-    RETURNING j.*
-)
-SELECT * FROM claimed ORDER BY scheduled_at, id;
+-- Claims up to %(limit)s due head jobs in one atomic statement, the first started and the rest
+-- reserved, in (scheduled_at, id) order: cabbage_claim_jobs_v1 of migration 0003, which keeps
+-- its plan on the claimable partial indexes (invariants 1, 3, 4, 6).
+SELECT * FROM cabbage_claim_jobs_v1(%(worker_id)s, %(queues)s::text[], %(limit)s);
 
 -- name: start_job
 -- Begins the attempt of a job this worker reserved; nothing when it was reclaimed (invariant 5).
@@ -99,37 +62,19 @@ UPDATE cabbage_jobs
 RETURNING *;
 
 -- name: finish_job
--- Records how an attempt ended, fenced by its owner: job, worker, attempt, started and doing
--- (invariant 5). A retry (todo) stays at the head of its lock's line (invariant 2), due
--- retry_in_s from now on the database clock (invariant 7). With next_job_id, also starts that
--- job if this worker still holds it reserved, in the same round trip. Always one row:
--- whether the attempt was finished, then the started job's columns (NULL: none started).
-WITH finished AS (
-    UPDATE cabbage_jobs
-       SET status = %(status)s::cabbage_job_status,
-           worker_id = CASE WHEN %(status)s = 'todo' THEN NULL ELSE worker_id END,
-           scheduled_at = CASE WHEN %(status)s = 'todo'
-                               THEN now() + make_interval(secs => coalesce(%(retry_in_s)s, 0))
-                               ELSE scheduled_at END,
-           finished_at = CASE WHEN %(status)s = 'todo' THEN NULL ELSE clock_timestamp() END,
-           -- An outcome without an error (a success) keeps the last attempt's error.
-           last_error_type = coalesce(%(error_type)s, last_error_type),
-           last_error = CASE WHEN %(error_type)s IS NULL THEN last_error ELSE %(error)s END,
-           last_error_traceback = CASE WHEN %(error_type)s IS NULL THEN last_error_traceback
-                                       ELSE %(traceback)s END
-     WHERE id = %(job_id)s AND worker_id = %(worker_id)s AND attempts = %(attempt)s
-       AND status = 'doing' AND started_at IS NOT NULL
-    RETURNING id
-), started AS (
-    UPDATE cabbage_jobs
-       SET attempts = attempts + 1, started_at = clock_timestamp()
-     WHERE id = %(next_job_id)s AND id <> %(job_id)s
-       AND worker_id = %(worker_id)s AND status = 'doing' AND started_at IS NULL
-    RETURNING *
-)
-SELECT EXISTS (SELECT FROM finished) AS finished, started.*
-  FROM (VALUES (1)) AS one_row
-  LEFT JOIN started ON true;
+-- Records how an attempt ended, fenced by its owner (invariant 5), and with next_job_id starts
+-- that reserved job in the same round trip: cabbage_finish_job_v1 of migration 0003. Always
+-- one row: whether the attempt was finished, then the started job's columns (NULL: none).
+SELECT result.finished, (result.started).*
+  FROM cabbage_finish_job_v1(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s::cabbage_job_status,
+                             %(retry_in_s)s, %(error_type)s, %(error)s, %(traceback)s,
+                             %(next_job_id)s) AS result;
+
+-- name: commit_without_waiting
+-- Sent before a worker's claim or finish when the store was made with synchronous_commit off:
+-- that one transaction commits without waiting for its WAL to reach disk. A database crash
+-- can lose the last such commits; the jobs then run again through reclaim (docs/performance.md).
+SET LOCAL synchronous_commit = off;
 
 -- name: release_jobs
 -- Gives back jobs this worker reserved but did not start: todo again, no attempt used, still

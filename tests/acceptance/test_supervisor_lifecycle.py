@@ -137,3 +137,12 @@ def test_max_jobs_per_child_recycles_workers_without_backoff(start_supervisor: S
     assert [line["exit_code"] for line in recycled] == [0, 0]
     assert not supervisor.events("child_respawn_delayed")
     assert not supervisor.events("jobs_reclaimed")
+
+
+def test_batches_without_synchronous_commit_run_every_job_once(start_supervisor: Start, jobs: Jobs) -> None:
+    supervisor = start_supervisor(TASKS, "--workers", "2", "--batch-size", "5", "--synchronous-commit", "off")
+    supervisor.wait_for_children(2)
+    jobs.defer_many("count", [[n] for n in range(40)])
+    wait_for(lambda: jobs.counts()[Status.SUCCEEDED] == 40, 15, "forty jobs to succeed", context=supervisor.last_log_lines)
+    assert sorted(event["n"] for event in supervisor.task_events("counted")) == list(range(40))
+    assert not supervisor.events("job_fence_lost")

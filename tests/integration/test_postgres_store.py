@@ -21,7 +21,7 @@ import psycopg2.extensions
 import pytest
 
 from cabbage.exceptions import DatabaseUnavailable, StoreError, UnserialisableArgumentError
-from cabbage.jobs import Status
+from cabbage.jobs import Outcome, Status
 from cabbage.postgres import PostgresJobStore
 from cabbage.sql import queries
 from tests.integration.new_jobs import new_job
@@ -41,6 +41,48 @@ def cabbage_sessions(sql: psycopg2.extensions.connection) -> set[int]:
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cabbage'",
     )
     return {pid for (pid,) in rows}
+
+
+# -- synchronous_commit off -----------------------------------------------------------------------
+
+
+def test_without_synchronous_commit_only_the_workers_writes_skip_the_wait(
+    db_dsn: str, sql: psycopg2.extensions.connection
+) -> None:
+    # A trigger notes the setting each write ran under: the transaction's own, as it committed.
+    with sql.cursor() as cursor:
+        cursor.execute(
+            """
+        CREATE TABLE commit_modes (operation text, mode text);
+        CREATE FUNCTION note_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO commit_modes VALUES (TG_OP || ' ' || NEW.status, current_setting('synchronous_commit'));
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER note_commit_mode AFTER INSERT OR UPDATE ON cabbage_jobs
+            FOR EACH ROW EXECUTE FUNCTION note_commit_mode();
+        """
+        )
+    store = PostgresJobStore(db_dsn, synchronous_commit=False)
+    try:
+        worker_id = store.register_worker("test-host", 1, None)
+        store.defer_jobs([new_job(), new_job()])
+        first, second = store.claim_jobs(worker_id, None, limit=2)
+        finished, started = store.finish_and_start(first.id, worker_id, first.attempts, Outcome.succeeded(), second.id)
+        assert finished and started is not None and started.id == second.id
+        assert store.finish_job(second.id, worker_id, started.attempts, Outcome.succeeded())
+        # The session itself keeps the server's setting: a defer after them still waits.
+        store.defer_jobs([new_job()])
+        assert query(sql, "SELECT operation, mode FROM commit_modes") == [
+            ("INSERT todo", "on"), ("INSERT todo", "on"),
+            ("UPDATE doing", "off"), ("UPDATE doing", "off"),   # the claim: one started, one reserved
+            ("UPDATE succeeded", "off"), ("UPDATE doing", "off"),  # the finish that starts the next
+            ("UPDATE succeeded", "off"),
+            ("INSERT todo", "on"),
+        ]
+        assert store.open_sibling().synchronous_commit is False
+    finally:
+        store.close()
 
 
 # -- deferring -----------------------------------------------------------------------------------

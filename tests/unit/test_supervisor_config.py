@@ -14,7 +14,7 @@ def test_flags_become_a_typed_config() -> None:
         [
             "--app", "proj.tasks:tm", "--workers", "3", "--queues", "a, b", "--dsn", "postgresql://app@db/app",
             "--heartbeat-interval", "1.5", "--heartbeat-timeout", "10", "--graceful-timeout", "2",
-            "--max-jobs-per-child", "100", "--batch-size", "5", "--retention", "7d", "--log-format", "json", "--log-level", "DEBUG",
+            "--max-jobs-per-child", "100", "--batch-size", "5", "--synchronous-commit", "OFF", "--retention", "7d", "--log-format", "json", "--log-level", "DEBUG",
         ],
         {},
     )  # fmt: skip
@@ -28,6 +28,7 @@ def test_flags_become_a_typed_config() -> None:
         graceful_timeout_s=2.0,
         max_jobs_per_child=100,
         batch_size=5,
+        synchronous_commit=False,
         retention_s=7 * 86400,
         log_format="json",
         log_level="debug",
@@ -46,6 +47,7 @@ def test_every_option_can_come_from_its_variable() -> None:
         "CABBAGE_GRACEFUL_TIMEOUT": "7",
         "CABBAGE_MAX_JOBS_PER_CHILD": "9",
         "CABBAGE_BATCH_SIZE": "4",
+        "CABBAGE_SYNCHRONOUS_COMMIT": "off",
         "CABBAGE_RETENTION": "1d 12h",
         "CABBAGE_LOG_FORMAT": "console",
         "CABBAGE_LOG_LEVEL": "warning",
@@ -56,6 +58,7 @@ def test_every_option_can_come_from_its_variable() -> None:
     assert (config.heartbeat_interval_s, config.heartbeat_timeout_s, config.graceful_timeout_s) == (2.0, 20.0, 7.0)
     assert (config.max_jobs_per_child, config.batch_size, config.log_format, config.log_level) == (9, 4, "console", "warning")
     assert config.retention_s == 36 * 3600
+    assert config.synchronous_commit is False
 
 
 def test_a_flag_wins_over_its_variable_and_an_empty_variable_counts_as_unset() -> None:
@@ -70,6 +73,7 @@ def test_defaults() -> None:
     assert config.queues is None and config.dsn is None and config.max_jobs_per_child is None and config.retention_s is None
     assert (config.heartbeat_interval_s, config.heartbeat_timeout_s, config.graceful_timeout_s) == (5.0, 30.0, 30.0)
     assert (config.batch_size, config.log_format, config.log_level) == (1, "auto", "info")
+    assert config.synchronous_commit is True
 
 
 def test_workers_default_to_the_usable_cpus() -> None:
@@ -95,6 +99,7 @@ APP = ["--app", "proj.tasks"]
         ([*APP, "--heartbeat-timeout", "nan"], {}, "--heartbeat-timeout must be a number of seconds greater than 0, got nan"),
         ([*APP, "--max-jobs-per-child", "0"], {}, "--max-jobs-per-child must be 1 or more (leave it unset to never recycle), got 0"),
         (APP, {"CABBAGE_BATCH_SIZE": "0"}, "CABBAGE_BATCH_SIZE must be 1 or more, got 0"),
+        ([*APP, "--synchronous-commit", "false"], {}, "--synchronous-commit must be on or off, got 'false'"),
         ([*APP, "--retention", "7x"], {}, "--retention: unknown unit 'x' in duration '7x': use w, d, h, m or s, as in 90s, 15m, 1h30m, 7d or 2w"),
         (APP, {"CABBAGE_RETENTION": "0s"}, "CABBAGE_RETENTION must be a duration greater than 0, as in 7d, got 0"),
         ([*APP, "--log-format", "xml"], {}, "--log-format must be one of auto, json, console, got 'xml'"),
