@@ -64,6 +64,9 @@ def _redact_uri(uri: str) -> str:
 
 def scrub(text: str) -> str:
     """Text (a libpq error, a traceback line) with any password-like material hidden."""
+    lowered = text.lower()
+    if "postgres" not in lowered and "password" not in lowered:
+        return text  # nothing either pattern could match; the common case of every log value
     pieces: list[str] = []
     position = 0
     for match in _URI.finditer(text):

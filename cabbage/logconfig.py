@@ -127,7 +127,7 @@ def add_pid(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> E
 def add_timestamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """UTC, ISO 8601 with milliseconds and ``Z``: ``2026-11-28T17:03:21.512Z``."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    event_dict["timestamp"] = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    event_dict["timestamp"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return event_dict
 
 
