@@ -50,7 +50,7 @@ RETURNING id;
 
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs in one atomic statement, the first started and the rest
--- reserved, in (scheduled_at, id) order: cabbage_claim_jobs_v1 of migration 0003, which keeps
+-- reserved, in (scheduled_at, id) order: cabbage_claim_jobs_v1 of migration 0004, which keeps
 -- its plan on the claimable partial indexes (invariants 1, 3, 4, 6).
 SELECT * FROM cabbage_claim_jobs_v1(%(worker_id)s, %(queues)s::text[], %(limit)s);
 
@@ -63,7 +63,7 @@ RETURNING *;
 
 -- name: finish_job
 -- Records how an attempt ended, fenced by its owner (invariant 5), and with next_job_id starts
--- that reserved job in the same round trip: cabbage_finish_job_v1 of migration 0003. Always
+-- that reserved job in the same round trip: cabbage_finish_job_v1 of migration 0004. Always
 -- one row: whether the attempt was finished, then the started job's columns (NULL: none).
 SELECT result.finished, (result.started).*
   FROM cabbage_finish_job_v1(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s::cabbage_job_status,
