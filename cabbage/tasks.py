@@ -166,7 +166,11 @@ class JobDescription:
         >>> job_description.defer("a")
         """
         job = self._new_job(args, kwargs)
-        job_id = self._store([job])[0]
+        try:
+            job_id = self.task.task_manager.store.defer_job(job, connection=self.connection)
+        except UnserialisableArgumentError:
+            self._name_unserialisable_argument([job])
+            raise
         log.debug("job_deferred", job_id=job_id, task_name=job.task_name, queue=job.queue, lock=job.lock)
         return job_id
 
@@ -189,11 +193,14 @@ class JobDescription:
         try:
             return self.task.task_manager.store.defer_jobs(jobs, connection=self.connection)
         except UnserialisableArgumentError:
-            # Both stores encode the arguments before inserting anything and refuse what JSON
-            # cannot carry; the search for the culprit, to name it, runs only then.
-            for job in jobs:
-                _check_arguments(self.task, job.args, job.kwargs)
+            self._name_unserialisable_argument(jobs)
             raise
+
+    def _name_unserialisable_argument(self, jobs: Sequence[NewJob]) -> None:
+        # Both stores encode the arguments before inserting anything and refuse what JSON
+        # cannot carry; the search for the culprit, to name it, runs only then.
+        for job in jobs:
+            _check_arguments(self.task, job.args, job.kwargs)
 
     def _new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
         return NewJob(
