@@ -184,6 +184,27 @@ class PostgresJobStore(JobStore):
             (job_id,) = cursor.fetchone()
         return job_id
 
+    def defer_calls(
+        self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], connection: Any = None
+    ) -> list[int]:
+        if not calls:
+            return []
+        scheduled_at, months, seconds = _schedule_of(job)
+        parameters = {
+            "queue": job.queue,
+            "task_name": job.task_name,
+            "args": _encode_arguments([job] * len(calls), [args for args, _ in calls]),
+            "kwargs": _encode_arguments([job] * len(calls), [_as_dict(kwargs) for _, kwargs in calls]),
+            "lock": job.lock,
+            "scheduled_at": scheduled_at,
+            "months": months,
+            "seconds": seconds,
+            "max_attempts": job.max_attempts,
+        }
+        with self._cursor(connection) as cursor:
+            cursor.execute(queries["defer_calls"], parameters)
+            return [job_id for (job_id,) in cursor.fetchall()]
+
     # -- claiming and finishing ------------------------------------------------------------------
 
     def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:

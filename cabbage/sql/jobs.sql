@@ -39,6 +39,31 @@ WITH new_jobs AS (
 )
 SELECT id FROM new_jobs, notified ORDER BY id;
 
+-- name: defer_calls
+-- defer_jobs for the jobs of one defer_many: they differ only in their arguments, so only the
+-- arguments come as arrays (one of positional lists, one of keyword objects) and the schedule
+-- is computed once (invariant 7). Ids in input order (invariant 2); one notification per queue.
+WITH schedule AS MATERIALIZED (
+    SELECT coalesce(%(scheduled_at)s::timestamptz,
+                    -- Months are added in UTC, whatever the session's TimeZone.
+                    ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(%(months)s::integer, 0)))
+                        AT TIME ZONE 'UTC' + make_interval(secs => coalesce(%(seconds)s::double precision, 0)))
+           AS scheduled_at
+), new_jobs AS (
+    INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
+    SELECT %(queue)s, %(task_name)s, j.args::jsonb, j.kwargs::jsonb, %(lock)s, schedule.scheduled_at,
+           %(max_attempts)s::integer
+      FROM schedule,
+           ROWS FROM (json_array_elements(%(args)s::json), json_array_elements(%(kwargs)s::json))
+           WITH ORDINALITY AS j(args, kwargs, position)
+     ORDER BY j.position
+    RETURNING id, queue, is_head
+), notified AS (
+    SELECT count(pg_notify('cabbage_jobs', queue)) AS queues
+      FROM (SELECT DISTINCT queue FROM new_jobs WHERE is_head) AS woken_queues
+)
+SELECT id FROM new_jobs, notified ORDER BY id;
+
 -- name: defer_job
 -- Inserts one job through cabbage_defer_job, whose INSERT is planned once per session: it
 -- places the job in its lock's line (invariant 2), schedules it on the database clock

@@ -89,6 +89,16 @@ def test_a_deferral_commits_or_rolls_back_with_the_callers_transaction(
     assert [task_manager.store.get_job(job_id).status for job_id in committed] == [Status.TODO, Status.TODO]  # type: ignore[union-attr]
 
 
+def test_defer_many_takes_lists_tuples_and_dicts_with_the_descriptions_options(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager
+) -> None:
+    job_ids = write_alphabet.configure(lock="L", queue="mail").defer_many([["a"], ("b",), {"floor": "c"}, []])
+    jobs = [task_manager.store.get_job(job_id) for job_id in job_ids]
+    assert [(job.args, job.kwargs) for job in jobs if job is not None] == [(("a",), {}), (("b",), {}), ((), {"floor": "c"}), ((), {})]
+    assert {(job.queue, job.lock, job.task_name) for job in jobs if job is not None} == {("mail", "L", write_alphabet.name)}
+    assert sorted(job_ids) == job_ids
+
+
 def test_schedule_in_with_calendar_units_uses_the_database_clock(
     write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager
 ) -> None:
