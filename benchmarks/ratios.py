@@ -29,6 +29,9 @@ def ratios() -> list[Ratio]:
     # The throughput ratios against the peers are the throughput workload's own: measured in
     # alternating rounds (see workloads/throughput.py).
     found = [Ratio("defer_single_ratio_vs_limit", ("defer_single", {}), ("limit_defer", {}))]
+    # Same run, same minute: the shared machine's load moves all three alike.
+    found.append(Ratio("defer_single_ratio_vs_raw_insert", ("defer_single", {}), ("defer_single_raw_insert", {})))
+    found.append(Ratio("defer_single_ratio_vs_commit_floor", ("defer_single", {}), ("defer_single_commit_floor", {})))
     for peer in PEERS:
         for figure in ("defer_single", "defer_bulk", "latency_p50", "latency_p99"):
             found.append(Ratio(f"{figure}_ratio_vs_{peer}", (figure, {}), (f"{figure}_{peer}", {})))

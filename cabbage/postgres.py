@@ -39,6 +39,9 @@ UNREGISTERED_REASON = "worker unregistered while holding the job"
 # SQLSTATE classes that mean the session is gone: connection exceptions, and the server
 # shutting down or terminating the backend (pg_terminate_backend is 57P01).
 _SESSION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# Built once: json.dumps with options builds a new encoder per call. NaN and infinities are
+# refused, as jsonb refuses them.
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 class _WakePipe:
@@ -170,11 +173,37 @@ class PostgresJobStore(JobStore):
         if not jobs:
             return []
         if len(jobs) == 1:
-            query, parameters = queries["defer_job"], _defer_one_parameters(jobs[0])
-        else:
-            query, parameters = queries["defer_jobs"], _defer_parameters(jobs)
+            return [self.defer_job(jobs[0], connection)]
         with self._cursor(connection) as cursor:
-            cursor.execute(query, parameters)
+            cursor.execute(queries["defer_jobs"], _defer_parameters(jobs))
+            return [job_id for (job_id,) in cursor.fetchall()]
+
+    def defer_job(self, job: NewJob, connection: Any = None) -> int:
+        parameters = _defer_one_parameters(job)
+        with self._cursor(connection) as cursor:
+            cursor.execute(queries["defer_job"], parameters)
+            (job_id,) = cursor.fetchone()
+        return job_id
+
+    def defer_calls(
+        self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], connection: Any = None
+    ) -> list[int]:
+        if not calls:
+            return []
+        scheduled_at, months, seconds = _schedule_of(job)
+        parameters = {
+            "queue": job.queue,
+            "task_name": job.task_name,
+            "args": _encode_arguments([job] * len(calls), [args for args, _ in calls]),
+            "kwargs": _encode_arguments([job] * len(calls), [_as_dict(kwargs) for _, kwargs in calls]),
+            "lock": job.lock,
+            "scheduled_at": scheduled_at,
+            "months": months,
+            "seconds": seconds,
+            "max_attempts": job.max_attempts,
+        }
+        with self._cursor(connection) as cursor:
+            cursor.execute(queries["defer_calls"], parameters)
             return [job_id for (job_id,) in cursor.fetchall()]
 
     # -- claiming and finishing ------------------------------------------------------------------
@@ -412,8 +441,9 @@ def _defer_one_parameters(job: NewJob) -> dict[str, Any]:
     return {
         "queue": job.queue,
         "task_name": job.task_name,
-        "args": _encode_one(job, job.args),
-        "kwargs": _encode_one(job, _as_dict(job.kwargs)),
+        # A call without arguments needs no encoding.
+        "args": _encode_one(job, job.args) if job.args else "[]",
+        "kwargs": _encode_one(job, _as_dict(job.kwargs)) if job.kwargs else "{}",
         "lock": job.lock,
         "scheduled_at": scheduled_at,
         "months": months,
@@ -429,22 +459,24 @@ def _as_dict(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def _encode_arguments(jobs: Sequence[NewJob], values: list[Any]) -> str:
     """The JSON array of every job's arguments, encoded at once; a value jsonb cannot store is
     refused by _encode_one, which names its task."""
-    try:
-        encoded = json.dumps(values, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        encoded = None
-    if encoded is not None and "\\u0000" not in encoded:
-        return encoded
-    for job, value in zip(jobs, values):
-        _encode_one(job, value)
+    encoded = _encode_at_once(values)
+    if encoded is None or "\\u0000" in encoded:
+        for job, value in zip(jobs, values):
+            _encode_one(job, value)
     assert encoded is not None, "a list that fails to encode has a member that fails"
     return encoded
 
 
+def _encode_at_once(values: list[Any]) -> str | None:
+    try:
+        return _JSON.encode(values)
+    except (TypeError, ValueError):
+        return None
+
+
 def _encode_one(job: NewJob, value: Any) -> str:
     try:
-        # NaN and infinities are refused: jsonb cannot store them.
-        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        encoded = _JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise UnserialisableArgumentError(
             f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"

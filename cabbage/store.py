@@ -9,8 +9,9 @@ against both.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
@@ -40,6 +41,15 @@ class JobStore(abc.ABC):
     def defer_job(self, job: NewJob, connection: Any = None) -> int:
         """Inserts one job; see ``defer_jobs``."""
         return self.defer_jobs([job], connection=connection)[0]
+
+    def defer_calls(
+        self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], connection: Any = None
+    ) -> list[int]:
+        """Inserts one job per ``(args, kwargs)`` call, each like ``job`` but for its arguments,
+        in one round trip; returns their ids, in order. See ``defer_jobs``."""
+        return self.defer_jobs(
+            [dataclasses.replace(job, args=tuple(args), kwargs=kwargs) for args, kwargs in calls], connection=connection
+        )
 
     # -- claiming and finishing (the worker's hot path) ----------------------------------------
 

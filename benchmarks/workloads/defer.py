@@ -2,8 +2,10 @@
 
 2,000 single calls (each its own round trip and commit) and one ``defer_many`` of 100,000 jobs.
 For scale, the same single-row insert into cabbage_jobs written by hand with psycopg2 (what
-the table, its indexes and triggers cost, without cabbage's Python), and, with --compare, each
-peer's single and bulk API on the same counts.
+the table, its indexes and triggers cost, without cabbage's Python or the notification), the
+same loop on a table of one bigserial column (the commit's own cost, the floor of any durable
+one-row defer on this machine), and, with --compare, each peer's single and bulk API on the
+same counts.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from benchmarks.apps.tasks import make_app
 from benchmarks.context import RunContext
 
 RAW_INSERT = "INSERT INTO cabbage_jobs (task_name) VALUES ('noop') RETURNING id"
+FLOOR_TABLE = "CREATE TABLE bench_commit_floor (id bigserial PRIMARY KEY)"
+FLOOR_INSERT = "INSERT INTO bench_commit_floor DEFAULT VALUES RETURNING id"
 
 
 def run(context: RunContext) -> None:
@@ -38,20 +42,24 @@ def run(context: RunContext) -> None:
         context.figures.add("defer_bulk", round(bulk / (time.perf_counter() - started), 1), "jobs/s",
                             jobs=bulk, calls=1, api="task.defer_many(calls)")
         app.store.close()
-        context.figures.add("defer_single_raw_insert", raw_insert_rate(dsn, single), "jobs/s",
+        context.figures.add("defer_single_raw_insert", insert_rate(dsn, RAW_INSERT, single), "jobs/s",
                             calls=single, api="psycopg2 autocommit INSERT into cabbage_jobs")
+        context.figures.add("defer_single_commit_floor", insert_rate(dsn, FLOOR_INSERT, single, FLOOR_TABLE), "jobs/s",
+                            calls=single, api="psycopg2 autocommit INSERT into a one-column table")
     for peer in context.peers:
         with context.server.fresh_database(f"defer_{peer}", cabbage_schema=False) as dsn:
             context.say(f"defer: {peer}")
             context.add_records(peer_runs.run(peer, "defer", dsn, timeout_s=300, single=single, bulk=bulk))
 
 
-def raw_insert_rate(dsn: str, calls: int) -> float:
+def insert_rate(dsn: str, insert: str, calls: int, create_table: str | None = None) -> float:
     with closing(psycopg2.connect(dsn)) as connection:
         connection.autocommit = True
         with connection.cursor() as cursor:
+            if create_table is not None:
+                cursor.execute(create_table)
             started = time.perf_counter()
             for _ in range(calls):
-                cursor.execute(RAW_INSERT)
+                cursor.execute(insert)
                 cursor.fetchone()
             return round(calls / (time.perf_counter() - started), 1)

@@ -1,6 +1,6 @@
 -- The job queries of the PostgreSQL store (cabbage/postgres.py): defer, claim, start, finish,
--- release, inspect. The triggers of the migrations keep each lock's line (is_head) and NOTIFY
--- idle workers; these statements rely on them.
+-- release, inspect. The triggers of the migrations keep each lock's line (is_head); the
+-- statements that add or free jobs NOTIFY the idle workers themselves.
 --
 -- Every job-returning query returns whole rows (j.*): postgres.py maps columns by name.
 
@@ -10,7 +10,8 @@
 -- name: defer_jobs
 -- Inserts many jobs in one statement from one JSON array per column, and returns their ids in
 -- input order: ids are drawn in that order, and a lock's line is ordered by id (invariant 2).
--- Schedules count from the database clock (invariant 7).
+-- Schedules count from the database clock (invariant 7). Wakes the idle workers of each queue
+-- that has a new job at the head of its line, once per queue.
 WITH new_jobs AS (
     INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
     SELECT j.queue, j.task_name, j.args::jsonb, j.kwargs::jsonb, j.lock,
@@ -31,22 +32,45 @@ WITH new_jobs AS (
            WITH ORDINALITY
            AS j(queue, task_name, args, kwargs, lock, scheduled_at, months, seconds, max_attempts, position)
      ORDER BY j.position
-    RETURNING id
+    RETURNING id, queue, is_head
+), notified AS (
+    SELECT count(pg_notify('cabbage_jobs', queue)) AS queues
+      FROM (SELECT DISTINCT queue FROM new_jobs WHERE is_head) AS woken_queues
 )
-SELECT id FROM new_jobs ORDER BY id;
+SELECT id FROM new_jobs, notified ORDER BY id;
+
+-- name: defer_calls
+-- defer_jobs for the jobs of one defer_many: they differ only in their arguments, so only the
+-- arguments come as arrays (one of positional lists, one of keyword objects) and the schedule
+-- is computed once (invariant 7). Ids in input order (invariant 2); one notification per queue.
+WITH schedule AS MATERIALIZED (
+    SELECT coalesce(%(scheduled_at)s::timestamptz,
+                    -- Months are added in UTC, whatever the session's TimeZone.
+                    ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(%(months)s::integer, 0)))
+                        AT TIME ZONE 'UTC' + make_interval(secs => coalesce(%(seconds)s::double precision, 0)))
+           AS scheduled_at
+), new_jobs AS (
+    INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
+    SELECT %(queue)s, %(task_name)s, j.args::jsonb, j.kwargs::jsonb, %(lock)s, schedule.scheduled_at,
+           %(max_attempts)s::integer
+      FROM schedule,
+           ROWS FROM (json_array_elements(%(args)s::json), json_array_elements(%(kwargs)s::json))
+           WITH ORDINALITY AS j(args, kwargs, position)
+     ORDER BY j.position
+    RETURNING id, queue, is_head
+), notified AS (
+    SELECT count(pg_notify('cabbage_jobs', queue)) AS queues
+      FROM (SELECT DISTINCT queue FROM new_jobs WHERE is_head) AS woken_queues
+)
+SELECT id FROM new_jobs, notified ORDER BY id;
 
 -- name: defer_job
--- Inserts one job: defer_jobs for the common single deferral, as cheap as a plain INSERT.
--- The schedule counts from the database clock (invariant 7); the triggers place it in its
--- lock's line (invariant 2).
-INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
-VALUES (%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
-        coalesce(%(scheduled_at)s::timestamptz,
-                 -- Months are added in UTC, whatever the session's TimeZone.
-                 ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(%(months)s::integer, 0)))
-                     AT TIME ZONE 'UTC' + make_interval(secs => coalesce(%(seconds)s::double precision, 0))),
-        %(max_attempts)s::integer)
-RETURNING id;
+-- Inserts one job through cabbage_defer_job, whose INSERT is planned once per session: it
+-- places the job in its lock's line (invariant 2), schedules it on the database clock
+-- (invariant 7) and wakes the idle workers of its queue when it heads its line.
+SELECT cabbage_defer_job(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
+                         %(scheduled_at)s::timestamptz, %(months)s::integer,
+                         %(seconds)s::double precision, %(max_attempts)s::integer);
 
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs in one atomic statement, the first started and the rest

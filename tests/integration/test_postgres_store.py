@@ -198,6 +198,60 @@ def test_a_bulk_defer_is_one_statement_and_one_notification_per_queue(
     assert len(job_ids) == len(jobs)
 
 
+def listening_connection(db_dsn: str) -> psycopg2.extensions.connection:
+    listener = psycopg2.connect(db_dsn)
+    listener.autocommit = True
+    query(listener, "LISTEN cabbage_jobs; SELECT 1")
+    return listener
+
+
+def wait_for_notifications(listener: psycopg2.extensions.connection, count: int) -> list[str]:
+    """The payloads received so far, once there are at least ``count`` of them."""
+    def received() -> list[str]:
+        listener.poll()
+        return [notify.payload for notify in listener.notifies]
+
+    wait_for(lambda: len(received()) >= count, 10, f"{count} notification(s) on cabbage_jobs")
+    return received()
+
+
+def test_a_single_defer_notifies_its_queue_when_the_caller_commits(store: PostgresJobStore, db_dsn: str) -> None:
+    with closing(listening_connection(db_dsn)) as listener, closing(psycopg2.connect(db_dsn)) as caller:
+        store.defer_job(new_job(queue="sms"), connection=caller)
+        caller.rollback()
+        store.defer_job(new_job(queue="mail"), connection=caller)
+        caller.commit()
+        # Notifications arrive in commit order: a rolled-back one would come before this one.
+        assert wait_for_notifications(listener, 1) == ["mail"]
+
+
+def test_a_job_waiting_behind_its_lock_wakes_nobody(store: PostgresJobStore, db_dsn: str) -> None:
+    with closing(listening_connection(db_dsn)) as listener:
+        store.defer_job(new_job(queue="mail", lock="L"))  # heads the line: claimable now
+        store.defer_job(new_job(queue="sms", lock="L"))  # waits behind it: nothing to claim yet
+        store.defer_job(new_job(queue="push"))
+        store.defer_jobs([new_job(queue="sms", lock="L"), new_job(queue="push", lock="M")])
+        assert wait_for_notifications(listener, 3) == ["mail", "push", "push"]
+
+
+def test_deferring_calls_is_one_statement_and_one_notification(store: PostgresJobStore, db_dsn: str) -> None:
+    calls = [((n,), {}) if n % 2 else ((), {"n": n}) for n in range(10_000)]
+    with closing(listening_connection(db_dsn)) as listener, closing(
+        psycopg2.connect(db_dsn, connection_factory=CountingConnection)
+    ) as caller:
+        caller.executed = []  # type: ignore[attr-defined]
+        job_ids = store.defer_calls(new_job(queue="mail"), calls, connection=caller)
+        assert len(caller.executed) == 1  # type: ignore[attr-defined]
+        caller.commit()
+        store.defer_job(new_job(queue="sms"))
+        # Notifications arrive in commit order: a second one for mail would come before sms.
+        assert wait_for_notifications(listener, 2) == ["mail", "sms"]
+    assert len(job_ids) == len(calls) and job_ids == sorted(job_ids)
+    first, second = store.get_job(job_ids[0]), store.get_job(job_ids[1])
+    assert first is not None and (first.args, first.kwargs) == ((), {"n": 0})
+    assert second is not None and (second.args, second.kwargs) == ((1,), {})
+
+
 def test_ids_come_back_in_input_order_while_another_bulk_defer_races(
     store: PostgresJobStore, db_dsn: str
 ) -> None:

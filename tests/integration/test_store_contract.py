@@ -177,6 +177,24 @@ def test_deferring_many_returns_their_ids_in_order(store: JobStore) -> None:
     assert store.defer_jobs([]) == []
 
 
+def test_deferring_calls_stores_one_job_per_call_like_the_template_in_order(store: JobStore, worker_id: int) -> None:
+    template = new_job(queue="mail", lock="L", max_attempts=3, schedule_in={"seconds": 3600.0})
+    ids = store.defer_calls(template, [(["a"], {}), ((), {"floor": "c"}), (("b",), {"wall": 1})])
+    assert len(ids) == 3 and ids == sorted(ids)
+    deferred = [store.get_job(job_id) for job_id in ids]
+    assert [(job.args, job.kwargs) for job in deferred if job is not None] == [
+        (("a",), {}), ((), {"floor": "c"}), (("b",), {"wall": 1})
+    ]
+    assert {(job.queue, job.lock, job.max_attempts, job.status) for job in deferred if job is not None} == {
+        ("mail", "L", 3, Status.TODO)
+    }
+    for job in deferred:
+        assert job is not None
+        assert_close(job.scheduled_at, utcnow() + datetime.timedelta(hours=1))
+    assert claim_one(store, worker_id) is None, "scheduled an hour from now"
+    assert store.defer_calls(template, []) == []
+
+
 # -- lock lines ---------------------------------------------------------------------------------
 
 

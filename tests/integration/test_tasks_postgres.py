@@ -52,6 +52,30 @@ def test_refused_arguments_are_named_and_insert_nothing(
     assert total_jobs(task_manager) == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (({"a"},), {}, "argument 1 of write_alphabet is not JSON-serialisable (set); pass a list"),
+        ((), {"floor": float("inf")}, "argument 'floor' of write_alphabet is not JSON-serialisable (float inf)"),
+    ],
+)
+def test_a_single_defer_names_the_refused_argument_and_inserts_nothing(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, args: tuple[object, ...], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(UnserialisableArgumentError) as raised:
+        write_alphabet.defer(*args, **kwargs)
+    assert message in str(raised.value)
+    assert total_jobs(task_manager) == 0
+
+
+def test_a_single_defer_stores_its_arguments_and_options(write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager) -> None:
+    without_arguments = task_manager.store.get_job(write_alphabet.configure(lock="L").defer())
+    with_arguments = task_manager.store.get_job(write_alphabet.defer("a", floor={"b": [1, None]}))
+    assert without_arguments is not None and with_arguments is not None
+    assert (without_arguments.args, without_arguments.kwargs, without_arguments.lock) == ((), {}, "L")
+    assert (with_arguments.args, with_arguments.kwargs, with_arguments.lock) == (("a",), {"floor": {"b": [1, None]}}, None)
+
+
 def test_a_deferral_commits_or_rolls_back_with_the_callers_transaction(
     db_dsn: str, write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager
 ) -> None:
@@ -63,6 +87,16 @@ def test_a_deferral_commits_or_rolls_back_with_the_callers_transaction(
         connection.commit()
     assert task_manager.store.get_job(rolled_back) is None
     assert [task_manager.store.get_job(job_id).status for job_id in committed] == [Status.TODO, Status.TODO]  # type: ignore[union-attr]
+
+
+def test_defer_many_takes_lists_tuples_and_dicts_with_the_descriptions_options(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager
+) -> None:
+    job_ids = write_alphabet.configure(lock="L", queue="mail").defer_many([["a"], ("b",), {"floor": "c"}, []])
+    jobs = [task_manager.store.get_job(job_id) for job_id in job_ids]
+    assert [(job.args, job.kwargs) for job in jobs if job is not None] == [(("a",), {}), (("b",), {}), ((), {"floor": "c"}), ((), {})]
+    assert {(job.queue, job.lock, job.task_name) for job in jobs if job is not None} == {("mail", "L", write_alphabet.name)}
+    assert sorted(job_ids) == job_ids
 
 
 def test_schedule_in_with_calendar_units_uses_the_database_clock(
