@@ -65,10 +65,10 @@ WITH schedule AS MATERIALIZED (
 SELECT id FROM new_jobs, notified ORDER BY id;
 
 -- name: defer_job
--- Inserts one job through cabbage_defer_job, whose INSERT is planned once per session: it
+-- Inserts one job through cabbage_defer_job_v1, whose INSERT is planned once per session: it
 -- places the job in its lock's line (invariant 2), schedules it on the database clock
 -- (invariant 7) and wakes the idle workers of its queue when it heads its line.
-SELECT cabbage_defer_job(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
+SELECT cabbage_defer_job_v1(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
                          %(scheduled_at)s::timestamptz, %(months)s::integer,
                          %(seconds)s::double precision, %(max_attempts)s::integer);
 
