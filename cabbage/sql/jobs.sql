@@ -80,9 +80,12 @@ SELECT * FROM cabbage_claim_jobs_v1(%(worker_id)s, %(queues)s::text[], %(limit)s
 
 -- name: start_job
 -- Begins the attempt of a job this worker reserved; nothing when it was reclaimed (invariant 5).
+-- The fence is compared as one row, as in cabbage_finish_job_v1, so that the job is found by its
+-- primary key rather than among every job the worker holds (a large batch's reservations).
 UPDATE cabbage_jobs
    SET attempts = attempts + 1, started_at = clock_timestamp()
- WHERE id = %(job_id)s AND worker_id = %(worker_id)s AND status = 'doing' AND started_at IS NULL
+ WHERE id = %(job_id)s AND started_at IS NULL
+   AND (worker_id, status) IS NOT DISTINCT FROM (%(worker_id)s, 'doing'::cabbage_job_status)
 RETURNING *;
 
 -- name: finish_job

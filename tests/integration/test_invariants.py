@@ -233,6 +233,22 @@ def test_finish_finds_the_job_by_its_primary_key(store: PostgresJobStore, sql: p
         assert reads and all(is_fetch_by_id(node) for node in reads), json.dumps(plan)
 
 
+
+def test_start_finds_the_reserved_job_by_its_primary_key(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection
+) -> None:
+    # A worker that reserved a large batch holds many doing jobs: the fence must not make the
+    # planner read all of them through the held-by-worker index to start one.
+    worker_id = store.register_worker("test-host", 1, None)
+    store.defer_jobs([new_job() for _ in range(3_000)])
+    reserved = store.claim_jobs(worker_id, None, limit=2_000)[1:]
+    (plan,) = nested_plans(sql, queries["start_job"], {"job_id": reserved[-1].id, "worker_id": worker_id})
+    reads = [node for node in plan_nodes(plan) if node.get("Relation Name") == "cabbage_jobs"
+             and node["Node Type"] != "ModifyTable"]
+    assert reads and all(is_fetch_by_id(node) for node in reads), json.dumps(plan)
+    started = store.start_job(reserved[-1].id, worker_id)
+    assert started is not None and started.attempts == 1 and started.started_at is not None
+
 # -- invariant 7: the database clock -------------------------------------------------------------
 
 
