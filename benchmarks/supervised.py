@@ -44,12 +44,14 @@ class Supervisor:
         workers: int,
         *,
         batch_size: int | None = None,
+        synchronous_commit: bool = True,
         log_level: str = "info",
         environment: dict[str, str] | None = None,
     ) -> None:
         self.dsn = dsn
         self.workers = workers
         self.batch_size = batch_size
+        self.synchronous_commit = synchronous_commit
         self.log_level = log_level
         self.environment = environment or {}
         self.log_file = tempfile.NamedTemporaryFile(prefix="cabbage-bench-supervisor-", suffix=".jsonl", delete=False)
@@ -78,6 +80,8 @@ class Supervisor:
         ]
         if self.batch_size is not None:
             command += ["--batch-size", str(self.batch_size)]
+        if not self.synchronous_commit:
+            command += ["--synchronous-commit", "off"]
         environment = {
             **os.environ,
             **self.environment,

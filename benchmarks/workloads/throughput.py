@@ -1,12 +1,13 @@
 """Throughput: jobs deferred up front, then cabbage-supervisor drains them.
 
 Jobs per second from the first job's started_at to the last job's finished_at, on the
-database clock, for --workers 1, 2, 4, 8 and --workers 2 --batch-size 10; with the commits per
-job (pg_stat_database) that explain most of it.
+database clock, for --workers 1, 2, 4, 8, --workers 2 --batch-size 10, and that batch again with
+--synchronous-commit off; with the commits per job (pg_stat_database) that explain most of it.
 
 With --compare, each peer drains the same number of no-op jobs in its best configuration of the
 reference table, paired with the cabbage configuration its target names (pgqueuer with
---workers 2 --batch-size 10, procrastinate with --workers 2): cabbage, then the peer, right
+--workers 2 --batch-size 10 --synchronous-commit off, as its target allows, procrastinate with
+--workers 2, one job at a time and every commit waited for): cabbage, then the peer, right
 after each other, for three rounds. The ratio is the median of the rounds' ratios: on a shared
 machine the load drifts from one minute to the next, and a pair measured a minute apart is
 compared under nearly the same load.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import NamedTuple
 
 from benchmarks import peer_runs
 from benchmarks.apps.tasks import make_app
@@ -22,33 +24,51 @@ from benchmarks.context import RunContext
 from benchmarks.servers import cursor_on
 from benchmarks.supervised import Supervisor
 
-# (workers, batch size); batch size 1 is the supervisor's default, claiming one job at a time.
-CONFIGURATIONS = [(1, 1), (2, 1), (4, 1), (8, 1), (2, 10)]
-QUICK_CONFIGURATIONS = [(1, 1), (2, 1), (2, 10)]
+
+
+class Configuration(NamedTuple):
+    """Supervisor options; batch size 1 and synchronous commits are the supervisor's defaults."""
+
+    workers: int
+    batch_size: int = 1
+    synchronous_commit: bool = True
+
+    def params(self) -> dict[str, object]:
+        return {"workers": self.workers, "batch_size": self.batch_size,
+                "synchronous_commit": "on" if self.synchronous_commit else "off"}
+
+
+BATCHED = Configuration(2, 10)
+BATCHED_WITHOUT_WAITING = Configuration(2, 10, synchronous_commit=False)
+CONFIGURATIONS = [Configuration(1), Configuration(2), Configuration(4), Configuration(8),
+                  BATCHED, BATCHED_WITHOUT_WAITING]
+QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING]
 DEFER_CHUNK = 20_000
-# Each peer's target names a cabbage configuration (workers, batch size) and a job count: enough
-# for a steady drain at the peer's speed, no more (procrastinate drains about 400 jobs/s here).
-PAIRS = {"pgqueuer": ((2, 10), 10_000), "procrastinate": ((2, 1), 5_000)}
+# Each peer's target names a cabbage configuration and a job count: enough for a steady drain at
+# the peer's speed, no more (procrastinate drains about 400 jobs/s here).
+PAIRS = {"pgqueuer": (BATCHED_WITHOUT_WAITING, 10_000), "procrastinate": (Configuration(2), 5_000)}
 
 
 def run(context: RunContext) -> None:
     jobs = context.scale(20_000, 2_000)
-    for workers, batch_size in context.scale(CONFIGURATIONS, QUICK_CONFIGURATIONS):
-        rate, commits_per_job = drain_with_cabbage(context, workers, batch_size, jobs)
-        params = {"workers": workers, "batch_size": batch_size, "jobs": jobs}
+    for configuration in context.scale(CONFIGURATIONS, QUICK_CONFIGURATIONS):
+        rate, commits_per_job = drain_with_cabbage(context, configuration, jobs)
+        params = {**configuration.params(), "jobs": jobs}
         context.figures.add("throughput", rate, "jobs/s", **params, clock="database: first started_at to last finished_at")
         context.figures.add("throughput_commits_per_job", round(commits_per_job, 2), "commits", **params)
     for peer in context.peers:
         compare_with_peer(context, peer, rounds=context.scale(3, 1))
 
 
-def drain_with_cabbage(context: RunContext, workers: int, batch_size: int, jobs: int) -> tuple[float, float]:
+def drain_with_cabbage(context: RunContext, configuration: Configuration, jobs: int) -> tuple[float, float]:
     """Jobs per second and commits per job of one supervisor draining ``jobs`` no-op jobs."""
     with context.server.fresh_database("throughput") as dsn:
-        context.say(f"throughput: {jobs} jobs, --workers {workers} --batch-size {batch_size}")
+        options = " ".join(f"{name}={value}" for name, value in configuration.params().items())
+        context.say(f"throughput: {jobs} jobs, {options}")
         defer_noops(dsn, jobs)
         commits_before = commits_of(dsn)
-        with Supervisor(dsn, workers, batch_size=batch_size) as supervisor:
+        with Supervisor(dsn, configuration.workers, batch_size=configuration.batch_size,
+                        synchronous_commit=configuration.synchronous_commit) as supervisor:
             supervisor.wait_until_drained(jobs, timeout_s=600)
         time.sleep(0.3)  # the stopped backends' statistics reach pg_stat_database
         rate, done = drain_rate(dsn)
@@ -57,11 +77,11 @@ def drain_with_cabbage(context: RunContext, workers: int, batch_size: int, jobs:
 
 def compare_with_peer(context: RunContext, peer: str, rounds: int) -> None:
     """The peer's drain and its paired cabbage configuration, alternately; medians and the ratio."""
-    (workers, batch_size), jobs = PAIRS[peer]
+    configuration, jobs = PAIRS[peer]
     jobs = context.scale(jobs, 2_000)
     cabbage_rates, peer_records = [], []
     for _ in range(rounds):
-        cabbage_rates.append(drain_with_cabbage(context, workers, batch_size, jobs)[0])
+        cabbage_rates.append(drain_with_cabbage(context, configuration, jobs)[0])
         with context.server.fresh_database(f"throughput_{peer}", cabbage_schema=False) as dsn:
             context.say(f"throughput: {jobs} jobs, {peer}")
             peer_records += [r for r in peer_runs.run(peer, "throughput", dsn, timeout_s=900, jobs=jobs)
@@ -75,9 +95,10 @@ def compare_with_peer(context: RunContext, peer: str, rounds: int) -> None:
     context.figures.add(f"throughput_{peer}", statistics.median(r["value"] for r in peer_records), "jobs/s",
                         **{**peer_records[0]["params"], **pair})
     context.figures.add("throughput_paired", statistics.median(cabbage_rates), "jobs/s",
-                        workers=workers, batch_size=batch_size, peer=peer, **pair)
+                        **configuration.params(), peer=peer, **pair)
+    numerator = " ".join(f"{name}={value}" for name, value in configuration.params().items())
     context.figures.add(f"throughput_ratio_vs_{peer}", round(statistics.median(ratios), 3), "ratio",
-                        numerator=f"throughput workers={workers} batch_size={batch_size}",
+                        numerator=f"throughput {numerator}",
                         denominator=f"throughput_{peer}", **pair, of="median of the rounds' ratios")
 
 
