@@ -100,6 +100,7 @@ class PostgresJobStore(JobStore):
         self._connection: psycopg2.extensions.connection | None = None
         self._connection_pid: int | None = None
         self._listening = False
+        self._worker_statements_prepared = False
         self._wake = _WakePipe()
         _stores.add(self)
 
@@ -119,6 +120,7 @@ class PostgresJobStore(JobStore):
             self._connection = dsn_module.connect(self.dsn)
             self._connection_pid = os.getpid()
             self._listening = False
+            self._worker_statements_prepared = False
         return self._connection
 
     def _forget_connection(self) -> None:
@@ -128,6 +130,7 @@ class PostgresJobStore(JobStore):
         self._connection = None
         self._connection_pid = None
         self._listening = False
+        self._worker_statements_prepared = False
 
     @contextlib.contextmanager
     def _cursor(self, connection: Any = None) -> Iterator[psycopg2.extensions.cursor]:
@@ -137,6 +140,15 @@ class PostgresJobStore(JobStore):
         with self._errors_translated(own):
             with (self._connect() if own else connection).cursor() as cursor:
                 yield cursor
+
+    @contextlib.contextmanager
+    def _worker_cursor(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor on the store's own connection, where the claim and the finish are prepared."""
+        with self._cursor() as cursor:
+            if not self._worker_statements_prepared:
+                cursor.execute(queries["prepare_worker_statements"])
+                self._worker_statements_prepared = True
+            yield cursor
 
     @contextlib.contextmanager
     def _errors_translated(self, own_connection: bool = True) -> Iterator[None]:
@@ -212,7 +224,7 @@ class PostgresJobStore(JobStore):
         if limit <= 0:
             return []
         parameters = {"worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit}
-        with self._cursor() as cursor:
+        with self._worker_cursor() as cursor:
             cursor.execute(self._worker_write(queries["claim_jobs"]), parameters)
             claimed = _jobs_from(cursor)
         if claimed and self._listening and self._connection is not None:
@@ -248,7 +260,7 @@ class PostgresJobStore(JobStore):
             "traceback": error.traceback if error else None,
             "next_job_id": next_job_id,
         }
-        with self._cursor() as cursor:
+        with self._worker_cursor() as cursor:
             cursor.execute(self._worker_write(queries["finish_job"]), parameters)
             columns = _column_names(cursor)
             row = dict(zip(columns, cursor.fetchone()))

@@ -109,6 +109,7 @@ def claim_loop(store: PostgresJobStore, worker_id: int, count: int) -> tuple[flo
 def claim_buffers(dsn: str, worker_id: int) -> int:
     """Shared buffers one claim touches behind the backlog (EXPLAIN ANALYZE, rolled back)."""
     with cursor_on(dsn) as cursor:
+        cursor.execute(queries["prepare_worker_statements"])  # as a worker's session does
         cursor.execute("BEGIN")
         statement = cursor.mogrify(queries["claim_jobs"], {"worker_id": worker_id, "queues": None, "limit": 1})
         # A session's first call compiles the claim function and plans its statements, reading

@@ -72,11 +72,34 @@ SELECT cabbage_defer_job_v1(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)
                          %(scheduled_at)s::timestamptz, %(months)s::integer,
                          %(seconds)s::double precision, %(max_attempts)s::integer);
 
+-- name: prepare_worker_statements
+-- The worker's two hot statements, prepared once per session: the server then neither parses
+-- nor plans them on each call (about a tenth of a job's time on the server; measured in
+-- docs/performance.md). Sent on a connection's first claim or finish.
+--
+-- cabbage_claim_jobs: up to $3 due head jobs of queues $2 (NULL: all) for worker $1, claimed in
+-- one atomic statement, the first started and the rest reserved, in (scheduled_at, id) order:
+-- cabbage_claim_jobs_v1 of migration 0004 keeps its plan on the claimable partial indexes
+-- (invariants 1, 3, 4, 6).
+--
+-- cabbage_finish_job: how an attempt ended, fenced by its owner (invariant 5), and with a
+-- next job id, the start of that reserved job in the same round trip: cabbage_finish_job_v1 of
+-- migration 0004. Always one row: whether the attempt was finished, then the started job's
+-- columns (NULL: none).
+--
+-- DEALLOCATE first: a PREPARE that failed half-way (a schema being migrated) may have left the
+-- first statement behind, and preparing it again would fail.
+DEALLOCATE ALL;
+PREPARE cabbage_claim_jobs (bigint, text[], integer) AS
+    SELECT * FROM cabbage_claim_jobs_v1($1, $2, $3);
+PREPARE cabbage_finish_job (bigint, bigint, integer, cabbage_job_status, double precision,
+                            text, text, text, bigint) AS
+    SELECT result.finished, (result.started).*
+      FROM cabbage_finish_job_v1($1, $2, $3, $4, $5, $6, $7, $8, $9) AS result;
+
 -- name: claim_jobs
--- Claims up to %(limit)s due head jobs in one atomic statement, the first started and the rest
--- reserved, in (scheduled_at, id) order: cabbage_claim_jobs_v1 of migration 0004, which keeps
--- its plan on the claimable partial indexes (invariants 1, 3, 4, 6).
-SELECT * FROM cabbage_claim_jobs_v1(%(worker_id)s, %(queues)s::text[], %(limit)s);
+-- Claims up to %(limit)s due head jobs (prepare_worker_statements).
+EXECUTE cabbage_claim_jobs(%(worker_id)s, %(queues)s, %(limit)s);
 
 -- name: start_job
 -- Begins the attempt of a job this worker reserved; nothing when it was reclaimed (invariant 5).
@@ -89,13 +112,10 @@ UPDATE cabbage_jobs
 RETURNING *;
 
 -- name: finish_job
--- Records how an attempt ended, fenced by its owner (invariant 5), and with next_job_id starts
--- that reserved job in the same round trip: cabbage_finish_job_v1 of migration 0004. Always
--- one row: whether the attempt was finished, then the started job's columns (NULL: none).
-SELECT result.finished, (result.started).*
-  FROM cabbage_finish_job_v1(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s::cabbage_job_status,
-                             %(retry_in_s)s, %(error_type)s, %(error)s, %(traceback)s,
-                             %(next_job_id)s) AS result;
+-- Records how an attempt ended and, with next_job_id, starts that reserved job
+-- (prepare_worker_statements).
+EXECUTE cabbage_finish_job(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s, %(retry_in_s)s,
+                           %(error_type)s, %(error)s, %(traceback)s, %(next_job_id)s);
 
 -- name: commit_without_waiting
 -- Sent before a worker's claim or finish when the store was made with synchronous_commit off:

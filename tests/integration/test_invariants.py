@@ -173,7 +173,14 @@ def nested_plans(
             and "FROM cabbage_finish_job_v1" not in report["Query Text"]]
 
 
+def prepare_worker_statements(connection: psycopg2.extensions.connection) -> None:
+    """The claim and the finish are prepared statements of the worker's session."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries["prepare_worker_statements"])
+
+
 def claim_plan(connection: psycopg2.extensions.connection, queues: list[str] | None, limit: int) -> dict[str, Any]:
+    prepare_worker_statements(connection)
     (plan,) = nested_plans(connection, queries["claim_jobs"], {"worker_id": 1, "queues": queues, "limit": limit})
     return plan
 
@@ -225,6 +232,7 @@ def test_finish_finds_the_job_by_its_primary_key(store: PostgresJobStore, sql: p
         "job_id": running.id, "worker_id": worker_id, "attempt": running.attempts, "status": "succeeded",
         "retry_in_s": None, "error_type": None, "error": None, "traceback": None, "next_job_id": reserved.id,
     }
+    prepare_worker_statements(sql)
     plans = nested_plans(sql, queries["finish_job"], parameters)
     assert len(plans) == 2, plans  # the finish, then the start of the reserved job
     for plan in plans:
