@@ -224,6 +224,20 @@ def test_claim_walks_the_index_before_statistics_catch_up(
     assert walk["Index Name"] == "cabbage_jobs_claimable", json.dumps(plan)
 
 
+
+def test_claim_fetches_the_claimed_rows_by_id_on_a_small_table(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection
+) -> None:
+    # The claim's plan is built once per session. Built while the table is small, a hash join
+    # of the candidates with the whole table looked cheaper than fetching them by id; kept
+    # while the table grows, it would read every row on every claim.
+    store.defer_jobs([new_job() for _ in range(5_000)])
+    with sql.cursor() as cursor:
+        cursor.execute("ANALYZE cabbage_jobs")
+    for limit in (1, 10):
+        assert_reads_claimable_index_only(claim_plan(sql, None, limit))
+        assert_reads_claimable_index_only(claim_plan(sql, ["queue"], limit))
+
 def test_finish_finds_the_job_by_its_primary_key(store: PostgresJobStore, sql: psycopg2.extensions.connection) -> None:
     worker_id = store.register_worker("test-host", 1, None)
     store.defer_jobs([new_job() for _ in range(200)])
