@@ -14,6 +14,7 @@ console lines (on a terminal, or ``console``).
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import sys
@@ -114,8 +115,21 @@ def _exception_renderer(as_json: bool) -> Processor:
 
 def _renderer(as_json: bool, stream: TextIO) -> Processor:
     if as_json:
-        return structlog.processors.JSONRenderer()
+        return render_json
     return structlog.dev.ConsoleRenderer(colors=_is_terminal(stream), exception_formatter=structlog.dev.plain_traceback)
+
+
+def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    """The line as one JSON object. One encoder serves every line (structlog's JSONRenderer
+    builds one per line); values JSON has no type for were made text by ``scrub_secrets``."""
+    return _ENCODE_JSON(event_dict)
+
+
+def _as_scrubbed_text(value: Any) -> str:
+    return scrub(repr(value))
+
+
+_ENCODE_JSON = json.JSONEncoder(default=_as_scrubbed_text).encode
 
 
 def add_pid(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -137,7 +151,14 @@ def scrub_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDict
     Values JSON has no type for are turned into their scrubbed ``repr`` here, before a renderer
     would print them unscrubbed.
     """
-    return {key: _scrubbed(value) if not key.startswith("_") else value for key, value in event_dict.items()}
+    for key, value in event_dict.items():
+        # Most values of a job's line are numbers or None: nothing to hide, nothing to convert.
+        if type(value) not in _PLAIN_TYPES and not key.startswith("_"):
+            event_dict[key] = _scrubbed(value)  # same keys: safe while iterating
+    return event_dict
+
+
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def _scrubbed(value: Any) -> Any:
