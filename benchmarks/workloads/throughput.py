@@ -25,7 +25,6 @@ from benchmarks.servers import cursor_on
 from benchmarks.supervised import Supervisor
 
 
-
 class Configuration(NamedTuple):
     """Supervisor options; batch size 1 and synchronous commits are the supervisor's defaults."""
 
