@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+
+def _debug(event: str, **fields: Any) -> None:
+    """A debug line, logged only where the app configured structlog: unconfigured, structlog
+    prints every level on stdout, and each defer of a web request would print a line."""
+    if structlog.is_configured():
+        log.debug(event, **fields)
+
+
 # pendulum's duration units; everything but years and months is a fixed number of seconds.
 SECONDS_PER_UNIT = {
     "weeks": 7 * 86400.0,
@@ -171,7 +179,7 @@ class JobDescription:
         except UnserialisableArgumentError:
             self._name_unserialisable_argument([(args, kwargs)])
             raise
-        log.debug("job_deferred", job_id=job_id, task_name=job.task_name, queue=job.queue, lock=job.lock)
+        _debug("job_deferred", job_id=job_id, task_name=job.task_name, queue=job.queue, lock=job.lock)
         return job_id
 
     def defer_many(self, calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[int]:
@@ -191,7 +199,7 @@ class JobDescription:
         except UnserialisableArgumentError:
             self._name_unserialisable_argument(split_calls)
             raise
-        log.debug("jobs_deferred", job_count=len(job_ids), task_name=self.task.name, queue=self.queue, lock=self.lock)
+        _debug("jobs_deferred", job_count=len(job_ids), task_name=self.task.name, queue=self.queue, lock=self.lock)
         return job_ids
 
     def _name_unserialisable_argument(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> None:

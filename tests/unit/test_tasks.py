@@ -347,3 +347,19 @@ def test_defer_logs_job_deferred_at_debug(write_alphabet: cabbage.Task) -> None:
         {"event": "job_deferred", "log_level": "debug", "job_id": job_id, "task_name": write_alphabet.name, "queue": "queue", "lock": None},
         {"event": "jobs_deferred", "log_level": "debug", "job_count": 2, "task_name": write_alphabet.name, "queue": "queue", "lock": None},
     ]
+
+
+def test_defer_prints_nothing_where_structlog_was_never_configured(
+    write_alphabet: cabbage.Task, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Unconfigured, structlog prints every level on stdout: a web app's defers would each
+    # print a debug line into the app's own output.
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    try:
+        assert not structlog.is_configured()
+        write_alphabet.defer("a")
+        write_alphabet.defer_many([["b"], ["c"]])
+    finally:
+        structlog.configure(**saved)
+    assert capsys.readouterr().out == ""
