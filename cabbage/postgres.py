@@ -26,22 +26,19 @@ import psycopg2
 import psycopg2.extensions
 
 from cabbage import dsn as dsn_module
+from cabbage import new_jobs
 from cabbage import schema
-from cabbage.exceptions import DatabaseUnavailable, ScheduleError, StoreError, UnserialisableArgumentError
+from cabbage.exceptions import DatabaseUnavailable, StoreError
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.sql import queries
 from cabbage.store import JobStore
 
 NOTIFY_CHANNEL = "cabbage_jobs"
-SCHEDULE_IN_UNITS = ("years", "months", "seconds")
 OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
 UNREGISTERED_REASON = "worker unregistered while holding the job"
 # SQLSTATE classes that mean the session is gone: connection exceptions, and the server
 # shutting down or terminating the backend (pg_terminate_backend is 57P01).
 _SESSION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
-# Built once: json.dumps with options builds a new encoder per call. NaN and infinities are
-# refused, as jsonb refuses them.
-_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 class _WakePipe:
@@ -203,11 +200,12 @@ class PostgresJobStore(JobStore):
         if not calls:
             return []
         scheduled_at, months, seconds = _schedule_of(job)
+        jobs = [job] * len(calls)  # the calls' arguments are refused in the job's name
         parameters = {
             "queue": job.queue,
             "task_name": job.task_name,
-            "args": _encode_arguments([job] * len(calls), [args for args, _ in calls]),
-            "kwargs": _encode_arguments([job] * len(calls), [_as_dict(kwargs) for _, kwargs in calls]),
+            "args": new_jobs.encode_arguments_of_many(jobs, [args for args, _ in calls]),
+            "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(kwargs) for _, kwargs in calls]),
             "lock": job.lock,
             "scheduled_at": scheduled_at,
             "months": months,
@@ -438,8 +436,8 @@ def _defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
         "queues": json.dumps([job.queue for job in jobs]),
         "task_names": json.dumps([job.task_name for job in jobs]),
         # json encodes a tuple as an array; only a Mapping that is not a dict needs a copy.
-        "args": _encode_arguments(jobs, [job.args for job in jobs]),
-        "kwargs": _encode_arguments(jobs, [_as_dict(job.kwargs) for job in jobs]),
+        "args": new_jobs.encode_arguments_of_many(jobs, [job.args for job in jobs]),
+        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(job.kwargs) for job in jobs]),
         "locks": json.dumps([job.lock for job in jobs]),
         "scheduled_at": json.dumps([scheduled_at for scheduled_at, _, _ in schedules]),
         "months": json.dumps([months for _, months, _ in schedules]),
@@ -454,8 +452,8 @@ def _defer_one_parameters(job: NewJob) -> dict[str, Any]:
         "queue": job.queue,
         "task_name": job.task_name,
         # A call without arguments needs no encoding.
-        "args": _encode_one(job, job.args) if job.args else "[]",
-        "kwargs": _encode_one(job, _as_dict(job.kwargs)) if job.kwargs else "{}",
+        "args": new_jobs.encode_arguments(job, job.args) if job.args else "[]",
+        "kwargs": new_jobs.encode_arguments(job, new_jobs.as_dict(job.kwargs)) if job.kwargs else "{}",
         "lock": job.lock,
         "scheduled_at": scheduled_at,
         "months": months,
@@ -464,69 +462,17 @@ def _defer_one_parameters(job: NewJob) -> dict[str, Any]:
     }
 
 
-def _as_dict(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return kwargs if isinstance(kwargs, dict) else dict(kwargs)
-
-
-def _encode_arguments(jobs: Sequence[NewJob], values: list[Any]) -> str:
-    """The JSON array of every job's arguments, encoded at once; a value jsonb cannot store is
-    refused by _encode_one, which names its task."""
-    encoded = _encode_at_once(values)
-    if encoded is None or "\\u0000" in encoded:
-        for job, value in zip(jobs, values):
-            _encode_one(job, value)
-    assert encoded is not None, "a list that fails to encode has a member that fails"
-    return encoded
-
-
-def _encode_at_once(values: list[Any]) -> str | None:
-    try:
-        return _JSON.encode(values)
-    except (TypeError, ValueError):
-        return None
-
-
-def _encode_one(job: NewJob, value: Any) -> str:
-    try:
-        encoded = _JSON.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise UnserialisableArgumentError(
-            f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
-        ) from exc
-    # jsonb refuses NUL too; "\\u0000" in the text may also be an escaped backslash: look closer.
-    if "\\u0000" in encoded and _holds_nul(value):
-        raise UnserialisableArgumentError(
-            f"arguments of {job.task_name} contain a NUL character, which PostgreSQL cannot store; remove it"
-        )
-    return encoded
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_nul(item) for item in value)
-    return False
-
-
 def _schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
     """(scheduled_at as ISO 8601, months, seconds): an absolute time, or a delay that the
     database adds to its own clock, calendar months first."""
-    if job.scheduled_at is not None:
-        if job.scheduled_at.tzinfo is None or job.scheduled_at.utcoffset() is None:
-            raise ScheduleError(f"scheduled_at must be timezone-aware, got {job.scheduled_at} (naive)")
-        return job.scheduled_at.isoformat(), None, None
-    if job.schedule_in is None:
+    scheduled_at = new_jobs.aware_scheduled_at(job)
+    if scheduled_at is not None:
+        return scheduled_at.isoformat(), None, None
+    delay = new_jobs.delay_of(job)
+    if delay is None:
         return None, None, None
-    unknown = sorted(set(job.schedule_in) - set(SCHEDULE_IN_UNITS))
-    if unknown:
-        raise ScheduleError(f"schedule_in units must be among {', '.join(SCHEDULE_IN_UNITS)}, got {unknown}")
-    months = job.schedule_in.get("years", 0) * 12 + job.schedule_in.get("months", 0)
-    if months != int(months):
-        raise ScheduleError(f"schedule_in years and months must be whole numbers, got {dict(job.schedule_in)}")
-    return None, int(months), float(job.schedule_in.get("seconds", 0.0))
+    months, seconds = delay
+    return None, months, seconds
 
 
 def _monotonic_ms() -> float:

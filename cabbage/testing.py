@@ -25,24 +25,18 @@ import decimal
 import json
 import threading
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import pendulum
 
-from cabbage.exceptions import (
-    ConfigurationError,
-    JobNotFound,
-    JobStateError,
-    ScheduleError,
-    UnserialisableArgumentError,
-)
+from cabbage import new_jobs
+from cabbage.exceptions import ConfigurationError, JobNotFound, JobStateError
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.store import JobStore
 
 # The error type a reclaimed attempt records, as the PostgreSQL store writes it.
 WORKER_LOST_ERROR_TYPE = "WorkerLost"
 UNREGISTERED_REASON = "worker unregistered while holding the job"
-SCHEDULE_IN_UNITS = ("years", "months", "seconds")
 OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
 JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
@@ -495,30 +489,8 @@ def _new_row(job: NewJob, now: datetime.datetime) -> _StoredJob:
 
 
 def _encode_arguments(job: NewJob) -> tuple[str, str]:
-    """The JSON text PostgreSQL would store. Like jsonb, it refuses NaN, infinities and NUL."""
-    try:
-        args_json = json.dumps(list(job.args), allow_nan=False)
-        kwargs_json = json.dumps(dict(job.kwargs), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise UnserialisableArgumentError(
-            f"arguments of {job.task_name} are not JSON-serialisable ({exc}); pass JSON types"
-        ) from exc
-    if _contains_nul([job.args, job.kwargs]):
-        raise UnserialisableArgumentError(
-            f"arguments of {job.task_name} contain a NUL character (\\x00), which PostgreSQL's jsonb "
-            "cannot store; remove it or encode the value"
-        )
-    return args_json, kwargs_json
-
-
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(_contains_nul(item) for item in value)
-    return False
+    """The JSON text PostgreSQL would store, refused where jsonb would refuse it."""
+    return new_jobs.encode_arguments(job, list(job.args)), new_jobs.encode_arguments(job, dict(job.kwargs))
 
 
 def _decode_arguments(text: str) -> Any:
@@ -540,22 +512,13 @@ def _jsonb_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _scheduled_at(job: NewJob, now: datetime.datetime) -> datetime.datetime:
-    if job.scheduled_at is not None:
-        if job.scheduled_at.tzinfo is None or job.scheduled_at.utcoffset() is None:
-            raise ScheduleError(f"scheduled_at must be timezone-aware, got {job.scheduled_at} (naive)")
-        return job.scheduled_at.astimezone(datetime.timezone.utc)
-    if job.schedule_in is not None:
-        return _add_duration(now, job.schedule_in)
-    return now
-
-
-def _add_duration(now: datetime.datetime, schedule_in: Mapping[str, float]) -> datetime.datetime:
-    """Adds ``{"years": .., "months": .., "seconds": ..}`` with pendulum: months first, then seconds."""
-    unknown = sorted(set(schedule_in) - set(SCHEDULE_IN_UNITS))
-    if unknown:
-        raise ScheduleError(f"schedule_in units must be among {', '.join(SCHEDULE_IN_UNITS)}, got {unknown}")
-    months = schedule_in.get("years", 0) * 12 + schedule_in.get("months", 0)
-    if months != int(months):
-        raise ScheduleError(f"schedule_in years and months must be whole numbers, got {dict(schedule_in)}")
-    later = pendulum.instance(now).add(months=int(months)).add(seconds=float(schedule_in.get("seconds", 0.0)))
+    scheduled_at = new_jobs.aware_scheduled_at(job)
+    if scheduled_at is not None:
+        return scheduled_at.astimezone(datetime.timezone.utc)
+    delay = new_jobs.delay_of(job)
+    if delay is None:
+        return now
+    # As the database adds an interval: calendar months first, then seconds.
+    months, seconds = delay
+    later = pendulum.instance(now).add(months=months).add(seconds=seconds)
     return datetime.datetime.combine(later.date(), later.time(), tzinfo=datetime.timezone.utc)
