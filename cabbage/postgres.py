@@ -225,11 +225,16 @@ class PostgresJobStore(JobStore):
         with self._worker_cursor() as cursor:
             cursor.execute(self._worker_write(queries["claim_jobs"]), parameters)
             claimed = _jobs_from(cursor)
-        if claimed and self._listening and self._connection is not None:
-            # The worker claims again before it waits, so these wake-ups are not needed; drop
-            # them, or a busy worker's list of notifications grows without end.
-            del self._connection.notifies[:]
+        if claimed:
+            self._drop_notifications()
         return claimed
+
+    def _drop_notifications(self) -> None:
+        # After a claim that found jobs the worker claims again before it waits, so the
+        # wake-ups received so far are not needed: drop them, or a busy worker's list of
+        # notifications grows without end.
+        if self._listening and self._connection is not None:
+            del self._connection.notifies[:]
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:
         with self._cursor() as cursor:
@@ -244,6 +249,29 @@ class PostgresJobStore(JobStore):
     def finish_and_start(
         self, job_id: int, worker_id: int, attempt: int, outcome: Outcome, next_job_id: int | None
     ) -> tuple[bool, Job | None]:
+        finished, started = self._finish(job_id, worker_id, attempt, outcome, next_job_id=next_job_id)
+        return finished, started[0] if started else None
+
+    def finish_and_claim(
+        self, job_id: int, worker_id: int, attempt: int, outcome: Outcome, queues: Sequence[str] | None, limit: int
+    ) -> tuple[bool, list[Job]]:
+        finished, claimed = self._finish(job_id, worker_id, attempt, outcome, queues=queues, claim_limit=limit)
+        if claimed:
+            self._drop_notifications()
+        return finished, claimed
+
+    def _finish(
+        self,
+        job_id: int,
+        worker_id: int,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        next_job_id: int | None = None,
+        queues: Sequence[str] | None = None,
+        claim_limit: int = 0,
+    ) -> tuple[bool, list[Job]]:
+        """The finish statement: whether the attempt was finished, and the jobs it started or claimed."""
         if outcome.status not in OUTCOME_STATUSES:
             raise ValueError(f"an attempt ends succeeded, failed or todo (retry), got {outcome.status}")
         error = outcome.error
@@ -257,13 +285,20 @@ class PostgresJobStore(JobStore):
             "error": error.message if error else None,
             "traceback": error.traceback if error else None,
             "next_job_id": next_job_id,
+            "queues": None if queues is None else list(queues),
+            "claim_limit": max(claim_limit, 0),
         }
+        statement = queries["finish_and_claim"] if claim_limit > 0 else queries["finish_job"]
         with self._worker_cursor() as cursor:
-            cursor.execute(self._worker_write(queries["finish_job"]), parameters)
+            cursor.execute(self._worker_write(statement), parameters)
             columns = _column_names(cursor)
-            row = dict(zip(columns, cursor.fetchone()))
-        started = job_from_row(row) if row["id"] is not None else None
-        return bool(row["finished"]), started
+            rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return bool(rows[0]["finished"]), [job_from_row(row) for row in rows if row["id"] is not None]
+
+    def held_jobs(self, worker_id: int) -> list[Job]:
+        with self._cursor() as cursor:
+            cursor.execute(queries["held_jobs"], {"worker_id": worker_id})
+            return _jobs_from(cursor)
 
     def _worker_write(self, query: str) -> str:
         """``query``, preceded by ``commit_without_waiting`` when synchronous_commit is off: in

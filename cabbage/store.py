@@ -97,6 +97,21 @@ class JobStore(abc.ABC):
         started = self.start_job(next_job_id, worker_id) if next_job_id is not None else None
         return finished, started
 
+    def finish_and_claim(
+        self, job_id: int, worker_id: int, attempt: int, outcome: Outcome, queues: Sequence[str] | None, limit: int
+    ) -> tuple[bool, list[Job]]:
+        """``finish_job`` then, if the attempt was this worker's, ``claim_jobs(worker_id, queues,
+        limit)``: the next jobs, the first started, in the same round trip in a store that can.
+
+        Claimed after the finish, so the next job of the finished job's lock can be among them.
+        """
+        finished = self.finish_job(job_id, worker_id, attempt, outcome)
+        return finished, self.claim_jobs(worker_id, queues, limit) if finished and limit > 0 else []
+
+    @abc.abstractmethod
+    def held_jobs(self, worker_id: int) -> list[Job]:
+        """The jobs ``worker_id`` holds (``doing``: started or reserved), in claim order."""
+
     @abc.abstractmethod
     def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
         """Gives back jobs this worker reserved but did not start: ``todo`` again, no attempt used.

@@ -292,6 +292,17 @@ class InMemoryJobStore(JobStore):
         with self._condition:  # both steps at once, as PostgreSQL does in one round trip
             return super().finish_and_start(job_id, worker_id, attempt, outcome, next_job_id)
 
+    def finish_and_claim(
+        self, job_id: int, worker_id: int, attempt: int, outcome: Outcome, queues: Sequence[str] | None, limit: int
+    ) -> tuple[bool, list[Job]]:
+        with self._condition:  # both steps at once, as PostgreSQL does in one round trip
+            return super().finish_and_claim(job_id, worker_id, attempt, outcome, queues, limit)
+
+    def held_jobs(self, worker_id: int) -> list[Job]:
+        with self._condition:
+            held = [row for row in self._jobs.values() if row.status is Status.DOING and row.worker_id == worker_id]
+            return [row.to_job() for row in sorted(held, key=lambda row: (row.scheduled_at, row.id))]
+
     def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
         with self._condition:
             released = [

@@ -80,6 +80,7 @@ class Worker:
         self._jobs_left: int | None = None  # run(max_jobs=...)'s budget
         self._next_job: Job | None = None  # started by finish_and_start, runs next
         self._reserved: collections.deque[Job] = collections.deque()  # claimed, not started
+        self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
         self._current_job: Job | None = None
 
     # -- control -------------------------------------------------------------------------------
@@ -112,6 +113,7 @@ class Worker:
         >>> cabbage.Worker(task_manager).process_jobs()
         """
         count = 0
+        self._claim_found_nothing = False  # a previous loop's: not this one's
         with self._registration():
             while self._may_take_job() and self.process_next_job():
                 count += 1
@@ -120,6 +122,7 @@ class Worker:
     def run(self, max_jobs: int | None = None) -> None:
         """Runs jobs until ``stop()`` (or after ``max_jobs`` jobs), waiting when none is due."""
         self._jobs_left = max_jobs
+        self._claim_found_nothing = False  # a previous loop's: not this one's
         count = 0
         with self._registration():
             log.info("worker_started", worker_id=self.worker_id, queues=self.queues, batch_size=self.batch_size)
@@ -203,12 +206,18 @@ class Worker:
             started = self.store.start_job(self._reserved.popleft().id, self.worker_id)
             if started is not None:
                 return started
-        limit = self.batch_size if self._jobs_left is None else max(1, min(self.batch_size, self._jobs_left))
-        claimed = self.store.claim_jobs(self.worker_id, self.queues, limit=limit)
+        if self._claim_found_nothing:
+            self._claim_found_nothing = False
+            return None  # wait instead: a job deferred since then notifies
+        claimed = self.store.claim_jobs(self.worker_id, self.queues, limit=self._claim_limit())
         if not claimed:
             return None
         self._reserved.extend(claimed[1:])
         return claimed[0]
+
+    def _claim_limit(self) -> int:
+        """How many jobs the next claim may take: a batch, within run(max_jobs=...)'s budget."""
+        return self.batch_size if self._jobs_left is None else max(1, min(self.batch_size, self._jobs_left))
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -263,17 +272,40 @@ class Worker:
         return Outcome.retry(error, retry_in_s)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
-        """Records the outcome as this attempt's owner and, in a batch, starts the next job."""
+        """Records the outcome as this attempt's owner and, in the same round trip, starts the
+        next reserved job or claims the next jobs."""
         assert self.worker_id is not None
         if self._reserved and self._may_take_job():
             next_job_id = self._reserved.popleft().id
             is_finished, self._next_job = self.store.finish_and_start(
                 job.id, self.worker_id, job.attempts, outcome, next_job_id
             )
+        elif self._may_take_job():
+            is_finished = self._finish_and_claim(job, outcome)
         else:
             is_finished = self._finish_retrying_once(job, outcome)
         if not is_finished:
             log.warning("job_fence_lost", outcome=outcome.status.value)
+
+    def _finish_and_claim(self, job: Job, outcome: Outcome) -> bool:
+        """finish_and_claim; when the connection is lost during it, the outcome is recorded
+        once more (``_finish_retrying_once``) and the worker takes over what the claim may have
+        committed before the loss: jobs it holds are never left to a worker that forgot them."""
+        assert self.worker_id is not None
+        try:
+            is_finished, claimed = self.store.finish_and_claim(
+                job.id, self.worker_id, job.attempts, outcome, self.queues, self._claim_limit()
+            )
+            self._claim_found_nothing = is_finished and not claimed
+        except DatabaseUnavailable as exc:
+            log.warning("job_finish_retried", error_type=type(exc).__name__, error=str(exc))
+            is_finished = self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
+            claimed = [held for held in self.store.held_jobs(self.worker_id) if held.id != job.id]
+        # A claim starts its first job and reserves the rest.
+        started = [claimed_job for claimed_job in claimed if claimed_job.started_at is not None]
+        self._next_job = started[0] if started else None
+        self._reserved.extend(claimed_job for claimed_job in claimed if claimed_job.started_at is None)
+        return is_finished
 
     def _finish_retrying_once(self, job: Job, outcome: Outcome) -> bool:
         """finish_job, tried once more on a fresh connection when the first one was lost.

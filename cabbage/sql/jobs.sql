@@ -82,10 +82,15 @@ SELECT cabbage_defer_job_v1(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)
 -- cabbage_claim_jobs_v1 of migration 0004 keeps its plan on the claimable partial indexes
 -- (invariants 1, 3, 4, 6).
 --
--- cabbage_finish_job: how an attempt ended, fenced by its owner (invariant 5), and with a
--- next job id, the start of that reserved job in the same round trip: cabbage_finish_job_v1 of
--- migration 0004. Always one row: whether the attempt was finished, then the started job's
--- columns (NULL: none).
+-- cabbage_finish_job: how an attempt ended, fenced by its owner (invariant 5), and with a next
+-- job id $9, the start of that reserved job in the same round trip: cabbage_finish_job_v1 of
+-- migration 0004. One row: whether the attempt was finished, then the started job's columns
+-- (NULL: none).
+--
+-- cabbage_finish_and_claim: the same finish, then a claim of up to $10 jobs of queues $9 (NULL:
+-- all) in the same round trip: cabbage_finish_job_v2 of migration 0006. Rows: whether the
+-- attempt was finished, then the columns of each claimed job; one row of NULL columns when
+-- there is none. (v2 also starts a named next job, but through v1 directly that costs less.)
 --
 -- DEALLOCATE first: a PREPARE that failed half-way (a schema being migrated) may have left the
 -- first statement behind, and preparing it again would fail.
@@ -96,6 +101,10 @@ PREPARE cabbage_finish_job (bigint, bigint, integer, cabbage_job_status, double 
                             text, text, text, bigint) AS
     SELECT result.finished, (result.started).*
       FROM cabbage_finish_job_v1($1, $2, $3, $4, $5, $6, $7, $8, $9) AS result;
+PREPARE cabbage_finish_and_claim (bigint, bigint, integer, cabbage_job_status, double precision,
+                                  text, text, text, text[], integer) AS
+    SELECT result.finished, (result.job).*
+      FROM cabbage_finish_job_v2($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) AS result;
 
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs (prepare_worker_statements).
@@ -116,6 +125,19 @@ RETURNING *;
 -- (prepare_worker_statements).
 EXECUTE cabbage_finish_job(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s, %(retry_in_s)s,
                            %(error_type)s, %(error)s, %(traceback)s, %(next_job_id)s);
+
+-- name: finish_and_claim
+-- Records how an attempt ended and claims up to claim_limit jobs of queues
+-- (prepare_worker_statements).
+EXECUTE cabbage_finish_and_claim(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s, %(retry_in_s)s,
+                                 %(error_type)s, %(error)s, %(traceback)s, %(queues)s, %(claim_limit)s);
+
+-- name: held_jobs
+-- The jobs a worker holds (doing), in claim order: what a claim that committed while the
+-- connection broke left to the worker (started or reserved).
+SELECT * FROM cabbage_jobs
+ WHERE worker_id = %(worker_id)s AND status = 'doing'
+ ORDER BY scheduled_at, id;
 
 -- name: commit_without_waiting
 -- Sent before a worker's claim or finish when the store was made with synchronous_commit off:

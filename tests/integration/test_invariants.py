@@ -245,6 +245,7 @@ def test_finish_finds_the_job_by_its_primary_key(store: PostgresJobStore, sql: p
     parameters = {
         "job_id": running.id, "worker_id": worker_id, "attempt": running.attempts, "status": "succeeded",
         "retry_in_s": None, "error_type": None, "error": None, "traceback": None, "next_job_id": reserved.id,
+        "queues": None, "claim_limit": 0,
     }
     prepare_worker_statements(sql)
     plans = nested_plans(sql, queries["finish_job"], parameters)

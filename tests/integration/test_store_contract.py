@@ -413,6 +413,39 @@ def test_finish_and_start_finishes_one_and_starts_the_next(store: JobStore, work
     assert not store.get_job(third.id).is_started  # type: ignore[union-attr]
 
 
+def test_finish_and_claim_finishes_one_and_claims_the_next(store: JobStore, worker_id: int) -> None:
+    first_id, *later_ids = store.defer_jobs([new_job() for _ in range(4)] + [new_job(queue="other")])
+    (first,) = store.claim_jobs(worker_id, ["queue"], limit=1)
+    assert first.id == first_id
+    finished, claimed = store.finish_and_claim(first.id, worker_id, 1, Outcome.succeeded(), ["queue"], 2)
+    assert finished and store.get_job(first.id).status is Status.SUCCEEDED  # type: ignore[union-attr]
+    # As claim_jobs: in order, the first started, the rest reserved, only the queues asked for.
+    assert [job.id for job in claimed] == later_ids[:2]
+    assert [(job.status, job.attempts, job.is_started) for job in claimed] == [
+        (Status.DOING, 1, True), (Status.DOING, 0, False),
+    ]
+    assert store.held_jobs(worker_id) == claimed
+
+    finished, claimed = store.finish_and_claim(claimed[0].id, worker_id, 1, Outcome.succeeded(), ["queue"], 0)
+    assert finished and claimed == [], "a limit of 0 claims nothing"
+
+
+def test_finish_and_claim_takes_the_next_job_of_the_finished_lock(store: JobStore, worker_id: int) -> None:
+    head_id, next_id = store.defer_jobs([new_job(lock="alphabet"), new_job(lock="alphabet")])
+    (head,) = store.claim_jobs(worker_id, None, limit=5)  # the second waits behind the head
+    assert head.id == head_id
+    finished, claimed = store.finish_and_claim(head.id, worker_id, 1, Outcome.succeeded(), None, 5)
+    assert finished and [(job.id, job.attempts) for job in claimed] == [(next_id, 1)]
+
+
+def test_finish_and_claim_claims_nothing_for_a_lost_attempt(store: JobStore, worker_id: int) -> None:
+    store.defer_jobs([new_job(), new_job()])
+    (claimed,) = store.claim_jobs(worker_id, None, limit=1)
+    finished, more = store.finish_and_claim(claimed.id, worker_id, claimed.attempts + 1, Outcome.succeeded(), None, 5)
+    assert (finished, more) == (False, [])
+    assert [job.id for job in store.held_jobs(worker_id)] == [claimed.id]
+
+
 # -- fencing ------------------------------------------------------------------------------------
 
 

@@ -30,30 +30,46 @@ class RecordingStore(InMemoryJobStore):
         super().__init__()
         self.calls: list[tuple[str, Any]] = []
         self.rewrite_claimed: dict[str, Any] = {}
+        self._inside_compound_call = False
 
     def claim_jobs(self, worker_id: int, queues: Any, limit: int = 1) -> list[Job]:
-        self.calls.append(("claim_jobs", limit))
+        self._record("claim_jobs", limit)
         claimed = super().claim_jobs(worker_id, queues, limit)
         return [dataclasses.replace(job, **self.rewrite_claimed) for job in claimed]
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:
-        self.calls.append(("start_job", job_id))
+        self._record("start_job", job_id)
         return super().start_job(job_id, worker_id)
 
     def finish_job(self, job_id: int, worker_id: int, attempt: int, outcome: Any) -> bool:
-        self.calls.append(("finish_job", job_id))
+        self._record("finish_job", job_id)
         return super().finish_job(job_id, worker_id, attempt, outcome)
 
     def finish_and_start(self, job_id: int, worker_id: int, attempt: int, outcome: Any, next_job_id: int | None) -> Any:
-        self.calls.append(("finish_and_start", (job_id, next_job_id)))
-        with self._condition:  # the parent's calls must not be recorded twice
-            finished = InMemoryJobStore.finish_job(self, job_id, worker_id, attempt, outcome)
-            started = InMemoryJobStore.start_job(self, next_job_id, worker_id) if next_job_id is not None else None
-            return finished, started
+        with self._compound_call("finish_and_start", (job_id, next_job_id)):
+            return super().finish_and_start(job_id, worker_id, attempt, outcome, next_job_id)
+
+    def finish_and_claim(self, job_id: int, worker_id: int, attempt: int, outcome: Any, queues: Any, limit: int) -> Any:
+        with self._compound_call("finish_and_claim", (job_id, limit)):
+            return super().finish_and_claim(job_id, worker_id, attempt, outcome, queues, limit)
 
     def release_jobs(self, job_ids: Any, worker_id: int) -> int:
-        self.calls.append(("release_jobs", list(job_ids)))
+        self._record("release_jobs", list(job_ids))
         return super().release_jobs(job_ids, worker_id)
+
+    def _record(self, name: str, argument: Any) -> None:
+        if not self._inside_compound_call:
+            self.calls.append((name, argument))
+
+    @contextlib.contextmanager
+    def _compound_call(self, name: str, argument: Any) -> Iterator[None]:
+        """One round trip of the PostgreSQL store: its parts are not the worker's calls."""
+        self._record(name, argument)
+        self._inside_compound_call = True
+        try:
+            yield
+        finally:
+            self._inside_compound_call = False
 
     def called(self, name: str) -> list[Any]:
         return [argument for call, argument in self.calls if call == name]
@@ -454,9 +470,48 @@ def test_a_batch_claims_several_and_chains_finish_and_start(
     assert recorded == list("abcde")
     assert statuses(memory) == [Status.SUCCEEDED] * 5
     assert [job.attempts for job in memory.jobs] == [1] * 5
-    assert memory.called("claim_jobs") == [3, 3, 3]
+    # One claim, then each finish starts the next reserved job or claims the next batch.
+    assert memory.called("claim_jobs") == [3]
     assert memory.called("finish_and_start") == [(ids[0], ids[1]), (ids[1], ids[2]), (ids[3], ids[4])]
-    assert memory.called("finish_job") == [ids[2], ids[4]]
+    assert memory.called("finish_and_claim") == [(ids[2], 3), (ids[4], 3)]
+    assert memory.called("finish_job") == []
+
+
+def test_one_job_at_a_time_is_one_round_trip_per_job(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, memory: RecordingStore, recorded: list[Any]
+) -> None:
+    ids = [write_alphabet.defer(letter) for letter in "abc"]
+    assert cabbage.Worker(task_manager).process_jobs() == 3
+    assert recorded == list("abc")
+    # The last finish found nothing to claim: the loop ends without claiming once more.
+    assert [call for call, _ in memory.calls] == ["claim_jobs"] + ["finish_and_claim"] * 3
+    assert memory.called("finish_and_claim") == [(job_id, 1) for job_id in ids]
+
+
+def test_jobs_claimed_by_a_finish_cut_off_after_its_commit_are_run(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, memory: RecordingStore,
+    recorded: list[Any], events: list[dict[str, Any]],
+) -> None:
+    original_finish_and_claim = memory.finish_and_claim
+    failures = ["connection lost"]
+
+    def committed_then_cut_off(*args: Any) -> Any:
+        result = original_finish_and_claim(*args)
+        if failures:
+            raise DatabaseUnavailable(failures.pop())
+        return result
+
+    memory.finish_and_claim = committed_then_cut_off  # type: ignore[method-assign]
+    for letter in "abcd":
+        write_alphabet.defer(letter)
+    assert cabbage.Worker(task_manager, batch_size=2).process_jobs() == 4
+    # b's finish claimed c (started) and d (reserved), then lost its connection: the worker took
+    # both over rather than leave them held by a worker that forgot them.
+    assert memory.called("finish_and_claim")[0] == (memory.jobs[1].id, 2)
+    assert recorded == list("abcd")
+    assert statuses(memory) == [Status.SUCCEEDED] * 4
+    assert [job.attempts for job in memory.jobs] == [1, 1, 1, 1]
+    assert named(events, "job_finish_retried")
 
 
 def test_a_batch_skips_a_job_taken_back_before_it_started(
