@@ -34,11 +34,15 @@ from supervisor.systemd import SystemdNotifier
 
 log = structlog.get_logger()
 
-# The longest the loop sleeps with nothing due: a safety net, not a schedule.
-MAX_TICK_S = 1.0
+# The longest the loop sleeps with nothing due: a safety net, not a schedule. Every wake-up of
+# an idle master costs CPU (its pages are cold by then): it wakes for what is due (heartbeat
+# checks, deadlines, respawns, the watchdog, pruning), for signals and for dead children.
+MAX_TICK_S = 5.0
 MIN_WORKERS = 1
-# With --retention: how often a master looks for old finished jobs once none were left.
+# With --retention: how often a master looks for old finished jobs once none were left, and
+# how soon it takes the next batch while some are.
 PRUNE_INTERVAL_S = 60.0
+PRUNE_CATCH_UP_S = 1.0
 
 
 class Phase(enum.Enum):
@@ -127,6 +131,8 @@ class Master:
         due = [max(self.next_heartbeat_check, self.database.retry_at), self.respawn_not_before]
         if self.notifier.watchdog_interval_s:
             due.append(self.next_watchdog_at)
+        if self.config.retention_s is not None:
+            due.append(max(self.next_prune_at, self.database.retry_at))
         due += [child.stop_deadline for child in self.children.values() if child.stop_deadline and not child.kill_reason]
         upcoming = [moment for moment in due if moment > now]
         return min(MAX_TICK_S, min(upcoming, default=math.inf) - now)
@@ -335,7 +341,7 @@ class Master:
         assert self.config.retention_s is not None
         # One batch per turn of the loop, its own short transaction: reaping never waits long.
         if admin.prune_finished_jobs(None, self.config.retention_s, max_batches=1) >= admin.PRUNE_BATCH_SIZE:
-            self.next_prune_at = time.monotonic()  # a full batch: more remain, go on next turn
+            self.next_prune_at = time.monotonic() + PRUNE_CATCH_UP_S  # a full batch: more remain
 
     def queue_reclaim(self, child: Child, reason: str) -> None:
         self.pending_reclaims[child.pid] = PendingReclaim(child.pid, child.worker_id, reason)
