@@ -288,9 +288,10 @@ class Worker:
             log.warning("job_fence_lost", outcome=outcome.status.value)
 
     def _finish_and_claim(self, job: Job, outcome: Outcome) -> bool:
-        """finish_and_claim; when the connection is lost during it, the outcome is recorded
-        once more (``_finish_retrying_once``) and the worker takes over what the claim may have
-        committed before the loss: jobs it holds are never left to a worker that forgot them."""
+        """finish_and_claim. When the connection is lost during it, the outcome is recorded once
+        more on a fresh connection, as in ``_finish_retrying_once``, and the worker takes over
+        what the claim may have committed before the loss: the jobs it holds are never left to
+        a worker that forgot them."""
         assert self.worker_id is not None
         try:
             is_finished, claimed = self.store.finish_and_claim(
