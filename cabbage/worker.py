@@ -299,8 +299,7 @@ class Worker:
             )
             self._claim_found_nothing = is_finished and not claimed
         except DatabaseUnavailable as exc:
-            log.warning("job_finish_retried", error_type=type(exc).__name__, error=str(exc))
-            is_finished = self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
+            is_finished = self._finish_again(job, outcome, exc)
             claimed = [held for held in self.store.held_jobs(self.worker_id) if held.id != job.id]
         # A claim starts its first job and reserves the rest.
         started = [claimed_job for claimed_job in claimed if claimed_job.started_at is not None]
@@ -319,8 +318,13 @@ class Worker:
         try:
             return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
         except DatabaseUnavailable as exc:
-            log.warning("job_finish_retried", error_type=type(exc).__name__, error=str(exc))
-            return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
+            return self._finish_again(job, outcome, exc)
+
+    def _finish_again(self, job: Job, outcome: Outcome, lost: DatabaseUnavailable) -> bool:
+        """finish_job on a fresh connection after ``lost`` cut off the first try."""
+        assert self.worker_id is not None
+        log.warning("job_finish_retried", error_type=type(lost).__name__, error=str(lost))
+        return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
 
 
 def _decode_arguments(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
