@@ -1,8 +1,9 @@
 """Which PostgreSQL server the benchmarks use, and the fresh database each workload gets.
 
-In order: ``--dsn``, else ``CABBAGE_DSN``, else the local server at 127.0.0.1:5432 (user
-postgres) if it answers, else a private cluster from ``cabbage.devdb`` with durable=True
-(fsync and synchronous_commit on, as in the reference figures), destroyed at the end.
+In order: ``--dsn``, else the server the tests would use (``devdb.servers``: CABBAGE_DSN,
+libpq's PG* variables, the local server at 127.0.0.1:5432 if it answers), else a private
+``devdb`` cluster with durable=True (fsync and synchronous_commit on, as in the reference
+figures), destroyed at the end.
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ import psycopg2
 from psycopg2 import errors, sql
 from psycopg2.extensions import make_dsn
 
-from cabbage import devdb
-from cabbage.dsn import redact
+from devdb import servers
+from devdb.cluster import PrivateCluster
+from cabbage.dsn import describe
 from cabbage.schema import apply_schema
 
-LOCAL_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=2"
 # The settings that decide what a commit costs, reported with the figures.
 REPORTED_SETTINGS = ("server_version", "synchronous_commit", "fsync", "wal_sync_method", "shared_buffers")
 
@@ -29,19 +30,20 @@ REPORTED_SETTINGS = ("server_version", "synchronous_commit", "fsync", "wal_sync_
 class Server:
     """A PostgreSQL server on which the benchmarks create and drop their databases."""
 
-    def __init__(self, admin_dsn: str, description: str, cluster: devdb.PrivateCluster | None = None) -> None:
+    def __init__(self, admin_dsn: str, description: str, cluster: PrivateCluster | None = None) -> None:
         self.admin_dsn = admin_dsn
         self.description = description
         self.cluster = cluster
 
     @classmethod
     def resolve(cls, dsn: str | None, *, private: bool = False) -> Server:
-        dsn = dsn or os.environ.get("CABBAGE_DSN")
-        if dsn and not private:
-            return cls(dsn, f"the server of {redact(dsn)}")
-        if not private and devdb.can_connect(LOCAL_DSN):
-            return cls(LOCAL_DSN, "the local server at 127.0.0.1:5432")
-        cluster = devdb.PrivateCluster.create(durable=True)
+        if dsn is None and not private:
+            dsn = servers.resolve_dsn(probe_local=True)
+        if dsn == servers.LOCAL_DSN:
+            return cls(dsn, "the local server at 127.0.0.1:5432")
+        if dsn is not None and not private:
+            return cls(dsn, f"the server of {describe(dsn)}")
+        cluster = PrivateCluster.create(durable=True)
         cluster.start()
         return cls(cluster.dsn(), f"a private cluster in {cluster.base_dir} (durable)", cluster)
 

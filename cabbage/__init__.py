@@ -11,6 +11,9 @@
 Importing cabbage opens no connection and configures no logging.
 """
 
+# The release; the distribution on PyPI is cabbage-queue (pyproject.toml reads this line).
+__version__ = "0.2.0"
+
 from cabbage import store
 from cabbage.exceptions import (
     AppImportError,
@@ -33,6 +36,7 @@ from cabbage.tasks import Task
 from cabbage.worker import Worker
 
 __all__ = [
+    "__version__",
     "TaskManager",
     "Worker",
     "Task",

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import structlog
 
+import cabbage
 from cabbage import dsn as dsn_module
 from cabbage import logconfig
 from cabbage.exceptions import AppImportError, ConfigurationError, DatabaseUnavailable, SchemaError
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {cabbage.__version__} (cabbage-queue)")
     for option in OPTIONS:
         # Strings here: from_settings converts flags and variables alike, with the same messages.
         parser.add_argument(

@@ -2,7 +2,7 @@
 
 `pg_dsn` (session) is, in order: the configured DSN (CABBAGE_DSN or libpq's PG* variables); a
 throwaway database on the local server at 127.0.0.1:5432 if it answers (skip that probe with
-CABBAGE_TEST_NO_LOCAL_PG=1); else a private cluster (cabbage.devdb). `template_dsn` (session)
+CABBAGE_TEST_NO_LOCAL_PG=1); else a private cluster (the repository's devdb package). `template_dsn` (session)
 holds the schema, applied once; `db_dsn` (per test) is a fresh copy of it. Unit tests request
 none of them, so they never start PostgreSQL. No database is an error, never a skip.
 """
@@ -95,10 +95,11 @@ def _drop_at_exit(owner_pid: int, admin_dsn: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A DSN of the session's PostgreSQL, to a database the session may use freely."""
-    from cabbage import devdb
+    from devdb import servers
+    from devdb.cluster import PrivateCluster
 
-    dsn = devdb.resolve_dsn(for_tests=True)
-    if dsn == devdb.LOCAL_TEST_DSN:
+    dsn = servers.resolve_dsn(probe_local=True)
+    if dsn == servers.LOCAL_DSN:
         name = f"cabbage_test_{os.getpid()}_{secrets.token_hex(3)}"
         try:
             create_database(dsn, name)
@@ -111,7 +112,7 @@ def pg_dsn() -> Iterator[str]:
     if dsn is not None:
         yield dsn  # configured by the developer or CI: used as it is
         return
-    cluster = devdb.PrivateCluster.create(durable=False)  # also destroyed by atexit
+    cluster = PrivateCluster.create(durable=False)  # also destroyed by atexit
     try:
         cluster.start()
         yield cluster.dsn()

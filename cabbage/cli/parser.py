@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any, NoReturn
 
+import cabbage
 from cabbage.admin import MAX_JOB_ID, MAX_PAGE_SIZE, RETRYABLE_STATUSES
 from cabbage.cli.exit_codes import EXIT_USAGE
 from cabbage.durations import parse_duration
@@ -108,6 +109,7 @@ def build_parser() -> CommandParser:
         prog="cabbage",
         description="Operate cabbage: the schema, jobs, workers, statistics, health, the admin website.",
     )
+    parser.add_argument("--version", action="version", version=f"cabbage {cabbage.__version__} (cabbage-queue)")
     _add_common_options(parser, default=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     _add_schema_commands(commands)
@@ -116,7 +118,7 @@ def build_parser() -> CommandParser:
     _leaf(commands, "workers", "list the registered workers: host, pid, heartbeat age, current job", json=True)
     _leaf(commands, "stats", "jobs by queue and status, oldest waiting job, jobs per minute", json=True)
     _leaf(commands, "healthcheck", "exit 0 only if the database answers and its schema is current", json=True)
-    web = _leaf(commands, "web", "serve the admin website, REST API and /metrics (pip install cabbage[web])")
+    web = _leaf(commands, "web", "serve the admin website, REST API and /metrics (pip install 'cabbage-queue[web]')")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     web.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     return parser

@@ -5,7 +5,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from cabbage.devdb import PrivateCluster
+from devdb.cluster import PrivateCluster
 from cabbage.exceptions import DatabaseUnavailable
 from cabbage.jobs import Status
 from cabbage.schema import apply_schema

@@ -1,4 +1,4 @@
-"""cabbage.devdb against the real server binaries: a private cluster's life, stale and leaked
+"""devdb against the real server binaries: a private cluster's life, stale and leaked
 state, DSN resolution, and the test fixtures built on it (pg_dsn, template_dsn, db_dsn)."""
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from typing import Any, Iterator
 import psycopg2
 import pytest
 
-from cabbage import devdb
-from cabbage.devdb import PrivateCluster
+from devdb import processes, servers
+from devdb.cluster import SOCKET_PATH_MAX, sweep_leaked_clusters
+from devdb.errors import DevDbError
+from devdb.cluster import PrivateCluster
 from tests.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +129,7 @@ def test_long_base_dir_gets_a_short_socket_dir_and_destroy_removes_both() -> Non
         base = parent / ("long-" * 20)
         cluster = PrivateCluster.create(str(base), durable=False)
         assert cluster.socket_dir != cluster.data_dir
-        assert len(str(cluster.socket_dir / ".s.PGSQL.5432")) <= devdb.SOCKET_PATH_MAX
+        assert len(str(cluster.socket_dir / ".s.PGSQL.5432")) <= SOCKET_PATH_MAX
         cluster.start()
         assert query_one(cluster.dsn(), "SELECT 1") == 1
         cluster.destroy()
@@ -141,14 +143,14 @@ def test_long_base_dir_gets_a_short_socket_dir_and_destroy_removes_both() -> Non
 def test_a_base_dir_the_run_as_account_cannot_reach_is_named_in_the_error(tmp_path: Path) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    with pytest.raises(devdb.DevDbError, match="cannot write"):
+    with pytest.raises(DevDbError, match="cannot write"):
         PrivateCluster.create(str(private / "cluster"), durable=False)
 
 
 def test_a_cluster_whose_owner_died_is_swept() -> None:
     # os._exit skips atexit, as a SIGKILL would: the server outlives its owner.
     code = (
-        "import os; from cabbage.devdb import PrivateCluster\n"
+        "import os; from devdb.cluster import PrivateCluster\n"
         "cluster = PrivateCluster.create(durable=False); cluster.start()\n"
         "print(cluster.base_dir, flush=True); os._exit(0)"
     )
@@ -156,9 +158,9 @@ def test_a_cluster_whose_owner_died_is_swept() -> None:
     assert leaked.returncode == 0, leaked.stderr
     base = Path(leaked.stdout.strip())
     pid = int((base / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
-    devdb.sweep_leaked_clusters()
+    sweep_leaked_clusters()
     assert not base.exists()
-    wait_for(lambda: not devdb._process_runs(pid), 5, f"leaked postmaster {pid} to exit")
+    wait_for(lambda: not processes.process_runs(pid), 5, f"leaked postmaster {pid} to exit")
 
 
 # -- which server ------------------------------------------------------------------------------
@@ -166,7 +168,7 @@ def test_a_cluster_whose_owner_died_is_swept() -> None:
 
 @pytest.fixture
 def no_configuration(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("CABBAGE_DSN", "CABBAGE_TEST_NO_LOCAL_PG", *devdb.LIBPQ_ENV_VARS):
+    for name in ("CABBAGE_DSN", "CABBAGE_TEST_NO_LOCAL_PG", *servers.LIBPQ_ENV_VARS):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -175,49 +177,49 @@ def must_not_probe(dsn: str) -> bool:
     raise AssertionError(f"probed {dsn}")
 
 
-@pytest.mark.parametrize("for_tests", [True, False])
-def test_cabbage_dsn_comes_first(no_configuration: pytest.MonkeyPatch, for_tests: bool) -> None:
+@pytest.mark.parametrize("probe_local", [True, False])
+def test_cabbage_dsn_comes_first(no_configuration: pytest.MonkeyPatch, probe_local: bool) -> None:
     no_configuration.setenv("CABBAGE_DSN", "host=db dbname=app")
     no_configuration.setenv("PGHOST", "elsewhere")
-    assert devdb.resolve_dsn(for_tests=for_tests) == "host=db dbname=app"
+    assert servers.resolve_dsn(probe_local=probe_local) == "host=db dbname=app"
 
 
-@pytest.mark.parametrize("name", devdb.LIBPQ_ENV_VARS)
+@pytest.mark.parametrize("name", servers.LIBPQ_ENV_VARS)
 def test_any_libpq_variable_leaves_the_dsn_to_libpq(no_configuration: pytest.MonkeyPatch, name: str) -> None:
     no_configuration.setenv(name, "x")
-    no_configuration.setattr(devdb, "can_connect", must_not_probe)
-    assert devdb.resolve_dsn(for_tests=True) == ""
+    no_configuration.setattr(servers, "can_connect", must_not_probe)
+    assert servers.resolve_dsn(probe_local=True) == ""
 
 
 def test_an_empty_cabbage_dsn_counts_as_unset(no_configuration: pytest.MonkeyPatch) -> None:
     no_configuration.setenv("CABBAGE_DSN", "")
     no_configuration.setenv("PGUSER", "app")
-    assert devdb.resolve_dsn(for_tests=False) == ""
+    assert servers.resolve_dsn(probe_local=False) == ""
 
 
 def test_the_demo_never_probes_the_local_server(no_configuration: pytest.MonkeyPatch) -> None:
-    no_configuration.setattr(devdb, "can_connect", must_not_probe)
-    assert devdb.resolve_dsn(for_tests=False) is None
+    no_configuration.setattr(servers, "can_connect", must_not_probe)
+    assert servers.resolve_dsn(probe_local=False) is None
 
 
 def test_no_local_pg_skips_the_probe(no_configuration: pytest.MonkeyPatch) -> None:
     no_configuration.setenv("CABBAGE_TEST_NO_LOCAL_PG", "1")
-    no_configuration.setattr(devdb, "can_connect", must_not_probe)
-    assert devdb.resolve_dsn(for_tests=True) is None
+    no_configuration.setattr(servers, "can_connect", must_not_probe)
+    assert servers.resolve_dsn(probe_local=True) is None
 
 
 def test_tests_use_a_local_server_that_answers(
     no_configuration: pytest.MonkeyPatch, running: PrivateCluster
 ) -> None:
-    no_configuration.setattr(devdb, "LOCAL_TEST_DSN", running.dsn())
-    assert devdb.resolve_dsn(for_tests=True) == running.dsn()
+    no_configuration.setattr(servers, "LOCAL_DSN", running.dsn())
+    assert servers.resolve_dsn(probe_local=True) == running.dsn()
 
 
 def test_a_local_server_that_refuses_us_means_a_private_cluster(
     no_configuration: pytest.MonkeyPatch, running: PrivateCluster
 ) -> None:
-    no_configuration.setattr(devdb, "LOCAL_TEST_DSN", running.dsn().replace("user=postgres", "user=ghost"))
-    assert devdb.resolve_dsn(for_tests=True) is None
+    no_configuration.setattr(servers, "LOCAL_DSN", running.dsn().replace("user=postgres", "user=ghost"))
+    assert servers.resolve_dsn(probe_local=True) is None
 
 
 # -- the fixtures of tests/conftest.py ---------------------------------------------------------

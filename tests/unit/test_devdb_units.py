@@ -1,4 +1,4 @@
-"""The pure parts of cabbage.devdb: socket folder choice, binary discovery order, run-as choice,
+"""The pure parts of devdb: socket folder choice, binary discovery order, run-as choice,
 leaked-folder detection, DSN quoting. No PostgreSQL is started here."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from psycopg2.extensions import parse_dsn
 
-from cabbage import devdb
-from cabbage.devdb import PrivateCluster
+from devdb import binaries, cluster
+from devdb.errors import DevDbError
+from devdb.cluster import PrivateCluster
 
 
 # -- socket folder -----------------------------------------------------------------------------
@@ -19,32 +20,32 @@ from cabbage.devdb import PrivateCluster
 
 def test_a_short_data_dir_holds_its_own_socket() -> None:
     data_dir = Path("/tmp/cabbage-pg-abc/data")
-    assert devdb.choose_socket_dir(data_dir, uid=101) == data_dir
+    assert cluster.choose_socket_dir(data_dir, uid=101) == data_dir
 
 
 def test_the_socket_path_limit_is_107_bytes() -> None:
     suffix = "/.s.PGSQL.5432"
-    fits = Path("/" + "d" * (devdb.SOCKET_PATH_MAX - len(suffix) - 1))
-    assert len(str(fits) + suffix) == devdb.SOCKET_PATH_MAX
-    assert devdb.choose_socket_dir(fits, uid=0) == fits
+    fits = Path("/" + "d" * (cluster.SOCKET_PATH_MAX - len(suffix) - 1))
+    assert len(str(fits) + suffix) == cluster.SOCKET_PATH_MAX
+    assert cluster.choose_socket_dir(fits, uid=0) == fits
     too_long = Path(str(fits) + "d")
-    assert devdb.choose_socket_dir(too_long, uid=0) != too_long
+    assert cluster.choose_socket_dir(too_long, uid=0) != too_long
 
 
 def test_a_long_data_dir_gets_a_short_folder_per_uid_and_data_dir() -> None:
     long_dir = Path("/home/someone") / ("deep-" * 30) / "data"
-    chosen = devdb.choose_socket_dir(long_dir, uid=1000)
+    chosen = cluster.choose_socket_dir(long_dir, uid=1000)
     assert chosen.parent == Path("/tmp")
     assert chosen.name.startswith("cabbage-1000-") and len(chosen.name) == len("cabbage-1000-") + 8
-    assert devdb.choose_socket_dir(long_dir, uid=1000) == chosen
-    assert devdb.choose_socket_dir(long_dir.parent / "other", uid=1000) != chosen
-    assert len(str(chosen / ".s.PGSQL.5432")) <= devdb.SOCKET_PATH_MAX
+    assert cluster.choose_socket_dir(long_dir, uid=1000) == chosen
+    assert cluster.choose_socket_dir(long_dir.parent / "other", uid=1000) != chosen
+    assert len(str(chosen / ".s.PGSQL.5432")) <= cluster.SOCKET_PATH_MAX
 
 
 # -- binaries ----------------------------------------------------------------------------------
 
 
-def make_bindir(path: Path, names: tuple[str, ...] = devdb.REQUIRED_BINARIES) -> Path:
+def make_bindir(path: Path, names: tuple[str, ...] = binaries.REQUIRED_BINARIES) -> Path:
     path.mkdir(parents=True)
     for name in names:
         (path / name).write_text("#!/bin/sh\n")
@@ -78,7 +79,7 @@ def machine(tmp_path: Path) -> Machine:
 
 
 def sources(machine: Machine) -> list[tuple[str, Path]]:
-    found = devdb.candidate_bindirs(
+    found = binaries.candidate_bindirs(
         machine.environ, system_globs=machine.system_globs, homebrew_globs=machine.homebrew_globs
     )
     # Whatever the test machine has installed is not part of the fake one.
@@ -110,13 +111,13 @@ def test_the_first_usable_folder_wins(tmp_path: Path, machine: Machine) -> None:
     make_bindir(tmp_path / "usr/lib/postgresql/16/bin", ("initdb", "pg_ctl"))  # no postgres
     complete = make_bindir(tmp_path / "usr/lib/postgresql/15/bin")
     make_bindir(tmp_path / "opt/postgresql@17/bin")
-    assert devdb.find_bindir(sources(machine)) == complete
+    assert binaries.find_bindir(sources(machine)) == complete
 
 
 def test_no_binaries_is_an_error_naming_what_was_checked_and_the_remedies(tmp_path: Path, machine: Machine) -> None:
     make_bindir(tmp_path / "usr/lib/postgresql/15/bin", ("initdb",))
-    with pytest.raises(devdb.DevDbError) as raised:
-        devdb.find_bindir(sources(machine))
+    with pytest.raises(DevDbError) as raised:
+        binaries.find_bindir(sources(machine))
     message = str(raised.value)
     assert str(tmp_path / "usr/lib/postgresql/15/bin") in message
     assert "CABBAGE_DSN" in message and "CABBAGE_PG_BINDIR" in message and "apt-get install" in message
@@ -126,18 +127,18 @@ def test_no_binaries_is_an_error_naming_what_was_checked_and_the_remedies(tmp_pa
 
 
 def test_a_non_root_user_runs_the_server_itself() -> None:
-    assert devdb.choose_run_as(1000, {"CABBAGE_PG_RUN_AS": "pg"}, lambda name: True) is None
+    assert binaries.choose_run_as(1000, {"CABBAGE_PG_RUN_AS": "pg"}, lambda name: True) is None
 
 
 def test_root_runs_it_as_the_override_then_postgres_then_nobody() -> None:
-    assert devdb.choose_run_as(0, {"CABBAGE_PG_RUN_AS": "builder"}, lambda name: True) == "builder"
-    assert devdb.choose_run_as(0, {}, lambda name: name == "postgres") == "postgres"
-    assert devdb.choose_run_as(0, {}, lambda name: False) == "nobody"
+    assert binaries.choose_run_as(0, {"CABBAGE_PG_RUN_AS": "builder"}, lambda name: True) == "builder"
+    assert binaries.choose_run_as(0, {}, lambda name: name == "postgres") == "postgres"
+    assert binaries.choose_run_as(0, {}, lambda name: False) == "nobody"
 
 
 def test_an_unknown_run_as_account_is_an_error_naming_it() -> None:
-    with pytest.raises(devdb.DevDbError, match="no-such-account"):
-        devdb.Account.lookup("no-such-account")
+    with pytest.raises(DevDbError, match="no-such-account"):
+        binaries.Account.lookup("no-such-account")
 
 
 # -- leaked folders ----------------------------------------------------------------------------
@@ -159,13 +160,13 @@ def test_only_folders_of_dead_owners_are_swept(tmp_path: Path) -> None:
     (dead / "owner.pid").write_text(f"{dead_pid()}\n")
     (alive / "owner.pid").write_text(f"{os.getpid()}\n")
     (unrelated / "owner.pid").write_text(f"{dead_pid()}\n")
-    devdb.sweep_leaked_clusters(tmp_path, min_age_s=60)
+    cluster.sweep_leaked_clusters(tmp_path, min_age_s=60)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cabbage-pg-alive", "cabbage-pg-new", "something-else"]
 
 
 def test_a_folder_without_owner_is_swept_once_old(tmp_path: Path) -> None:
     (tmp_path / "cabbage-pg-orphan").mkdir()
-    devdb.sweep_leaked_clusters(tmp_path, min_age_s=-1)  # any age counts as old
+    cluster.sweep_leaked_clusters(tmp_path, min_age_s=-1)  # any age counts as old
     assert list(tmp_path.iterdir()) == []
 
 
