@@ -20,7 +20,7 @@ import os
 import select
 import time
 import weakref
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -383,6 +383,18 @@ class PostgresJobStore(JobStore):
         with self._cursor() as cursor:
             cursor.execute(queries["reclaim_workers"], parameters)
             return _reclaimed_from(cursor)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def prune_finished_jobs(self, older_than_s: float, statuses: Collection[Status], batch_size: int) -> int:
+        parameters = {
+            "older_than_s": older_than_s,
+            "statuses": sorted(status.value for status in statuses),
+            "batch_size": batch_size,
+        }
+        with self._cursor() as cursor:
+            cursor.execute(queries["prune_finished_jobs"], parameters)
+            return cursor.rowcount
 
     # -- inspection ------------------------------------------------------------------------------
 

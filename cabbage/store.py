@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
@@ -164,6 +164,15 @@ class JobStore(abc.ABC):
     def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
         """``reclaim_jobs_of`` every worker whose last heartbeat is older than the timeout, and
         every ``doing`` job whose worker has no row any more."""
+
+    # -- retention ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def prune_finished_jobs(self, older_than_s: float, statuses: Collection[Status], batch_size: int) -> int:
+        """Deletes one batch of at most ``batch_size`` jobs whose status is among ``statuses``
+        (finished ones) and that finished more than ``older_than_s`` ago on the store's clock;
+        returns how many. Jobs another session holds are skipped, never waited for, so workers
+        keep claiming meanwhile. ``cabbage.retention.prune_in_batches`` loops over batches."""
 
     # -- inspection -----------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ fencing, workers and reclaim), so code tested against it runs the same way in pr
     cabbage.Worker(task_manager).process_jobs()   # runs every job due now, then returns
 
 Read it to understand the semantics: each rule of the schema's triggers is a method here.
-Its clock is ``time.time()`` in UTC (PostgreSQL uses the database clock). One condition
+Its clock is ``time.time()`` in UTC (PostgreSQL uses the database clock), or a ``ManualClock``
+that tests move forward instead of sleeping. One condition
 variable guards everything, so worker threads may share one store (``open_sibling`` returns it).
 Arguments are kept as JSON text and come back as jsonb returns them (tuples as lists, object
 keys in jsonb's order, 1e20 as an int); what jsonb refuses (NaN, NUL) is refused at defer.
@@ -25,7 +26,7 @@ import decimal
 import json
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import pendulum
 
@@ -41,8 +42,27 @@ OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
 JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
 
-def _now() -> datetime.datetime:
+def system_clock() -> datetime.datetime:
+    """Now, in UTC: the in-memory store's default clock."""
     return datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
+
+
+class ManualClock:
+    """A clock that moves only when told, for tests that let time pass without sleeping.
+
+    >>> clock = ManualClock()
+    >>> store = InMemoryJobStore(clock=clock)
+    >>> clock.advance(30)        # heartbeats are 30 s older, a job due in 30 s is due now
+    """
+
+    def __init__(self, start: datetime.datetime | None = None) -> None:
+        self.now = system_clock() if start is None else start
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += datetime.timedelta(seconds=seconds)
 
 
 @dataclasses.dataclass
@@ -113,7 +133,8 @@ class InMemoryJobStore(JobStore):
     It cannot join a database transaction: ``connection`` must be None.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime.datetime] = system_clock) -> None:
+        self._clock = clock
         self._condition = threading.Condition()
         self.reset()
 
@@ -147,7 +168,7 @@ class InMemoryJobStore(JobStore):
         """
         with self._condition:
             rows = self._rows_to_change("retry", job_ids, frozenset({Status.FAILED, Status.CANCELLED}))
-            now = _now()
+            now = self._clock()
             for row in rows:
                 row.scheduled_at, row.worker_id, row.started_at, row.finished_at = now, None, None, None
                 self._set_status(row, Status.TODO)
@@ -158,7 +179,7 @@ class InMemoryJobStore(JobStore):
         """Cancels waiting (``todo``) jobs; a cancelled head frees its line. All or nothing."""
         with self._condition:
             rows = self._rows_to_change("cancel", job_ids, frozenset({Status.TODO}))
-            now = _now()
+            now = self._clock()
             for row in rows:
                 row.finished_at = now
                 self._set_status(row, Status.CANCELLED)
@@ -190,7 +211,7 @@ class InMemoryJobStore(JobStore):
                 "defer without connection=, or use cabbage.postgres.PostgresJobStore"
             )
         with self._condition:
-            now = _now()
+            now = self._clock()
             # Every row is built first, so that one job the store cannot keep inserts none.
             rows = [_new_row(job, now) for job in jobs]
             for row in rows:
@@ -242,7 +263,7 @@ class InMemoryJobStore(JobStore):
 
     def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:
         with self._condition:
-            now = _now()
+            now = self._clock()
             due = sorted(
                 (row for row in self._jobs.values() if row.is_claimable(queues, now)),
                 key=lambda row: (row.scheduled_at, row.id),
@@ -264,7 +285,7 @@ class InMemoryJobStore(JobStore):
             row = self._jobs.get(job_id)
             if row is None or not row.is_reserved_by(worker_id):
                 return None
-            self._start(row, _now())
+            self._start(row, self._clock())
             return row.to_job()
 
     def finish_job(self, job_id: int, worker_id: int, attempt: int, outcome: Outcome) -> bool:
@@ -275,7 +296,7 @@ class InMemoryJobStore(JobStore):
             # The fence of invariant 5: only the worker running this very attempt may finish it.
             if row is None or not row.is_started_by(worker_id) or row.attempts != attempt:
                 return False
-            now = _now()
+            now = self._clock()
             if outcome.error is not None:
                 row.last_error = outcome.error
             if outcome.status is Status.TODO:
@@ -329,7 +350,7 @@ class InMemoryJobStore(JobStore):
                 # PostgreSQL keeps the notifications that arrived before the wait; a job
                 # already due stands in for them here, so no wake-up is ever lost.
                 return self._count_wakeups(queues) != wakeups_before or any(
-                    row.is_claimable(queues, _now()) for row in self._jobs.values()
+                    row.is_claimable(queues, self._clock()) for row in self._jobs.values()
                 )
 
             def is_interrupted() -> bool:
@@ -362,7 +383,7 @@ class InMemoryJobStore(JobStore):
 
     def register_worker(self, hostname: str, pid: int, queues: Sequence[str] | None) -> int:
         with self._condition:
-            now = _now()
+            now = self._clock()
             self._last_worker_id += 1
             self._workers[self._last_worker_id] = _StoredWorker(
                 worker_id=self._last_worker_id,
@@ -379,7 +400,7 @@ class InMemoryJobStore(JobStore):
             worker = self._workers.get(worker_id)
             if worker is None:
                 return False
-            worker.last_heartbeat_at = _now()
+            worker.last_heartbeat_at = self._clock()
             return True
 
     def unregister_worker(self, worker_id: int) -> None:
@@ -389,7 +410,7 @@ class InMemoryJobStore(JobStore):
 
     def list_workers(self) -> list[WorkerInfo]:
         with self._condition:
-            now = _now()
+            now = self._clock()
             return [self._describe_worker(worker, now) for worker in sorted(self._workers.values(), key=_by_id)]
 
     def _describe_worker(self, worker: _StoredWorker, now: datetime.datetime) -> WorkerInfo:
@@ -425,11 +446,11 @@ class InMemoryJobStore(JobStore):
             row.last_error = JobError(WORKER_LOST_ERROR_TYPE, f"worker lost: {reason}")
             row.worker_id = None
             if row.may_retry():
-                row.scheduled_at = _now()
+                row.scheduled_at = self._clock()
                 self._set_status(row, Status.TODO)
                 self._wake_queues([row.queue])
             else:
-                row.finished_at = _now()
+                row.finished_at = self._clock()
                 self._set_status(row, Status.FAILED)
         return ReclaimedJob(
             job_id=row.id,
@@ -444,12 +465,26 @@ class InMemoryJobStore(JobStore):
 
     def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
         with self._condition:
-            oldest_alive = _now() - datetime.timedelta(seconds=heartbeat_timeout_s)
+            oldest_alive = self._clock() - datetime.timedelta(seconds=heartbeat_timeout_s)
             stale = [worker.worker_id for worker in self._workers.values() if worker.last_heartbeat_at < oldest_alive]
             # A doing job whose worker has no row any more is lost too.
             orphaned = {row.worker_id for row in self._jobs.values() if row.status is Status.DOING} - set(self._workers)
             lost = stale + [worker_id for worker_id in orphaned if worker_id is not None]
             return self.reclaim_jobs_of(lost, f"no heartbeat for {heartbeat_timeout_s:g} s") if lost else []
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def prune_finished_jobs(self, older_than_s: float, statuses: Collection[Status], batch_size: int) -> int:
+        with self._condition:
+            cutoff = self._clock() - datetime.timedelta(seconds=older_than_s)
+            old = [
+                row.id
+                for row in self._jobs.values()
+                if row.status in statuses and row.finished_at is not None and row.finished_at < cutoff
+            ][:batch_size]
+            for job_id in old:
+                del self._jobs[job_id]  # a finished job heads no line: nothing to promote
+            return len(old)
 
     # -- inspection ------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import structlog
 
-from cabbage import admin
+from cabbage import retention
 from cabbage.exceptions import AppImportError, DatabaseUnavailable
 from cabbage.jobs import ReclaimedJob, Status
 from cabbage.store import JobStore
@@ -340,7 +340,7 @@ class Master:
     def _prune_now(self) -> None:
         assert self.config.retention_s is not None
         # One batch per turn of the loop, its own short transaction: reaping never waits long.
-        if admin.prune_finished_jobs(None, self.config.retention_s, max_batches=1) >= admin.PRUNE_BATCH_SIZE:
+        if retention.prune_in_batches(self.store, self.config.retention_s, max_batches=1) >= retention.PRUNE_BATCH_SIZE:
             self.next_prune_at = time.monotonic() + PRUNE_CATCH_UP_S  # a full batch: more remain
 
     def queue_reclaim(self, child: Child, reason: str) -> None:

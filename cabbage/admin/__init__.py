@@ -8,12 +8,10 @@ it, so they agree.
     page = admin.list_jobs(JobFilter(status=Status.FAILED), limit=20)
     admin.retry_jobs([job.id for job in page.jobs])     # all or nothing
 
-Retention: ``prune_finished_jobs(dsn, older_than_s=7 * 86400)`` deletes finished jobs in
-bounded batches, each its own short transaction that skips rows others hold, so workers keep
-claiming while it runs.
+Retention is a store operation: ``cabbage.retention.prune_in_batches(store, older_than_s)``.
 """
 
-from cabbage.admin.operations import PRUNE_BATCH_SIZE, RETRYABLE_STATUSES, Admin, prune_finished_jobs
+from cabbage.admin.operations import RETRYABLE_STATUSES, Admin
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
     MAX_JOB_ID,
@@ -33,8 +31,6 @@ from cabbage.admin.records import (
 
 __all__ = [
     "Admin",
-    "prune_finished_jobs",
-    "PRUNE_BATCH_SIZE",
     "RETRYABLE_STATUSES",
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",

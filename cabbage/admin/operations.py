@@ -1,4 +1,4 @@
-"""Admin: the operators' queries over one connection, and retention (prune_finished_jobs).
+"""Admin: the operators' queries over one connection.
 
 Runs the named queries of ``sql/admin.sql``. Multi-job changes lock every named job, check them
 all, and change them in one transaction, or change none.
@@ -42,7 +42,6 @@ from cabbage.sql import queries
 
 log = structlog.get_logger()
 
-PRUNE_BATCH_SIZE = 10_000
 RATE_WINDOW_S = 300.0  # jobs per minute are averaged over the last five minutes
 RETRYABLE_STATUSES = frozenset({Status.FAILED, Status.CANCELLED})
 PAST_PARTICIPLES = {"retry": "retried", "cancel": "cancelled"}
@@ -155,46 +154,6 @@ class Admin:
         log.info("jobs_retried", job_ids=changed, status=status.value, task_name=task_name)
         return changed
 
-    def prune_finished_jobs(
-        self,
-        older_than_s: float,
-        statuses: Collection[Status] = FINISHED_STATUSES,
-        batch_size: int = PRUNE_BATCH_SIZE,
-        should_stop: Callable[[], bool] = lambda: False,
-        max_batches: int | None = None,
-    ) -> int:
-        """Deletes jobs finished more than ``older_than_s`` ago; returns how many.
-
-        One bounded batch per transaction, rows held by others skipped, so workers keep
-        claiming meanwhile. It stops when a batch comes back short (nothing left), when
-        ``should_stop()`` says so (asked before each batch), or after ``max_batches``.
-        """
-        check_prune_arguments(older_than_s, statuses, batch_size)
-        params = {
-            "older_than_s": older_than_s,
-            "statuses": sorted(status.value for status in statuses),
-            "batch_size": batch_size,
-        }
-        started = time.monotonic()
-        deleted = batches = 0
-        while not should_stop() and (max_batches is None or batches < max_batches):
-            with self._transaction() as cursor:
-                cursor.execute(queries["admin_prune_finished_jobs"], params)
-                batch_deleted = cursor.rowcount
-            deleted += batch_deleted
-            batches += 1
-            if batch_deleted < batch_size:
-                break
-        log.info(
-            "jobs_pruned",
-            deleted=deleted,
-            batches=batches,
-            older_than_s=older_than_s,
-            statuses=params["statuses"],
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        return deleted
-
     # -- counts and lines -----------------------------------------------------------------------
 
     def count_jobs(self) -> list[QueueCount]:
@@ -255,38 +214,3 @@ def error_from_driver(exc: Exception, dsn: str) -> StoreError:
     if getattr(exc, "pgcode", None) in (UNDEFINED_TABLE, UNDEFINED_OBJECT):
         return SchemaError(f"the cabbage schema is missing from {dsn_module.describe(dsn)} ({reason}): run 'cabbage schema apply'")
     return StoreError(f"the database refused an admin query: {reason}")
-
-
-def check_prune_arguments(older_than_s: float, statuses: Collection[Status], batch_size: int) -> None:
-    if older_than_s < 0:
-        raise ConfigurationError(f"older_than_s must be >= 0, got {older_than_s}")
-    unfinished = sorted(status.value for status in statuses if status not in FINISHED_STATUSES)
-    if not statuses or unfinished:
-        raise ConfigurationError(f"only finished jobs (succeeded, failed, cancelled) can be pruned, got {unfinished or 'none'}")
-    if batch_size < 1:
-        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
-
-
-
-def prune_finished_jobs(
-    dsn: str | None,
-    older_than_s: float,
-    statuses: Collection[Status] = FINISHED_STATUSES,
-    batch_size: int = PRUNE_BATCH_SIZE,
-    should_stop: Callable[[], bool] = lambda: False,
-    max_batches: int | None = None,
-) -> int:
-    """Retention: deletes jobs finished more than ``older_than_s`` ago, in bounded batches.
-
-    ``dsn`` None means ``$CABBAGE_DSN``, else libpq's PG* variables. Opens its own connection
-    and closes it before returning, so no connection outlives the call (a supervisor may fork
-    right after). ``max_batches=1`` does one batch of work per call, for a loop that must stay
-    responsive: it returns ``batch_size`` while more may remain. Returns how many it deleted.
-
-    >>> prune_finished_jobs(dsn, older_than_s=parse_duration("7d"))
-    """
-    admin = Admin.connect(dsn_module.resolve_dsn(dsn))
-    try:
-        return admin.prune_finished_jobs(older_than_s, statuses, batch_size, should_stop, max_batches)
-    finally:
-        admin.close()

@@ -141,9 +141,16 @@ def jobs_cancel(arguments: argparse.Namespace, admin: Admin, output: Output) -> 
     return EXIT_OK
 
 
-def jobs_prune(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+def jobs_prune(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    from cabbage.postgres import PostgresJobStore
+    from cabbage.retention import prune_in_batches
+
     statuses = sorted({Status(status) for status in arguments.statuses or FINISHED_STATUSES})
-    deleted = admin.prune_finished_jobs(arguments.older_than, statuses, arguments.batch_size)
+    store = PostgresJobStore(dsn)
+    try:
+        deleted = prune_in_batches(store, arguments.older_than, statuses, arguments.batch_size)
+    finally:
+        store.close()
     age = format_duration(arguments.older_than)
     names = ", ".join(status.value for status in statuses)
     output.result({"deleted": deleted}, f"pruned {deleted} job(s) finished ({names}) more than {age} ago")
@@ -222,7 +229,6 @@ ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin, Output], int]] = 
     "jobs_show": jobs_show,
     "jobs_retry": jobs_retry,
     "jobs_cancel": jobs_cancel,
-    "jobs_prune": jobs_prune,
     "stats": stats,
     "workers": workers,
 }
@@ -230,6 +236,7 @@ DSN_COMMANDS: dict[str, Callable[[argparse.Namespace, str, Output], int]] = {
     "schema_apply": schema_apply,
     "schema_check": schema_check,
     "defer": defer,
+    "jobs_prune": jobs_prune,
     "healthcheck": healthcheck,
     "web": web,
 }

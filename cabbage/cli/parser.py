@@ -16,6 +16,7 @@ import cabbage
 from cabbage.admin import MAX_JOB_ID, MAX_PAGE_SIZE, RETRYABLE_STATUSES
 from cabbage.cli.exit_codes import EXIT_USAGE
 from cabbage.durations import parse_duration
+from cabbage.retention import PRUNE_BATCH_SIZE
 from cabbage.jobs import FINISHED_STATUSES, Status
 
 DEFAULT_QUEUE = "default"  # the column default of cabbage_jobs.queue
@@ -217,7 +218,9 @@ def _add_jobs_commands(commands: Any) -> None:
         choices=sorted(status.value for status in FINISHED_STATUSES),
         help="only jobs with this status (repeatable; default: succeeded, failed and cancelled)",
     )
-    prune.add_argument("--batch-size", type=int, default=10_000, help="rows deleted per statement (default 10000)")
+    prune.add_argument(
+        "--batch-size", type=int, default=PRUNE_BATCH_SIZE, help=f"rows deleted per statement (default {PRUNE_BATCH_SIZE})"
+    )
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

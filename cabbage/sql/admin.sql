@@ -50,17 +50,6 @@ UPDATE cabbage_jobs
    AND status = 'todo'
 RETURNING id;
 
--- name: admin_prune_finished_jobs
--- Deletes one bounded batch of jobs finished before the cutoff, found through the
--- cabbage_jobs_finished index; SKIP LOCKED: it never waits on a row someone else holds.
-DELETE FROM cabbage_jobs
- WHERE id IN (SELECT id
-                FROM cabbage_jobs
-               WHERE finished_at < now() - make_interval(secs => %(older_than_s)s)
-                 AND status = ANY(%(statuses)s::cabbage_job_status[])
-               LIMIT %(batch_size)s
-                 FOR UPDATE SKIP LOCKED);
-
 -- name: admin_count_jobs_by_queue_and_status
 -- How many jobs each queue holds in each status (overview, stats, /metrics).
 SELECT queue, status, count(*) AS jobs

@@ -160,6 +160,17 @@ WITH released AS (
 )
 SELECT (SELECT count(*) FROM released) AS released FROM notified;
 
+-- name: prune_finished_jobs
+-- Retention: deletes one bounded batch of jobs finished before the cutoff, found through the
+-- cabbage_jobs_finished index; SKIP LOCKED: it never waits on a row someone else holds.
+DELETE FROM cabbage_jobs
+ WHERE id IN (SELECT id
+                FROM cabbage_jobs
+               WHERE finished_at < now() - make_interval(secs => %(older_than_s)s)
+                 AND status = ANY(%(statuses)s::cabbage_job_status[])
+               LIMIT %(batch_size)s
+                 FOR UPDATE SKIP LOCKED);
+
 -- name: get_job
 -- One job by id (inspection).
 SELECT * FROM cabbage_jobs WHERE id = %(job_id)s;

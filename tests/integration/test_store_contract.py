@@ -3,31 +3,39 @@
 The ``store`` fixture is parametrised ``memory`` and ``postgres``; ``-k memory`` runs without
 PostgreSQL. Tests use the contract of cabbage/store.py only, never a store's internals; the
 operator's retry and cancel go through ``cabbage.admin.Admin`` for PostgreSQL and through the
-in-memory store's methods of the same names.
+in-memory store's methods of the same names. Time passes through ``time_passes(seconds)``, not
+sleeps: the in-memory store's ManualClock moves forward, the database's rows move back.
 """
 
 from __future__ import annotations
 
 import datetime
 import threading
-import time
-from typing import Any, Iterator
+from contextlib import closing
+from typing import Any, Callable, Iterator
 
 import pendulum
 import pytest
 
 from cabbage.exceptions import CabbageError, JobNotFound, JobStateError
-from cabbage.jobs import Job, JobError, NewJob, Outcome, Status
+from cabbage.jobs import FINISHED_STATUSES, Job, JobError, NewJob, Outcome, Status
+from cabbage.retention import prune_in_batches
 from cabbage.store import JobStore
-from cabbage.testing import InMemoryJobStore
+from cabbage.testing import InMemoryJobStore, ManualClock
+from tests.waiting import wait_for
 
 BOOM = JobError("RuntimeError", "boom", "Traceback (most recent call last): ...")
 
 
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
 @pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest) -> Iterator[JobStore]:
+def store(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[JobStore]:
     if request.param == "memory":
-        yield InMemoryJobStore()
+        yield InMemoryJobStore(clock=clock)
         return
     # Imported and requested here only, so that `-k memory` needs neither psycopg2 nor a server.
     from cabbage.postgres import PostgresJobStore
@@ -49,6 +57,35 @@ def operator(request: pytest.FixtureRequest, store: JobStore) -> Iterator[Any]:
     admin = Admin.connect(request.getfixturevalue("db_dsn"))
     yield admin
     admin.close()
+
+
+@pytest.fixture
+def time_passes(request: pytest.FixtureRequest, store: JobStore, clock: ManualClock) -> Callable[[float], None]:
+    """Makes ``seconds`` pass for the store: heartbeats, schedules and finishes grow older."""
+    if isinstance(store, InMemoryJobStore):
+        return clock.advance
+    import psycopg2
+
+    dsn = request.getfixturevalue("db_dsn")
+
+    def shift_rows_back(seconds: float) -> None:
+        with closing(psycopg2.connect(dsn)) as connection, connection, connection.cursor() as cursor:
+            cursor.execute(queries_moving_time_back, {"seconds": seconds})
+
+    return shift_rows_back
+
+
+# What a store's clock moving forward looks like from its rows: every time in them moves back.
+queries_moving_time_back = """
+    UPDATE cabbage_workers
+       SET started_at = started_at - make_interval(secs => %(seconds)s),
+           last_heartbeat_at = last_heartbeat_at - make_interval(secs => %(seconds)s);
+    UPDATE cabbage_jobs
+       SET created_at = created_at - make_interval(secs => %(seconds)s),
+           scheduled_at = scheduled_at - make_interval(secs => %(seconds)s),
+           started_at = started_at - make_interval(secs => %(seconds)s),
+           finished_at = finished_at - make_interval(secs => %(seconds)s);
+"""
 
 
 @pytest.fixture
@@ -487,10 +524,10 @@ def test_a_reserved_job_cannot_be_finished(store: JobStore, worker_id: int) -> N
 # -- workers, heartbeats and reclaim ------------------------------------------------------------
 
 
-def test_list_workers_shows_heartbeat_ages_and_current_jobs(store: JobStore) -> None:
+def test_list_workers_shows_heartbeat_ages_and_current_jobs(store: JobStore, time_passes: Callable[[float], None]) -> None:
     quiet = store.register_worker("host-a", 101, ["queue"])
     busy = store.register_worker("host-b", 102, None)
-    time.sleep(0.3)  # let both heartbeats age; then only `busy` beats again
+    time_passes(30)  # both heartbeats age; then only `busy` beats again
     assert store.record_heartbeat(busy)
     job_id = store.defer_job(new_job())
     assert claim_one(store, busy).id == job_id  # type: ignore[union-attr]
@@ -498,10 +535,8 @@ def test_list_workers_shows_heartbeat_ages_and_current_jobs(store: JobStore) -> 
     workers = {info.worker_id: info for info in store.list_workers()}
     assert set(workers) == {quiet, busy}
     assert (workers[quiet].hostname, workers[quiet].pid) == ("host-a", 101)
-    assert workers[quiet].heartbeat_age_s >= 0.3
-    assert workers[busy].heartbeat_age_s >= 0
-    # Ages are read on one clock reading, so they differ by at least the sleep, however slow the run.
-    assert workers[quiet].heartbeat_age_s - workers[busy].heartbeat_age_s >= 0.29
+    assert workers[quiet].heartbeat_age_s >= 30
+    assert 0 <= workers[busy].heartbeat_age_s < 30
     assert workers[quiet].current_job_id is None and workers[quiet].current_job_run_s is None
     assert (workers[busy].current_job_id, workers[busy].current_task_name) == (job_id, "write_alphabet")
     run_s = workers[busy].current_job_run_s
@@ -594,20 +629,20 @@ def test_unregistering_a_worker_that_still_runs_a_job_reclaims_it(store: JobStor
     ]
 
 
-def test_reclaim_stale_workers_takes_back_only_the_silent_ones(store: JobStore) -> None:
+def test_reclaim_stale_workers_takes_back_only_the_silent_ones(store: JobStore, time_passes: Callable[[float], None]) -> None:
     silent = store.register_worker("host-a", 101, None)
     store.defer_jobs([new_job(), new_job()])
     assert claim_one(store, silent) is not None
-    time.sleep(0.6)  # the silent worker's heartbeat ages past the timeout below
+    time_passes(60)  # the silent worker's heartbeat ages past the timeout below
     alive = store.register_worker("host-b", 102, None)
     assert claim_one(store, alive) is not None
 
     assert store.record_heartbeat(alive)
-    reclaimed = store.reclaim_stale_workers(heartbeat_timeout_s=0.5)
+    reclaimed = store.reclaim_stale_workers(heartbeat_timeout_s=30)
     assert [(job.worker_id, job.status) for job in reclaimed] == [(silent, Status.FAILED)]
     assert [info.worker_id for info in store.list_workers()] == [alive]
     assert store.record_heartbeat(alive)
-    assert store.reclaim_stale_workers(heartbeat_timeout_s=0.5) == []
+    assert store.reclaim_stale_workers(heartbeat_timeout_s=30) == []
     assert store.reclaim_stale_workers(heartbeat_timeout_s=3600) == []
 
 
@@ -619,50 +654,111 @@ def test_reclaim_stale_workers_takes_back_jobs_whose_worker_has_no_row(store: Jo
     assert [(job.job_id, job.worker_id, job.status) for job in reclaimed] == [(job_id, never_registered, Status.TODO)]
 
 
+# -- retention ----------------------------------------------------------------------------------
+
+
+def finish_one(store: JobStore, worker_id: int, outcome: Outcome, **fields: object) -> int:
+    job_id = store.defer_job(new_job(queue="finishing", **fields))
+    job = claim_one(store, worker_id, ["finishing"])
+    assert job is not None and job.id == job_id
+    assert store.finish_job(job.id, worker_id, job.attempts, outcome)
+    return job_id
+
+
+def test_prune_deletes_jobs_finished_long_enough_ago_and_nothing_else(
+    store: JobStore, worker_id: int, time_passes: Callable[[float], None]
+) -> None:
+    old = [finish_one(store, worker_id, Outcome.succeeded()), finish_one(store, worker_id, Outcome.failed(BOOM))]
+    time_passes(8 * 86400)
+    recent = finish_one(store, worker_id, Outcome.succeeded())
+    waiting = store.defer_job(new_job())  # created eight days after the others, still todo
+    running_id = store.defer_job(new_job(queue="running"))
+    assert claim_one(store, worker_id, ["running"]) is not None
+    time_passes(86400)
+
+    assert store.prune_finished_jobs(7 * 86400, {Status.FAILED}, batch_size=10) == 1
+    assert store.prune_finished_jobs(7 * 86400, FINISHED_STATUSES, batch_size=10) == 1
+    assert store.prune_finished_jobs(7 * 86400, FINISHED_STATUSES, batch_size=10) == 0
+    assert all(store.get_job(job_id) is None for job_id in old)
+    assert all(store.get_job(job_id) is not None for job_id in (recent, waiting, running_id))
+
+
+def test_prune_in_batches_takes_one_bounded_batch_at_a_time(
+    store: JobStore, worker_id: int, time_passes: Callable[[float], None]
+) -> None:
+    finished = [finish_one(store, worker_id, Outcome.succeeded()) for _ in range(5)]
+    time_passes(2 * 86400)
+    assert [prune_in_batches(store, 86400, batch_size=2, max_batches=1) for _ in range(4)] == [2, 2, 1, 0]
+    assert all(store.get_job(job_id) is None for job_id in finished)
+
+
+def test_prune_in_batches_stops_between_batches_when_asked(
+    store: JobStore, worker_id: int, time_passes: Callable[[float], None]
+) -> None:
+    finished = [finish_one(store, worker_id, Outcome.succeeded()) for _ in range(5)]
+    time_passes(2 * 86400)
+    answers = iter([False, False, True])
+    assert prune_in_batches(store, 86400, batch_size=2, should_stop=lambda: next(answers)) == 4
+    assert sum(store.get_job(job_id) is not None for job_id in finished) == 1
+
+
 # -- waiting for jobs ---------------------------------------------------------------------------
+
+
+def wait_in_thread(store: JobStore, queues: list[str], timeout_s: float) -> tuple[threading.Thread, list[bool]]:
+    """A wait_for_jobs running in a thread, and the list its answer is appended to."""
+    answers: list[bool] = []
+    waiter = threading.Thread(target=lambda: answers.append(store.wait_for_jobs(queues, timeout_s)))
+    waiter.start()
+    return waiter, answers
 
 
 def test_wait_for_jobs_is_woken_by_a_deferral_from_another_thread(store: JobStore) -> None:
     store.wait_for_jobs(["queue"], timeout_s=0.01)  # starts listening, where the store needs to
     sibling = store.open_sibling()
     deferrer = threading.Timer(0.2, lambda: sibling.defer_job(new_job()))
-    started = time.monotonic()
     deferrer.start()
     try:
-        assert store.wait_for_jobs(["queue"], timeout_s=10.0)
+        # An hour's timeout: True can only come from the deferral.
+        assert store.wait_for_jobs(["queue"], timeout_s=3600.0)
     finally:
         deferrer.join()
         if sibling is not store:
             sibling.close()
-    assert time.monotonic() - started < 5.0, "woken by the poll timeout, not by the deferral"
 
 
 def test_wait_for_jobs_returns_false_on_timeout(store: JobStore) -> None:
-    started = time.monotonic()
     assert not store.wait_for_jobs(["queue"], timeout_s=0.2)
-    assert time.monotonic() - started >= 0.15
 
 
 def test_interrupt_wait_ends_a_wait_in_progress_as_a_timeout(store: JobStore) -> None:
     store.wait_for_jobs(["queue"], timeout_s=0.01)
-    interrupter = threading.Timer(0.2, store.interrupt_wait)
-    started = time.monotonic()
-    interrupter.start()
+    waiter, answers = wait_in_thread(store, ["queue"], timeout_s=3600.0)
     try:
-        assert not store.wait_for_jobs(["queue"], timeout_s=10.0)
+        wait_for(lambda: waiter.is_alive(), 5, "the wait to begin")
+        store.interrupt_wait()
+        wait_for(lambda: not waiter.is_alive(), 30, "the interrupted wait to end, long before its hour")
     finally:
-        interrupter.join()
-    assert time.monotonic() - started < 5.0
+        store.interrupt_wait()
+        waiter.join()
+    assert answers == [False]
 
 
 def test_an_interrupt_before_the_wait_ends_the_next_wait_only(store: JobStore) -> None:
     store.interrupt_wait()
-    started = time.monotonic()
-    assert not store.wait_for_jobs(["queue"], timeout_s=10.0)
-    assert time.monotonic() - started < 5.0
-    started = time.monotonic()
-    assert not store.wait_for_jobs(["queue"], timeout_s=0.2)
-    assert time.monotonic() - started >= 0.15, "the interrupt was used up by the first wait"
+    first, first_answers = wait_in_thread(store, ["queue"], timeout_s=3600.0)
+    wait_for(lambda: not first.is_alive(), 30, "the first wait to end at once, on the earlier interrupt")
+    assert first_answers == [False]
+    # Had the interrupt been kept, the next wait would end at once with False, not with the job.
+    sibling = store.open_sibling()
+    deferrer = threading.Timer(0.2, lambda: sibling.defer_job(new_job()))
+    deferrer.start()
+    try:
+        assert store.wait_for_jobs(["queue"], timeout_s=3600.0)
+    finally:
+        deferrer.join()
+        if sibling is not store:
+            sibling.close()
 
 
 # -- counting and bad input ---------------------------------------------------------------------
