@@ -19,6 +19,11 @@ import structlog
 
 from cabbage.store import JobStore
 
+# The defaults of every component that beats or judges heartbeats (the supervisor's
+# --heartbeat-interval and --heartbeat-timeout, a worker that registers itself, /metrics).
+DEFAULT_HEARTBEAT_INTERVAL_S = 5.0  # how often a worker records its heartbeat
+DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0  # a worker silent for longer is hung or lost
+
 
 def register_worker(store: JobStore, queues: Sequence[str] | None, hostname: str | None = None) -> int:
     """Adds this process as a worker of ``queues`` and returns its ``worker_id``."""

@@ -26,6 +26,8 @@ class Status(str, enum.Enum):
 
 
 FINISHED_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+# How an attempt may end: a finish, or TODO for a retry.
+OUTCOME_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TODO})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,17 @@ class JobError:
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}"
+
+    @classmethod
+    def worker_lost(cls, reason: str) -> "JobError":
+        """What a reclaimed attempt records: its worker died, hung, or stopped holding it."""
+        return cls(WORKER_LOST_ERROR_TYPE, f"worker lost: {reason}")
+
+
+# The error type of an attempt whose worker was lost (reclaimed by a supervisor or at unregister).
+WORKER_LOST_ERROR_TYPE = "WorkerLost"
+# Why a worker that unregisters while it still holds a started job loses it.
+UNREGISTERED_REASON = "worker unregistered while holding the job"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +120,10 @@ class Outcome:
     status: Status
     error: JobError | None = None
     retry_in_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in OUTCOME_STATUSES:
+            raise ValueError(f"an attempt ends succeeded, failed or todo (retry), got {self.status}")
 
     @classmethod
     def succeeded(cls) -> "Outcome":

@@ -1,19 +1,15 @@
-"""What a NewJob becomes in a store: its arguments as the JSON text jsonb stores, and its
-schedule as an absolute time or a delay on the store's clock. Both stores use these, so that
-they accept and refuse the same jobs with the same messages (the store contract).
+"""What a NewJob's arguments become in a store: the JSON text jsonb stores. Both stores use
+these (and ``cabbage.schedules`` for its schedule), so that they accept and refuse the same
+jobs with the same messages (the store contract).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 from typing import Any, Mapping, Sequence
 
-from cabbage.exceptions import ScheduleError, UnserialisableArgumentError
+from cabbage.exceptions import UnserialisableArgumentError
 from cabbage.jobs import NewJob
-
-# The units a NewJob's schedule_in is given in (Task.configure converts pendulum's).
-SCHEDULE_IN_UNITS = ("years", "months", "seconds")
 
 # Like jsonb: no NaN or infinities. Compact: the text goes over the wire.
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
@@ -50,28 +46,6 @@ def encode_arguments_of_many(jobs: Sequence[NewJob], values: list[Any]) -> str:
 def as_dict(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments as a dict, which json encodes (a Mapping that is not one it does not)."""
     return kwargs if isinstance(kwargs, dict) else dict(kwargs)
-
-
-def aware_scheduled_at(job: NewJob) -> datetime.datetime | None:
-    """The job's absolute schedule, refused when naive: its time zone would be a guess."""
-    scheduled_at = job.scheduled_at
-    if scheduled_at is not None and (scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None):
-        raise ScheduleError(f"scheduled_at must be timezone-aware, got {scheduled_at} (naive)")
-    return scheduled_at
-
-
-def delay_of(job: NewJob) -> tuple[int, float] | None:
-    """The job's schedule_in as (calendar months, seconds), added to the store's clock in that
-    order; None without one."""
-    if job.schedule_in is None:
-        return None
-    unknown = sorted(set(job.schedule_in) - set(SCHEDULE_IN_UNITS))
-    if unknown:
-        raise ScheduleError(f"schedule_in units must be among {', '.join(SCHEDULE_IN_UNITS)}, got {unknown}")
-    months = job.schedule_in.get("years", 0) * 12 + job.schedule_in.get("months", 0)
-    if months != int(months):
-        raise ScheduleError(f"schedule_in years and months must be whole numbers, got {dict(job.schedule_in)}")
-    return int(months), float(job.schedule_in.get("seconds", 0.0))
 
 
 def _encode_at_once(values: list[Any]) -> str | None:

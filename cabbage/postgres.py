@@ -26,7 +26,7 @@ import psycopg2
 import psycopg2.extensions
 
 from cabbage import dsn as dsn_module
-from cabbage import new_jobs
+from cabbage import new_jobs, schedules
 from cabbage import schema
 from cabbage.exceptions import DatabaseUnavailable, StoreError
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
@@ -34,8 +34,6 @@ from cabbage.sql import queries
 from cabbage.store import JobStore
 
 NOTIFY_CHANNEL = "cabbage_jobs"
-OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
-UNREGISTERED_REASON = "worker unregistered while holding the job"
 # SQLSTATE classes that mean the session is gone: connection exceptions, and the server
 # shutting down or terminating the backend (pg_terminate_backend is 57P01).
 _SESSION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
@@ -272,8 +270,6 @@ class PostgresJobStore(JobStore):
         claim_limit: int = 0,
     ) -> tuple[bool, list[Job]]:
         """The finish statement: whether the attempt was finished, and the jobs it started or claimed."""
-        if outcome.status not in OUTCOME_STATUSES:
-            raise ValueError(f"an attempt ends succeeded, failed or todo (retry), got {outcome.status}")
         error = outcome.error
         parameters = {
             "job_id": job_id,
@@ -357,11 +353,6 @@ class PostgresJobStore(JobStore):
             cursor.execute(queries["record_heartbeat"], {"worker_id": worker_id})
             return cursor.fetchone() is not None
 
-    def unregister_worker(self, worker_id: int) -> None:
-        # The reclaim statement: reserved jobs go back to todo without an attempt, and a started
-        # job left behind (a worker that did not stop cleanly) is reclaimed rather than stuck.
-        self.reclaim_jobs_of([worker_id], UNREGISTERED_REASON)
-
     def list_workers(self) -> list[WorkerInfo]:
         with self._cursor() as cursor:
             cursor.execute(queries["list_workers"])
@@ -379,7 +370,13 @@ class PostgresJobStore(JobStore):
     def _reclaim_workers(
         self, worker_ids: list[int] | None, heartbeat_timeout_s: float | None, reason: str
     ) -> list[ReclaimedJob]:
-        parameters = {"worker_ids": worker_ids, "heartbeat_timeout_s": heartbeat_timeout_s, "reason": reason}
+        lost = JobError.worker_lost(reason)
+        parameters = {
+            "worker_ids": worker_ids,
+            "heartbeat_timeout_s": heartbeat_timeout_s,
+            "error_type": lost.type,
+            "error": lost.message,
+        }
         with self._cursor() as cursor:
             cursor.execute(queries["reclaim_workers"], parameters)
             return _reclaimed_from(cursor)
@@ -512,10 +509,10 @@ def _defer_one_parameters(job: NewJob) -> dict[str, Any]:
 def _schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
     """(scheduled_at as ISO 8601, months, seconds): an absolute time, or a delay that the
     database adds to its own clock, calendar months first."""
-    scheduled_at = new_jobs.aware_scheduled_at(job)
+    scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
     if scheduled_at is not None:
         return scheduled_at.isoformat(), None, None
-    delay = new_jobs.delay_of(job)
+    delay = schedules.delay_of(job.schedule_in)
     if delay is None:
         return None, None, None
     months, seconds = delay

@@ -14,7 +14,7 @@ import importlib
 from typing import Any, Collection, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
-from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.jobs import UNREGISTERED_REASON, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 
 
 class JobStore(abc.ABC):
@@ -141,10 +141,11 @@ class JobStore(abc.ABC):
     def record_heartbeat(self, worker_id: int) -> bool:
         """Marks the worker alive now (store clock). False if its row is gone (it was reclaimed)."""
 
-    @abc.abstractmethod
     def unregister_worker(self, worker_id: int) -> None:
         """Removes a worker that stops; jobs it still reserved go back to ``todo``, and a started
-        job it left behind is reclaimed as by ``reclaim_jobs_of``."""
+        job it left behind (a worker that did not stop cleanly) is reclaimed as by
+        ``reclaim_jobs_of``, rather than left stuck."""
+        self.reclaim_jobs_of([worker_id], UNREGISTERED_REASON)
 
     @abc.abstractmethod
     def list_workers(self) -> list[WorkerInfo]:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from cabbage.exceptions import ConfigurationError, ScheduleError, UnserialisableArgumentError
+from cabbage.exceptions import ConfigurationError, UnserialisableArgumentError
 from cabbage.jobs import NewJob
 from cabbage.retry import RetryPolicy
+from cabbage.schedules import check_schedule
 
 if TYPE_CHECKING:
     from cabbage.manager import TaskManager
@@ -31,20 +32,6 @@ def _debug(event: str, **fields: Any) -> None:
     if structlog.is_configured():
         log.debug(event, **fields)
 
-
-# pendulum's duration units; everything but years and months is a fixed number of seconds.
-SECONDS_PER_UNIT = {
-    "weeks": 7 * 86400.0,
-    "days": 86400.0,
-    "hours": 3600.0,
-    "minutes": 60.0,
-    "seconds": 1.0,
-    "milliseconds": 1e-3,
-    "microseconds": 1e-6,
-}
-CALENDAR_UNITS = ("years", "months")
-SCHEDULE_IN_UNITS = CALENDAR_UNITS + tuple(SECONDS_PER_UNIT)
-SCHEDULE_IN_EXAMPLE = 'schedule_in={"hours": 1, "minutes": 30}'
 
 # What to pass instead of a value JSON cannot carry, by type name.
 JSON_HINTS = {
@@ -124,7 +111,7 @@ class Task:
             self,
             lock=self.lock if lock is None else _check_lock(lock),
             queue=self.queue if queue is None else _check_queue(queue),
-            schedule=_check_schedule(schedule_at, schedule_in),
+            schedule=check_schedule(schedule_at, schedule_in),
             connection=connection,
         )
 
@@ -300,59 +287,3 @@ def _check_timeout(timeout_s: float | None) -> float | None:
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
         raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout_s!r}")
     return float(timeout_s)
-
-
-def _check_schedule(
-    schedule_at: datetime.datetime | None, schedule_in: Mapping[str, float] | None
-) -> tuple[datetime.datetime | None, Mapping[str, float] | None]:
-    if schedule_at is not None and schedule_in is not None:
-        raise ScheduleError(
-            f"pass schedule_at or schedule_in, not both (got schedule_at={schedule_at} and schedule_in={schedule_in!r})"
-        )
-    if schedule_at is not None:
-        return _check_schedule_at(schedule_at), None
-    if schedule_in is not None:
-        return None, _fold_schedule_in(schedule_in)
-    return None, None
-
-
-def _check_schedule_at(schedule_at: datetime.datetime) -> datetime.datetime:
-    if not isinstance(schedule_at, datetime.datetime):
-        raise ScheduleError(
-            f"schedule_at must be a datetime.datetime, got {schedule_at!r} ({type(schedule_at).__name__}); "
-            "for a delay, pass schedule_in"
-        )
-    if schedule_at.tzinfo is None or schedule_at.utcoffset() is None:
-        raise ScheduleError(
-            f"schedule_at must be timezone-aware, got {schedule_at} (naive); pass tzinfo=datetime.timezone.utc"
-        )
-    return schedule_at
-
-
-def _fold_schedule_in(schedule_in: Mapping[str, float]) -> dict[str, float]:
-    """``{"hours": 1, "minutes": 30}`` -> ``{"seconds": 5400.0}``; years and months stay calendar units."""
-    if not isinstance(schedule_in, Mapping):
-        raise ScheduleError(f"schedule_in must be a dict of pendulum duration units, got {schedule_in!r}; e.g. {SCHEDULE_IN_EXAMPLE}")
-    folded: dict[str, float] = {}
-    seconds = 0.0
-    for unit, amount in schedule_in.items():
-        if unit not in SCHEDULE_IN_UNITS:
-            raise ScheduleError(
-                f"schedule_in unit {unit!r} is not one of {', '.join(SCHEDULE_IN_UNITS)}; e.g. {SCHEDULE_IN_EXAMPLE}"
-            )
-        _check_amount(unit, amount)
-        if unit in CALENDAR_UNITS:
-            folded[unit] = amount
-        else:
-            seconds += amount * SECONDS_PER_UNIT[unit]
-    if seconds or not folded:
-        folded["seconds"] = seconds
-    return folded
-
-
-def _check_amount(unit: str, amount: Any) -> None:
-    is_number = isinstance(amount, (int, float)) and not isinstance(amount, bool) and math.isfinite(amount)
-    if not is_number or amount < 0:
-        raise ScheduleError(f"schedule_in[{unit!r}] must be a number >= 0, got {amount!r}; e.g. {SCHEDULE_IN_EXAMPLE}")
-    if unit in CALENDAR_UNITS and amount != int(amount):
-        raise ScheduleError(f"schedule_in[{unit!r}] must be a whole number, got {amount!r}; use days or hours for fractions")

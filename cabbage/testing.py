@@ -30,15 +30,12 @@ from typing import Any, Callable, Collection, Iterable, Sequence
 
 import pendulum
 
-from cabbage import new_jobs
-from cabbage.exceptions import ConfigurationError, JobNotFound, JobStateError
+from cabbage import new_jobs, schedules
+from cabbage.exceptions import ConfigurationError
+from cabbage.manual_changes import refuse_ineligible, wanted_job_ids
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.store import JobStore
 
-# The error type a reclaimed attempt records, as the PostgreSQL store writes it.
-WORKER_LOST_ERROR_TYPE = "WorkerLost"
-UNREGISTERED_REASON = "worker unregistered while holding the job"
-OUTCOME_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TODO)
 JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
 
@@ -167,7 +164,7 @@ class InMemoryJobStore(JobStore):
         head, if the line has one. All or nothing, as ``Admin.retry_jobs``.
         """
         with self._condition:
-            rows = self._rows_to_change("retry", job_ids, frozenset({Status.FAILED, Status.CANCELLED}))
+            rows = self._rows_to_change("retry", job_ids)
             now = self._clock()
             for row in rows:
                 row.scheduled_at, row.worker_id, row.started_at, row.finished_at = now, None, None, None
@@ -178,29 +175,18 @@ class InMemoryJobStore(JobStore):
     def cancel_jobs(self, job_ids: Sequence[int]) -> list[int]:
         """Cancels waiting (``todo``) jobs; a cancelled head frees its line. All or nothing."""
         with self._condition:
-            rows = self._rows_to_change("cancel", job_ids, frozenset({Status.TODO}))
+            rows = self._rows_to_change("cancel", job_ids)
             now = self._clock()
             for row in rows:
                 row.finished_at = now
                 self._set_status(row, Status.CANCELLED)
             return [row.id for row in rows]
 
-    def _rows_to_change(self, verb: str, job_ids: Sequence[int], allowed: frozenset[Status]) -> list[_StoredJob]:
-        """The jobs to change, or an error naming every one that cannot take the change."""
-        wanted = sorted(set(job_ids))
-        if not wanted:
-            raise ConfigurationError(f"no job id given to {verb}")
-        missing = [str(job_id) for job_id in wanted if job_id not in self._jobs]
-        if missing:
-            raise JobNotFound(f"cannot {verb}: no job with id {', '.join(missing)}; no job was changed")
-        rows = [self._jobs[job_id] for job_id in wanted]
-        refused = [f"job {row.id} is {row.status}" for row in rows if row.status not in allowed]
-        if refused:
-            allowed_text = " or ".join(sorted(status.value for status in allowed))
-            raise JobStateError(
-                f"cannot {verb}: {', '.join(refused)} (only {allowed_text} jobs can {verb}); no job was changed"
-            )
-        return rows
+    def _rows_to_change(self, verb: str, job_ids: Sequence[int]) -> list[_StoredJob]:
+        """The jobs to change, or the error naming every one that cannot take the change."""
+        wanted = wanted_job_ids(verb, job_ids)
+        refuse_ineligible(verb, wanted, {job_id: self._jobs[job_id].status for job_id in wanted if job_id in self._jobs})
+        return [self._jobs[job_id] for job_id in wanted]
 
     # -- deferring -------------------------------------------------------------------------------
 
@@ -289,8 +275,6 @@ class InMemoryJobStore(JobStore):
             return row.to_job()
 
     def finish_job(self, job_id: int, worker_id: int, attempt: int, outcome: Outcome) -> bool:
-        if outcome.status not in OUTCOME_STATUSES:
-            raise ValueError(f"an attempt ends succeeded, failed or todo (retry), got {outcome.status}")
         with self._condition:
             row = self._jobs.get(job_id)
             # The fence of invariant 5: only the worker running this very attempt may finish it.
@@ -403,11 +387,6 @@ class InMemoryJobStore(JobStore):
             worker.last_heartbeat_at = self._clock()
             return True
 
-    def unregister_worker(self, worker_id: int) -> None:
-        # Reserved jobs go back to todo; a started job left behind (a worker that did not stop
-        # cleanly) is reclaimed rather than stuck, as PostgreSQL does.
-        self.reclaim_jobs_of([worker_id], UNREGISTERED_REASON)
-
     def list_workers(self) -> list[WorkerInfo]:
         with self._condition:
             now = self._clock()
@@ -443,7 +422,7 @@ class InMemoryJobStore(JobStore):
         if not was_started:
             self._put_back(row)
         else:
-            row.last_error = JobError(WORKER_LOST_ERROR_TYPE, f"worker lost: {reason}")
+            row.last_error = JobError.worker_lost(reason)
             row.worker_id = None
             if row.may_retry():
                 row.scheduled_at = self._clock()
@@ -558,10 +537,10 @@ def _jsonb_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _scheduled_at(job: NewJob, now: datetime.datetime) -> datetime.datetime:
-    scheduled_at = new_jobs.aware_scheduled_at(job)
+    scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
     if scheduled_at is not None:
         return scheduled_at.astimezone(datetime.timezone.utc)
-    delay = new_jobs.delay_of(job)
+    delay = schedules.delay_of(job.schedule_in)
     if delay is None:
         return now
     # As the database adds an interval: calendar months first, then seconds.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import structlog
 
 from cabbage.exceptions import DatabaseUnavailable, TaskNotFound
-from cabbage.heartbeat import HeartbeatThread, register_worker
+from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, HeartbeatThread, register_worker
 from cabbage.jobs import Job, JobError, Outcome
 from cabbage.retry import RetryPolicy
 from cabbage.store import JobStore
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from cabbage.manager import TaskManager
 
 log = structlog.get_logger()
-
-# How often a worker that registered itself (outside the supervisor) records its heartbeat.
-HEARTBEAT_INTERVAL_S = 5.0
 
 
 class UnrunnableJob(Exception):
@@ -159,7 +156,7 @@ class Worker:
                 self._release_reserved()
             return
         self.worker_id = register_worker(self.store, self.queues, self.hostname)
-        heartbeat = HeartbeatThread(self.store, self.worker_id, HEARTBEAT_INTERVAL_S)
+        heartbeat = HeartbeatThread(self.store, self.worker_id, DEFAULT_HEARTBEAT_INTERVAL_S)
         heartbeat.start()
         interruption: BaseException | None = None
         try:

@@ -11,7 +11,6 @@ log line naming its cause and an exit status from ``supervisor.exit_codes``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from typing import Mapping, Sequence
@@ -24,7 +23,7 @@ from cabbage import logconfig
 from cabbage.exceptions import AppImportError, ConfigurationError, DatabaseUnavailable, SchemaError
 from supervisor import exit_codes, proctitle
 from supervisor.app_import import LoadedApp, import_app
-from supervisor.config import LOG_FORMATS, LOG_LEVELS, Setting, SupervisorConfig, from_settings
+from supervisor.config import OPTIONS, Setting, SupervisorConfig, from_settings
 from supervisor.master import Master
 from supervisor.systemd import SystemdNotifier
 
@@ -32,51 +31,6 @@ log = structlog.get_logger()
 
 PROGRAM = "cabbage-supervisor"
 
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    field: str  # of SupervisorConfig
-    flag: str
-    variable: str
-    metavar: str
-    help: str
-
-
-OPTIONS = (
-    Option("app", "--app", "CABBAGE_APP", "MODULE[:ATTR]",
-           "the module holding your TaskManager, e.g. proj.tasks, or proj.tasks:task_manager when it "
-           "has another name or several (required)"),
-    Option("workers", "--workers", "CABBAGE_WORKERS", "N",
-           "worker processes to run (default: the number of CPUs this process may use)"),
-    Option("queues", "--queues", "CABBAGE_QUEUES", "A,B",
-           "comma-separated queues to take jobs from (default: every queue)"),
-    Option("dsn", "--dsn", "CABBAGE_DSN", "DSN",
-           "PostgreSQL URI or libpq keyword string (default: CABBAGE_DSN, else libpq's PG* variables); "
-           "prefer the variable: a command line is visible to every user of the host"),
-    Option("heartbeat_interval_s", "--heartbeat-interval", "CABBAGE_HEARTBEAT_INTERVAL", "SECONDS",
-           "how often workers record a heartbeat and the master checks them and reclaims stale "
-           "workers of every host (default: 5)"),
-    Option("heartbeat_timeout_s", "--heartbeat-timeout", "CABBAGE_HEARTBEAT_TIMEOUT", "SECONDS",
-           "a worker silent for longer is killed (here) or reclaimed (any host), its jobs retried "
-           "or failed (default: 30)"),
-    Option("graceful_timeout_s", "--graceful-timeout", "CABBAGE_GRACEFUL_TIMEOUT", "SECONDS",
-           "on TERM/INT or reload, how long workers may take to finish their job before they are "
-           "killed and their jobs reclaimed (default: 30)"),
-    Option("max_jobs_per_child", "--max-jobs-per-child", "CABBAGE_MAX_JOBS_PER_CHILD", "N",
-           "replace a worker process after it ran N jobs, e.g. to bound a leak (default: never)"),
-    Option("batch_size", "--batch-size", "CABBAGE_BATCH_SIZE", "N",
-           "jobs a worker claims per round trip to the database (default: 1)"),
-    Option("synchronous_commit", "--synchronous-commit", "CABBAGE_SYNCHRONOUS_COMMIT", "on|off",
-           "off: workers' claims and finishes do not wait for the disk; a database crash may then "
-           "lose the last of them and those jobs run again (default: on)"),
-    Option("retention_s", "--retention", "CABBAGE_RETENTION", "DURATION",
-           "delete jobs finished longer ago than this, e.g. 7d or 12h, a bounded batch at a time "
-           "(default: keep them; or run 'cabbage jobs prune' from cron)"),
-    Option("log_format", "--log-format", "CABBAGE_LOG_FORMAT", "|".join(LOG_FORMATS),
-           "json (one object per line), console, or auto: console on a terminal, else json (default: auto)"),
-    Option("log_level", "--log-level", "CABBAGE_LOG_LEVEL", "|".join(LOG_LEVELS),
-           "the lowest level logged (default: info)"),
-)  # fmt: skip
 
 DESCRIPTION = """\
 Runs the workers of a cabbage app: imports the app once, forks the workers, replaces dead and

@@ -18,28 +18,12 @@ from typing import Callable, Mapping, TypeVar
 
 from cabbage.durations import parse_duration
 from cabbage.exceptions import ConfigurationError
+from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S
+from cabbage.logconfig import LEVELS, LOG_FORMATS
 
-LOG_FORMATS = ("auto", "json", "console")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS = tuple(LEVELS)
 # module or module:attribute, each a dotted Python name.
 _APP_SPEC = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?")
-
-# The flag each field is set by, for messages about values given in code (tests).
-FLAGS = {
-    "app": "--app",
-    "workers": "--workers",
-    "queues": "--queues",
-    "dsn": "--dsn",
-    "heartbeat_interval_s": "--heartbeat-interval",
-    "heartbeat_timeout_s": "--heartbeat-timeout",
-    "graceful_timeout_s": "--graceful-timeout",
-    "max_jobs_per_child": "--max-jobs-per-child",
-    "batch_size": "--batch-size",
-    "synchronous_commit": "--synchronous-commit",
-    "retention_s": "--retention",
-    "log_format": "--log-format",
-    "log_level": "--log-level",
-}
 
 T = TypeVar("T")
 
@@ -60,8 +44,8 @@ class SupervisorConfig:
     workers: int
     queues: tuple[str, ...] | None = None  # None: every queue
     dsn: str | None = dataclasses.field(default=None, repr=False)  # None: CABBAGE_DSN, else PG*
-    heartbeat_interval_s: float = 5.0
-    heartbeat_timeout_s: float = 30.0
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
     graceful_timeout_s: float = 30.0
     max_jobs_per_child: int | None = None  # None: children are never recycled
     batch_size: int = 1
@@ -102,7 +86,7 @@ class SupervisorConfig:
 
     def source_of(self, name: str) -> str:
         """The flag or variable a field's value came from."""
-        return self.sources.get(name, FLAGS[name])
+        return self.sources.get(name, OPTION_OF_FIELD[name].flag)
 
     def _refuse(self, name: str, value: object, rule: str) -> None:
         raise ConfigurationError(f"{self.source_of(name)} {rule}, got {_shown(value)}")
@@ -122,24 +106,9 @@ def from_settings(settings: Mapping[str, Setting], *, default_workers: int) -> S
         raise ConfigurationError(
             "--app is required (or set CABBAGE_APP): name the module holding your TaskManager, as in --app proj.tasks"
         )
-    values: dict[str, object] = {"app": app.value.strip(), "workers": default_workers}
-    converters: dict[str, Callable[[Setting], object]] = {
-        "workers": _whole_number,
-        "queues": _queue_list,
-        "dsn": lambda setting: setting.value,
-        "heartbeat_interval_s": _seconds,
-        "heartbeat_timeout_s": _seconds,
-        "graceful_timeout_s": _seconds,
-        "max_jobs_per_child": _whole_number,
-        "batch_size": _whole_number,
-        "synchronous_commit": _on_off,
-        "retention_s": _duration,
-        "log_format": _lowercase_word,
-        "log_level": _lowercase_word,
-    }
-    for name, convert in converters.items():
-        if name in settings:
-            values[name] = convert(settings[name])
+    values: dict[str, object] = {"workers": default_workers}
+    for name, setting in settings.items():
+        values[name] = OPTION_OF_FIELD[name].convert(setting)
     sources = {name: setting.source for name, setting in settings.items()}
     return SupervisorConfig(**values, sources=sources)  # type: ignore[arg-type]
 
@@ -182,6 +151,74 @@ def _queue_list(setting: Setting) -> tuple[str, ...]:
 
 def _lowercase_word(setting: Setting) -> str:
     return setting.value.strip().lower()
+
+
+def _stripped(setting: Setting) -> str:
+    return setting.value.strip()
+
+
+def _as_given(setting: Setting) -> str:
+    return setting.value
+
+
+# -- the options: one row each, for the parser, the messages and the conversions -------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A setting of SupervisorConfig: its flag, its CABBAGE_* variable, how its text is read."""
+
+    field: str  # of SupervisorConfig
+    flag: str
+    metavar: str
+    convert: Callable[[Setting], object]
+    help: str
+
+    @property
+    def variable(self) -> str:
+        """``--heartbeat-interval`` is also ``CABBAGE_HEARTBEAT_INTERVAL``."""
+        return "CABBAGE_" + self.flag.removeprefix("--").replace("-", "_").upper()
+
+
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SupervisorConfig)}
+
+OPTIONS = (
+    Option("app", "--app", "MODULE[:ATTR]", _stripped,
+           "the module holding your TaskManager, e.g. proj.tasks, or proj.tasks:task_manager when it "
+           "has another name or several (required)"),
+    Option("workers", "--workers", "N", _whole_number,
+           "worker processes to run (default: the number of CPUs this process may use)"),
+    Option("queues", "--queues", "A,B", _queue_list,
+           "comma-separated queues to take jobs from (default: every queue)"),
+    Option("dsn", "--dsn", "DSN", _as_given,
+           "PostgreSQL URI or libpq keyword string (default: CABBAGE_DSN, else libpq's PG* variables); "
+           "prefer the variable: a command line is visible to every user of the host"),
+    Option("heartbeat_interval_s", "--heartbeat-interval", "SECONDS", _seconds,
+           "how often workers record a heartbeat and the master checks them and reclaims stale "
+           f"workers of every host (default: {_DEFAULTS['heartbeat_interval_s']:g})"),
+    Option("heartbeat_timeout_s", "--heartbeat-timeout", "SECONDS", _seconds,
+           "a worker silent for longer is killed (here) or reclaimed (any host), its jobs retried "
+           f"or failed (default: {_DEFAULTS['heartbeat_timeout_s']:g})"),
+    Option("graceful_timeout_s", "--graceful-timeout", "SECONDS", _seconds,
+           "on TERM/INT or reload, how long workers may take to finish their job before they are "
+           f"killed and their jobs reclaimed (default: {_DEFAULTS['graceful_timeout_s']:g})"),
+    Option("max_jobs_per_child", "--max-jobs-per-child", "N", _whole_number,
+           "replace a worker process after it ran N jobs, e.g. to bound a leak (default: never)"),
+    Option("batch_size", "--batch-size", "N", _whole_number,
+           f"jobs a worker claims per round trip to the database (default: {_DEFAULTS['batch_size']})"),
+    Option("synchronous_commit", "--synchronous-commit", "on|off", _on_off,
+           "off: workers' claims and finishes do not wait for the disk; a database crash may then "
+           "lose the last of them and those jobs run again (default: on)"),
+    Option("retention_s", "--retention", "DURATION", _duration,
+           "delete jobs finished longer ago than this, e.g. 7d or 12h, a bounded batch at a time "
+           "(default: keep them; or run 'cabbage jobs prune' from cron)"),
+    Option("log_format", "--log-format", "|".join(LOG_FORMATS), _lowercase_word,
+           "json (one object per line), console, or auto: console on a terminal, else json "
+           f"(default: {_DEFAULTS['log_format']})"),
+    Option("log_level", "--log-level", "|".join(LOG_LEVELS), _lowercase_word,
+           f"the lowest level logged (default: {_DEFAULTS['log_level']})"),
+)  # fmt: skip
+OPTION_OF_FIELD = {option.field: option for option in OPTIONS}
 
 
 def _shown(value: object) -> str:

@@ -11,10 +11,9 @@ it, so they agree.
 Retention is a store operation: ``cabbage.retention.prune_in_batches(store, older_than_s)``.
 """
 
-from cabbage.admin.operations import RETRYABLE_STATUSES, Admin
+from cabbage.admin.operations import Admin
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
-    MAX_JOB_ID,
     MAX_PAGE_SIZE,
     FinishedCount,
     JobFilter,
@@ -28,6 +27,7 @@ from cabbage.admin.records import (
     jsonable,
     parse_status,
 )
+from cabbage.manual_changes import MAX_JOB_ID, RETRYABLE_STATUSES
 
 __all__ = [
     "Admin",

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import time
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import structlog
 
@@ -17,7 +16,6 @@ from cabbage import dsn as dsn_module
 from cabbage.postgres import job_from_row
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
-    MAX_JOB_ID,
     MAX_PAGE_SIZE,
     FinishedCount,
     JobFilter,
@@ -27,7 +25,6 @@ from cabbage.admin.records import (
     QueueCount,
     WaitingJob,
     WorkerCounts,
-    check_job_id,
 )
 from cabbage.exceptions import (
     ConfigurationError,
@@ -37,14 +34,13 @@ from cabbage.exceptions import (
     SchemaError,
     StoreError,
 )
-from cabbage.jobs import FINISHED_STATUSES, Job, Status, WorkerInfo
+from cabbage.jobs import Job, Status, WorkerInfo
+from cabbage.manual_changes import MAX_JOB_ID, RETRYABLE_STATUSES, check_job_id, refuse_ineligible, wanted_job_ids
 from cabbage.sql import queries
 
 log = structlog.get_logger()
 
 RATE_WINDOW_S = 300.0  # jobs per minute are averaged over the last five minutes
-RETRYABLE_STATUSES = frozenset({Status.FAILED, Status.CANCELLED})
-PAST_PARTICIPLES = {"retry": "retried", "cancel": "cancelled"}
 UNDEFINED_TABLE, UNDEFINED_OBJECT = "42P01", "42704"  # SQLSTATEs of a database without the schema
 
 
@@ -121,7 +117,7 @@ class Admin:
         All or nothing: when any id is unknown or not retryable, raises JobNotFound or
         JobStateError naming each such id, and changes no job.
         """
-        changed = self._change_jobs("retry", job_ids, RETRYABLE_STATUSES, "admin_retry_jobs")
+        changed = self._change_jobs("retry", job_ids, "admin_retry_jobs")
         log.info("jobs_retried", job_ids=changed)
         return changed
 
@@ -130,18 +126,16 @@ class Admin:
 
         A ``doing`` job cannot be cancelled: its worker owns it until the attempt ends.
         """
-        changed = self._change_jobs("cancel", job_ids, frozenset({Status.TODO}), "admin_cancel_jobs")
+        changed = self._change_jobs("cancel", job_ids, "admin_cancel_jobs")
         log.info("jobs_cancelled", job_ids=changed)
         return changed
 
-    def _change_jobs(self, verb: str, job_ids: Sequence[int], allowed: frozenset[Status], query: str) -> list[int]:
-        wanted = sorted({check_job_id(job_id) for job_id in job_ids})
-        if not wanted:
-            raise ConfigurationError(f"no job id given to {verb}")
+    def _change_jobs(self, verb: str, job_ids: Sequence[int], query: str) -> list[int]:
+        wanted = wanted_job_ids(verb, job_ids)
         with self._transaction() as cursor:
             cursor.execute(queries["admin_lock_jobs_for_change"], {"job_ids": wanted})
             found = {job_id: Status(status) for job_id, status in cursor.fetchall()}
-            refuse_ineligible(verb, wanted, found, allowed)
+            refuse_ineligible(verb, wanted, found)
             cursor.execute(queries[query], {"job_ids": wanted})
             return sorted(job_id for (job_id,) in cursor.fetchall())
 
@@ -190,23 +184,6 @@ class Admin:
     def database_now(self) -> datetime.datetime:
         (row,) = self._fetch_all("admin_database_clock")
         return row["database_now"]
-
-
-def refuse_ineligible(verb: str, wanted: Sequence[int], found: dict[int, Status], allowed: frozenset[Status]) -> None:
-    """Raises, naming every id that cannot take the change, so that none is changed."""
-    missing = [job_id for job_id in wanted if job_id not in found]
-    wrong = [f"job {job_id} is {status.value}" for job_id, status in found.items() if status not in allowed]
-    if not missing and not wrong:
-        return
-    allowed_text = " or ".join(sorted(status.value for status in allowed))
-    why = f"only {allowed_text} jobs can be {PAST_PARTICIPLES[verb]}"
-    if verb == "cancel" and any(status is Status.DOING for status in found.values()):
-        why += "; a doing job belongs to its worker until its attempt ends"
-    parts = [f"no job with id {', '.join(map(str, missing))}"] if missing else []
-    if wrong:
-        parts.append(f"{', '.join(wrong)} ({why})")
-    message = f"cannot {verb}: {'; '.join(parts)}; no job was changed"
-    raise JobNotFound(message) if missing and not wrong else JobStateError(message)
 
 
 def error_from_driver(exc: Exception, dsn: str) -> StoreError:

@@ -12,12 +12,11 @@ import datetime
 import enum
 from typing import Any, Sequence
 
-from cabbage.exceptions import ConfigurationError, JobNotFound
+from cabbage.exceptions import ConfigurationError
 from cabbage.jobs import Job, Status
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-MAX_JOB_ID = 2**63 - 1  # bigint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +110,6 @@ def parse_status(text: str) -> Status:
     except ValueError:
         known = ", ".join(status.value for status in Status)
         raise ConfigurationError(f"unknown status {text!r}: use one of {known}") from None
-
-
-def check_job_id(job_id: int) -> int:
-    if not 1 <= job_id <= MAX_JOB_ID:
-        raise JobNotFound(f"no job with id {job_id}: job ids are whole numbers from 1")
-    return job_id
 
 
 def counts_by_queue(counts: Sequence[QueueCount]) -> dict[str, dict[Status, int]]:

@@ -16,11 +16,12 @@ import cabbage
 from cabbage.admin import MAX_JOB_ID, MAX_PAGE_SIZE, RETRYABLE_STATUSES
 from cabbage.cli.exit_codes import EXIT_USAGE
 from cabbage.durations import parse_duration
+from cabbage.logconfig import LEVELS
 from cabbage.retention import PRUNE_BATCH_SIZE
 from cabbage.jobs import FINISHED_STATUSES, Status
 
 DEFAULT_QUEUE = "default"  # the column default of cabbage_jobs.queue
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS = tuple(LEVELS)
 JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}
 
 

@@ -34,7 +34,8 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.started_at, w.last_heartbeat_at,
 -- workers are those of %(worker_ids)s (NULL: any) whose heartbeat is older than
 -- %(heartbeat_timeout_s)s on the database clock (NULL: whatever its age; invariant 7).
 -- A reserved job goes back to todo without using an attempt; a started one to todo (due now)
--- when it has attempts left, else failed; either way with a WorkerLost error. The worker rows
+-- when it has attempts left, else failed; either way with the worker-lost error given
+-- (%(error_type)s, %(error)s: cabbage.jobs.JobError.worker_lost). The worker rows
 -- are locked first, in id order: of several callers racing, one reclaims each job and the
 -- others find nothing, and a worker that beats while waiting for its row lock is not stale
 -- any more (the lock's recheck spares it). Doing jobs of these ids whose worker row is already
@@ -72,8 +73,8 @@ WITH lost_workers AS (
            finished_at = CASE WHEN h.was_started AND j.max_attempts IS NOT NULL
                                    AND j.attempts >= j.max_attempts
                               THEN now() END,
-           last_error_type = CASE WHEN h.was_started THEN 'WorkerLost' ELSE j.last_error_type END,
-           last_error = CASE WHEN h.was_started THEN 'worker lost: ' || %(reason)s ELSE j.last_error END,
+           last_error_type = CASE WHEN h.was_started THEN %(error_type)s ELSE j.last_error_type END,
+           last_error = CASE WHEN h.was_started THEN %(error)s ELSE j.last_error END,
            last_error_traceback = CASE WHEN h.was_started THEN NULL ELSE j.last_error_traceback END
       FROM held AS h
      WHERE j.id = h.id

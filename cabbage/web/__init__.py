@@ -16,9 +16,9 @@ import secrets
 import flask
 
 from cabbage.exceptions import ConfigurationError
+from cabbage.heartbeat import DEFAULT_HEARTBEAT_TIMEOUT_S
 from cabbage.web import api, auth, database, errors, metrics, pages, views
 
-DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0  # the supervisor's default --heartbeat-timeout
 DEFAULT_FINISHED_WINDOW_S = 300.0
 
 

@@ -58,7 +58,7 @@ def test_the_template_reads_one_environment_file_per_instance() -> None:
 
 
 def test_the_environment_example_sets_known_variables_only() -> None:
-    from supervisor.cli import OPTIONS
+    from supervisor.config import OPTIONS
 
     known = {option.variable for option in OPTIONS} | {"PYTHONPATH"}
     example = environment_example()

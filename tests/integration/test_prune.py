@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import psycopg2

@@ -137,7 +137,7 @@ def test_a_stdlib_exception_is_structured_too(lines: Callable[..., list[dict[str
 
 class Connection:
     def __repr__(self) -> str:
-        return f"<Connection dsn='host=db password=s3cret-pw'>"
+        return "<Connection dsn='host=db password=s3cret-pw'>"
 
 
 def test_a_dsn_password_in_a_field_never_appears(lines: Callable[..., list[dict[str, Any]]]) -> None:

@@ -1,11 +1,13 @@
 """SupervisorConfig and the command line: flags, CABBAGE_* variables, defaults, and the messages for bad values."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cabbage.exceptions import ConfigurationError
-from supervisor.cli import OPTIONS, main, parse_config
-from supervisor.config import Setting, SupervisorConfig, from_settings
+from supervisor.cli import main, parse_config
+from supervisor.config import OPTIONS, Setting, SupervisorConfig, from_settings
 from supervisor.exit_codes import EXIT_USAGE
 
 
@@ -140,3 +142,10 @@ def test_help_explains_every_option_and_its_variable(capsys: pytest.CaptureFixtu
         assert option.flag in text and option.variable in text
     for word in ("TERM", "QUIT", "HUP", "TTIN", "TTOU", "cabbage schema apply"):
         assert word in text
+
+
+def test_every_option_is_in_the_documented_table() -> None:
+    table = (Path(__file__).resolve().parents[2] / "docs" / "supervisor.md").read_text()
+    for option in OPTIONS:
+        assert f"`{option.flag} " in table or f"`{option.flag}`" in table, option.flag
+        assert f"`{option.variable}`" in table, option.variable

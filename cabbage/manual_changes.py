@@ -1,0 +1,57 @@
+"""The changes an operator makes to jobs by hand (retry, cancel): which statuses allow each, and
+the all-or-nothing refusal that both stores give, with the same message.
+
+``cabbage.admin.Admin`` (PostgreSQL) and ``cabbage.testing.InMemoryJobStore`` lock or read the
+named jobs, then call ``refuse_ineligible``: when any id is unknown or in a status that does not
+allow the change, it raises naming each such id, and no job is changed.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+from cabbage.exceptions import ConfigurationError, JobNotFound, JobStateError
+from cabbage.jobs import Status
+
+RETRYABLE_STATUSES = frozenset({Status.FAILED, Status.CANCELLED})
+CANCELLABLE_STATUSES = frozenset({Status.TODO})
+ALLOWED_STATUSES = {"retry": RETRYABLE_STATUSES, "cancel": CANCELLABLE_STATUSES}
+PAST_PARTICIPLES = {"retry": "retried", "cancel": "cancelled"}
+MAX_JOB_ID = 2**63 - 1  # bigint
+
+
+def check_job_id(job_id: int) -> int:
+    """The id, or JobNotFound when no job can have it (ids are bigints from 1)."""
+    if not 1 <= job_id <= MAX_JOB_ID:
+        raise JobNotFound(f"no job with id {job_id}: job ids are whole numbers from 1")
+    return job_id
+
+
+def wanted_job_ids(verb: str, job_ids: Iterable[int]) -> list[int]:
+    """The distinct ids of a change, in id order (the order rows are locked in)."""
+    wanted = sorted({check_job_id(job_id) for job_id in job_ids})
+    if not wanted:
+        raise ConfigurationError(f"no job id given to {verb}")
+    return wanted
+
+
+def refuse_ineligible(verb: str, wanted: Sequence[int], found: Mapping[int, Status]) -> None:
+    """Raises, naming every id that cannot take the change (unknown, or in the wrong status), so
+    that none is changed. ``found``: the status of each wanted job that exists."""
+    allowed = ALLOWED_STATUSES[verb]
+    missing = [job_id for job_id in wanted if job_id not in found]
+    wrong = [f"job {job_id} is {found[job_id].value}" for job_id in wanted if job_id in found and found[job_id] not in allowed]
+    if not missing and not wrong:
+        return
+    allowed_text = " or ".join(sorted(status.value for status in allowed))
+    why = f"only {allowed_text} jobs can be {PAST_PARTICIPLES[verb]}"
+    if verb == "cancel" and any(status is Status.DOING for status in found.values()):
+        why += "; a doing job belongs to its worker until its attempt ends"
+    parts = [f"no job with id {', '.join(map(str, missing))}"] if missing else []
+    if wrong:
+        parts.append(f"{', '.join(wrong)} ({why})")
+    message = f"cannot {verb}: {'; '.join(parts)}; no job was changed"
+    raise JobNotFound(message) if missing and not wrong else JobStateError(message)
+
+
+__all__ = ["RETRYABLE_STATUSES", "CANCELLABLE_STATUSES", "check_job_id", "wanted_job_ids", "refuse_ineligible", "MAX_JOB_ID"]
