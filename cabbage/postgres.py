@@ -2,7 +2,8 @@
 
 The database keeps the invariants (ARCHITECTURE section 2): the triggers keep each lock's line,
 the partial indexes make claims cheap, and every state change names the attempt's owner. This
-module only picks the query, passes named parameters, and maps rows to ``Job`` records.
+module picks the query and runs it; ``cabbage.rows`` makes its parameters and reads its rows,
+``cabbage.notifications`` waits for its notifications.
 
 Connections are opened lazily, one per store and process, in autocommit mode. After ``fork`` a
 store notices that its connection belongs to another process and opens its own; the inherited
@@ -14,69 +15,24 @@ this module.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
-import select
-import time
-import weakref
 from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import psycopg2
 import psycopg2.extensions
 
 from cabbage import dsn as dsn_module
-from cabbage import new_jobs, schedules
+from cabbage import rows
 from cabbage import schema
 from cabbage.exceptions import DatabaseUnavailable, StoreError
 from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.sql import queries
+from cabbage.notifications import Listener
 from cabbage.store import JobStore
 
-NOTIFY_CHANNEL = "cabbage_jobs"
 # SQLSTATE classes that mean the session is gone: connection exceptions, and the server
 # shutting down or terminating the backend (pg_terminate_backend is 57P01).
 _SESSION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
-
-
-class _WakePipe:
-    """The self-pipe that ``interrupt_wait`` writes to and ``wait_for_jobs`` selects on."""
-
-    def __init__(self) -> None:
-        self.reader, self.writer = os.pipe()
-        os.set_blocking(self.reader, False)
-        os.set_blocking(self.writer, False)
-
-    def wake(self) -> None:
-        try:
-            os.write(self.writer, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # full: a wake-up is already pending; closed: the store is gone
-
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self.reader, 4096):
-                pass
-
-    def close(self) -> None:
-        for fd in (self.reader, self.writer):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-_stores: "weakref.WeakSet[PostgresJobStore]" = weakref.WeakSet()
-
-
-def _renew_wake_pipes_in_child() -> None:
-    # Right after fork, while the inherited descriptors are surely still the pipe's: a child
-    # waking its copy would wake the parent's wait too.
-    for store in list(_stores):
-        store._wake.close()
-        store._wake = _WakePipe()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_wake_pipes_in_child)
 
 
 class PostgresJobStore(JobStore):
@@ -94,17 +50,15 @@ class PostgresJobStore(JobStore):
         self.synchronous_commit = synchronous_commit
         self._connection: psycopg2.extensions.connection | None = None
         self._connection_pid: int | None = None
-        self._listening = False
         self._worker_statements_prepared = False
-        self._wake = _WakePipe()
-        _stores.add(self)
+        self._listener = Listener()
 
     def __repr__(self) -> str:
         return f"PostgresJobStore({dsn_module.describe(self.dsn)!r})"
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
-            self._wake.close()
+            self._listener.close()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -114,7 +68,7 @@ class PostgresJobStore(JobStore):
         if self._connection is None or self._connection.closed:
             self._connection = dsn_module.connect(self.dsn)
             self._connection_pid = os.getpid()
-            self._listening = False
+            self._listener.forget_connection()
             self._worker_statements_prepared = False
         return self._connection
 
@@ -124,7 +78,7 @@ class PostgresJobStore(JobStore):
         # only in the process that opened it.
         self._connection = None
         self._connection_pid = None
-        self._listening = False
+        self._listener.forget_connection()
         self._worker_statements_prepared = False
 
     @contextlib.contextmanager
@@ -182,11 +136,11 @@ class PostgresJobStore(JobStore):
         if len(jobs) == 1:
             return [self.defer_job(jobs[0], connection)]
         with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_jobs"], _defer_parameters(jobs))
+            cursor.execute(queries["defer_jobs"], rows.defer_parameters(jobs))
             return [job_id for (job_id,) in cursor.fetchall()]
 
     def defer_job(self, job: NewJob, connection: Any = None) -> int:
-        parameters = _defer_one_parameters(job)
+        parameters = rows.defer_one_parameters(job)
         with self._cursor(connection) as cursor:
             cursor.execute(queries["defer_job"], parameters)
             (job_id,) = cursor.fetchone()
@@ -197,19 +151,7 @@ class PostgresJobStore(JobStore):
     ) -> list[int]:
         if not calls:
             return []
-        scheduled_at, months, seconds = _schedule_of(job)
-        jobs = [job] * len(calls)  # the calls' arguments are refused in the job's name
-        parameters = {
-            "queue": job.queue,
-            "task_name": job.task_name,
-            "args": new_jobs.encode_arguments_of_many(jobs, [args for args, _ in calls]),
-            "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(kwargs) for _, kwargs in calls]),
-            "lock": job.lock,
-            "scheduled_at": scheduled_at,
-            "months": months,
-            "seconds": seconds,
-            "max_attempts": job.max_attempts,
-        }
+        parameters = rows.defer_calls_parameters(job, calls)
         with self._cursor(connection) as cursor:
             cursor.execute(queries["defer_calls"], parameters)
             return [job_id for (job_id,) in cursor.fetchall()]
@@ -222,22 +164,18 @@ class PostgresJobStore(JobStore):
         parameters = {"worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit}
         with self._worker_cursor() as cursor:
             cursor.execute(self._worker_write(queries["claim_jobs"]), parameters)
-            claimed = _jobs_from(cursor)
+            claimed = rows.jobs_from(cursor)
         if claimed:
             self._drop_notifications()
         return claimed
 
     def _drop_notifications(self) -> None:
-        # After a claim that found jobs the worker claims again before it waits, so the
-        # wake-ups received so far are not needed: drop them, or a busy worker's list of
-        # notifications grows without end.
-        if self._listening and self._connection is not None:
-            del self._connection.notifies[:]
+        self._listener.drop_pending(self._connection)
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:
         with self._cursor() as cursor:
             cursor.execute(self._worker_write(queries["start_job"]), {"job_id": job_id, "worker_id": worker_id})
-            started = _jobs_from(cursor)
+            started = rows.jobs_from(cursor)
         return started[0] if started else None
 
     def finish_job(self, job_id: int, worker_id: int, attempt: int, outcome: Outcome) -> bool:
@@ -287,14 +225,14 @@ class PostgresJobStore(JobStore):
         statement = queries["finish_and_claim"] if claim_limit > 0 else queries["finish_job"]
         with self._worker_cursor() as cursor:
             cursor.execute(self._worker_write(statement), parameters)
-            columns = _column_names(cursor)
-            rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
-        return bool(rows[0]["finished"]), [job_from_row(row) for row in rows if row["id"] is not None]
+            columns = rows.column_names(cursor)
+            results = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return bool(results[0]["finished"]), [rows.job_from_row(row) for row in results if row["id"] is not None]
 
     def held_jobs(self, worker_id: int) -> list[Job]:
         with self._cursor() as cursor:
             cursor.execute(queries["held_jobs"], {"worker_id": worker_id})
-            return _jobs_from(cursor)
+            return rows.jobs_from(cursor)
 
     def _worker_write(self, query: str) -> str:
         """``query``, preceded by ``commit_without_waiting`` when synchronous_commit is off: in
@@ -312,32 +250,11 @@ class PostgresJobStore(JobStore):
         return released
 
     def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
-        deadline_ms = _monotonic_ms() + max(timeout_s, 0.0) * 1000
-        wanted = None if queues is None else set(queues)
         with self._errors_translated():
-            connection = self._connect()
-            if not self._listening:
-                with connection.cursor() as cursor:
-                    cursor.execute(queries["listen_for_jobs"])
-                self._listening = True
-            poller = select.poll()
-            poller.register(connection.fileno(), select.POLLIN)
-            poller.register(self._wake.reader, select.POLLIN)
-            while True:
-                connection.poll()  # reads what arrived, without blocking
-                if _take_notifications(connection, wanted):
-                    return True
-                remaining_ms = deadline_ms - _monotonic_ms()
-                if remaining_ms <= 0:
-                    return False
-                events = poller.poll(math.ceil(remaining_ms))
-                if any(fd == self._wake.reader for fd, _ in events):
-                    self._wake.drain()
-                    return False
+            return self._listener.wait(self._connect(), queues, timeout_s)
 
     def interrupt_wait(self) -> None:
-        # One write(2) on a non-blocking pipe: safe from a signal handler and from any thread.
-        self._wake.wake()
+        self._listener.interrupt()
 
     # -- workers and heartbeats ------------------------------------------------------------------
 
@@ -356,7 +273,7 @@ class PostgresJobStore(JobStore):
     def list_workers(self) -> list[WorkerInfo]:
         with self._cursor() as cursor:
             cursor.execute(queries["list_workers"])
-            columns = _column_names(cursor)
+            columns = rows.column_names(cursor)
             return [WorkerInfo(**dict(zip(columns, row))) for row in cursor.fetchall()]
 
     def reclaim_jobs_of(self, worker_ids: Sequence[int], reason: str) -> list[ReclaimedJob]:
@@ -379,7 +296,7 @@ class PostgresJobStore(JobStore):
         }
         with self._cursor() as cursor:
             cursor.execute(queries["reclaim_workers"], parameters)
-            return _reclaimed_from(cursor)
+            return rows.reclaimed_from(cursor)
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -398,7 +315,7 @@ class PostgresJobStore(JobStore):
     def get_job(self, job_id: int) -> Job | None:
         with self._cursor() as cursor:
             cursor.execute(queries["get_job"], {"job_id": job_id})
-            found = _jobs_from(cursor)
+            found = rows.jobs_from(cursor)
         return found[0] if found else None
 
     def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
@@ -418,108 +335,5 @@ def _is_session_lost(exc: psycopg2.Error) -> bool:
         return False
     # No SQLSTATE: libpq's own error, such as "server closed the connection unexpectedly".
     return exc.pgcode is None or exc.pgcode.startswith(_SESSION_LOST_SQLSTATES)
-
-
-def _column_names(cursor: psycopg2.extensions.cursor) -> list[str]:
-    return [column.name for column in cursor.description]
-
-
-def _jobs_from(cursor: psycopg2.extensions.cursor) -> list[Job]:
-    columns = _column_names(cursor)
-    return [job_from_row(dict(zip(columns, row))) for row in cursor.fetchall()]
-
-
-def job_from_row(row: Mapping[str, Any]) -> Job:
-    """A ``cabbage_jobs`` row (by column name) as a Job; a JSON object in ``args`` (a row
-    written by another program) counts as keyword arguments."""
-    args = row["args"]
-    error_type = row["last_error_type"]
-    return Job(
-        id=row["id"],
-        queue=row["queue"],
-        task_name=row["task_name"],
-        args=tuple(args) if isinstance(args, list) else (),
-        kwargs={**(args if isinstance(args, dict) else {}), **row["kwargs"]},
-        lock=row["lock"],
-        status=Status(row["status"]),
-        scheduled_at=row["scheduled_at"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        worker_id=row["worker_id"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_error=(
-            JobError(error_type, row["last_error"] or "", row["last_error_traceback"])
-            if error_type is not None
-            else None
-        ),
-    )
-
-
-def _reclaimed_from(cursor: psycopg2.extensions.cursor) -> list[ReclaimedJob]:
-    columns = _column_names(cursor)
-    rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
-    return [ReclaimedJob(**{**row, "status": Status(row["status"])}) for row in rows]
-
-
-def _take_notifications(connection: psycopg2.extensions.connection, wanted: set[str] | None) -> bool:
-    """Empties the connection's notification list; True if one was for a wanted queue."""
-    notifies = connection.notifies
-    relevant = any(
-        notify.channel == NOTIFY_CHANNEL and (wanted is None or notify.payload in wanted) for notify in notifies
-    )
-    del notifies[:]
-    return relevant
-
-
-def _defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
-    """One JSON array per column: the server unpacks them side by side, in input order."""
-    schedules = [_schedule_of(job) for job in jobs]
-    return {
-        "queues": json.dumps([job.queue for job in jobs]),
-        "task_names": json.dumps([job.task_name for job in jobs]),
-        # json encodes a tuple as an array; only a Mapping that is not a dict needs a copy.
-        "args": new_jobs.encode_arguments_of_many(jobs, [job.args for job in jobs]),
-        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(job.kwargs) for job in jobs]),
-        "locks": json.dumps([job.lock for job in jobs]),
-        "scheduled_at": json.dumps([scheduled_at for scheduled_at, _, _ in schedules]),
-        "months": json.dumps([months for _, months, _ in schedules]),
-        "seconds": json.dumps([seconds for _, _, seconds in schedules]),
-        "max_attempts": json.dumps([job.max_attempts for job in jobs]),
-    }
-
-
-def _defer_one_parameters(job: NewJob) -> dict[str, Any]:
-    scheduled_at, months, seconds = _schedule_of(job)
-    return {
-        "queue": job.queue,
-        "task_name": job.task_name,
-        # A call without arguments needs no encoding.
-        "args": new_jobs.encode_arguments(job, job.args) if job.args else "[]",
-        "kwargs": new_jobs.encode_arguments(job, new_jobs.as_dict(job.kwargs)) if job.kwargs else "{}",
-        "lock": job.lock,
-        "scheduled_at": scheduled_at,
-        "months": months,
-        "seconds": seconds,
-        "max_attempts": job.max_attempts,
-    }
-
-
-def _schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
-    """(scheduled_at as ISO 8601, months, seconds): an absolute time, or a delay that the
-    database adds to its own clock, calendar months first."""
-    scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
-    if scheduled_at is not None:
-        return scheduled_at.isoformat(), None, None
-    delay = schedules.delay_of(job.schedule_in)
-    if delay is None:
-        return None, None, None
-    months, seconds = delay
-    return None, months, seconds
-
-
-def _monotonic_ms() -> float:
-    return time.monotonic() * 1000
 
 __all__ = ["PostgresJobStore"]

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 import structlog
 
 from cabbage import dsn as dsn_module
-from cabbage.postgres import job_from_row
+from cabbage.rows import job_from_row
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,

@@ -1,0 +1,128 @@
+"""Rows and parameters: what the PostgreSQL store sends for a NewJob, and the records a row becomes.
+
+No I/O and no driver import: the admin queries map their rows here too. A cursor is anything
+with ``description`` and ``fetchall()`` (DB-API).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Protocol, Sequence
+
+from cabbage import new_jobs, schedules
+from cabbage.jobs import Job, JobError, NewJob, ReclaimedJob, Status
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the mappings read."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+
+def column_names(cursor: Cursor) -> list[str]:
+    return [column[0] for column in cursor.description]
+
+
+def jobs_from(cursor: Cursor) -> list[Job]:
+    columns = column_names(cursor)
+    return [job_from_row(dict(zip(columns, row))) for row in cursor.fetchall()]
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A ``cabbage_jobs`` row (by column name) as a Job; a JSON object in ``args`` (a row
+    written by another program) counts as keyword arguments."""
+    args = row["args"]
+    error_type = row["last_error_type"]
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        task_name=row["task_name"],
+        args=tuple(args) if isinstance(args, list) else (),
+        kwargs={**(args if isinstance(args, dict) else {}), **row["kwargs"]},
+        lock=row["lock"],
+        status=Status(row["status"]),
+        scheduled_at=row["scheduled_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        worker_id=row["worker_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_error=(
+            JobError(error_type, row["last_error"] or "", row["last_error_traceback"])
+            if error_type is not None
+            else None
+        ),
+    )
+
+
+def reclaimed_from(cursor: Cursor) -> list[ReclaimedJob]:
+    columns = column_names(cursor)
+    rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    return [ReclaimedJob(**{**row, "status": Status(row["status"])}) for row in rows]
+
+
+def defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
+    """One JSON array per column: the server unpacks them side by side, in input order."""
+    schedules = [schedule_of(job) for job in jobs]
+    return {
+        "queues": json.dumps([job.queue for job in jobs]),
+        "task_names": json.dumps([job.task_name for job in jobs]),
+        # json encodes a tuple as an array; only a Mapping that is not a dict needs a copy.
+        "args": new_jobs.encode_arguments_of_many(jobs, [job.args for job in jobs]),
+        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(job.kwargs) for job in jobs]),
+        "locks": json.dumps([job.lock for job in jobs]),
+        "scheduled_at": json.dumps([scheduled_at for scheduled_at, _, _ in schedules]),
+        "months": json.dumps([months for _, months, _ in schedules]),
+        "seconds": json.dumps([seconds for _, _, seconds in schedules]),
+        "max_attempts": json.dumps([job.max_attempts for job in jobs]),
+    }
+
+
+def defer_one_parameters(job: NewJob) -> dict[str, Any]:
+    scheduled_at, months, seconds = schedule_of(job)
+    return {
+        "queue": job.queue,
+        "task_name": job.task_name,
+        # A call without arguments needs no encoding.
+        "args": new_jobs.encode_arguments(job, job.args) if job.args else "[]",
+        "kwargs": new_jobs.encode_arguments(job, new_jobs.as_dict(job.kwargs)) if job.kwargs else "{}",
+        "lock": job.lock,
+        "scheduled_at": scheduled_at,
+        "months": months,
+        "seconds": seconds,
+        "max_attempts": job.max_attempts,
+    }
+
+
+def schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
+    """(scheduled_at as ISO 8601, months, seconds): an absolute time, or a delay that the
+    database adds to its own clock, calendar months first."""
+    scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
+    if scheduled_at is not None:
+        return scheduled_at.isoformat(), None, None
+    delay = schedules.delay_of(job.schedule_in)
+    if delay is None:
+        return None, None, None
+    months, seconds = delay
+    return None, months, seconds
+
+
+def defer_calls_parameters(job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> dict[str, Any]:
+    """The parameters of ``defer_calls``: one job's options, and an array of each call's arguments."""
+    scheduled_at, months, seconds = schedule_of(job)
+    jobs = [job] * len(calls)  # the calls' arguments are refused in the job's name
+    return {
+        "queue": job.queue,
+        "task_name": job.task_name,
+        "args": new_jobs.encode_arguments_of_many(jobs, [args for args, _ in calls]),
+        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(kwargs) for _, kwargs in calls]),
+        "lock": job.lock,
+        "scheduled_at": scheduled_at,
+        "months": months,
+        "seconds": seconds,
+        "max_attempts": job.max_attempts,
+    }
