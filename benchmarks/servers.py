@@ -10,15 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import closing
 
 import psycopg2
-from psycopg2 import errors, sql
-from psycopg2.extensions import make_dsn
+import psycopg2.errors
 
-from devdb import servers
+from devdb import databases, servers
 from devdb.cluster import PrivateCluster
 from cabbage.dsn import describe
 from cabbage.schema import apply_schema
@@ -52,7 +50,7 @@ class Server:
             self.cluster.destroy()
 
     def dsn_of(self, database: str) -> str:
-        return make_dsn(self.admin_dsn, dbname=database)
+        return databases.dsn_of(self.admin_dsn, database)
 
     def settings(self) -> dict[str, str]:
         with closing(psycopg2.connect(self.admin_dsn)) as connection, connection.cursor() as cursor:
@@ -63,38 +61,18 @@ class Server:
     def fresh_database(self, label: str, *, cabbage_schema: bool = True) -> Iterator[str]:
         """A new database (with cabbage's schema unless told otherwise), dropped on the way out."""
         name = f"bench_{label}_{os.getpid()}"
-        self._execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        databases.drop_database(self.admin_dsn, name)  # left by a killed run whose pid was ours
+        databases.create_database(self.admin_dsn, name)
         dsn = self.dsn_of(name)
         try:
             if cabbage_schema:
                 apply_schema(dsn)
             yield dsn
         finally:
-            self._drop(name)
-
-    def _drop(self, name: str, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._execute(
-                sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}").format(
-                    sql.Literal(name)
-                )
-            )
             try:
-                self._execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-                return
-            except errors.ObjectInUse:
-                if time.monotonic() > deadline:
-                    print(f"benchmarks: could not drop database {name}: still in use", file=sys.stderr)
-                    return
-                time.sleep(0.1)
-
-    def _execute(self, statement: sql.Composable) -> None:
-        with closing(psycopg2.connect(self.admin_dsn)) as connection:
-            connection.autocommit = True  # CREATE and DROP DATABASE cannot run in a transaction
-            with connection.cursor() as cursor:
-                cursor.execute(statement)
+                databases.drop_database(self.admin_dsn, name, timeout_s=15.0)
+            except psycopg2.errors.ObjectInUse:
+                print(f"benchmarks: could not drop database {name}: still in use", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,11 @@
-"""The database schema's version: checking it, and bringing a database to it (`cabbage schema apply`).
+"""The database schema's version: checking it, bringing a database to it (`cabbage schema apply`),
+and reading it back (`cabbage schema dump`).
 
 The schema is the numbered migrations of ``cabbage/sql/migrations``; ``cabbage_schema_version``
 records which ran. Applying runs the missing ones in one transaction under an advisory lock,
 so that concurrent applies wait for each other and a failed step leaves nothing behind.
+``describe_schema`` renders every cabbage_ object as the catalog holds it, as DDL: the schema
+as it stands, readable in one file (``cabbage/sql/current/schema.sql``).
 
 >>> apply_schema("postgresql://app@db/app")   # idempotent: a second run changes nothing
 1
@@ -80,6 +83,58 @@ def check_schema_version(version: int | None) -> None:
         )
 
 
+def dump_schema(dsn: str) -> str:
+    """``describe_schema`` of the database at ``dsn``."""
+    with closing(dsn_module.connect(dsn)) as connection:
+        try:
+            if read_schema_version(connection) is None:
+                check_schema_version(None)  # raises: nothing to describe, and how to fix it
+            return describe_schema(connection)
+        except psycopg2.Error as exc:
+            raise _store_error("cannot read the cabbage schema of", dsn, exc) from None
+
+
+def describe_schema(connection: Any) -> str:
+    """Every cabbage_ object of the database as DDL, read from its catalog, in a fixed order:
+    two databases with the same schema describe alike. psycopg2 errors are the caller's."""
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        with connection.cursor() as cursor:
+            cursor.execute(queries[name])
+            columns = [column[0] for column in cursor.description]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    migrations_run = rows("catalog_migrations")
+    parts = [SCHEMA_FILE_HEADER.format(version=migrations_run[-1]["version"] if migrations_run else 0)]
+    parts += [f"-- migration {row['version']}: {row['name']}" for row in migrations_run]
+    for row in rows("catalog_types"):
+        labels = ", ".join(f"'{label}'" for label in row["labels"])
+        parts.append(f"\nCREATE TYPE {row['name']} AS ENUM ({labels});")
+    for row in rows("catalog_sequences"):
+        parts.append(f"\nCREATE SEQUENCE {row['name']} AS {row['data_type']} INCREMENT {row['increment_by']} CACHE {row['cache_size']};")
+    tables: dict[str, list[str]] = {}
+    for row in rows("catalog_columns"):
+        column = f"    {row['name']} {row['type']}"
+        column += " NOT NULL" if row["not_null"] else ""
+        column += f" DEFAULT {row['default_value']}" if row["default_value"] is not None else ""
+        tables.setdefault(row["table_name"], []).append(column)
+    for row in rows("catalog_constraints"):
+        tables[row["table_name"]].append(f"    CONSTRAINT {row['name']} {row['definition']}")
+    for table_name, lines in tables.items():
+        parts.append(f"\nCREATE TABLE {table_name} (\n" + ",\n".join(lines) + "\n);")
+    parts += [f"\n{row['definition']};" for row in rows("catalog_indexes")]
+    parts += [f"\n{row['definition'].strip()};" for row in rows("catalog_functions")]
+    parts += [f"\n{row['definition']};" for row in rows("catalog_triggers")]
+    return "\n".join(parts) + "\n"
+
+
+SCHEMA_FILE_HEADER = """\
+-- The cabbage schema as it stands at version {version}: every cabbage_ object, read back from
+-- the catalog of a database that ran the migrations (`cabbage schema dump`). Generated, do not
+-- edit: the migrations in cabbage/sql/migrations/ are the source, and
+-- tests/integration/test_schema.py checks that this is what they build."""
+
+
 def _read_version(cursor: Any) -> int | None:
     cursor.execute(queries["read_schema_version"])
     (version,) = cursor.fetchone()
@@ -94,4 +149,4 @@ def _store_error(doing: str, dsn: str, exc: psycopg2.Error) -> StoreError:
 
 
 __all__ = ["CURRENT_VERSION", "apply_schema", "schema_version", "check_schema", "read_schema_version",
-           "check_schema_version"]
+           "check_schema_version", "dump_schema", "describe_schema"]

@@ -1,4 +1,5 @@
-"""The demo's command line: ``python -m devdb run [--keep] -- CMD ARGS...``, ``dsn``, ``stop``.
+"""The demo's command line: ``python -m devdb run [--keep] -- CMD ARGS...``, ``dsn``, ``stop``,
+and ``write-schema`` (regenerates cabbage/sql/current/schema.sql from the migrations).
 
 ``run`` resolves the DSN (CABBAGE_DSN, libpq's PG* variables, else the demo's persistent
 cluster, started if needed and stopped afterwards unless ``--keep``), applies the schema, and
@@ -20,12 +21,14 @@ from devdb.cluster import PrivateCluster
 from devdb.errors import DevDbError, say
 from devdb.servers import resolve_dsn
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CURRENT_SCHEMA_FILE = REPO_ROOT / "cabbage" / "sql" / "current" / "schema.sql"
+
 
 def persistent_base_dir() -> Path:
     """The demo's cluster: per user, or as root per checkout under /var/tmp (never in the checkout)."""
     if os.geteuid() == 0:
-        repo = Path(__file__).resolve().parents[1]
-        return Path("/var/tmp") / f"cabbage-devdb-{hashlib.sha256(os.fsencode(repo)).hexdigest()[:8]}"
+        return Path("/var/tmp") / f"cabbage-devdb-{hashlib.sha256(os.fsencode(REPO_ROOT)).hexdigest()[:8]}"
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "cabbage" / "devdb"
 
@@ -116,6 +119,18 @@ def _stop() -> int:
     return 0
 
 
+def _write_schema() -> int:
+    """Regenerates cabbage/sql/current/schema.sql from the migrations, in a throwaway database."""
+    from cabbage.schema import apply_schema, dump_schema  # lazily: see _apply_schema
+    from devdb.databases import throwaway_database
+
+    with throwaway_database("schema_dump") as dsn:
+        apply_schema(dsn)
+        CURRENT_SCHEMA_FILE.write_text(dump_schema(dsn))
+    say(f"wrote {CURRENT_SCHEMA_FILE}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devdb", description="The demo's PostgreSQL.")
     actions = parser.add_subparsers(dest="action", required=True)
@@ -124,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     actions.add_parser("dsn", help="print the DSN the demo uses, starting PostgreSQL if needed")
     actions.add_parser("stop", help="stop the demo's PostgreSQL")
+    actions.add_parser("write-schema", help=f"regenerate {CURRENT_SCHEMA_FILE.relative_to(REPO_ROOT)} from the migrations")
     return parser
 
 
@@ -132,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.action == "run":
             return _run(args.command, keep=args.keep)
+        if args.action == "write-schema":
+            return _write_schema()
         return _print_dsn() if args.action == "dsn" else _stop()
     except CabbageError as error:  # ours, or the schema's: one line, no traceback
         say(f"error: {error}")

@@ -14,16 +14,15 @@ import os
 import secrets
 import sys
 import threading
-import time
-from contextlib import closing
 from pathlib import Path
 from typing import Iterator
 
 import psycopg2
 import pytest
 import structlog
-from psycopg2 import errors, sql
 from psycopg2.extensions import make_dsn, parse_dsn
+
+from devdb.databases import create_database, drop_database, terminate_backends
 
 TESTS_DIR = Path(__file__).parent
 LAYER_MARKERS = ("integration", "acceptance")
@@ -41,46 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # -- databases ---------------------------------------------------------------------------------
-
-
-def _admin_connection(dsn: str) -> psycopg2.extensions.connection:
-    connection = psycopg2.connect(dsn)
-    connection.autocommit = True  # CREATE and DROP DATABASE cannot run in a transaction
-    return connection
-
-
-def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:
-    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template is not None:
-        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-    with closing(_admin_connection(admin_dsn)) as connection, connection.cursor() as cursor:
-        cursor.execute(statement)
-
-
-def terminate_backends(admin_dsn: str, name: str) -> None:
-    with closing(_admin_connection(admin_dsn)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-
-
-def drop_database(admin_dsn: str, name: str, timeout_s: float = 10.0) -> None:
-    """Drops the database, ending its sessions first (a killed worker's may linger briefly)."""
-    statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
-    deadline = time.monotonic() + timeout_s
-    while True:
-        terminate_backends(admin_dsn, name)
-        try:
-            with closing(_admin_connection(admin_dsn)) as connection, connection.cursor() as cursor:
-                cursor.execute(statement)
-            return
-        except errors.ObjectInUse:
-            # A terminated backend takes a moment to exit, and a supervisor may reconnect.
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _drop_at_exit(owner_pid: int, admin_dsn: str, name: str) -> None:

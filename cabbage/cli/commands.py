@@ -54,6 +54,13 @@ def schema_check(arguments: argparse.Namespace, dsn: str, output: Output) -> int
     return EXIT_OK
 
 
+def schema_dump(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    from cabbage.schema import dump_schema
+
+    output.stream.write(dump_schema(dsn))  # DDL as it is: no escaping, no JSON
+    return EXIT_OK
+
+
 def defer(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
     from cabbage.postgres import PostgresJobStore
 
@@ -235,6 +242,7 @@ ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin, Output], int]] = 
 DSN_COMMANDS: dict[str, Callable[[argparse.Namespace, str, Output], int]] = {
     "schema_apply": schema_apply,
     "schema_check": schema_check,
+    "schema_dump": schema_dump,
     "defer": defer,
     "jobs_prune": jobs_prune,
     "healthcheck": healthcheck,

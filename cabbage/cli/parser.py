@@ -146,12 +146,15 @@ def _leaf(commands: Any, name: str, help_text: str, json: bool = False) -> argpa
 
 def _add_schema_commands(commands: Any) -> None:
     schema = commands.add_parser("schema", help="apply or check the database schema")
-    steps = schema.add_subparsers(dest="schema_command", required=True, metavar="apply|check", parser_class=CommandParser)
+    steps = schema.add_subparsers(dest="schema_command", required=True, metavar="apply|check|dump", parser_class=CommandParser)
     _leaf(steps, "apply", "bring the database to the current schema version (idempotent)", json=True).set_defaults(
         action="schema_apply"
     )
     _leaf(steps, "check", "exit 0 if the schema is current, else say which command fixes it", json=True).set_defaults(
         action="schema_check"
+    )
+    _leaf(steps, "dump", "print every cabbage_ object of the database as DDL, read from its catalog").set_defaults(
+        action="schema_dump"
     )
 
 

@@ -80,7 +80,7 @@ def test_a_password_stays_hidden_when_the_database_cannot_be_reached(start_super
 
 
 def test_a_database_without_the_schema_is_named_with_its_fix(start_supervisor: Start, pg_dsn: str) -> None:
-    from tests.conftest import create_database, drop_database
+    from devdb.databases import create_database, drop_database
 
     name = f"cabbage_empty_{secrets.token_hex(4)}"
     create_database(pg_dsn, name)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import threading
 from contextlib import closing
+from pathlib import Path
 from typing import Any, Iterator
 
 import psycopg2
@@ -16,41 +19,11 @@ from cabbage import schema
 from cabbage.exceptions import SchemaError
 from cabbage.postgres import PostgresJobStore
 from cabbage.sql import migrations
-from tests.conftest import create_database, drop_database
+from devdb.databases import create_database, drop_database
 
 APPLY_HINT = "run 'cabbage schema apply'"
-
-# Every cabbage_ object, in a form that two databases with the same schema print alike.
-CATALOG_QUERIES = {
-    "columns": """
-        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               pg_get_expr(d.adbin, d.adrelid)
-          FROM pg_attribute a
-          JOIN pg_class c ON c.oid = a.attrelid
-          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-         WHERE c.relname LIKE 'cabbage\\_%%' AND c.relkind IN ('r', 'v', 'm')
-           AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY 1, 2""",
-    "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE tablename LIKE 'cabbage\\_%%' ORDER BY 1",
-    "constraints": """
-        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
-          FROM pg_constraint WHERE conrelid::regclass::text LIKE 'cabbage\\_%%' ORDER BY 1, 2""",
-    "functions": """
-        SELECT proname, pg_get_function_identity_arguments(oid), pg_get_functiondef(oid)
-          FROM pg_proc WHERE proname LIKE 'cabbage\\_%%' ORDER BY 1, 2""",
-    "triggers": """
-        SELECT tgname, pg_get_triggerdef(oid)
-          FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'cabbage\\_%%' ORDER BY 1""",
-    "types": """
-        SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder)
-          FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
-         WHERE t.typname LIKE 'cabbage\\_%%' GROUP BY 1 ORDER BY 1""",
-    "sequences": """
-        SELECT sequencename, data_type::text, increment_by, cache_size
-          FROM pg_sequences WHERE sequencename LIKE 'cabbage\\_%%' ORDER BY 1""",
-    "versions": "SELECT version, name FROM cabbage_schema_version ORDER BY 1",
-}
-
+CURRENT_SCHEMA_FILE = Path(schema.__file__).parent / "sql" / "current" / "schema.sql"
+CABBAGE_SCRIPT = Path(sys.executable).with_name("cabbage")
 
 def query(dsn: str, statement: str, params: Any = None) -> list[tuple]:
     with closing(psycopg2.connect(dsn)) as connection:
@@ -60,8 +33,9 @@ def query(dsn: str, statement: str, params: Any = None) -> list[tuple]:
             return cursor.fetchall() if cursor.description else []
 
 
-def catalog(dsn: str) -> dict[str, list[tuple]]:
-    return {name: query(dsn, statement) for name, statement in CATALOG_QUERIES.items()}
+def catalog(dsn: str) -> str:
+    """Every cabbage_ object as the catalog holds it: equal for databases with the same schema."""
+    return schema.dump_schema(dsn)
 
 
 @pytest.fixture
@@ -111,6 +85,34 @@ def test_a_database_at_an_earlier_version_upgrades_to_the_fresh_schema(
             schema.check_schema(empty_dsn)
     assert schema.apply_schema(empty_dsn) == schema.CURRENT_VERSION
     assert catalog(empty_dsn) == catalog(db_dsn)
+
+
+def test_the_current_schema_file_is_what_the_migrations_build(db_dsn: str) -> None:
+    assert CURRENT_SCHEMA_FILE.read_text() == catalog(db_dsn), (
+        f"{CURRENT_SCHEMA_FILE} is not what the migrations build: regenerate it with `python -m devdb write-schema`"
+    )
+
+
+def test_schema_dump_prints_each_kind_of_object(db_dsn: str) -> None:
+    dump = subprocess.run(
+        [str(CABBAGE_SCRIPT), "schema", "dump", "--dsn", db_dsn], capture_output=True, text=True, check=True
+    ).stdout
+    assert dump == catalog(db_dsn)
+    for expected in (
+        "CREATE TYPE cabbage_job_status AS ENUM",
+        "CREATE TABLE cabbage_jobs (",
+        "CONSTRAINT cabbage_jobs_doing_has_worker CHECK",
+        "CREATE UNIQUE INDEX cabbage_jobs_one_doing_per_lock",
+        "CREATE OR REPLACE FUNCTION public.cabbage_claim_jobs_v1",
+        "CREATE TRIGGER cabbage_jobs_place_in_line",
+        f"-- migration {schema.CURRENT_VERSION}: ",
+    ):
+        assert expected in dump
+
+
+def test_schema_dump_of_a_database_without_the_schema_says_what_to_do(empty_dsn: str) -> None:
+    with pytest.raises(SchemaError, match=APPLY_HINT):
+        schema.dump_schema(empty_dsn)
 
 
 def test_a_missing_schema_says_which_command_fixes_it(empty_dsn: str) -> None:

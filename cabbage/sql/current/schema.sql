@@ -1,0 +1,307 @@
+-- The cabbage schema as it stands at version 6: every cabbage_ object, read back from
+-- the catalog of a database that ran the migrations (`cabbage schema dump`). Generated, do not
+-- edit: the migrations in cabbage/sql/migrations/ are the source, and
+-- tests/integration/test_schema.py checks that this is what they build.
+-- migration 1: 0001_initial.sql
+-- migration 2: 0002_place_in_line_only_when_needed.sql
+-- migration 3: 0003_notify_from_the_defer_statements.sql
+-- migration 4: 0004_claim_and_finish_functions.sql
+-- migration 5: 0005_claim_fetches_by_id.sql
+-- migration 6: 0006_finish_and_claim.sql
+
+CREATE TYPE cabbage_job_status AS ENUM ('todo', 'doing', 'succeeded', 'failed', 'cancelled');
+
+CREATE SEQUENCE cabbage_jobs_id_seq AS bigint INCREMENT 1 CACHE 1;
+
+CREATE SEQUENCE cabbage_workers_id_seq AS bigint INCREMENT 1 CACHE 1;
+
+CREATE TABLE cabbage_jobs (
+    id bigint NOT NULL DEFAULT nextval('cabbage_jobs_id_seq'::regclass),
+    queue text NOT NULL DEFAULT 'default'::text,
+    task_name text NOT NULL,
+    args jsonb NOT NULL DEFAULT '[]'::jsonb,
+    kwargs jsonb NOT NULL DEFAULT '{}'::jsonb,
+    lock text,
+    status cabbage_job_status NOT NULL DEFAULT 'todo'::cabbage_job_status,
+    is_head boolean NOT NULL DEFAULT true,
+    scheduled_at timestamp with time zone NOT NULL DEFAULT now(),
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer DEFAULT 1,
+    worker_id bigint,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    last_error_type text,
+    last_error text,
+    last_error_traceback text,
+    CONSTRAINT cabbage_jobs_args_is_array CHECK ((jsonb_typeof(args) = ANY (ARRAY['array'::text, 'object'::text]))),
+    CONSTRAINT cabbage_jobs_attempts_positive CHECK ((attempts >= 0)),
+    CONSTRAINT cabbage_jobs_doing_has_worker CHECK (((status <> 'doing'::cabbage_job_status) OR (worker_id IS NOT NULL))),
+    CONSTRAINT cabbage_jobs_kwargs_is_object CHECK ((jsonb_typeof(kwargs) = 'object'::text)),
+    CONSTRAINT cabbage_jobs_max_attempts_positive CHECK (((max_attempts IS NULL) OR (max_attempts >= 1))),
+    CONSTRAINT cabbage_jobs_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE cabbage_schema_version (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT cabbage_schema_version_pkey PRIMARY KEY (version)
+);
+
+CREATE TABLE cabbage_workers (
+    id bigint NOT NULL DEFAULT nextval('cabbage_workers_id_seq'::regclass),
+    hostname text NOT NULL DEFAULT ''::text,
+    pid integer NOT NULL DEFAULT 0,
+    queues text[],
+    started_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_heartbeat_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT cabbage_workers_pkey PRIMARY KEY (id)
+);
+
+CREATE INDEX cabbage_jobs_claimable ON public.cabbage_jobs USING btree (scheduled_at, id) WHERE ((status = 'todo'::cabbage_job_status) AND is_head);
+
+CREATE INDEX cabbage_jobs_claimable_by_queue ON public.cabbage_jobs USING btree (queue, scheduled_at, id) WHERE ((status = 'todo'::cabbage_job_status) AND is_head);
+
+CREATE INDEX cabbage_jobs_finished ON public.cabbage_jobs USING btree (finished_at) WHERE (finished_at IS NOT NULL);
+
+CREATE INDEX cabbage_jobs_held_by_worker ON public.cabbage_jobs USING btree (worker_id) WHERE (status = 'doing'::cabbage_job_status);
+
+CREATE INDEX cabbage_jobs_lock_line ON public.cabbage_jobs USING btree (lock, id) WHERE ((status = 'todo'::cabbage_job_status) AND (lock IS NOT NULL));
+
+CREATE UNIQUE INDEX cabbage_jobs_one_doing_per_lock ON public.cabbage_jobs USING btree (lock) WHERE ((status = 'doing'::cabbage_job_status) AND (lock IS NOT NULL));
+
+CREATE UNIQUE INDEX cabbage_jobs_one_head_per_lock ON public.cabbage_jobs USING btree (lock) WHERE (is_head AND (lock IS NOT NULL));
+
+CREATE INDEX cabbage_workers_by_heartbeat ON public.cabbage_workers USING btree (last_heartbeat_at);
+
+CREATE OR REPLACE FUNCTION public.cabbage_claim_jobs_v1(p_worker_id bigint, p_queues text[], p_limit integer)
+ RETURNS SETOF cabbage_jobs
+ LANGUAGE plpgsql
+ SET enable_bitmapscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF p_queues IS NULL THEN
+        RETURN QUERY
+        WITH candidates AS (
+            SELECT id, scheduled_at
+              FROM cabbage_jobs
+             WHERE status = 'todo' AND is_head AND scheduled_at <= now()
+             ORDER BY scheduled_at, id
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE cabbage_jobs AS j
+               SET status = 'doing',
+                   worker_id = p_worker_id,
+                   attempts = j.attempts + CASE WHEN c.starts_now THEN 1 ELSE 0 END,
+                   started_at = CASE WHEN c.starts_now THEN clock_timestamp() END
+              FROM (SELECT id, row_number() OVER (ORDER BY scheduled_at, id) = 1 AS starts_now
+                      FROM candidates) AS c
+             WHERE j.id = c.id
+            RETURNING j.*
+        )
+        SELECT * FROM claimed ORDER BY scheduled_at, id;
+    ELSE
+        RETURN QUERY
+        WITH candidates AS (
+            SELECT id, scheduled_at
+              FROM cabbage_jobs
+             WHERE status = 'todo' AND is_head AND scheduled_at <= now() AND queue = ANY (p_queues)
+             ORDER BY scheduled_at, id
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE cabbage_jobs AS j
+               SET status = 'doing',
+                   worker_id = p_worker_id,
+                   attempts = j.attempts + CASE WHEN c.starts_now THEN 1 ELSE 0 END,
+                   started_at = CASE WHEN c.starts_now THEN clock_timestamp() END
+              FROM (SELECT id, row_number() OVER (ORDER BY scheduled_at, id) = 1 AS starts_now
+                      FROM candidates) AS c
+             WHERE j.id = c.id
+            RETURNING j.*
+        )
+        SELECT * FROM claimed ORDER BY scheduled_at, id;
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_defer_job_v1(p_queue text, p_task_name text, p_args jsonb, p_kwargs jsonb, p_lock text, p_scheduled_at timestamp with time zone, p_months integer, p_seconds double precision, p_max_attempts integer)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    job_id bigint;
+    heads_its_line boolean;
+BEGIN
+    INSERT INTO cabbage_jobs AS j (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
+    VALUES (p_queue, p_task_name, p_args,
+            p_kwargs, p_lock,
+            coalesce(p_scheduled_at,
+                     ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(p_months, 0)))
+                         AT TIME ZONE 'UTC' + make_interval(secs => coalesce(p_seconds, 0))),
+            p_max_attempts)
+    RETURNING j.id, j.is_head INTO job_id, heads_its_line;
+    IF heads_its_line THEN
+        PERFORM pg_notify('cabbage_jobs', p_queue);
+    END IF;
+    RETURN job_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_finish_job_v1(p_job_id bigint, p_worker_id bigint, p_attempt integer, p_status cabbage_job_status, p_retry_in_s double precision, p_error_type text, p_error text, p_traceback text, p_next_job_id bigint)
+ RETURNS TABLE(finished boolean, started cabbage_jobs)
+ LANGUAGE plpgsql
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+BEGIN
+    -- The fence is compared as one row so that the job is found by its primary key: with a
+    -- bare status = 'doing' the planner may read the whole held-by-worker partial index
+    -- (every job any worker holds) and filter it.
+    UPDATE cabbage_jobs
+       SET status = p_status,
+           worker_id = CASE WHEN p_status = 'todo' THEN NULL ELSE worker_id END,
+           is_head = CASE WHEN p_status = 'todo' THEN is_head ELSE false END,
+           scheduled_at = CASE WHEN p_status = 'todo'
+                               THEN now() + make_interval(secs => coalesce(p_retry_in_s, 0))
+                               ELSE scheduled_at END,
+           finished_at = CASE WHEN p_status = 'todo' THEN NULL ELSE clock_timestamp() END,
+           -- An outcome without an error (a success) keeps the last attempt's error.
+           last_error_type = coalesce(p_error_type, last_error_type),
+           last_error = CASE WHEN p_error_type IS NULL THEN last_error ELSE p_error END,
+           last_error_traceback = CASE WHEN p_error_type IS NULL THEN last_error_traceback
+                                       ELSE p_traceback END
+     WHERE id = p_job_id AND started_at IS NOT NULL
+       AND (worker_id, attempts, status) IS NOT DISTINCT FROM (p_worker_id, p_attempt, 'doing'::cabbage_job_status);
+    finished := FOUND;
+    IF p_next_job_id IS NOT NULL AND p_next_job_id <> p_job_id THEN
+        UPDATE cabbage_jobs AS j
+           SET attempts = j.attempts + 1, started_at = clock_timestamp()
+         WHERE j.id = p_next_job_id AND j.started_at IS NULL
+           AND (j.worker_id, j.status) IS NOT DISTINCT FROM (p_worker_id, 'doing'::cabbage_job_status)
+        RETURNING j.* INTO started;
+    END IF;
+    RETURN NEXT;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_finish_job_v2(p_job_id bigint, p_worker_id bigint, p_attempt integer, p_status cabbage_job_status, p_retry_in_s double precision, p_error_type text, p_error text, p_traceback text, p_next_job_id bigint, p_queues text[], p_claim_limit integer)
+ RETURNS TABLE(finished boolean, job cabbage_jobs)
+ LANGUAGE plpgsql
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+    ended record;
+    claimed_any boolean := false;
+BEGIN
+    SELECT * INTO ended
+      FROM cabbage_finish_job_v1(p_job_id, p_worker_id, p_attempt, p_status, p_retry_in_s,
+                                 p_error_type, p_error, p_traceback, p_next_job_id);
+    finished := ended.finished;
+    IF p_next_job_id IS NULL AND finished AND p_claim_limit > 0 THEN
+        FOR job IN SELECT * FROM cabbage_claim_jobs_v1(p_worker_id, p_queues, p_claim_limit) LOOP
+            claimed_any := true;
+            RETURN NEXT;
+        END LOOP;
+        IF claimed_any THEN
+            RETURN;
+        END IF;
+    END IF;
+    job := ended.started;
+    RETURN NEXT;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_jobs_after_line_change()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.is_head AND OLD.lock IS NOT NULL THEN
+            PERFORM cabbage_promote_next_head(OLD.lock);
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF NEW.lock IS NOT NULL AND (
+        (OLD.is_head AND NOT NEW.is_head)
+        OR (NEW.status = 'todo' AND NOT NEW.is_head AND OLD.status NOT IN ('todo', 'doing'))
+    ) THEN
+        PERFORM cabbage_promote_next_head(NEW.lock);
+    END IF;
+    RETURN NEW;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_jobs_leave_line()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NEW.status NOT IN ('todo', 'doing') THEN
+        NEW.is_head := false;
+    ELSIF NEW.lock IS NULL THEN
+        NEW.is_head := true;
+    END IF;
+    RETURN NEW;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_jobs_place_in_line()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NEW.lock IS NULL THEN
+        NEW.is_head := NEW.status IN ('todo', 'doing');
+        RETURN NEW;
+    END IF;
+    IF NEW.status NOT IN ('todo', 'doing') THEN
+        NEW.is_head := false;
+        RETURN NEW;
+    END IF;
+    PERFORM pg_advisory_xact_lock(cabbage_lock_line_key(NEW.lock));
+    NEW.is_head := NOT EXISTS (
+        SELECT 1 FROM cabbage_jobs WHERE lock = NEW.lock AND is_head
+    );
+    RETURN NEW;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_lock_line_key(lock_name text)
+ RETURNS bigint
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$ SELECT hashtextextended('cabbage_lock:' || lock_name, 0) $function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_promote_next_head(lock_name text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM pg_advisory_xact_lock(cabbage_lock_line_key(lock_name));
+    IF EXISTS (SELECT 1 FROM cabbage_jobs WHERE lock = lock_name AND is_head) THEN
+        RETURN;
+    END IF;
+    UPDATE cabbage_jobs SET is_head = true
+     WHERE id = (SELECT id FROM cabbage_jobs
+                  WHERE lock = lock_name AND status = 'todo'
+                  ORDER BY id LIMIT 1);
+    IF FOUND THEN
+        PERFORM pg_notify('cabbage_jobs', (SELECT queue FROM cabbage_jobs
+                                            WHERE lock = lock_name AND is_head));
+    END IF;
+END
+$function$;
+
+CREATE TRIGGER cabbage_jobs_after_delete AFTER DELETE ON public.cabbage_jobs FOR EACH ROW WHEN ((old.is_head AND (old.lock IS NOT NULL))) EXECUTE FUNCTION cabbage_jobs_after_line_change();
+
+CREATE TRIGGER cabbage_jobs_after_status_change AFTER UPDATE OF status ON public.cabbage_jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.lock IS NOT NULL))) EXECUTE FUNCTION cabbage_jobs_after_line_change();
+
+CREATE TRIGGER cabbage_jobs_leave_line BEFORE UPDATE OF status ON public.cabbage_jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (((new.status <> ALL (ARRAY['todo'::cabbage_job_status, 'doing'::cabbage_job_status])) AND new.is_head) OR ((new.status = ANY (ARRAY['todo'::cabbage_job_status, 'doing'::cabbage_job_status])) AND (new.lock IS NULL) AND (NOT new.is_head))))) EXECUTE FUNCTION cabbage_jobs_leave_line();
+
+CREATE TRIGGER cabbage_jobs_place_in_line BEFORE INSERT ON public.cabbage_jobs FOR EACH ROW WHEN (((new.lock IS NOT NULL) OR (new.status <> ALL (ARRAY['todo'::cabbage_job_status, 'doing'::cabbage_job_status])) OR (NOT new.is_head))) EXECUTE FUNCTION cabbage_jobs_place_in_line();
