@@ -75,7 +75,7 @@ class TaskManager:
         def declare(func: Callable[..., Any]) -> Task:
             task = Task(
                 func,
-                task_manager=self,
+                store=self.store,
                 name=name or f"{func.__module__}.{func.__qualname__}",
                 queue=queue,
                 retry_policy=retry_policy,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -19,9 +19,7 @@ from cabbage.exceptions import ConfigurationError, UnserialisableArgumentError
 from cabbage.jobs import NewJob
 from cabbage.retry import RetryPolicy
 from cabbage.schedules import check_schedule
-
-if TYPE_CHECKING:
-    from cabbage.manager import TaskManager
+from cabbage.store import JobStore
 
 log = structlog.get_logger()
 
@@ -66,7 +64,7 @@ class Task:
         self,
         func: Callable[..., Any],
         *,
-        task_manager: "TaskManager",
+        store: JobStore,
         name: str,
         queue: str,
         retry_policy: RetryPolicy,
@@ -75,7 +73,7 @@ class Task:
     ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
-        self.task_manager = task_manager
+        self.store = store  # its TaskManager's: where its jobs are deferred
         self.name = name
         self.queue = _check_queue(queue)
         self.retry_policy = retry_policy
@@ -162,7 +160,7 @@ class JobDescription:
         """
         job = self._new_job(args, kwargs)
         try:
-            job_id = self.task.task_manager.store.defer_job(job, connection=self.connection)
+            job_id = self.task.store.defer_job(job, connection=self.connection)
         except UnserialisableArgumentError:
             self._name_unserialisable_argument([(args, kwargs)])
             raise
@@ -182,7 +180,7 @@ class JobDescription:
             return []
         try:
             # One NewJob for all: the calls differ only in their arguments.
-            job_ids = self.task.task_manager.store.defer_calls(self._new_job((), {}), split_calls, connection=self.connection)
+            job_ids = self.task.store.defer_calls(self._new_job((), {}), split_calls, connection=self.connection)
         except UnserialisableArgumentError:
             self._name_unserialisable_argument(split_calls)
             raise

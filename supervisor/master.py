@@ -2,34 +2,31 @@
 
 The master's state is plain data: ``children`` (pid -> Child), ``wanted`` (how many workers),
 ``generation`` (bumped by each reload) and ``phase``. Signals only record an intent
-(``handle_signal``); each turn of the loop then reaps, checks heartbeats when due, and spawns
-or retires children toward what is wanted. Decisions are in ``health``, processes in
-``children``, the database behind the JobStore contract (``list_workers``,
-``reclaim_jobs_of``, ``reclaim_stale_workers``). When the database is unreachable the master
-keeps reaping and respawning, logs the outage once and its end once, and retries with backoff.
+(``handle_signal``, decided by ``phases.decide_signal``); each turn of the loop then reaps,
+checks heartbeats when due, and spawns or retires children toward what is wanted. Decisions
+are in ``phases`` and ``health``, processes in ``children``, the database in
+``database_duties``. When the database is unreachable the master keeps reaping and respawning.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 import os
 import signal
 import socket
 import time
-from typing import Callable, Sequence
 
 import structlog
 
-from cabbage import retention
-from cabbage.exceptions import AppImportError, DatabaseUnavailable
-from cabbage.jobs import ReclaimedJob, Status
+from cabbage.exceptions import AppImportError
 from cabbage.store import JobStore
 from supervisor import app_import, children, exit_codes, health, proctitle, signals
 from supervisor.app_import import LoadedApp
 from supervisor.children import Child, ChildSetup, ExitStatus
 from supervisor.config import SupervisorConfig
+from supervisor.database_duties import DatabaseDuties
+from supervisor.phases import Intent, Phase, decide_signal
 from supervisor.systemd import SystemdNotifier
 
 log = structlog.get_logger()
@@ -38,27 +35,6 @@ log = structlog.get_logger()
 # an idle master costs CPU (its pages are cold by then): it wakes for what is due (heartbeat
 # checks, deadlines, respawns, the watchdog, pruning), for signals and for dead children.
 MAX_TICK_S = 5.0
-MIN_WORKERS = 1
-# With --retention: how often a master looks for old finished jobs once none were left, and
-# how soon it takes the next batch while some are.
-PRUNE_INTERVAL_S = 60.0
-PRUNE_CATCH_UP_S = 1.0
-
-
-class Phase(enum.Enum):
-    RUNNING = "running"
-    RELOADING = "reloading"  # from HUP until READY=1 is sent again
-    STOPPING = "stopping"  # graceful: children finish their job
-    STOPPING_NOW = "stopping now"  # fast: children are killed
-
-
-@dataclasses.dataclass(frozen=True)
-class PendingReclaim:
-    """A lost child whose jobs are still to be taken back (the database may be down)."""
-
-    pid: int
-    worker_id: int | None  # None: found by hostname and pid in list_workers()
-    reason: str
 
 
 class Master:
@@ -87,13 +63,10 @@ class Master:
         self.generation = 1
         self.phase = Phase.RUNNING
         self.exit_code = exit_codes.EXIT_OK
-        self.database = health.DatabaseLink()
-        self.pending_reclaims: dict[int, PendingReclaim] = {}
+        self.database = DatabaseDuties(store, self.hostname, config, on_reconnected=self.respawn_now)
         self.early_exits = 0  # children that died young in a row (health.count_early_exits)
         self.respawn_not_before = 0.0
-        self.next_heartbeat_check = 0.0
         self.next_watchdog_at = 0.0
-        self.next_prune_at = 0.0
         self.is_ready_sent = False
         self.title = ""
 
@@ -108,11 +81,11 @@ class Master:
                 for signum in self.signals.drain():
                     self.handle_signal(signum)  # records an intent: stop, stop now, reload, +1, -1
                 self.reap_children()  # waitpid(-1, WNOHANG) until empty; reclaim at once
-                if self.heartbeat_check_due():
+                if self.database.heartbeat_check_due(time.monotonic()):
                     self.check_heartbeats()  # own children, and stale workers of other hosts
                 self.reconcile_children()  # spawn or retire toward the wanted count
-                if self.prune_due():
-                    self.prune_finished_jobs()  # --retention: one bounded batch of old jobs
+                if self.database.prune_due(time.monotonic()):
+                    self.database.prune_finished_jobs()  # --retention: one bounded batch of old jobs
                 self.report()  # process title, sd_notify STATUS / WATCHDOG
             except Exception:  # the loop's boundary: a failed step must not orphan the children
                 log.exception("supervisor_step_failed")
@@ -122,17 +95,15 @@ class Master:
 
     @property
     def finished(self) -> bool:
-        return self.phase in (Phase.STOPPING, Phase.STOPPING_NOW) and not self.children
+        return self.phase.is_stopping and not self.children
 
     @property
     def tick_s(self) -> float:
         """How long the loop may sleep: until the next thing due, at most MAX_TICK_S."""
         now = time.monotonic()
-        due = [max(self.next_heartbeat_check, self.database.retry_at), self.respawn_not_before]
+        due = [*self.database.due_times(), self.respawn_not_before]
         if self.notifier.watchdog_interval_s:
             due.append(self.next_watchdog_at)
-        if self.config.retention_s is not None:
-            due.append(max(self.next_prune_at, self.database.retry_at))
         due += [child.stop_deadline for child in self.children.values() if child.stop_deadline and not child.kill_reason]
         upcoming = [moment for moment in due if moment > now]
         return min(MAX_TICK_S, min(upcoming, default=math.inf) - now)
@@ -150,11 +121,10 @@ class Master:
             self.phase = Phase.STOPPING
 
     def finish(self) -> None:
-        if self.pending_reclaims:
-            self.reclaim_pending()  # a last chance; stale-worker reclaim covers what is left
-        log.info("supervisor_stopped", exit_code=self.exit_code, unreclaimed_pids=sorted(self.pending_reclaims) or None)
+        self.database.close()
+        unreclaimed = sorted(self.database.pending_reclaims) or None
+        log.info("supervisor_stopped", exit_code=self.exit_code, unreclaimed_pids=unreclaimed)
         self.notifier.close()
-        self.store.close()
         os.close(self.master_alive_read_fd)
         os.close(self.master_alive_write_fd)
 
@@ -163,33 +133,15 @@ class Master:
     def handle_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             return  # reap_children runs right after
-        effect, action = self._decide(signum)
-        log.info("signal_received", signal=signals.name_of(signum), effect=effect, workers=self.wanted)
-        action()
-
-    def _decide(self, signum: int) -> tuple[str, Callable[[], None]]:
-        """What a signal means in this phase: the effect to log, and the action to run after.
-
-        TTIN and TTOU only change ``wanted``: reconcile_children spawns or retires toward it.
-        """
-        name = signals.name_of(signum)
-        if signum == signal.SIGQUIT or (signum in (signal.SIGTERM, signal.SIGINT) and self.phase is Phase.STOPPING):
-            if self.phase is Phase.STOPPING_NOW:
-                return "none: already stopping now", _nothing
-            return "fast stop", lambda: self.stop_now(name)
-        if self.phase in (Phase.STOPPING, Phase.STOPPING_NOW):
-            return "none: stopping", _nothing
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            return "graceful stop", self.stop_gracefully
-        if signum == signal.SIGHUP:
-            return "reload", self.reload
-        if signum == signal.SIGTTIN:
-            self.wanted += 1
-            return "one worker more", _nothing
-        if signum == signal.SIGTTOU and self.wanted > MIN_WORKERS:
-            self.wanted -= 1
-            return "one worker fewer", _nothing
-        return f"none: {MIN_WORKERS} worker is the minimum", _nothing
+        decision = decide_signal(signum, self.phase, self.wanted)
+        self.wanted = decision.wanted  # TTIN, TTOU: reconcile_children spawns or retires toward it
+        log.info("signal_received", signal=signals.name_of(signum), effect=decision.effect, workers=self.wanted)
+        if decision.intent is Intent.STOP_GRACEFULLY:
+            self.stop_gracefully()
+        elif decision.intent is Intent.STOP_NOW:
+            self.stop_now(signals.name_of(signum))
+        elif decision.intent is Intent.RELOAD:
+            self.reload()
 
     def stop_gracefully(self) -> None:
         self.phase = Phase.STOPPING
@@ -251,14 +203,14 @@ class Master:
         self.children[child.pid] = dataclasses.replace(child, kill_reason=reason)
         getattr(log, level)("worker_killed", child_pid=child.pid, worker_number=child.worker_number,
                             worker_id=child.worker_id, signal="SIGKILL", reason=reason)  # fmt: skip
-        self.queue_reclaim(child, f"process {child.pid} was killed: {reason}")
+        self.database.queue_reclaim(child.pid, child.worker_id, f"process {child.pid} was killed: {reason}")
 
     def reap_children(self) -> None:
         for exited in children.reap_children():
             child = self.children.pop(exited.pid, None)
             if child is not None:
                 self.on_child_exit(child, exited)
-        self.reclaim_pending()
+        self.database.reclaim_pending()
 
     def on_child_exit(self, child: Child, exited: ExitStatus) -> None:
         now = time.monotonic()
@@ -270,7 +222,7 @@ class Master:
                                                    reason=child.kill_reason or exited.describe(), **outcome)  # fmt: skip
         if child.kill_reason is None:  # a killed child's jobs were queued when it was killed
             # Even after a clean exit: a task that called sys.exit(0) left its job doing.
-            self.queue_reclaim(child, exited.describe())
+            self.database.queue_reclaim(child.pid, child.worker_id, exited.describe())
         if not is_expected and self.phase is Phase.RUNNING:
             self.delay_respawn(now, lifetime_s, child.worker_number)
 
@@ -287,7 +239,7 @@ class Master:
             if child.stop_deadline is not None and child.kill_reason is None and now >= child.stop_deadline:
                 reason = f"did not stop within the graceful timeout of {self.config.graceful_timeout_s:g} s"
                 self.kill_child(child, reason, level="warning")
-        if self.phase in (Phase.STOPPING, Phase.STOPPING_NOW):
+        if self.phase.is_stopping:
             return
         current = sorted(self.current_children(), key=lambda child: child.worker_number)
         for surplus in current[self.wanted :]:  # after TTOU: the highest numbers go
@@ -304,20 +256,15 @@ class Master:
         children = self.children.values()
         return [c for c in children if c.generation == self.generation and not c.is_stopping and c.kill_reason is None]
 
-    # -- the database -------------------------------------------------------------------------
-
-    def heartbeat_check_due(self) -> bool:
-        return time.monotonic() >= max(self.next_heartbeat_check, self.database.retry_at)
+    # -- heartbeats ----------------------------------------------------------------------------
 
     def check_heartbeats(self) -> None:
-        self.next_heartbeat_check = time.monotonic() + self.config.heartbeat_interval_s
-        self.with_database(self._check_heartbeats_now)
-
-    def _check_heartbeats_now(self) -> None:
-        workers = self.store.list_workers()
-        now = time.monotonic()
-        timeout_s = self.config.heartbeat_timeout_s
-        heartbeats = health.match_heartbeats(self.children, workers, self.hostname)
+        """Kills our children that are hung or overran their task's timeout, then reclaims what
+        lost workers of every host held."""
+        heartbeats = self.database.read_heartbeats(self.children)
+        if heartbeats is None:
+            return  # the database is down: nothing to judge by
+        now, timeout_s = time.monotonic(), self.config.heartbeat_timeout_s
         self.children = health.note_heartbeats(self.children, heartbeats, now, timeout_s)
         verdicts = health.find_hung_children(self.children.values(), heartbeats, now, timeout_s)
         verdicts += health.find_overrunning_children(self.children.values(), heartbeats, self.app.task_timeouts_s)
@@ -325,74 +272,19 @@ class Master:
             child = self.children[verdict.pid]
             if child.kill_reason is None:
                 self.kill_child(child, verdict.reason)
-        # Our own children first, so their jobs carry the precise reason, then other hosts'.
-        self._reclaim_pending_now()
-        self.log_reclaimed(self.store.reclaim_stale_workers(timeout_s), f"no heartbeat for {timeout_s:g} s")
+        self.database.reclaim_lost_workers()
 
-    def prune_due(self) -> bool:
-        due_at = max(self.next_prune_at, self.database.retry_at)
-        return self.config.retention_s is not None and time.monotonic() >= due_at
-
-    def prune_finished_jobs(self) -> None:
-        self.next_prune_at = time.monotonic() + PRUNE_INTERVAL_S
-        self.with_database(self._prune_now)
-
-    def _prune_now(self) -> None:
-        assert self.config.retention_s is not None
-        # One batch per turn of the loop, its own short transaction: reaping never waits long.
-        if retention.prune_in_batches(self.store, self.config.retention_s, max_batches=1) >= retention.PRUNE_BATCH_SIZE:
-            self.next_prune_at = time.monotonic() + PRUNE_CATCH_UP_S  # a full batch: more remain
-
-    def queue_reclaim(self, child: Child, reason: str) -> None:
-        self.pending_reclaims[child.pid] = PendingReclaim(child.pid, child.worker_id, reason)
-
-    def reclaim_pending(self) -> None:
-        if self.pending_reclaims:
-            self.with_database(self._reclaim_pending_now)
-
-    def _reclaim_pending_now(self) -> None:
-        if not self.pending_reclaims:
-            return
-        unknown = [pending.pid for pending in self.pending_reclaims.values() if pending.worker_id is None]
-        rows = health.match_heartbeats(unknown, self.store.list_workers(), self.hostname) if unknown else {}
-        for pending in list(self.pending_reclaims.values()):
-            row = rows.get(pending.pid)
-            worker_id = pending.worker_id if row is None else row.worker_id
-            if worker_id is not None:  # None: it died before registering, or it unregistered itself
-                self.log_reclaimed(self.store.reclaim_jobs_of([worker_id], pending.reason), pending.reason)
-            del self.pending_reclaims[pending.pid]
-
-    def with_database(self, step: Callable[[], None]) -> None:
-        """Runs a step that uses the database, unless it is backing off after a failure."""
+    def respawn_now(self) -> None:
+        """After an outage: children were most likely dying of it, so replace them without delay."""
         now = time.monotonic()
-        if not self.database.is_due(now):
-            return
-        try:
-            step()
-        except DatabaseUnavailable as exc:
-            if self.database.failed(now):
-                log.error("database_unreachable", error=str(exc))  # once per outage
-            return
-        outage_s = self.database.succeeded(now)
-        if outage_s is None:
-            return
-        log.info("database_reconnected", outage_s=round(outage_s, 1))
         if self.respawn_not_before > now:
-            # Children were most likely dying of the outage: replace them now.
             self.respawn_not_before, self.early_exits = now, 0
-
-    def log_reclaimed(self, reclaimed: Sequence[ReclaimedJob], reason: str) -> None:
-        if not reclaimed:
-            return
-        job_ids = {status: [job.job_id for job in reclaimed if job.status is status] for status in (Status.TODO, Status.FAILED)}
-        log.warning("jobs_reclaimed", job_ids=[job.job_id for job in reclaimed], worker_ids=sorted({job.worker_id for job in reclaimed}),
-                    retried_job_ids=job_ids[Status.TODO] or None, failed_job_ids=job_ids[Status.FAILED] or None, reason=reason)  # fmt: skip
 
     # -- reporting ----------------------------------------------------------------------------
 
     def report(self) -> None:
         now = time.monotonic()
-        is_stopping = self.phase in (Phase.STOPPING, Phase.STOPPING_NOW)
+        is_stopping = self.phase.is_stopping
         workers = len(self.children) if is_stopping else len(self.current_children())
         title = proctitle.master_title(self.app.spec, workers, "stopping" if is_stopping else None)
         if title != self.title:
@@ -411,15 +303,11 @@ class Master:
             self.next_watchdog_at = now + interval_s
 
     def status_line(self) -> str:
-        if self.phase in (Phase.STOPPING, Phase.STOPPING_NOW):
+        if self.phase.is_stopping:
             return f"{self.phase.value}: {len(self.children)} workers left"
         line = f"{len(self.current_children())} of {self.wanted} workers running"
         if self.respawn_not_before > time.monotonic():
             line += ", respawn delayed"
-        if self.database.down_since is not None:
+        if self.database.is_down:
             line += ", database unreachable"
         return line
-
-
-def _nothing() -> None:
-    pass
