@@ -1,5 +1,5 @@
-"""Fixtures shared by the integration tests of the PostgreSQL store (test_store_contract.py
-parametrises its own ``store`` over both stores)."""
+"""Fixtures shared by the integration tests: the PostgreSQL store, a plain connection, and jobs
+put in each status (test_store_contract.py parametrises its own ``store`` over both stores)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import psycopg2.extensions
 import pytest
 
 from cabbage.postgres import PostgresJobStore
+from tests.integration.job_states import JobStates
 
 
 @pytest.fixture
@@ -26,3 +27,11 @@ def sql(db_dsn: str) -> Iterator[psycopg2.extensions.connection]:
     with closing(psycopg2.connect(db_dsn)) as connection:
         connection.autocommit = True
         yield connection
+
+
+@pytest.fixture
+def jobs(db_dsn: str) -> Iterator[JobStates]:
+    """Jobs in each status, as a worker leaves them (the admin tests: CLI, web, metrics)."""
+    states = JobStates.open(db_dsn)
+    yield states
+    states.close()

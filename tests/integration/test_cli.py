@@ -27,7 +27,7 @@ from cabbage.cli import main
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK
 from cabbage.jobs import Status
 from cabbage.schema import CURRENT_VERSION
-from tests.integration.job_states import JobStates, age_finished_jobs, execute
+from tests.integration.job_states import age_finished_jobs, execute
 
 CABBAGE_SCRIPT = Path(sys.executable).parent / "cabbage"
 DAY_S = 86400.0
@@ -35,13 +35,6 @@ DAY_S = 86400.0
 
 # main() configures logging for its process, as an entry point must: undone after each test.
 pytestmark = pytest.mark.usefixtures("logging_as_it_was")
-
-
-@pytest.fixture
-def jobs(db_dsn: str) -> Iterator[JobStates]:
-    states = JobStates.open(db_dsn)
-    yield states
-    states.close()
 
 
 @pytest.fixture

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cabbage.jobs import Outcome, Status
 from cabbage.web import create_app
-from tests.integration.job_states import BOOM, JobStates, age_finished_jobs, execute
-
-
-@pytest.fixture
-def jobs(db_dsn: str) -> Iterator[JobStates]:
-    states = JobStates.open(db_dsn)
-    yield states
-    states.close()
+from tests.integration.job_states import BOOM, age_finished_jobs, execute
 
 
 def scrape(dsn: str, **options: Any) -> dict[str, dict[tuple, float]]:

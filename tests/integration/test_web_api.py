@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 
 from cabbage.jobs import Status
 from cabbage.web import create_app
-from tests.integration.job_states import JobStates, execute
+from tests.integration.job_states import execute
 
 TOKEN = "correct-horse-battery-staple"
 HTML_ATTACK = '"><script>alert("owned")</script>'
@@ -101,13 +101,6 @@ def serve(app: Any) -> Iterator[Client]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
-
-
-@pytest.fixture
-def jobs(db_dsn: str) -> Iterator[JobStates]:
-    states = JobStates.open(db_dsn)
-    yield states
-    states.close()
 
 
 @pytest.fixture
