@@ -12,6 +12,8 @@ import json
 import os
 from typing import Callable
 
+import setproctitle
+
 from cabbage.admin import Admin, JobFilter, counts_by_queue
 from cabbage.admin.operations import RATE_WINDOW_S
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_OK
@@ -21,6 +23,7 @@ from cabbage.exceptions import ConfigurationError, DatabaseUnavailable, SchemaEr
 from cabbage.jobs import FINISHED_STATUSES, Job, NewJob, Status
 
 TOKEN_VARIABLE = "CABBAGE_WEB_TOKEN"
+WEB_TITLE = "cabbage web: starting"
 
 
 def short_time(moment: datetime.datetime | None) -> str | None:
@@ -222,6 +225,9 @@ def healthcheck(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
 
 
 def web(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    # At once, before Flask loads: the command line may hold the DSN and its password (--dsn),
+    # and a server shows its title in ps for as long as it runs.
+    setproctitle.setproctitle(WEB_TITLE)
     try:
         from cabbage.web.server import serve
     except ImportError as exc:

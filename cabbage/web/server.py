@@ -1,16 +1,21 @@
 """``cabbage web``: serves the admin app with werkzeug's threaded server until stopped.
 
 Without a token the app is read-only and may only listen on a loopback address: an open,
-unauthenticated admin on the network is refused before anything binds.
+unauthenticated admin on the network is refused before anything binds. The process title
+never carries the command line, which may hold the DSN and its password.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import signal
+import socket
 import threading
 from types import FrameType
 
+import setproctitle
 import structlog
 from werkzeug.serving import make_server
 
@@ -40,10 +45,12 @@ def serve(dsn: str, host: str, port: int, token: str | None) -> None:
             "or listen on 127.0.0.1 (read-only)"
         )
     app = create_app(dsn, token=token)
-    try:
-        server = make_server(host, port, app, threaded=True)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    listening = listen(address, port)
+    with listening:  # werkzeug serves a duplicate of it
+        server = make_server(address, port, app, threaded=True, fd=listening.fileno())
+    url = f"http://{f'[{address}]' if ':' in address else address}:{server.port}/"
+    setproctitle.setproctitle(f"cabbage web: {url}{' (read-only)' if token is None else ''}")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for serve_forever to return, so it must run off the serving thread.
@@ -53,9 +60,41 @@ def serve(dsn: str, host: str, port: int, token: str | None) -> None:
     signal.signal(signal.SIGINT, stop)
     log.info(
         "web_server_started",
-        url=f"http://{host}:{server.port}/",
+        url=url,
         read_only=token is None,
         database=dsn_module.describe(dsn),
     )
     server.serve_forever()
     log.info("web_server_stopped")
+
+
+def listen(address: str, port: int) -> socket.socket:
+    """A socket listening on ``address``:``port``, or one ConfigurationError line saying why not.
+
+    Bound here rather than by werkzeug, which prints a bare reason and exits on a bad address.
+    """
+    where = f"{address}:{port}"
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        (_, _, _, _, socket_address), *_ = socket.getaddrinfo(address, port, family, socket.SOCK_STREAM)
+        return socket.create_server(socket_address, family=family)
+    except (UnicodeError, ValueError, socket.gaierror) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a host name"
+        raise ConfigurationError(
+            f"cannot listen on {where}: no address of this machine has that name ({reason}); "
+            "pass --host an address or name of this machine, such as 127.0.0.1 or 0.0.0.0"
+        ) from None
+    except OSError as exc:
+        # os.strerror: create_server's own text repeats the address.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigurationError(f"cannot listen on {where}: {reason}; {_remedy_for(exc.errno)}") from None
+
+
+def _remedy_for(error_number: int | None) -> str:
+    if error_number == errno.EADDRINUSE:
+        return "another program listens on that port: stop it, or pass another --port"
+    if error_number == errno.EACCES:
+        return "ports below 1024 need privileges: pass --port 1024 or above"
+    if error_number == errno.EADDRNOTAVAIL:
+        return "the address is not one of this machine: pass --host 127.0.0.1, 0.0.0.0 or one of its addresses"
+    return "pass another --host or --port"
