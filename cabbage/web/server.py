@@ -13,11 +13,13 @@ import os
 import signal
 import socket
 import threading
+import time
+import urllib.parse
 from types import FrameType
 
 import setproctitle
 import structlog
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from cabbage import dsn as dsn_module
 from cabbage.exceptions import ConfigurationError
@@ -37,6 +39,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class AccessLog(WSGIRequestHandler):
+    """werkzeug's request handler with one structlog event per request: ``web_request_served``.
+
+    The line has the method, the path without its query string, the status and the duration;
+    never a header (``Authorization``), a body (the ``token`` field) or a query value.
+    """
+
+    started: float | None = None
+
+    def parse_request(self) -> bool:
+        self.started = time.monotonic()  # the request line is read: the request begins
+        return super().parse_request()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = getattr(self, "path", None)  # unset when the request line could not be read
+        log.info(
+            "web_request_served",
+            method=self.command,
+            path=urllib.parse.urlsplit(path).path if path else None,
+            status=int(code) if str(code).isdigit() else None,
+            duration_ms=round((time.monotonic() - self.started) * 1000, 1) if self.started else None,
+            remote_addr=self.client_address[0] if self.client_address else None,
+        )
+
+    def log_error(self, format: str, *args: object) -> None:
+        # A refused request line (400, 414) is logged by log_request with its status; werkzeug's
+        # own text would repeat the raw request line, query string included.
+        pass
+
+
 def serve(dsn: str, host: str, port: int, token: str | None) -> None:
     """Serves until SIGINT or SIGTERM; refuses a non-loopback ``host`` when ``token`` is None."""
     if token is None and not is_loopback(host):
@@ -48,7 +80,7 @@ def serve(dsn: str, host: str, port: int, token: str | None) -> None:
     address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     listening = listen(address, port)
     with listening:  # werkzeug serves a duplicate of it
-        server = make_server(address, port, app, threaded=True, fd=listening.fileno())
+        server = make_server(address, port, app, threaded=True, request_handler=AccessLog, fd=listening.fileno())
     url = f"http://{f'[{address}]' if ':' in address else address}:{server.port}/"
     setproctitle.setproctitle(f"cabbage web: {url}{' (read-only)' if token is None else ''}")
 

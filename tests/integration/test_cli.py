@@ -431,3 +431,43 @@ def test_a_command_shows_no_password_in_its_error(db_dsn, form):
     assert completed.returncode == EXIT_FAILED
     assert completed.stderr.startswith("cabbage: cannot connect to ") and completed.stderr.count("\n") == 1
     assert_no_piece_of_the_password(completed.stdout + completed.stderr)
+
+
+# -- the access log -------------------------------------------------------------------------------
+
+WEB_TOKEN = "access-log-token-0123456789"
+
+
+def test_web_logs_each_request_as_json_without_its_token_or_query(db_dsn, jobs):
+    failed = jobs.failed()
+    with running_web(db_dsn, token=WEB_TOKEN) as (server, started):
+        base = started["url"].rstrip("/")
+        requests = [
+            urllib.request.Request(f"{base}/jobs?status=failed&token={WEB_TOKEN}"),
+            urllib.request.Request(f"{base}/login", data=urllib.parse.urlencode({"token": WEB_TOKEN, "next": "/"}).encode()),
+            urllib.request.Request(f"{base}/login", data=b"token=wrong-token-guessed-here"),
+            urllib.request.Request(f"{base}/api/v1/jobs/{failed}/retry", method="POST",
+                                   headers={"Authorization": f"Bearer {WEB_TOKEN}"}),
+            urllib.request.Request(f"{base}/no/such/page"),
+        ]  # fmt: skip
+        statuses = []
+        for request in requests:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    statuses.append(answer.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+        lines, stderr = stop_web(server)
+    assert statuses == [200, 200, 401, 200, 404]  # urllib follows the sign-in's 303 to the overview
+    served = [(line["method"], line["path"], line["status"]) for line in lines if line["event"] == "web_request_served"]
+    assert served == [
+        ("GET", "/jobs", 200), ("POST", "/login", 303), ("GET", "/", 200), ("POST", "/login", 401),
+        ("POST", f"/api/v1/jobs/{failed}/retry", 200), ("GET", "/no/such/page", 404),
+    ]  # fmt: skip
+    for line in lines:
+        if line["event"] == "web_request_served":
+            assert line["duration_ms"] >= 0 and line["remote_addr"] == "127.0.0.1" and line["level"] == "info"
+    everything = "\n".join(map(json.dumps, lines)) + stderr
+    assert WEB_TOKEN not in everything and "wrong-token-guessed-here" not in everything
+    assert "\x1b" not in everything and "\\u001b" not in everything
+    assert not [line for line in lines if line.get("logger") == "werkzeug"]
