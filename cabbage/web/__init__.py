@@ -31,10 +31,12 @@ def create_app(
 ) -> flask.Flask:
     """The Flask app over the database at ``dsn``.
 
-    ``read_only`` defaults to True without a token and False with one; writes without a token
+    ``token`` (``CABBAGE_WEB_TOKEN``) must be 16 characters or more, without surrounding
+    whitespace; ``read_only`` defaults to True without a token and False with one; writes without a token
     are refused. ``heartbeat_timeout_s`` decides which workers /metrics counts as alive;
     ``finished_window_s`` is the window of its jobs-finished figures.
     """
+    auth.check_token(token)
     if read_only is None:
         read_only = token is None
     if not read_only and not token:

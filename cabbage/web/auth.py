@@ -13,11 +13,38 @@ import flask
 import structlog
 from flask.typing import ResponseReturnValue
 
+from cabbage.exceptions import ConfigurationError
+
 blueprint = flask.Blueprint("auth", __name__)
 log = structlog.get_logger()
 
 CSRF_FIELD = "csrf_token"
 TOKEN_FIELD = "token"
+MIN_TOKEN_LENGTH = 16
+GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def check_token(token: str | None) -> None:
+    """Refuses a token that is blank, padded with whitespace or shorter than MIN_TOKEN_LENGTH.
+
+    None (no token: a read-only server) passes. The message never shows the token.
+    """
+    if token is None:
+        return
+    if not token.strip():
+        raise ConfigurationError(
+            "CABBAGE_WEB_TOKEN is set but blank: unset it for a read-only server, or set it to a token of "
+            f"{MIN_TOKEN_LENGTH} characters or more, such as the output of {GENERATE_TOKEN}"
+        )
+    if token != token.strip():
+        raise ConfigurationError(
+            "CABBAGE_WEB_TOKEN starts or ends with whitespace, which no client sends back: remove it"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigurationError(
+            f"CABBAGE_WEB_TOKEN is {len(token)} characters long, a token needs {MIN_TOKEN_LENGTH} or more: "
+            f"generate one with {GENERATE_TOKEN}"
+        )
 
 
 def is_read_only() -> bool:

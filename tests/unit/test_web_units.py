@@ -1,0 +1,54 @@
+"""The admin website's pieces that need no database: token rules, the redirect after sign-in,
+the wrong-token throttle, security headers. The app is built for real; no route here reads
+the database."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("flask", reason="the web extra is not installed")
+
+from cabbage.cli import main  # noqa: E402
+from cabbage.cli.exit_codes import EXIT_USAGE  # noqa: E402
+from cabbage.exceptions import ConfigurationError  # noqa: E402
+from cabbage.web import create_app  # noqa: E402
+
+UNREACHABLE_DSN = "host=127.0.0.1 port=1 connect_timeout=1"
+TOKEN = "correct-horse-battery-staple"
+
+
+# -- the token --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("", "CABBAGE_WEB_TOKEN is set but blank: unset it for a read-only server"),
+        ("   ", "CABBAGE_WEB_TOKEN is set but blank"),
+        ("short-token", "CABBAGE_WEB_TOKEN is 11 characters long, a token needs 16 or more: generate one with "
+                        "python -c 'import secrets; print(secrets.token_urlsafe(32))'"),
+        ("x" * 15, "is 15 characters long"),
+        (f" {TOKEN}", "starts or ends with whitespace"),
+        (f"{TOKEN}\n", "starts or ends with whitespace"),
+    ],
+)  # fmt: skip
+def test_a_blank_short_or_padded_token_is_refused_at_start(token, message):
+    with pytest.raises(ConfigurationError) as raised:
+        create_app(UNREACHABLE_DSN, token=token)
+    assert message in str(raised.value)
+    assert token.strip() not in str(raised.value) or not token.strip()
+
+
+def test_a_token_of_16_characters_or_none_is_taken():
+    assert create_app(UNREACHABLE_DSN, token="x" * 16).config["CABBAGE_READ_ONLY"] is False
+    assert create_app(UNREACHABLE_DSN, token=None).config["CABBAGE_READ_ONLY"] is True
+
+
+@pytest.mark.usefixtures("logging_as_it_was")
+@pytest.mark.parametrize("token", ["", "tooshort"])
+def test_cabbage_web_refuses_a_blank_or_short_token_before_it_binds(token, monkeypatch, capsys):
+    monkeypatch.setenv("CABBAGE_WEB_TOKEN", token)
+    assert main(["web", "--dsn", UNREACHABLE_DSN, "--port", "1"]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert error.startswith("cabbage: CABBAGE_WEB_TOKEN is ") and error.count("\n") == 1
+    assert "secrets.token_urlsafe(32)" in error
