@@ -7,7 +7,9 @@ token is missing or wrong; the token is compared in constant time and never logg
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
+import urllib.parse
 
 import flask
 import structlog
@@ -20,6 +22,8 @@ log = structlog.get_logger()
 
 CSRF_FIELD = "csrf_token"
 TOKEN_FIELD = "token"
+_PRINTABLE_PATH = re.compile(r"[!-\[\]-~]+")  # printable ASCII without space and backslash
+_BROWSER_DROPS = re.compile(r"[\t\n\r]")  # from anywhere in a URL, by the URL standard
 MIN_TOKEN_LENGTH = 16
 GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
@@ -95,10 +99,29 @@ def require_page_writer() -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """A local path to go back to after signing in; anything else (another site) is the overview."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """A path of this site to go back to after signing in; anything else is the overview."""
+    if target and is_local_path(target):
         return target
     return flask.url_for("pages.overview")
+
+
+def is_local_path(target: str) -> bool:
+    """Whether no browser can read ``target`` as another origin, nor a header break on it.
+
+    Browsers drop tabs and newlines from a URL and read ``\\`` as ``/`` (``/\\t/evil.example`` is
+    ``//evil.example``), so only printable ASCII without a backslash passes; the URL parsed, as
+    given and percent-decoded once, read the way a browser would, must have no scheme, no host,
+    and a path that starts with a single ``/``.
+    """
+    if not _PRINTABLE_PATH.fullmatch(target):
+        return False
+    for candidate in (target, urllib.parse.unquote(target)):
+        seen = _BROWSER_DROPS.sub("", candidate).replace("\\", "/")
+        parts = urllib.parse.urlsplit(seen)
+        # "///x" parses with an empty host, yet a browser reads it as the host "x".
+        if parts.scheme or parts.netloc or seen.startswith("//") or not parts.path.startswith("/"):
+            return False
+    return True
 
 
 @blueprint.route("/login", methods=["GET", "POST"])

@@ -52,3 +52,42 @@ def test_cabbage_web_refuses_a_blank_or_short_token_before_it_binds(token, monke
     error = capsys.readouterr().err
     assert error.startswith("cabbage: CABBAGE_WEB_TOKEN is ") and error.count("\n") == 1
     assert "secrets.token_urlsafe(32)" in error
+
+
+# -- the redirect after sign-in ---------------------------------------------------------------------
+
+OTHER_ORIGINS = [
+    "//evil.example/", "/\t/evil.example", "/%09/evil.example", "/\\evil.example", "\\\\evil.example",
+    "/\r\n/evil.example", "/%0d%0a/evil.example", "https://evil.example/", "javascript:alert(1)",
+    "/%2F/evil.example", "/%5Cevil.example", "evil.example", "/\x00/evil.example", " //evil.example",
+    "/\u3000/evil.example", "",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", OTHER_ORIGINS)
+def test_a_target_a_browser_could_read_as_another_site_is_not_local(target):
+    from cabbage.web.auth import is_local_path
+
+    assert not is_local_path(target)
+
+
+@pytest.mark.parametrize("target", ["/", "/jobs", "/jobs?status=failed&lock=a%20b", "/jobs/42", "/locks#top"])
+def test_a_path_of_this_site_is_local(target):
+    from cabbage.web.auth import is_local_path
+
+    assert is_local_path(target)
+
+
+@pytest.mark.parametrize("target", OTHER_ORIGINS)
+def test_sign_in_goes_back_to_this_site_only(target):
+    client = create_app(UNREACHABLE_DSN, token=TOKEN).test_client()
+    answer = client.post("/login", data={"token": TOKEN, "next": target})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/"
+    page = client.get("/login", query_string={"next": target})
+    assert page.status_code == 200 and 'name="next" value="/"' in page.get_data(as_text=True)
+
+
+def test_sign_in_goes_back_to_the_page_it_came_from():
+    client = create_app(UNREACHABLE_DSN, token=TOKEN).test_client()
+    answer = client.post("/login", data={"token": TOKEN, "next": "/jobs?status=failed"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/jobs?status=failed"
