@@ -232,7 +232,8 @@ def web(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
         from cabbage.web.server import serve
     except ImportError as exc:
         raise ConfigurationError(f"cabbage web needs Flask and prometheus_client: pip install 'cabbage-queue[web]' ({exc})") from None
-    serve(dsn, arguments.host, arguments.port, token=os.environ.get(TOKEN_VARIABLE))  # a blank one is refused
+    token = os.environ.get(TOKEN_VARIABLE)  # a blank one is refused, not read as "no token"
+    serve(dsn, arguments.host, arguments.port, token=token, trust_proxy=arguments.trust_proxy)
     return EXIT_OK
 
 

@@ -136,6 +136,12 @@ def build_parser() -> CommandParser:
     )
     web.add_argument("--host", type=non_empty, default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     web.add_argument("--port", type=port_number, default=8080, help="port to listen on, 0 for any free one (default 8080)")
+    web.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        help="believe one reverse proxy's X-Forwarded-Proto (HTTPS: Secure cookies) and X-Forwarded-For "
+        "(the client address); only behind a proxy that sets both",
+    )
     return parser
 
 

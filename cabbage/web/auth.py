@@ -13,6 +13,7 @@ import urllib.parse
 
 import flask
 import structlog
+from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 
 from cabbage.exceptions import ConfigurationError
@@ -49,6 +50,13 @@ def check_token(token: str | None) -> None:
             f"CABBAGE_WEB_TOKEN is {len(token)} characters long, a token needs {MIN_TOKEN_LENGTH} or more: "
             f"generate one with {GENERATE_TOKEN}"
         )
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie session, marked ``Secure`` whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: flask.Flask) -> bool:
+        return flask.request.is_secure
 
 
 def is_read_only() -> bool:

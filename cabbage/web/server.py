@@ -69,14 +69,14 @@ class AccessLog(WSGIRequestHandler):
         pass
 
 
-def serve(dsn: str, host: str, port: int, token: str | None) -> None:
+def serve(dsn: str, host: str, port: int, token: str | None, trust_proxy: bool = False) -> None:
     """Serves until SIGINT or SIGTERM; refuses a non-loopback ``host`` when ``token`` is None."""
     if token is None and not is_loopback(host):
         raise ConfigurationError(
             f"refusing to serve the admin website on {host} without a token: set CABBAGE_WEB_TOKEN, "
             "or listen on 127.0.0.1 (read-only)"
         )
-    app = create_app(dsn, token=token)
+    app = create_app(dsn, token=token, trust_proxy=trust_proxy)
     address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     listening = listen(address, port)
     with listening:  # werkzeug serves a duplicate of it

@@ -190,6 +190,16 @@ def test_one_job_with_its_error_and_traceback(client, jobs, document):
     assert "RuntimeError" in page and "Traceback (most recent call last):" in page and "&#34;floor&#34;" in page
 
 
+def test_job_pages_and_api_answers_are_never_stored_and_never_framed(client, jobs):
+    job_id = jobs.failed(args=("private",))
+    for path in (f"/jobs/{job_id}", "/jobs", f"/api/v1/jobs/{job_id}", "/api/v1/jobs", "/"):
+        answer = client.get(path)
+        assert answer.status == 200, path
+        assert answer.headers["Cache-Control"] == "no-store", path
+        assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+
+
 @pytest.mark.parametrize("job_id", ["424242", str(2**63 - 1), str(2**63), "99999999999999999999999"])
 def test_unknown_job_is_404(client, document, job_id):
     answer = client.get(f"/api/v1/jobs/{job_id}")

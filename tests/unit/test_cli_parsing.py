@@ -131,6 +131,7 @@ def test_prune_statuses_repeat_and_retry_by_status_narrows_by_task():
 
 def test_web_port_numbers_from_0_to_65535_are_taken():
     assert [parse_arguments(["web", "--port", text]).port for text in ("0", "8080", "65535")] == [0, 8080, 65535]
+    assert (parse_arguments(["web"]).trust_proxy, parse_arguments(["web", "--trust-proxy"]).trust_proxy) == (False, True)
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,43 @@ def test_sign_in_goes_back_to_the_page_it_came_from():
     client = create_app(UNREACHABLE_DSN, token=TOKEN).test_client()
     answer = client.post("/login", data={"token": TOKEN, "next": "/jobs?status=failed"})
     assert answer.status_code == 303 and answer.headers["Location"] == "/jobs?status=failed"
+
+
+# -- headers and cookies ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/login", "/api/v1/openapi.json", "/api/v1/jobs/1/retry", "/no/such/page"])
+def test_every_answer_carries_the_security_headers_and_no_store(path):
+    answer = create_app(UNREACHABLE_DSN, token=TOKEN).test_client().get(path)
+    assert answer.status_code in (200, 404, 405)
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'self';")
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert (answer.headers["X-Frame-Options"], answer.headers["X-Content-Type-Options"]) == ("DENY", "nosniff")
+    assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_the_stylesheet_may_be_cached():
+    answer = create_app(UNREACHABLE_DSN).test_client().get("/static/cabbage.css")
+    assert answer.status_code == 200 and "no-store" not in answer.headers.get("Cache-Control", "")
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def session_cookie_after_sign_in(app, base_url: str = "http://localhost", **headers: str) -> str:
+    answer = app.test_client().post("/login", data={"token": TOKEN}, base_url=base_url, headers=headers)
+    assert answer.status_code == 303
+    (cookie,) = [value for value in answer.headers.getlist("Set-Cookie") if value.startswith("cabbage_session=")]
+    return cookie
+
+
+def test_the_session_cookie_is_secure_over_https_only():
+    app = create_app(UNREACHABLE_DSN, token=TOKEN)
+    assert "; Secure" in session_cookie_after_sign_in(app, "https://localhost")
+    plain = session_cookie_after_sign_in(app)
+    assert "; Secure" not in plain and "; HttpOnly" in plain and "SameSite=Strict" in plain
+
+
+def test_x_forwarded_proto_counts_only_when_the_proxy_is_trusted():
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    assert "; Secure" not in session_cookie_after_sign_in(create_app(UNREACHABLE_DSN, token=TOKEN), **forwarded)
+    trusted = create_app(UNREACHABLE_DSN, token=TOKEN, trust_proxy=True)
+    assert "; Secure" in session_cookie_after_sign_in(trusted, **forwarded)
