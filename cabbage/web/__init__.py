@@ -59,6 +59,7 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Strict",
     )
     app.session_interface = auth.SessionInterface()
+    auth.start_new_epoch(app)
     if trust_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in their records' order

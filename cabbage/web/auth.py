@@ -23,6 +23,7 @@ log = structlog.get_logger()
 
 CSRF_FIELD = "csrf_token"
 TOKEN_FIELD = "token"
+EPOCH_KEY = "cabbage_sign_in_epoch"
 _PRINTABLE_PATH = re.compile(r"[!-\[\]-~]+")  # printable ASCII without space and backslash
 _BROWSER_DROPS = re.compile(r"[\t\n\r]")  # from anywhere in a URL, by the URL standard
 MIN_TOKEN_LENGTH = 16
@@ -71,7 +72,21 @@ def matches_token(given: str | None) -> bool:
 
 
 def is_signed_in() -> bool:
-    return not is_read_only() and bool(flask.session.get("signed_in"))
+    """Signed in since the last sign-out: the session carries the app's current sign-in epoch."""
+    return not is_read_only() and flask.session.get(EPOCH_KEY) == current_epoch()
+
+
+def current_epoch() -> str:
+    return flask.current_app.extensions[EPOCH_KEY]
+
+
+def start_new_epoch(app: flask.Flask) -> None:
+    """Makes every session cookie issued so far, copies included, count as signed out.
+
+    Flask's session lives in the cookie, so signing out cannot delete it on the server; each
+    sign-in records the epoch it happened in, and a new epoch ends them all at once.
+    """
+    app.extensions[EPOCH_KEY] = secrets.token_urlsafe(16)
 
 
 def csrf_token() -> str:
@@ -100,10 +115,14 @@ def require_page_writer() -> None:
     if not is_signed_in():
         log.warning("web_write_refused", path=flask.request.path, remote_addr=flask.request.remote_addr)
         flask.abort(401, description="sign in with the token to retry or cancel jobs")
+    if not has_csrf_field():
+        flask.abort(403, description="the form is stale or came from another site: reload the page and try again")
+
+
+def has_csrf_field() -> bool:
     expected = flask.session.get(CSRF_FIELD, "")
     given = flask.request.form.get(CSRF_FIELD, "")
-    if not expected or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
-        flask.abort(403, description="the form is stale or came from another site: reload the page and try again")
+    return bool(expected) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def safe_next(target: str | None) -> str:
@@ -143,7 +162,7 @@ def login() -> ResponseReturnValue:
         log.warning("web_sign_in_refused", remote_addr=flask.request.remote_addr)
         return flask.render_template("login.html", next_path=next_path, error="wrong token"), 401
     flask.session.clear()
-    flask.session["signed_in"] = True
+    flask.session[EPOCH_KEY] = current_epoch()
     csrf_token()
     log.info("web_signed_in", remote_addr=flask.request.remote_addr)
     return flask.redirect(next_path, code=303)
@@ -151,5 +170,10 @@ def login() -> ResponseReturnValue:
 
 @blueprint.route("/logout", methods=["POST"])
 def logout() -> ResponseReturnValue:
+    """Signs out every session signed in so far; only from a signed-in form, so that another
+    site cannot sign everyone out."""
+    if is_signed_in() and has_csrf_field():
+        start_new_epoch(flask.current_app)
+        log.info("web_signed_out", remote_addr=flask.request.remote_addr)
     flask.session.clear()
     return flask.redirect(flask.url_for("pages.overview"), code=303)

@@ -7,6 +7,7 @@ SQL- and HTML-like input is shown as text and changes nothing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import http.cookiejar
 import json
@@ -314,6 +315,49 @@ def test_page_writes_need_a_signed_in_session_and_its_csrf_field(client, jobs):
     assert done.status == 303 and done.headers["Location"].endswith(f"/jobs/{failed}")
     assert jobs.status_of(failed) is Status.TODO
     assert f"job {failed} retried" in client.get(f"/jobs/{failed}").text
+
+
+def copy_of(client: Client) -> Client:
+    """Another browser holding the same cookies, as someone who copied them would."""
+    thief = Client(client.base_url)
+    for cookie in client.cookies:
+        thief.cookies.set_cookie(copy.copy(cookie))
+    return thief
+
+
+def sign_out_form(client: Client) -> dict[str, str]:
+    match = re.search(r'action="/logout"[^>]*>\s*<input type="hidden" name="csrf_token" value="([^"]+)"', client.get("/").text)
+    assert match, "the page has no sign-out form with a CSRF field"
+    return {"csrf_token": match.group(1)}
+
+
+def test_sign_out_ends_every_session_cookie_issued_before_it(client, jobs):
+    failed, todo = jobs.failed(), jobs.todo()
+    assert client.sign_in() == 303
+    thief, other_browser = copy_of(client), Client(client.base_url)
+    assert other_browser.sign_in() == 303
+    csrf, other_csrf = client.csrf_on_job_page(failed), other_browser.csrf_on_job_page(todo)
+
+    signed_out = client.post("/logout", form=sign_out_form(client))
+    assert signed_out.status == 303 and "sign in" in client.get("/").text
+
+    for holder, job_id, token, verb in ((thief, failed, csrf, "retry"), (other_browser, todo, other_csrf, "cancel")):
+        assert holder.post(f"/jobs/{job_id}/{verb}", form={"csrf_token": token}).status == 401
+        assert 'id="retry"' not in holder.get(f"/jobs/{failed}").text
+    assert (jobs.status_of(failed), jobs.status_of(todo)) == (Status.FAILED, Status.TODO)
+
+    assert client.sign_in() == 303  # signing in again works, with a new session
+    assert client.post(f"/jobs/{failed}/retry", form={"csrf_token": client.csrf_on_job_page(failed)}).status == 303
+    assert jobs.status_of(failed) is Status.TODO
+
+
+def test_a_sign_out_without_the_form_field_signs_no_one_out(client, jobs):
+    failed = jobs.failed()
+    assert client.sign_in() == 303
+    stranger = Client(client.base_url)
+    assert stranger.post("/logout", form={}).status == 303  # another site's form: no session, no field
+    assert copy_of(client).post("/logout", form={}).status == 303  # the cookie, but no CSRF field
+    assert client.post(f"/jobs/{failed}/retry", form={"csrf_token": client.csrf_on_job_page(failed)}).status == 303
 
 
 def test_a_form_may_carry_the_token_instead_of_a_session(client, jobs):
