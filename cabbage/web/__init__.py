@@ -58,8 +58,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
     )
-    app.session_interface = auth.SessionInterface()
-    auth.start_new_epoch(app)
+    auth.register(app)
     if trust_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in their records' order

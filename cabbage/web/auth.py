@@ -2,11 +2,15 @@
 
 Reads need nothing. A write is refused with 403 on a read-only server, and with 401 when the
 token is missing or wrong; the token is compared in constant time and never logged or echoed.
+A client address that presented too many wrong tokens gets 429 for a while (``throttle``).
+Signing out ends every session signed in before (a sign-in epoch), and the session cookie is
+``Secure`` over HTTPS.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import secrets
 import urllib.parse
@@ -15,8 +19,10 @@ import flask
 import structlog
 from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import TooManyRequests
 
 from cabbage.exceptions import ConfigurationError
+from cabbage.web.throttle import Throttle
 
 blueprint = flask.Blueprint("auth", __name__)
 log = structlog.get_logger()
@@ -24,6 +30,7 @@ log = structlog.get_logger()
 CSRF_FIELD = "csrf_token"
 TOKEN_FIELD = "token"
 EPOCH_KEY = "cabbage_sign_in_epoch"
+THROTTLE_KEY = "cabbage_token_throttle"
 _PRINTABLE_PATH = re.compile(r"[!-\[\]-~]+")  # printable ASCII without space and backslash
 _BROWSER_DROPS = re.compile(r"[\t\n\r]")  # from anywhere in a URL, by the URL standard
 MIN_TOKEN_LENGTH = 16
@@ -60,15 +67,36 @@ class SessionInterface(SecureCookieSessionInterface):
         return flask.request.is_secure
 
 
+def register(app: flask.Flask) -> None:
+    """The app's session cookies, its first sign-in epoch, and its wrong-token throttle."""
+    app.session_interface = SessionInterface()
+    start_new_epoch(app)
+    app.extensions[THROTTLE_KEY] = Throttle()
+
+
 def is_read_only() -> bool:
     return bool(flask.current_app.config["CABBAGE_READ_ONLY"])
 
 
 def matches_token(given: str | None) -> bool:
+    """Whether ``given`` is the token; a wrong one counts against the client's address, and a
+    client with too many wrong ones is refused (429) before its token is even compared."""
     token = flask.current_app.config["CABBAGE_TOKEN"]
     if not token or not given:
         return False
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+    throttle: Throttle = flask.current_app.extensions[THROTTLE_KEY]
+    client = flask.request.remote_addr or "unknown"
+    retry_after_s = throttle.retry_after_s(client)
+    if retry_after_s > 0:
+        raise TooManyRequests(
+            f"too many wrong tokens from {client}: try again in {math.ceil(retry_after_s)} s",
+            retry_after=math.ceil(retry_after_s),
+        )
+    if hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8")):
+        return True
+    if throttle.record_failure(client):
+        log.warning("web_token_throttled", remote_addr=client, window_s=throttle.window_s)
+    return False
 
 
 def is_signed_in() -> bool:

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from cabbage.admin import DEFAULT_PAGE_SIZE, MAX_JOB_ID, MAX_PAGE_SIZE
 from cabbage.jobs import FINISHED_STATUSES, Status
+from cabbage.web.throttle import WINDOW_S, WRONG_TOKENS_ALLOWED
 
 MAX_IDS_PER_CHANGE = 1000
 STATUSES = [status.value for status in Status]
@@ -153,9 +154,17 @@ ERRORS = {
     "400": answer("a parameter has a value the API cannot use", "Error"),
     "503": answer("the database is unreachable or its schema is not current", "Error"),
 }
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
+TOKEN_ERRORS = {
+    "401": answer("no valid bearer token", "Error"),
+    "429": {
+        **answer(f"{WRONG_TOKENS_ALLOWED} wrong tokens from this address in {WINDOW_S:g} s: wait Retry-After seconds", "Error"),
+        "headers": RETRY_AFTER,
+    },
+}
 WRITE_ERRORS = {
     **ERRORS,
-    "401": answer("no valid bearer token", "Error"),
+    **TOKEN_ERRORS,
     "403": answer("the server is read-only (started without a token)", "Error"),
     "404": answer("no job has that id", "Error"),
     "409": answer("a job is not in a state that allows the change; none was changed", "Error"),

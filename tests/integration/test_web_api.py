@@ -287,6 +287,31 @@ def test_api_multi_job_writes_are_all_or_nothing(client, jobs, document):
         assert client.post("/api/v1/jobs/cancel", body=body, token=TOKEN).status == 400
 
 
+def test_wrong_bearer_tokens_are_throttled_per_address_with_429_and_retry_after(client, jobs, document):
+    failed = jobs.failed()
+    wrong = [client.post(f"/api/v1/jobs/{failed}/retry", token=f"wrong-token-{number}").status for number in range(5)]
+    assert wrong == [401] * 5
+    throttled = client.post(f"/api/v1/jobs/{failed}/retry", token=TOKEN)
+    assert_matches_document(document, "/jobs/{job_id}/retry", "post", throttled)
+    assert throttled.status == 429 and 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert throttled.json["error"].startswith("too many wrong tokens from 127.0.0.1: try again in")
+    assert client.post(f"/jobs/{failed}/retry", form={"token": TOKEN}).status == 429  # the form's token field too
+    assert client.sign_in() == 429
+    assert jobs.status_of(failed) is Status.FAILED
+
+
+def test_the_throttle_counts_each_client_behind_a_trusted_proxy_apart(db_dsn, jobs):
+    failed = jobs.failed()
+    app = create_app(db_dsn, token=TOKEN, trust_proxy=True).test_client()
+
+    def retry(client_address: str, token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": client_address}
+        return app.post(f"/api/v1/jobs/{failed}/retry", headers=headers).status_code
+
+    assert [retry("203.0.113.7", "wrong-token") for _ in range(6)] == [401] * 5 + [429]
+    assert retry("198.51.100.2", TOKEN) == 200 and jobs.status_of(failed) is Status.TODO
+
+
 def test_read_only_server_refuses_writes_with_403(read_only_client, jobs):
     failed = jobs.failed()
     assert read_only_client.post(f"/api/v1/jobs/{failed}/retry", token=TOKEN).status == 403

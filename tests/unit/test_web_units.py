@@ -131,3 +131,64 @@ def test_x_forwarded_proto_counts_only_when_the_proxy_is_trusted():
     assert "; Secure" not in session_cookie_after_sign_in(create_app(UNREACHABLE_DSN, token=TOKEN), **forwarded)
     trusted = create_app(UNREACHABLE_DSN, token=TOKEN, trust_proxy=True)
     assert "; Secure" in session_cookie_after_sign_in(trusted, **forwarded)
+
+
+# -- the wrong-token throttle -----------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_is_refused_after_its_allowed_wrong_tokens_until_the_window_passes():
+    from cabbage.web.throttle import Throttle
+
+    clock = FakeClock()
+    throttle = Throttle(allowed=3, window_s=60, clock=clock)
+    assert [throttle.record_failure("a") for _ in range(3)] == [False, False, True]
+    assert throttle.retry_after_s("a") == 60 and throttle.retry_after_s("b") == 0
+    clock.now += 59.5
+    assert throttle.retry_after_s("a") == 0.5
+    clock.now += 0.5
+    assert throttle.retry_after_s("a") == 0
+
+
+def test_the_window_slides_over_the_last_wrong_tokens():
+    from cabbage.web.throttle import Throttle
+
+    clock = FakeClock()
+    throttle = Throttle(allowed=3, window_s=60, clock=clock)
+    throttle.record_failure("a")
+    clock.now += 50
+    throttle.record_failure("a")
+    throttle.record_failure("a")
+    assert throttle.retry_after_s("a") == 10  # until the first of the three is 60 s old
+    clock.now += 10
+    assert throttle.retry_after_s("a") == 0
+    throttle.record_failure("a")  # the first one has expired: two within the window, then this
+    assert throttle.retry_after_s("a") == 50
+
+
+def test_the_throttle_remembers_a_bounded_number_of_clients_and_tries():
+    from cabbage.web.throttle import Throttle
+
+    throttle = Throttle(allowed=2, window_s=60, max_clients=100, clock=FakeClock())
+    for number in range(1000):
+        for _ in range(5):
+            throttle.record_failure(f"10.0.{number // 256}.{number % 256}")
+    assert len(throttle._failures) == 100
+    assert all(len(times) <= 2 for times in throttle._failures.values())
+    assert throttle.retry_after_s("10.0.3.231") > 0 and throttle.retry_after_s("10.0.0.0") == 0  # the oldest forgotten
+
+
+def test_the_sign_in_form_answers_429_with_retry_after_after_five_wrong_tokens():
+    client = create_app(UNREACHABLE_DSN, token=TOKEN).test_client()
+    assert [client.post("/login", data={"token": "wrong"}).status_code for _ in range(5)] == [401] * 5
+    refused = client.post("/login", data={"token": TOKEN})  # even the right one, while throttled
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "too many wrong tokens from 127.0.0.1: try again in" in refused.get_data(as_text=True)
+    assert client.post("/login", data={"token": ""}).status_code == 401  # no token presented: not counted, not refused
