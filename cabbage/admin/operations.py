@@ -56,7 +56,12 @@ class Admin:
 
     @classmethod
     def connect(cls, dsn: str) -> "Admin":
-        return cls(dsn_module.connect(dsn, autocommit=False, application_name="cabbage-admin"), dsn)
+        return cls(cls.open_connection(dsn), dsn)
+
+    @staticmethod
+    def open_connection(dsn: str) -> Any:
+        """A connection as Admin needs one (not autocommit), for a pool that lends them to Admins."""
+        return dsn_module.connect(dsn, autocommit=False, application_name="cabbage-admin")
 
     def close(self) -> None:
         self.connection.close()

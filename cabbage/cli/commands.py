@@ -233,7 +233,7 @@ def web(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
     except ImportError as exc:
         raise ConfigurationError(f"cabbage web needs Flask and prometheus_client: pip install 'cabbage-queue[web]' ({exc})") from None
     token = os.environ.get(TOKEN_VARIABLE)  # a blank one is refused, not read as "no token"
-    serve(dsn, arguments.host, arguments.port, token=token, trust_proxy=arguments.trust_proxy)
+    serve(dsn, arguments.host, arguments.port, token=token, trust_proxy=arguments.trust_proxy, pool_size=arguments.pool_size)
     return EXIT_OK
 
 

@@ -25,6 +25,7 @@ LOG_LEVELS = tuple(LEVELS)
 DEFAULT_LOG_LEVEL = "warning"  # keeps stdout for the command's results
 WEB_LOG_LEVEL = "info"  # a server's log is its output: requests, sign-ins, writes
 HIGHEST_PORT = 65535
+WEB_POOL_SIZE = 4  # cabbage.web.database.DEFAULT_POOL_SIZE, without importing Flask to parse
 JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}
 
 
@@ -107,6 +108,12 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def pool_size(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
 def non_empty(text: str) -> str:
     if not text or "\x00" in text:
         raise argparse.ArgumentTypeError(f"must be a non-empty text without NUL characters, got {text!r}")
@@ -136,6 +143,14 @@ def build_parser() -> CommandParser:
     )
     web.add_argument("--host", type=non_empty, default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     web.add_argument("--port", type=port_number, default=8080, help="port to listen on, 0 for any free one (default 8080)")
+    web.add_argument(
+        "--pool-size",
+        type=pool_size,
+        default=WEB_POOL_SIZE,
+        metavar="N",
+        help=f"database connections the server may open, at most; more requests at once wait for one "
+        f"(default {WEB_POOL_SIZE})",
+    )
     web.add_argument(
         "--trust-proxy",
         action="store_true",

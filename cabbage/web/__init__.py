@@ -30,6 +30,8 @@ def create_app(
     heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
     finished_window_s: float = DEFAULT_FINISHED_WINDOW_S,
     trust_proxy: bool = False,
+    pool_size: int = database.DEFAULT_POOL_SIZE,
+    pool_wait_s: float = database.DEFAULT_POOL_WAIT_S,
 ) -> flask.Flask:
     """The Flask app over the database at ``dsn``.
 
@@ -39,6 +41,8 @@ def create_app(
     ``finished_window_s`` is the window of its jobs-finished figures. ``trust_proxy``: believe
     one reverse proxy's ``X-Forwarded-Proto`` and ``X-Forwarded-For`` (HTTPS for the session
     cookie's ``Secure``, the client address for throttling); only behind a proxy that sets them.
+    At most ``pool_size`` database connections are open; a request waits up to ``pool_wait_s``
+    for one, then answers 503.
     """
     auth.check_token(token)
     if read_only is None:
@@ -62,7 +66,7 @@ def create_app(
     if trust_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in their records' order
-    app.teardown_appcontext(database.close_admin)
+    database.register(app, pool_size, pool_wait_s)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(api.blueprint)

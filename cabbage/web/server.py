@@ -24,6 +24,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from cabbage import dsn as dsn_module
 from cabbage.exceptions import ConfigurationError
 from cabbage.web import create_app
+from cabbage.web.database import DEFAULT_POOL_SIZE, pool_of
 
 log = structlog.get_logger()
 
@@ -69,14 +70,16 @@ class AccessLog(WSGIRequestHandler):
         pass
 
 
-def serve(dsn: str, host: str, port: int, token: str | None, trust_proxy: bool = False) -> None:
+def serve(
+    dsn: str, host: str, port: int, token: str | None, trust_proxy: bool = False, pool_size: int = DEFAULT_POOL_SIZE
+) -> None:
     """Serves until SIGINT or SIGTERM; refuses a non-loopback ``host`` when ``token`` is None."""
     if token is None and not is_loopback(host):
         raise ConfigurationError(
             f"refusing to serve the admin website on {host} without a token: set CABBAGE_WEB_TOKEN, "
             "or listen on 127.0.0.1 (read-only)"
         )
-    app = create_app(dsn, token=token, trust_proxy=trust_proxy)
+    app = create_app(dsn, token=token, trust_proxy=trust_proxy, pool_size=pool_size)
     address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     listening = listen(address, port)
     with listening:  # werkzeug serves a duplicate of it
@@ -95,8 +98,10 @@ def serve(dsn: str, host: str, port: int, token: str | None, trust_proxy: bool =
         url=url,
         read_only=token is None,
         database=dsn_module.describe(dsn),
+        pool_size=pool_size,
     )
     server.serve_forever()
+    pool_of(app).close()
     log.info("web_server_stopped")
 
 

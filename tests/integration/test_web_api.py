@@ -16,8 +16,10 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from typing import Any, Iterator
 
+import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +29,9 @@ from werkzeug.serving import make_server
 
 from cabbage.jobs import Status
 from cabbage.web import create_app
+from cabbage.web.database import pool_of
 from tests.integration.job_states import JobStates, execute
+from tests.waiting import wait_for
 
 TOKEN = "correct-horse-battery-staple"
 HTML_ATTACK = '"><script>alert("owned")</script>'
@@ -248,6 +252,65 @@ def test_stats_workers_and_locks(client, jobs, document):
     ]
     for page in ("/", "/workers", "/locks", "/jobs"):
         assert client.get(page).status == 200
+
+
+# -- the connection pool ------------------------------------------------------------------------
+
+
+def admin_backends(dsn: str) -> list[int]:
+    """The pids of the admin connections open on the test's database."""
+    rows = execute(
+        dsn,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cabbage-admin'",
+    )
+    return sorted(pid for (pid,) in rows)
+
+
+def test_requests_beyond_the_pool_wait_for_a_connection_and_never_open_more(db_dsn):
+    app = create_app(db_dsn, pool_size=2, pool_wait_s=0.5)
+    with closing(psycopg2.connect(db_dsn)) as blocker:
+        blocker.cursor().execute("LOCK TABLE cabbage_jobs IN ACCESS EXCLUSIVE MODE")  # every read waits
+        for client in serve(app):
+            answers: list[Answer] = []
+            threads = [threading.Thread(target=lambda: answers.append(client.get("/api/v1/stats"))) for _ in range(5)]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: len(answers) == 3, 30, "the three requests beyond the pool to give up")
+            assert [answer.status for answer in answers] == [503] * 3
+            assert all("stayed busy for 0.5 s" in answer.json["error"] for answer in answers)
+            assert len(admin_backends(db_dsn)) == 2  # the two lent connections, waiting on the lock
+            blocker.rollback()
+            for thread in threads:
+                thread.join(timeout=30)
+            assert [answer.status for answer in answers[3:]] == [200, 200]
+            assert len(admin_backends(db_dsn)) == 2  # kept for the next requests
+
+
+def test_a_request_waits_a_bounded_time_for_a_busy_pool_then_answers_503(db_dsn):
+    app = create_app(db_dsn, pool_size=1, pool_wait_s=0.2)
+    pool = pool_of(app)
+    lent = pool.acquire()  # the pool's only connection, held elsewhere
+    for client in serve(app):
+        busy = client.get("/api/v1/stats")
+        assert busy.status == 503 and busy.json["error"] == (
+            "all 1 database connections of this server stayed busy for 0.2 s: try again, "
+            "or start cabbage web with a larger --pool-size"
+        )
+        assert client.get("/").status == 503
+        pool.release(lent)
+        assert client.get("/api/v1/stats").status == 200
+
+
+def test_connections_the_database_ended_are_discarded_not_lent_again(db_dsn, jobs):
+    app = create_app(db_dsn, pool_size=2)
+    for client in serve(app):
+        assert client.get("/api/v1/stats").status == 200
+        (before,) = admin_backends(db_dsn)
+        execute(jobs.dsn, "SELECT pg_terminate_backend(%s)", (before,))  # as a database restart does
+        wait_for(lambda: before not in admin_backends(db_dsn), 10, "the admin backend to end")
+        assert [client.get(path).status for path in ("/api/v1/stats", "/", "/metrics")] == [200, 200, 200]
+        (after,) = admin_backends(db_dsn)
+        assert after != before
 
 
 # -- writing: tokens ----------------------------------------------------------------------------

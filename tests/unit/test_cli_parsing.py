@@ -65,6 +65,7 @@ def no_configured_database(monkeypatch: pytest.MonkeyPatch) -> None:
         (["web", "--port=-5"], "to 65535, got '-5'"),
         (["web", "--port", "80x"], "to 65535, got '80x'"),
         (["web", "--host", ""], "argument --host: must be a non-empty text"),
+        (["web", "--pool-size", "0"], "argument --pool-size: must be a whole number from 1, got '0'"),
         (["launch"], "invalid choice: 'launch'"),
         (["schema"], "the following arguments are required: apply|check"),
         ([], "the following arguments are required: COMMAND"),

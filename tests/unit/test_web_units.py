@@ -192,3 +192,27 @@ def test_the_sign_in_form_answers_429_with_retry_after_after_five_wrong_tokens()
     assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
     assert "too many wrong tokens from 127.0.0.1: try again in" in refused.get_data(as_text=True)
     assert client.post("/login", data={"token": ""}).status_code == 401  # no token presented: not counted, not refused
+
+
+# -- the connection pool ----------------------------------------------------------------------------
+
+
+def test_a_failed_connect_gives_its_pool_slot_back():
+    client = create_app(UNREACHABLE_DSN, pool_size=1, pool_wait_s=0.1).test_client()
+    for _ in range(3):
+        answer = client.get("/api/v1/stats")
+        assert answer.status_code == 503 and answer.get_json()["error"].startswith("cannot connect to host=127.0.0.1")
+
+
+@pytest.mark.parametrize(("options", "message"), [({"pool_size": 0}, "at least 1, got 0"), ({"pool_wait_s": -1}, ">= 0 s, got -1")])
+def test_a_pool_that_could_lend_nothing_is_refused(options, message):
+    with pytest.raises(ConfigurationError, match=message):
+        create_app(UNREACHABLE_DSN, **options)
+
+
+def test_the_command_line_default_pool_size_is_the_apps():
+    from cabbage.cli.parser import WEB_POOL_SIZE, parse_arguments
+    from cabbage.web.database import DEFAULT_POOL_SIZE
+
+    assert parse_arguments(["web"]).pool_size == WEB_POOL_SIZE == DEFAULT_POOL_SIZE
+    assert parse_arguments(["web", "--pool-size", "12"]).pool_size == 12
