@@ -14,13 +14,13 @@ from typing import Callable
 
 import setproctitle
 
-from cabbage.admin import Admin, JobFilter, counts_by_queue
+from cabbage.admin import Admin, JobDetail, JobFilter, counts_by_queue
 from cabbage.admin.operations import RATE_WINDOW_S
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cabbage.cli.output import Output
 from cabbage.durations import format_duration
 from cabbage.exceptions import ConfigurationError, DatabaseUnavailable, SchemaError
-from cabbage.jobs import FINISHED_STATUSES, Job, NewJob, Status
+from cabbage.jobs import FINISHED_STATUSES, NewJob, Status
 
 TOKEN_VARIABLE = "CABBAGE_WEB_TOKEN"
 WEB_TITLE = "cabbage web: starting"
@@ -32,7 +32,9 @@ def short_time(moment: datetime.datetime | None) -> str | None:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def describe_arguments(job: Job) -> str:
+def describe_arguments(job: JobDetail) -> str:
+    if job.args is None or job.kwargs is None:
+        return job.arguments_preview or ""  # too long to show whole: the start, marked as cut
     shown = [json.dumps(arg, ensure_ascii=False) for arg in job.args]
     shown += [f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in job.kwargs.items()]
     return ", ".join(shown)
@@ -96,10 +98,10 @@ def jobs_list(arguments: argparse.Namespace, admin: Admin, output: Output) -> in
     if output.as_json:
         output.json({"jobs": page.jobs, "next_cursor": page.next_cursor})
         return EXIT_OK
-    headers = ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED (UTC)", "ARGS", "LAST ERROR"]
+    headers = ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED (UTC)", "LAST ERROR"]
     rows = [
         [job.id, job.status.value, job.queue, job.task_name, job.lock, job.attempts, short_time(job.created_at),
-         describe_arguments(job), job.last_error]
+         job.last_error]
         for job in page.jobs
     ]
     output.table(headers, rows, empty="no job matches")

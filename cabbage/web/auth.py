@@ -128,10 +128,22 @@ def require_api_writer() -> None:
     """Aborts the request unless it carries ``Authorization: Bearer <token>`` on a writable server."""
     if is_read_only():
         flask.abort(403, description="this server is read-only: start it with CABBAGE_WEB_TOKEN set to allow writes")
-    scheme, _, given = flask.request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not matches_token(given.strip()):
+    if not has_bearer_token():
         log.warning("web_write_refused", path=flask.request.path, remote_addr=flask.request.remote_addr)
         flask.abort(401, description="writes need the header 'Authorization: Bearer <CABBAGE_WEB_TOKEN>'")
+
+
+def require_trusted_reader() -> None:
+    """Aborts unless the request is signed in or carries the bearer token (a read too big for anyone)."""
+    if is_read_only():
+        flask.abort(403, description="this server is read-only: start it with CABBAGE_WEB_TOKEN set, then sign in")
+    if not is_signed_in() and not has_bearer_token():
+        flask.abort(401, description="needs the header 'Authorization: Bearer <CABBAGE_WEB_TOKEN>' or a signed-in session")
+
+
+def has_bearer_token() -> bool:
+    scheme, _, given = flask.request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and matches_token(given.strip())
 
 
 def require_page_writer() -> None:

@@ -171,7 +171,8 @@ def test_jobs_list_filters_newest_first_and_pages_by_cursor(run, jobs):
 
     only_failed = json.loads(run("jobs", "list", "--status", "failed", "--json")[1])["jobs"]
     assert [job["id"] for job in only_failed] == [failed]
-    assert only_failed[0]["last_error"]["type"] == "RuntimeError"
+    assert only_failed[0]["last_error"] == {"type": "RuntimeError", "message": "boom", "traceback": None}
+    assert not {"args", "kwargs"} & set(only_failed[0]), "a listing carries no arguments"
     assert [job["id"] for job in json.loads(run("jobs", "list", "--lock", "L", "--json")[1])["jobs"]] == [third, second, first]
     assert other not in [job["id"] for job in json.loads(run("jobs", "list", "--queue", "q", "--json")[1])["jobs"]]
 
@@ -180,7 +181,7 @@ def test_jobs_list_table(run, jobs):
     job_id = jobs.todo("tasks.a", args=("x",), lock="\x1b[31mred")
     status, out, _ = run("jobs", "list")
     header, row = out.splitlines()
-    assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED", "(UTC)", "ARGS", "LAST", "ERROR"]
+    assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED", "(UTC)", "LAST", "ERROR"]
     assert row.split()[:5] == [str(job_id), "todo", "default", "tasks.a", "\\x1b[31mred"]  # escaped, not obeyed
     assert run("jobs", "list", "--status", "failed")[1] == "(no job matches)\n"
 
@@ -203,6 +204,17 @@ def test_jobs_show_a_failed_job_with_its_traceback(run, jobs):
     assert "traceback:\n    Traceback (most recent call last):\n" in out
     shown = json.loads(run("jobs", "show", str(job_id), "--json")[1])
     assert shown["status"] == "failed" and shown["last_error"]["traceback"].endswith("RuntimeError: boom\n")
+
+
+def test_jobs_show_cuts_huge_arguments_and_errors_and_says_so(run, jobs):
+    job_id = jobs.failed()
+    execute(jobs.dsn, "UPDATE cabbage_jobs SET args = jsonb_build_array(repeat('a', 1000000)),"
+                      " last_error_traceback = repeat('t', 1000000) WHERE id = %s", (job_id,))  # fmt: skip
+    status, out, _ = run("jobs", "show", str(job_id))
+    assert status == EXIT_OK and len(out) < 50_000
+    assert out.count("more characters, ") == 2  # the arguments and the traceback, each marked
+    shown = json.loads(run("jobs", "show", str(job_id), "--json")[1])
+    assert shown["args"] is None and shown["arguments_preview"].startswith('{"args": ["aaa')
 
 
 def test_jobs_show_an_unknown_id_is_exit_3(run):

@@ -27,6 +27,7 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from werkzeug.serving import make_server
 
+from cabbage.admin import MAX_LISTED_ERROR_CHARS, MAX_SHOWN_CHARS
 from cabbage.jobs import Status
 from cabbage.web import create_app
 from cabbage.web.database import pool_of
@@ -189,6 +190,7 @@ def test_one_job_with_its_error_and_traceback(client, jobs, document):
     assert_matches_document(document, "/jobs/{job_id}", "get", answer)
     job = answer.json
     assert (job["status"], job["args"], job["kwargs"], job["attempts"]) == ("failed", ["a"], {"floor": 2}, 1)
+    assert job["arguments_preview"] is None
     assert job["last_error"]["type"] == "RuntimeError" and "Traceback" in job["last_error"]["traceback"]
 
     page = client.get(f"/jobs/{job_id}").text
@@ -203,6 +205,88 @@ def test_job_pages_and_api_answers_are_never_stored_and_never_framed(client, job
         assert answer.headers["Cache-Control"] == "no-store", path
         assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["X-Content-Type-Options"] == "nosniff"
         assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+
+
+# -- what a job may weigh ------------------------------------------------------------------------
+
+HUGE_CHARS = 3_000_000
+
+
+def make_huge(dsn: str, job_id: int) -> None:
+    """Gives the job arguments, an error message and a traceback of HUGE_CHARS characters each."""
+    execute(
+        dsn,
+        "UPDATE cabbage_jobs SET args = jsonb_build_array(repeat('a', %(n)s)), kwargs = '{\"k\": 1}',"
+        " last_error = repeat('m', %(n)s), last_error_traceback = repeat('t', %(n)s) WHERE id = %(id)s",
+        {"n": HUGE_CHARS, "id": job_id},
+    )
+
+
+def test_job_listings_carry_no_arguments_and_cut_the_error(client, jobs, document):
+    job_id = jobs.failed()
+    make_huge(jobs.dsn, job_id)
+    listed = client.get("/api/v1/jobs")
+    assert_matches_document(document, "/jobs", "get", listed)
+    (job,) = listed.json["jobs"]
+    assert not {"args", "kwargs", "arguments_preview"} & set(job) and job["last_error"]["traceback"] is None
+    assert job["last_error"]["message"] == "m" * MAX_LISTED_ERROR_CHARS + (
+        f"… [cut: {HUGE_CHARS - MAX_LISTED_ERROR_CHARS:,} more characters, {HUGE_CHARS:,} in all]"
+    )
+    assert len(listed.body) < 5_000
+    page = client.get("/jobs")
+    assert page.status == 200 and len(page.body) < 20_000 and "more characters" in page.text
+
+
+def test_a_huge_job_is_cut_to_the_documented_size_with_a_marker(client, jobs, document):
+    job_id = jobs.failed()
+    make_huge(jobs.dsn, job_id)
+    answer = client.get(f"/api/v1/jobs/{job_id}")
+    assert_matches_document(document, "/jobs/{job_id}", "get", answer)
+    job = answer.json
+    whole_chars = len(json.dumps({"args": ["a" * HUGE_CHARS], "kwargs": {"k": 1}}))
+    assert (job["args"], job["kwargs"]) == (None, None)
+    assert job["arguments_preview"] == ('{"args": ["' + "a" * (MAX_SHOWN_CHARS - 11)) + (
+        f"… [cut: {whole_chars - MAX_SHOWN_CHARS:,} more characters, {whole_chars:,} in all]"
+    )
+    for text, letter in ((job["last_error"]["message"], "m"), (job["last_error"]["traceback"], "t")):
+        assert text == letter * MAX_SHOWN_CHARS + f"… [cut: {HUGE_CHARS - MAX_SHOWN_CHARS:,} more characters, {HUGE_CHARS:,} in all]"
+    assert len(answer.body) < 4 * MAX_SHOWN_CHARS
+
+    page = client.get(f"/jobs/{job_id}")
+    assert len(page.body) < 4 * MAX_SHOWN_CHARS + 10_000
+    assert f"{whole_chars - MAX_SHOWN_CHARS:,} more characters" in page.text and "Sign in</a> to get the whole arguments" in page.text
+
+
+def test_the_whole_arguments_are_for_the_token_or_a_signed_in_session(client, read_only_client, jobs, document):
+    job_id = jobs.failed()
+    make_huge(jobs.dsn, job_id)
+    whole = {"args": ["a" * HUGE_CHARS], "kwargs": {"k": 1}}
+
+    refused = client.get(f"/api/v1/jobs/{job_id}/arguments")
+    assert_matches_document(document, "/jobs/{job_id}/arguments", "get", refused)
+    assert refused.status == 401 and len(refused.body) < 500
+    assert client.request("GET", f"/api/v1/jobs/{job_id}/arguments", token="wrong-token").status == 401
+    assert read_only_client.get(f"/api/v1/jobs/{job_id}/arguments").status == 403
+
+    with_token = client.request("GET", f"/api/v1/jobs/{job_id}/arguments", token=TOKEN)
+    assert with_token.status == 200 and with_token.headers["Content-Type"] == "application/json"
+    assert with_token.json == whole and with_token.headers["Cache-Control"] == "no-store"
+    assert client.request("GET", "/api/v1/jobs/424242/arguments", token=TOKEN).status == 404
+
+    assert client.sign_in() == 303
+    assert f'href="/api/v1/jobs/{job_id}/arguments"' in client.get(f"/jobs/{job_id}").text
+    assert client.get(f"/api/v1/jobs/{job_id}/arguments").json == whole
+
+
+def test_arguments_that_fit_come_whole_and_one_character_more_is_cut(client, jobs):
+    room = MAX_SHOWN_CHARS - len('{"args": [""], "kwargs": {}}')
+    fits, too_long = jobs.todo(args=("a" * room,)), jobs.todo(args=("a" * (room + 1),))
+    whole = client.get(f"/api/v1/jobs/{fits}").json
+    assert (whole["args"], whole["kwargs"], whole["arguments_preview"]) == (["a" * room], {}, None)
+    cut = client.get(f"/api/v1/jobs/{too_long}").json
+    assert cut["args"] is None and cut["arguments_preview"].endswith(
+        f"… [cut: 1 more characters, {MAX_SHOWN_CHARS + 1:,} in all]"
+    )
 
 
 @pytest.mark.parametrize("job_id", ["424242", str(2**63 - 1), str(2**63), "99999999999999999999999"])
@@ -518,7 +602,7 @@ def operation_requests(document: dict, path: str, method: str) -> st.SearchStrat
     if "requestBody" in operation:
         job_ids = st.lists(st.integers(-5, 2**64) | st.text(max_size=5) | st.booleans(), max_size=4)
         body = st.fixed_dictionaries({"job_ids": job_ids}) | st.lists(st.integers()) | st.none()
-    token = st.sampled_from([None, TOKEN, "wrong"]) if method == "post" else st.none()
+    token = st.sampled_from([None, TOKEN, "wrong"]) if "security" in operation else st.none()
 
     def url(path_args: dict, query_args: dict) -> str:
         concrete = path
