@@ -31,10 +31,10 @@ CSRF_FIELD = "csrf_token"
 TOKEN_FIELD = "token"
 EPOCH_KEY = "cabbage_sign_in_epoch"
 THROTTLE_KEY = "cabbage_token_throttle"
-_PRINTABLE_PATH = re.compile(r"[!-\[\]-~]+")  # printable ASCII without space and backslash
-_BROWSER_DROPS = re.compile(r"[\t\n\r]")  # from anywhere in a URL, by the URL standard
 MIN_TOKEN_LENGTH = 16
 GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_PRINTABLE_PATH = re.compile(r"[!-\[\]-~]+")  # printable ASCII without space and backslash
+_BROWSER_DROPS = re.compile(r"[\t\n\r]")  # from anywhere in a URL, by the URL standard
 
 
 def check_token(token: str | None) -> None:
