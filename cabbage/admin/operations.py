@@ -17,7 +17,10 @@ from cabbage.rows import job_from_row
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    MAX_LISTED_ERROR_CHARS,
+    MAX_SHOWN_CHARS,
     FinishedCount,
+    JobDetail,
     JobFilter,
     JobPage,
     LockLine,
@@ -25,6 +28,9 @@ from cabbage.admin.records import (
     QueueCount,
     WaitingJob,
     WorkerCounts,
+    detail_of,
+    marked_as_cut,
+    summary_of,
 )
 from cabbage.exceptions import (
     ConfigurationError,
@@ -56,7 +62,12 @@ class Admin:
 
     @classmethod
     def connect(cls, dsn: str) -> "Admin":
-        return cls(dsn_module.connect(dsn, autocommit=False, application_name="cabbage-admin"), dsn)
+        return cls(cls.open_connection(dsn), dsn)
+
+    @staticmethod
+    def open_connection(dsn: str) -> Any:
+        """A connection as Admin needs one (not autocommit), for a pool that lends them to Admins."""
+        return dsn_module.connect(dsn, autocommit=False, application_name="cabbage-admin")
 
     def close(self) -> None:
         self.connection.close()
@@ -100,16 +111,28 @@ class Admin:
             lock=job_filter.lock,
             before_id=before_id,
             limit=limit + 1,  # one more tells whether a next page exists
+            max_chars=MAX_LISTED_ERROR_CHARS,
         )
-        jobs = [job_from_row(row) for row in rows[:limit]]
+        jobs = [summary_of(job_from_cut_row({**row, "args": [], "kwargs": {}})) for row in rows[:limit]]
         next_cursor = jobs[-1].id if len(rows) > limit else None
         return JobPage(jobs, next_cursor)
 
-    def get_job(self, job_id: int) -> Job:
-        rows = self._fetch_all("get_job", job_id=check_job_id(job_id))  # the store's own query
+    def get_job(self, job_id: int) -> JobDetail:
+        """One job, its arguments, error message and traceback cut in the database (MAX_SHOWN_CHARS)."""
+        rows = self._fetch_all("admin_get_job", job_id=check_job_id(job_id), max_chars=MAX_SHOWN_CHARS)
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
-        return job_from_row(rows[0])
+        (row,) = rows
+        preview = marked_as_cut(row["arguments_shown"], row["arguments_chars"])
+        job = job_from_cut_row({**row, "args": row["args"] or [], "kwargs": row["kwargs"] or {}})
+        return detail_of(job, preview)
+
+    def get_job_arguments(self, job_id: int) -> str:
+        """A job's whole arguments as JSON text, ``{"args": [...], "kwargs": {...}}``, however long."""
+        rows = self._fetch_all("admin_get_job_arguments", job_id=check_job_id(job_id))
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id}")
+        return rows[0]["arguments"]
 
     def retry_jobs(self, job_ids: Sequence[int]) -> list[int]:
         """Sends failed or cancelled jobs back to ``todo``, due now, attempts kept.
@@ -184,6 +207,17 @@ class Admin:
     def database_now(self) -> datetime.datetime:
         (row,) = self._fetch_all("admin_database_clock")
         return row["database_now"]
+
+
+def job_from_cut_row(row: dict[str, Any]) -> Job:
+    """A Job from a row whose error texts were cut in SQL, each marked with what was cut."""
+    return job_from_row(
+        {
+            **row,
+            "last_error": marked_as_cut(row["last_error"], row["last_error_chars"]),
+            "last_error_traceback": marked_as_cut(row["last_error_traceback"], row.get("last_error_traceback_chars")),
+        }
+    )
 
 
 def error_from_driver(exc: Exception, dsn: str) -> StoreError:

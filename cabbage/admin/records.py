@@ -10,13 +10,17 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
-from cabbage.jobs import Job, Status
+from cabbage.jobs import Job, JobError, Status
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# A job's page and API answer cut its arguments (as JSON text), error message and traceback to
+# this many characters each: nearly every real traceback fits, and a page stays light.
+MAX_SHOWN_CHARS = 20_000
+MAX_LISTED_ERROR_CHARS = 200  # the error message in a listing, one table cell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +50,44 @@ class JobFilter:
 
 
 @dataclasses.dataclass(frozen=True)
+class JobSummary:
+    """A job as listings show it: no arguments and no traceback; ``last_error.message`` cut to
+    MAX_LISTED_ERROR_CHARS, marked where it was."""
+
+    id: int
+    queue: str
+    task_name: str
+    lock: str | None
+    status: Status
+    scheduled_at: datetime.datetime
+    attempts: int
+    max_attempts: int | None
+    worker_id: int | None
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    last_error: JobError | None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobDetail(JobSummary):
+    """A job as its page shows it: error message and traceback cut to MAX_SHOWN_CHARS, marked.
+
+    Arguments whose JSON text (``{"args": ..., "kwargs": ...}``) fits come whole in ``args``
+    and ``kwargs``; longer ones leave both None and ``arguments_preview`` holds the first
+    MAX_SHOWN_CHARS characters of that text, marked.
+    """
+
+    args: tuple[Any, ...] | None
+    kwargs: Mapping[str, Any] | None
+    arguments_preview: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class JobPage:
     """One page of a listing; ``next_cursor`` is the ``before_id`` of the next page, None at the end."""
 
-    jobs: list[Job]
+    jobs: list[JobSummary]
     next_cursor: int | None
 
 
@@ -110,6 +148,32 @@ def parse_status(text: str) -> Status:
     except ValueError:
         known = ", ".join(status.value for status in Status)
         raise ConfigurationError(f"unknown status {text!r}: use one of {known}") from None
+
+
+def marked_as_cut(shown: str | None, whole_chars: int | None) -> str | None:
+    """``shown``, the start of a text of ``whole_chars`` characters, with a marker if it was cut."""
+    if shown is None or whole_chars is None or whole_chars <= len(shown):
+        return shown
+    return f"{shown}… [cut: {whole_chars - len(shown):,} more characters, {whole_chars:,} in all]"
+
+
+def summary_of(job: Job) -> JobSummary:
+    return JobSummary(**_summary_fields(job))
+
+
+def detail_of(job: Job, arguments_preview: str | None) -> JobDetail:
+    """The detail of ``job``; ``arguments_preview`` set means its arguments were cut."""
+    whole = arguments_preview is None
+    return JobDetail(
+        **_summary_fields(job),
+        args=job.args if whole else None,
+        kwargs=job.kwargs if whole else None,
+        arguments_preview=arguments_preview,
+    )
+
+
+def _summary_fields(job: Job) -> dict[str, Any]:
+    return {field.name: getattr(job, field.name) for field in dataclasses.fields(JobSummary)}
 
 
 def counts_by_queue(counts: Sequence[QueueCount]) -> dict[str, dict[Status, int]]:

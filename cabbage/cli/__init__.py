@@ -20,7 +20,7 @@ from cabbage.admin import Admin
 from cabbage.cli.commands import ADMIN_COMMANDS, DSN_COMMANDS
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE
 from cabbage.cli.output import Output, printable
-from cabbage.cli.parser import parse_arguments
+from cabbage.cli.parser import default_log_level, parse_arguments
 from cabbage.exceptions import CabbageError, ConfigurationError, JobNotFound
 
 
@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments = parse_arguments(argv)
     except SystemExit as stop:  # --help, or a usage error already printed on one line
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
-    default_level = "info" if arguments.action == "web" else "warning"  # keep stdout for results
-    logconfig.configure(level=arguments.log_level or default_level)
+    logconfig.configure(level=arguments.log_level or default_log_level(arguments.action))
     dsn = dsn_module.resolve_dsn(arguments.dsn)
     output = Output(as_json=getattr(arguments, "json", False))
     try:

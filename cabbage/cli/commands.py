@@ -12,15 +12,18 @@ import json
 import os
 from typing import Callable
 
-from cabbage.admin import Admin, JobFilter, counts_by_queue
+import setproctitle
+
+from cabbage.admin import Admin, JobDetail, JobFilter, counts_by_queue
 from cabbage.admin.operations import RATE_WINDOW_S
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cabbage.cli.output import Output
 from cabbage.durations import format_duration
 from cabbage.exceptions import ConfigurationError, DatabaseUnavailable, SchemaError
-from cabbage.jobs import FINISHED_STATUSES, Job, NewJob, Status
+from cabbage.jobs import FINISHED_STATUSES, NewJob, Status
 
 TOKEN_VARIABLE = "CABBAGE_WEB_TOKEN"
+WEB_TITLE = "cabbage web: starting"
 
 
 def short_time(moment: datetime.datetime | None) -> str | None:
@@ -29,7 +32,9 @@ def short_time(moment: datetime.datetime | None) -> str | None:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def describe_arguments(job: Job) -> str:
+def describe_arguments(job: JobDetail) -> str:
+    if job.args is None or job.kwargs is None:
+        return job.arguments_preview or ""  # too long to show whole: the start, marked as cut
     shown = [json.dumps(arg, ensure_ascii=False) for arg in job.args]
     shown += [f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in job.kwargs.items()]
     return ", ".join(shown)
@@ -93,10 +98,10 @@ def jobs_list(arguments: argparse.Namespace, admin: Admin, output: Output) -> in
     if output.as_json:
         output.json({"jobs": page.jobs, "next_cursor": page.next_cursor})
         return EXIT_OK
-    headers = ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED (UTC)", "ARGS", "LAST ERROR"]
+    headers = ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED (UTC)", "LAST ERROR"]
     rows = [
         [job.id, job.status.value, job.queue, job.task_name, job.lock, job.attempts, short_time(job.created_at),
-         describe_arguments(job), job.last_error]
+         job.last_error]
         for job in page.jobs
     ]
     output.table(headers, rows, empty="no job matches")
@@ -222,11 +227,15 @@ def healthcheck(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
 
 
 def web(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
+    # At once, before Flask loads: the command line may hold the DSN and its password (--dsn),
+    # and a server shows its title in ps for as long as it runs.
+    setproctitle.setproctitle(WEB_TITLE)
     try:
         from cabbage.web.server import serve
     except ImportError as exc:
         raise ConfigurationError(f"cabbage web needs Flask and prometheus_client: pip install 'cabbage-queue[web]' ({exc})") from None
-    serve(dsn, arguments.host, arguments.port, token=os.environ.get(TOKEN_VARIABLE) or None)
+    token = os.environ.get(TOKEN_VARIABLE)  # a blank one is refused, not read as "no token"
+    serve(dsn, arguments.host, arguments.port, token=token, trust_proxy=arguments.trust_proxy, pool_size=arguments.pool_size)
     return EXIT_OK
 
 

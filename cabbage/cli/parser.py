@@ -22,6 +22,10 @@ from cabbage.jobs import FINISHED_STATUSES, Status
 
 DEFAULT_QUEUE = "default"  # the column default of cabbage_jobs.queue
 LOG_LEVELS = tuple(LEVELS)
+DEFAULT_LOG_LEVEL = "warning"  # keeps stdout for the command's results
+WEB_LOG_LEVEL = "info"  # a server's log is its output: requests, sign-ins, writes
+HIGHEST_PORT = 65535
+WEB_POOL_SIZE = 4  # cabbage.web.database.DEFAULT_POOL_SIZE, without importing Flask to parse
 JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}
 
 
@@ -97,6 +101,19 @@ def max_attempts(text: str) -> int | None:
     return int(text)
 
 
+def port_number(text: str) -> int:
+    """``--port``: a whole number from 0 (any free port) to 65535."""
+    if not text.isascii() or not text.isdigit() or int(text) > HIGHEST_PORT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 (any free port) to {HIGHEST_PORT}, got {text!r}")
+    return int(text)
+
+
+def pool_size(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
 def non_empty(text: str) -> str:
     if not text or "\x00" in text:
         raise argparse.ArgumentTypeError(f"must be a non-empty text without NUL characters, got {text!r}")
@@ -112,7 +129,7 @@ def build_parser() -> CommandParser:
         description="Operate cabbage: the schema, jobs, workers, statistics, health, the admin website.",
     )
     parser.add_argument("--version", action="version", version=f"cabbage {cabbage.__version__} (cabbage-queue)")
-    _add_common_options(parser, default=None)
+    _add_common_options(parser, default=None, log_level=f"{DEFAULT_LOG_LEVEL}; {WEB_LOG_LEVEL} for web")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     _add_schema_commands(commands)
     _add_defer_command(commands)
@@ -120,24 +137,47 @@ def build_parser() -> CommandParser:
     _leaf(commands, "workers", "list the registered workers: host, pid, heartbeat age, current job", json=True)
     _leaf(commands, "stats", "jobs by queue and status, oldest waiting job, jobs per minute", json=True)
     _leaf(commands, "healthcheck", "exit 0 only if the database answers and its schema is current", json=True)
-    web = _leaf(commands, "web", "serve the admin website, REST API and /metrics (pip install 'cabbage-queue[web]')")
-    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    web.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    web = _leaf(
+        commands, "web", "serve the admin website, REST API and /metrics (pip install 'cabbage-queue[web]')",
+        log_level=WEB_LOG_LEVEL,
+    )
+    web.add_argument("--host", type=non_empty, default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    web.add_argument("--port", type=port_number, default=8080, help="port to listen on, 0 for any free one (default 8080)")
+    web.add_argument(
+        "--pool-size",
+        type=pool_size,
+        default=WEB_POOL_SIZE,
+        metavar="N",
+        help=f"database connections the server may open, at most; more requests at once wait for one "
+        f"(default {WEB_POOL_SIZE})",
+    )
+    web.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        help="believe one reverse proxy's X-Forwarded-Proto (HTTPS: Secure cookies) and X-Forwarded-For "
+        "(the client address); only behind a proxy that sets both",
+    )
     return parser
 
 
-def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+def default_log_level(action: str) -> str:
+    return WEB_LOG_LEVEL if action == "web" else DEFAULT_LOG_LEVEL
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default: Any, log_level: str = DEFAULT_LOG_LEVEL) -> None:
     # Sub-commands repeat these with SUPPRESS, so `cabbage jobs list --dsn X` works and an
     # absent sub-command option does not overwrite the value given before the sub-command.
     parser.add_argument(
         "--dsn", default=default, help="PostgreSQL DSN (default: $CABBAGE_DSN, else libpq's PG* variables)"
     )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default, help="log level (default: warning)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default, help=f"log level (default: {log_level})")
 
 
-def _leaf(commands: Any, name: str, help_text: str, json: bool = False) -> argparse.ArgumentParser:
+def _leaf(
+    commands: Any, name: str, help_text: str, json: bool = False, log_level: str = DEFAULT_LOG_LEVEL
+) -> argparse.ArgumentParser:
     command = commands.add_parser(name, help=help_text, description=help_text)
-    _add_common_options(command, default=argparse.SUPPRESS)
+    _add_common_options(command, default=argparse.SUPPRESS, log_level=log_level)
     if json:
         command.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     command.set_defaults(action=name.replace(" ", "_"))

@@ -2,9 +2,11 @@
 -- Filters left NULL match everything; every value is a bound parameter, never formatted in.
 
 -- name: admin_list_jobs
--- Jobs newest first, filtered, one page after a keyset cursor on id (never an offset).
-SELECT id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts, max_attempts,
-       worker_id, created_at, started_at, finished_at, last_error_type, last_error,
+-- Jobs newest first, filtered, one page after a keyset cursor on id (never an offset); without
+-- the arguments and the traceback, which listings do not show, and the error message cut.
+SELECT id, queue, task_name, lock, status, scheduled_at, attempts, max_attempts, worker_id,
+       created_at, started_at, finished_at, last_error_type,
+       left(last_error, %(max_chars)s) AS last_error, length(last_error) AS last_error_chars,
        NULL AS last_error_traceback
   FROM cabbage_jobs
  WHERE (%(status)s::cabbage_job_status IS NULL OR status = %(status)s::cabbage_job_status)
@@ -14,6 +16,29 @@ SELECT id, queue, task_name, args, kwargs, lock, status, scheduled_at, attempts,
    AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
  ORDER BY id DESC
  LIMIT %(limit)s;
+
+-- name: admin_get_job
+-- One job for its page and the API, its arguments (as JSON text), error message and traceback
+-- cut here to max_chars each, with their whole lengths: a 100 MB argument never leaves the
+-- database. The arguments come whole only when they fit.
+SELECT id, queue, task_name, lock, status, scheduled_at, attempts, max_attempts, worker_id,
+       created_at, started_at, finished_at, last_error_type,
+       left(last_error, %(max_chars)s) AS last_error, length(last_error) AS last_error_chars,
+       left(last_error_traceback, %(max_chars)s) AS last_error_traceback,
+       length(last_error_traceback) AS last_error_traceback_chars,
+       CASE WHEN length(arguments.text) <= %(max_chars)s THEN args END AS args,
+       CASE WHEN length(arguments.text) <= %(max_chars)s THEN kwargs END AS kwargs,
+       CASE WHEN length(arguments.text) > %(max_chars)s THEN left(arguments.text, %(max_chars)s) END AS arguments_shown,
+       length(arguments.text) AS arguments_chars
+  FROM cabbage_jobs, LATERAL (SELECT jsonb_build_object('args', args, 'kwargs', kwargs)::text AS text) AS arguments
+ WHERE id = %(job_id)s;
+
+-- name: admin_get_job_arguments
+-- A job's whole arguments as the JSON text {"args": ..., "kwargs": ...} (the download a
+-- signed-in reader asks for; admin_get_job shows the first characters of the same text).
+SELECT jsonb_build_object('args', args, 'kwargs', kwargs)::text AS arguments
+  FROM cabbage_jobs
+ WHERE id = %(job_id)s;
 
 -- name: admin_lock_jobs_for_change
 -- Locks the named jobs and reads their status, so a multi-id retry or cancel checks every id

@@ -14,10 +14,11 @@ from __future__ import annotations
 import secrets
 
 import flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cabbage.exceptions import ConfigurationError
 from cabbage.heartbeat import DEFAULT_HEARTBEAT_TIMEOUT_S
-from cabbage.web import api, auth, database, errors, metrics, pages, views
+from cabbage.web import api, auth, database, errors, headers, metrics, pages, views
 
 DEFAULT_FINISHED_WINDOW_S = 300.0
 
@@ -28,13 +29,22 @@ def create_app(
     read_only: bool | None = None,
     heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
     finished_window_s: float = DEFAULT_FINISHED_WINDOW_S,
+    trust_proxy: bool = False,
+    pool_size: int = database.DEFAULT_POOL_SIZE,
+    pool_wait_s: float = database.DEFAULT_POOL_WAIT_S,
 ) -> flask.Flask:
     """The Flask app over the database at ``dsn``.
 
-    ``read_only`` defaults to True without a token and False with one; writes without a token
+    ``token`` (``CABBAGE_WEB_TOKEN``) must be 16 characters or more, without surrounding
+    whitespace; ``read_only`` defaults to True without a token and False with one; writes without a token
     are refused. ``heartbeat_timeout_s`` decides which workers /metrics counts as alive;
-    ``finished_window_s`` is the window of its jobs-finished figures.
+    ``finished_window_s`` is the window of its jobs-finished figures. ``trust_proxy``: believe
+    one reverse proxy's ``X-Forwarded-Proto`` and ``X-Forwarded-For`` (HTTPS for the session
+    cookie's ``Secure``, the client address for throttling); only behind a proxy that sets them.
+    At most ``pool_size`` database connections are open; a request waits up to ``pool_wait_s``
+    for one, then answers 503.
     """
+    auth.check_token(token)
     if read_only is None:
         read_only = token is None
     if not read_only and not token:
@@ -52,13 +62,17 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
     )
+    auth.register(app)
+    if trust_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in their records' order
-    app.teardown_appcontext(database.close_admin)
+    database.register(app, pool_size, pool_wait_s)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(metrics.blueprint)
     errors.register(app)
+    headers.register(app)
     views.register(app)
     return app
 

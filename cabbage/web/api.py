@@ -1,7 +1,8 @@
 """The REST API under /api/v1/: the website's data as JSON, described by /api/v1/openapi.json.
 
 Listings page by cursor (keyset on id, newest first): pass a response's ``next_cursor`` as
-``cursor`` for the next page. Writes need ``Authorization: Bearer <token>``; multi-job writes
+``cursor`` for the next page; they carry no arguments. One job's arguments, error and
+traceback are cut to ``MAX_SHOWN_CHARS``; the whole arguments need the token or a session. Writes need ``Authorization: Bearer <token>``; multi-job writes
 are all or nothing.
 """
 
@@ -43,6 +44,13 @@ def list_jobs() -> ResponseReturnValue:
 @blueprint.route("/jobs/<int:job_id>")
 def get_job(job_id: int) -> ResponseReturnValue:
     return as_json(get_admin().get_job(job_id))
+
+
+@blueprint.route("/jobs/<int:job_id>/arguments")
+def job_arguments(job_id: int) -> ResponseReturnValue:
+    """The whole arguments, for the token or a signed-in session only: they may be 100 MB."""
+    auth.require_trusted_reader()
+    return flask.Response(get_admin().get_job_arguments(job_id), mimetype="application/json")
 
 
 @blueprint.route("/jobs/<int:job_id>/retry", methods=["POST"])

@@ -37,8 +37,8 @@ def is_api_request() -> bool:
     return flask.request.path.startswith("/api/")
 
 
-def respond(status: int, message: str) -> ResponseReturnValue:
-    headers = {}
+def respond(status: int, message: str, headers: dict[str, str] | None = None) -> ResponseReturnValue:
+    headers = dict(headers or {})
     if status == 401 and is_api_request():
         headers["WWW-Authenticate"] = 'Bearer realm="cabbage"'
     if is_api_request():
@@ -56,4 +56,5 @@ def register(app: flask.Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> ResponseReturnValue:
-        return respond(error.code or 500, error.description or error.name)
+        kept = {name: value for name, value in error.get_headers() if name == "Retry-After"}  # 429, 503
+        return respond(error.code or 500, error.description or error.name, kept)

@@ -1,7 +1,8 @@
 """/metrics in the Prometheus text format, read from the database at scrape time.
 
 A custom collector, so the figures are the database's own at that moment, whichever process
-serves them. When the database does not answer, only ``cabbage_database_up 0`` is exposed.
+serves them, through the request's pooled connection. When the database does not answer, only
+``cabbage_database_up 0`` is exposed.
 
 Jobs finished are a gauge over a recent window, not a counter: pruning deletes rows, and a
 counter that goes down would read as a reset to Prometheus.
@@ -9,7 +10,7 @@ counter that goes down would read as a reset to Prometheus.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import flask
 import structlog
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from cabbage.admin import Admin, counts_by_queue
 from cabbage.exceptions import CabbageError
+from cabbage.web.database import get_admin
 
 blueprint = flask.Blueprint("metrics", __name__)
 log = structlog.get_logger()
@@ -29,19 +31,15 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class DatabaseCollector(Collector):
     """Reads job, worker and throughput figures with ``Admin`` each time it is collected."""
 
-    def __init__(self, dsn: str, heartbeat_timeout_s: float, finished_window_s: float) -> None:
-        self.dsn = dsn
+    def __init__(self, get_admin: Callable[[], Admin], heartbeat_timeout_s: float, finished_window_s: float) -> None:
+        self.get_admin = get_admin
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.finished_window_s = finished_window_s
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("cabbage_database_up", "1 when the database answered this scrape, else 0")
         try:
-            admin = Admin.connect(self.dsn)
-            try:
-                figures = list(self.read_figures(admin))
-            finally:
-                admin.close()
+            figures = list(self.read_figures(self.get_admin()))
         except CabbageError as exc:
             log.warning("metrics_scrape_failed", error_type=type(exc).__name__, error=str(exc))
             up.add_metric([], 0)
@@ -97,6 +95,6 @@ def metrics() -> flask.Response:
     config = flask.current_app.config
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        DatabaseCollector(config["CABBAGE_DSN"], config["CABBAGE_HEARTBEAT_TIMEOUT_S"], config["CABBAGE_FINISHED_WINDOW_S"])
+        DatabaseCollector(get_admin, config["CABBAGE_HEARTBEAT_TIMEOUT_S"], config["CABBAGE_FINISHED_WINDOW_S"])
     )
     return flask.Response(generate_latest(registry), content_type=CONTENT_TYPE)

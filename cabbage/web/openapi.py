@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from cabbage.admin import DEFAULT_PAGE_SIZE, MAX_JOB_ID, MAX_PAGE_SIZE
+from cabbage.admin import DEFAULT_PAGE_SIZE, MAX_JOB_ID, MAX_LISTED_ERROR_CHARS, MAX_PAGE_SIZE, MAX_SHOWN_CHARS
 from cabbage.jobs import FINISHED_STATUSES, Status
+from cabbage.web.throttle import WINDOW_S, WRONG_TOKENS_ALLOWED
 
 MAX_IDS_PER_CHANGE = 1000
 STATUSES = [status.value for status in Status]
@@ -33,34 +34,58 @@ def listing_of(name: str, item: str) -> dict[str, Any]:
     return record({name: {"type": "array", "items": ref(item)}})
 
 
+JOB_SUMMARY: dict[str, Any] = {
+    "id": JOB_ID,
+    "queue": {"type": "string"},
+    "task_name": {"type": "string"},
+    "lock": {"type": ["string", "null"]},
+    "status": {"type": "string", "enum": STATUSES},
+    "scheduled_at": TIME,
+    "attempts": {"type": "integer", "minimum": 0},
+    "max_attempts": {"type": ["integer", "null"], "minimum": 1},
+    "worker_id": {"type": ["integer", "null"]},
+    "created_at": TIME,
+    "started_at": OPTIONAL_TIME,
+    "finished_at": OPTIONAL_TIME,
+    "last_error": {"oneOf": [ref("JobError"), {"type": "null"}]},
+}
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": record({"error": {"type": "string", "description": "what is wrong, on one line"}}),
     "JobError": record(
         {"type": {"type": "string"}, "message": {"type": "string"}, "traceback": {"type": ["string", "null"]}},
         "what the last failed attempt left behind",
     ),
+    "JobSummary": record(
+        JOB_SUMMARY,
+        f"a job as listings show it: no arguments, no traceback, the error message cut to {MAX_LISTED_ERROR_CHARS} "
+        "characters",
+    ),
     "Job": record(
         {
-            "id": JOB_ID,
-            "queue": {"type": "string"},
-            "task_name": {"type": "string"},
-            "args": {"type": "array", "description": "positional arguments"},
+            **JOB_SUMMARY,
+            "args": {"type": ["array", "null"], "description": "positional arguments; null when cut"},
+            "kwargs": {"type": ["object", "null"], "description": "keyword arguments; null when cut"},
+            "arguments_preview": {
+                "type": ["string", "null"],
+                "description": f'null when the arguments fit in {MAX_SHOWN_CHARS:,} characters of JSON; else the first '
+                f'{MAX_SHOWN_CHARS:,} characters of {{"args": ..., "kwargs": ...}} and a marker saying how many were '
+                "cut; GET /jobs/{job_id}/arguments has them whole",
+            },
+        },
+        f"one job; its error message and traceback cut to {MAX_SHOWN_CHARS:,} characters each, marked where cut",
+    ),
+    "Arguments": record(
+        {
+            "args": {"type": ["array", "object"], "description": "positional arguments, as stored"},
             "kwargs": {"type": "object", "description": "keyword arguments"},
-            "lock": {"type": ["string", "null"]},
-            "status": {"type": "string", "enum": STATUSES},
-            "scheduled_at": TIME,
-            "attempts": {"type": "integer", "minimum": 0},
-            "max_attempts": {"type": ["integer", "null"], "minimum": 1},
-            "worker_id": {"type": ["integer", "null"]},
-            "created_at": TIME,
-            "started_at": OPTIONAL_TIME,
-            "finished_at": OPTIONAL_TIME,
-            "last_error": {"oneOf": [ref("JobError"), {"type": "null"}]},
-        }
+        },
+        "a job's whole arguments, however long",
     ),
     "JobPage": record(
         {
-            "jobs": {"type": "array", "items": ref("Job")},
+            "jobs": {"type": "array", "items": ref("JobSummary")},
             "next_cursor": {
                 "type": ["integer", "null"],
                 "description": "pass as `cursor` for the next page; null on the last page",
@@ -153,9 +178,17 @@ ERRORS = {
     "400": answer("a parameter has a value the API cannot use", "Error"),
     "503": answer("the database is unreachable or its schema is not current", "Error"),
 }
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
+TOKEN_ERRORS = {
+    "401": answer("no valid bearer token", "Error"),
+    "429": {
+        **answer(f"{WRONG_TOKENS_ALLOWED} wrong tokens from this address in {WINDOW_S:g} s: wait Retry-After seconds", "Error"),
+        "headers": RETRY_AFTER,
+    },
+}
 WRITE_ERRORS = {
     **ERRORS,
-    "401": answer("no valid bearer token", "Error"),
+    **TOKEN_ERRORS,
     "403": answer("the server is read-only (started without a token)", "Error"),
     "404": answer("no job has that id", "Error"),
     "409": answer("a job is not in a state that allows the change; none was changed", "Error"),
@@ -183,6 +216,17 @@ def write(summary: str, schema: str, by_path: bool) -> dict[str, Any]:
     return {"post": operation}
 
 
+def whole_arguments() -> dict[str, Any]:
+    operation = read("a job's whole arguments, however long", "Arguments", ["job_id"], not_found=True)["get"]
+    operation["description"] = (
+        "For the bearer token or a signed-in session (the website's cookie) only: a job page and "
+        f"GET /jobs/{{job_id}} show {MAX_SHOWN_CHARS:,} characters of them to anyone."
+    )
+    operation["security"] = [{"bearer": []}, {"session": []}]
+    operation["responses"].update({key: WRITE_ERRORS[key] for key in ("401", "403", "429")})
+    return {"get": operation}
+
+
 def build_document() -> dict[str, Any]:
     listing = ["status", "queue", "task", "lock", "cursor", "limit"]
     return {
@@ -197,6 +241,7 @@ def build_document() -> dict[str, Any]:
         "paths": {
             "/jobs": read("jobs newest first, filtered, one page", "JobPage", listing),
             "/jobs/{job_id}": read("one job, with its last error and traceback", "Job", ["job_id"], not_found=True),
+            "/jobs/{job_id}/arguments": whole_arguments(),
             "/jobs/{job_id}/retry": write("send a failed or cancelled job back to todo", "Retried", by_path=True),
             "/jobs/{job_id}/cancel": write("cancel a todo job", "Cancelled", by_path=True),
             "/jobs/retry": write("retry several jobs: all or none", "Retried", by_path=False),
@@ -208,6 +253,9 @@ def build_document() -> dict[str, Any]:
         "components": {
             "schemas": SCHEMAS,
             "parameters": PARAMETERS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "cabbage_session", "description": "signed in on /login"},
+            },
         },
     }

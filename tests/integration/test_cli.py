@@ -6,6 +6,7 @@ subprocess, as operators and scripts do. Errors are one line on stderr with a na
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -13,6 +14,8 @@ import secrets
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import closing
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Iterator
 import psycopg2
 import pytest
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from cabbage.cli import main
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK
@@ -161,7 +164,8 @@ def test_jobs_list_filters_newest_first_and_pages_by_cursor(run, jobs):
 
     only_failed = json.loads(run("jobs", "list", "--status", "failed", "--json")[1])["jobs"]
     assert [job["id"] for job in only_failed] == [failed]
-    assert only_failed[0]["last_error"]["type"] == "RuntimeError"
+    assert only_failed[0]["last_error"] == {"type": "RuntimeError", "message": "boom", "traceback": None}
+    assert not {"args", "kwargs"} & set(only_failed[0]), "a listing carries no arguments"
     assert [job["id"] for job in json.loads(run("jobs", "list", "--lock", "L", "--json")[1])["jobs"]] == [third, second, first]
     assert other not in [job["id"] for job in json.loads(run("jobs", "list", "--queue", "q", "--json")[1])["jobs"]]
 
@@ -170,7 +174,7 @@ def test_jobs_list_table(run, jobs):
     job_id = jobs.todo("tasks.a", args=("x",), lock="\x1b[31mred")
     status, out, _ = run("jobs", "list")
     header, row = out.splitlines()
-    assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED", "(UTC)", "ARGS", "LAST", "ERROR"]
+    assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED", "(UTC)", "LAST", "ERROR"]
     assert row.split()[:5] == [str(job_id), "todo", "default", "tasks.a", "\\x1b[31mred"]  # escaped, not obeyed
     assert run("jobs", "list", "--status", "failed")[1] == "(no job matches)\n"
 
@@ -193,6 +197,17 @@ def test_jobs_show_a_failed_job_with_its_traceback(run, jobs):
     assert "traceback:\n    Traceback (most recent call last):\n" in out
     shown = json.loads(run("jobs", "show", str(job_id), "--json")[1])
     assert shown["status"] == "failed" and shown["last_error"]["traceback"].endswith("RuntimeError: boom\n")
+
+
+def test_jobs_show_cuts_huge_arguments_and_errors_and_says_so(run, jobs):
+    job_id = jobs.failed()
+    execute(jobs.dsn, "UPDATE cabbage_jobs SET args = jsonb_build_array(repeat('a', 1000000)),"
+                      " last_error_traceback = repeat('t', 1000000) WHERE id = %s", (job_id,))  # fmt: skip
+    status, out, _ = run("jobs", "show", str(job_id))
+    assert status == EXIT_OK and len(out) < 50_000
+    assert out.count("more characters, ") == 2  # the arguments and the traceback, each marked
+    shown = json.loads(run("jobs", "show", str(job_id), "--json")[1])
+    assert shown["args"] is None and shown["arguments_preview"].startswith('{"args": ["aaa')
 
 
 def test_jobs_show_an_unknown_id_is_exit_3(run):
@@ -326,24 +341,138 @@ def test_commands_on_a_database_without_schema_say_how_to_fix_it(run, empty_dsn)
 # -- web ----------------------------------------------------------------------------------------
 
 
-def test_web_serves_until_sigterm_and_logs_its_address(db_dsn, jobs):
-    job_id = jobs.todo()
-    environment = {**os.environ, "CABBAGE_DSN": db_dsn}
-    environment.pop("CABBAGE_WEB_TOKEN", None)
+@contextlib.contextmanager
+def running_web(dsn: str, *argv: str, token: str | None = None) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """A real ``cabbage web --port 0`` process and its ``web_server_started`` line; killed at the end."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("CABBAGE_DSN", "CABBAGE_WEB_TOKEN")}
+    if token is not None:
+        environment["CABBAGE_WEB_TOKEN"] = token
     server = subprocess.Popen(
-        [str(CABBAGE_SCRIPT), "web", "--port", "0", "--log-level", "info"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [str(CABBAGE_SCRIPT), "web", "--dsn", dsn, "--port", "0", *argv],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
         started = json.loads(server.stdout.readline())  # JSON log lines: stdout is not a terminal
-        assert started["event"] == "web_server_started" and started["read_only"] is True
-        assert started["url"].startswith("http://127.0.0.1:") and "password" not in started["database"]
-        with urllib.request.urlopen(f"{started['url']}api/v1/jobs/{job_id}", timeout=10) as answer:
-            assert json.load(answer)["status"] == "todo"
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=15) == EXIT_OK
-        assert any(json.loads(line)["event"] == "web_server_stopped" for line in server.stdout.read().splitlines())
+        assert started["event"] == "web_server_started", started
+        yield server, started
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def stop_web(server: subprocess.Popen) -> tuple[list[dict], str]:
+    """SIGTERM, then every later log line (each must be JSON) and stderr."""
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=15) == EXIT_OK
+    return [json.loads(line) for line in server.stdout.read().splitlines()], server.stderr.read()
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_web_serves_until_sigterm_and_logs_its_address(db_dsn, jobs):
+    job_id = jobs.todo()
+    with running_web(db_dsn, "--log-level", "info") as (server, started):
+        assert started["read_only"] is True
+        assert started["url"].startswith("http://127.0.0.1:") and "password" not in started["database"]
+        status, body = fetch(f"{started['url']}api/v1/jobs/{job_id}")
+        assert status == 200 and json.loads(body)["status"] == "todo"
+        lines, _ = stop_web(server)
+        assert any(line["event"] == "web_server_stopped" for line in lines)
+
+
+# -- passwords: none in any output, log line or process title ------------------------------------
+
+PASSWORD = "Zq7?Xv/9w#Q@:%+= 'k\\"
+
+
+def pieces_of_the_password() -> set[str]:
+    encoded = urllib.parse.quote(PASSWORD, safe="")
+    return {secret[start : start + 3] for secret in (PASSWORD, encoded) for start in range(len(secret) - 2)}
+
+
+def assert_no_piece_of_the_password(text: str) -> None:
+    leaked = sorted(piece for piece in pieces_of_the_password() if piece in text)
+    assert not leaked, f"{leaked} of the password in {text[:2000]!r}"
+
+
+def dsns_with_the_password(pg_dsn: str) -> dict[str, str]:
+    """The test server's DSN with the password in each form; trust auth ignores a readable one."""
+    server = parse_dsn(pg_dsn)
+    where = f"{server.get('host', '127.0.0.1')}:{server.get('port', '5432')}/{server['dbname']}"
+    quoted = "'" + PASSWORD.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return {
+        "uri raw": f"postgresql://{server.get('user', 'postgres')}:{PASSWORD}@{where}",
+        "uri percent-encoded": f"postgresql://{server.get('user', 'postgres')}:{urllib.parse.quote(PASSWORD, safe='')}@{where}",
+        "keyword bare": make_dsn(pg_dsn) + f" password={PASSWORD}",
+        "keyword quoted": make_dsn(pg_dsn) + f" password={quoted}",
+    }
+
+
+@pytest.mark.parametrize("form", ["uri raw", "uri percent-encoded", "keyword bare", "keyword quoted"])
+def test_web_shows_no_password_in_its_title_pages_answers_or_log_lines(db_dsn, form):
+    dsn = dsns_with_the_password(db_dsn)[form]
+    with running_web(dsn, "--log-level", "debug", token="correct-horse-battery-staple") as (server, started):
+        command_line = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode(errors="replace")
+        assert command_line.startswith("cabbage web: http://127.0.0.1:"), command_line
+        assert_no_piece_of_the_password(command_line)
+        answers = [fetch(started["url"] + path) for path in ("", "jobs", "api/v1/jobs", "api/v1/stats", "metrics")]
+        lines, stderr = stop_web(server)
+    readable = form in ("uri percent-encoded", "keyword quoted")  # libpq reads these as meant
+    assert {status for status, _ in answers} == ({200} if readable else {200, 503}), answers
+    for text in [stderr, json.dumps(started), *map(json.dumps, lines), *(body for _, body in answers)]:
+        assert_no_piece_of_the_password(text)
+
+
+@pytest.mark.parametrize("form", ["uri raw", "keyword bare"])
+def test_a_command_shows_no_password_in_its_error(db_dsn, form):
+    completed = run_script("stats", "--dsn", dsns_with_the_password(db_dsn)[form], "--log-level", "debug", dsn="")
+    assert completed.returncode == EXIT_FAILED
+    assert completed.stderr.startswith("cabbage: cannot connect to ") and completed.stderr.count("\n") == 1
+    assert_no_piece_of_the_password(completed.stdout + completed.stderr)
+
+
+# -- the access log -------------------------------------------------------------------------------
+
+WEB_TOKEN = "access-log-token-0123456789"
+
+
+def test_web_logs_each_request_as_json_without_its_token_or_query(db_dsn, jobs):
+    failed = jobs.failed()
+    with running_web(db_dsn, token=WEB_TOKEN) as (server, started):
+        base = started["url"].rstrip("/")
+        requests = [
+            urllib.request.Request(f"{base}/jobs?status=failed&token={WEB_TOKEN}"),
+            urllib.request.Request(f"{base}/login", data=urllib.parse.urlencode({"token": WEB_TOKEN, "next": "/"}).encode()),
+            urllib.request.Request(f"{base}/login", data=b"token=wrong-token-guessed-here"),
+            urllib.request.Request(f"{base}/api/v1/jobs/{failed}/retry", method="POST",
+                                   headers={"Authorization": f"Bearer {WEB_TOKEN}"}),
+            urllib.request.Request(f"{base}/no/such/page"),
+        ]  # fmt: skip
+        statuses = []
+        for request in requests:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    statuses.append(answer.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+        lines, stderr = stop_web(server)
+    assert statuses == [200, 200, 401, 200, 404]  # urllib follows the sign-in's 303 to the overview
+    served = [(line["method"], line["path"], line["status"]) for line in lines if line["event"] == "web_request_served"]
+    assert served == [
+        ("GET", "/jobs", 200), ("POST", "/login", 303), ("GET", "/", 200), ("POST", "/login", 401),
+        ("POST", f"/api/v1/jobs/{failed}/retry", 200), ("GET", "/no/such/page", 404),
+    ]  # fmt: skip
+    for line in lines:
+        if line["event"] == "web_request_served":
+            assert line["duration_ms"] >= 0 and line["remote_addr"] == "127.0.0.1" and line["level"] == "info"
+    everything = "\n".join(map(json.dumps, lines)) + stderr
+    assert WEB_TOKEN not in everything and "wrong-token-guessed-here" not in everything
+    assert "\x1b" not in everything and "\\u001b" not in everything
+    assert not [line for line in lines if line.get("logger") == "werkzeug"]

@@ -7,6 +7,7 @@ SQL- and HTML-like input is shown as text and changes nothing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import http.cookiejar
 import json
@@ -15,8 +16,10 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from typing import Any, Iterator
 
+import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,9 +27,12 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from werkzeug.serving import make_server
 
+from cabbage.admin import MAX_LISTED_ERROR_CHARS, MAX_SHOWN_CHARS
 from cabbage.jobs import Status
 from cabbage.web import create_app
+from cabbage.web.database import pool_of
 from tests.integration.job_states import execute
+from tests.waiting import wait_for
 
 TOKEN = "correct-horse-battery-staple"
 HTML_ATTACK = '"><script>alert("owned")</script>'
@@ -177,10 +183,103 @@ def test_one_job_with_its_error_and_traceback(client, jobs, document):
     assert_matches_document(document, "/jobs/{job_id}", "get", answer)
     job = answer.json
     assert (job["status"], job["args"], job["kwargs"], job["attempts"]) == ("failed", ["a"], {"floor": 2}, 1)
+    assert job["arguments_preview"] is None
     assert job["last_error"]["type"] == "RuntimeError" and "Traceback" in job["last_error"]["traceback"]
 
     page = client.get(f"/jobs/{job_id}").text
     assert "RuntimeError" in page and "Traceback (most recent call last):" in page and "&#34;floor&#34;" in page
+
+
+def test_job_pages_and_api_answers_are_never_stored_and_never_framed(client, jobs):
+    job_id = jobs.failed(args=("private",))
+    for path in (f"/jobs/{job_id}", "/jobs", f"/api/v1/jobs/{job_id}", "/api/v1/jobs", "/"):
+        answer = client.get(path)
+        assert answer.status == 200, path
+        assert answer.headers["Cache-Control"] == "no-store", path
+        assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+
+
+# -- what a job may weigh ------------------------------------------------------------------------
+
+HUGE_CHARS = 3_000_000
+
+
+def make_huge(dsn: str, job_id: int) -> None:
+    """Gives the job arguments, an error message and a traceback of HUGE_CHARS characters each."""
+    execute(
+        dsn,
+        "UPDATE cabbage_jobs SET args = jsonb_build_array(repeat('a', %(n)s)), kwargs = '{\"k\": 1}',"
+        " last_error = repeat('m', %(n)s), last_error_traceback = repeat('t', %(n)s) WHERE id = %(id)s",
+        {"n": HUGE_CHARS, "id": job_id},
+    )
+
+
+def test_job_listings_carry_no_arguments_and_cut_the_error(client, jobs, document):
+    job_id = jobs.failed()
+    make_huge(jobs.dsn, job_id)
+    listed = client.get("/api/v1/jobs")
+    assert_matches_document(document, "/jobs", "get", listed)
+    (job,) = listed.json["jobs"]
+    assert not {"args", "kwargs", "arguments_preview"} & set(job) and job["last_error"]["traceback"] is None
+    assert job["last_error"]["message"] == "m" * MAX_LISTED_ERROR_CHARS + (
+        f"… [cut: {HUGE_CHARS - MAX_LISTED_ERROR_CHARS:,} more characters, {HUGE_CHARS:,} in all]"
+    )
+    assert len(listed.body) < 5_000
+    page = client.get("/jobs")
+    assert page.status == 200 and len(page.body) < 20_000 and "more characters" in page.text
+
+
+def test_a_huge_job_is_cut_to_the_documented_size_with_a_marker(client, jobs, document):
+    job_id = jobs.failed()
+    make_huge(jobs.dsn, job_id)
+    answer = client.get(f"/api/v1/jobs/{job_id}")
+    assert_matches_document(document, "/jobs/{job_id}", "get", answer)
+    job = answer.json
+    whole_chars = len(json.dumps({"args": ["a" * HUGE_CHARS], "kwargs": {"k": 1}}))
+    assert (job["args"], job["kwargs"]) == (None, None)
+    assert job["arguments_preview"] == ('{"args": ["' + "a" * (MAX_SHOWN_CHARS - 11)) + (
+        f"… [cut: {whole_chars - MAX_SHOWN_CHARS:,} more characters, {whole_chars:,} in all]"
+    )
+    for text, letter in ((job["last_error"]["message"], "m"), (job["last_error"]["traceback"], "t")):
+        assert text == letter * MAX_SHOWN_CHARS + f"… [cut: {HUGE_CHARS - MAX_SHOWN_CHARS:,} more characters, {HUGE_CHARS:,} in all]"
+    assert len(answer.body) < 4 * MAX_SHOWN_CHARS
+
+    page = client.get(f"/jobs/{job_id}")
+    assert len(page.body) < 4 * MAX_SHOWN_CHARS + 10_000
+    assert f"{whole_chars - MAX_SHOWN_CHARS:,} more characters" in page.text and "Sign in</a> to get the whole arguments" in page.text
+
+
+def test_the_whole_arguments_are_for_the_token_or_a_signed_in_session(client, read_only_client, jobs, document):
+    job_id = jobs.failed()
+    make_huge(jobs.dsn, job_id)
+    whole = {"args": ["a" * HUGE_CHARS], "kwargs": {"k": 1}}
+
+    refused = client.get(f"/api/v1/jobs/{job_id}/arguments")
+    assert_matches_document(document, "/jobs/{job_id}/arguments", "get", refused)
+    assert refused.status == 401 and len(refused.body) < 500
+    assert client.request("GET", f"/api/v1/jobs/{job_id}/arguments", token="wrong-token").status == 401
+    assert read_only_client.get(f"/api/v1/jobs/{job_id}/arguments").status == 403
+
+    with_token = client.request("GET", f"/api/v1/jobs/{job_id}/arguments", token=TOKEN)
+    assert with_token.status == 200 and with_token.headers["Content-Type"] == "application/json"
+    assert with_token.json == whole and with_token.headers["Cache-Control"] == "no-store"
+    assert client.request("GET", "/api/v1/jobs/424242/arguments", token=TOKEN).status == 404
+
+    assert client.sign_in() == 303
+    assert f'href="/api/v1/jobs/{job_id}/arguments"' in client.get(f"/jobs/{job_id}").text
+    assert client.get(f"/api/v1/jobs/{job_id}/arguments").json == whole
+
+
+def test_arguments_that_fit_come_whole_and_one_character_more_is_cut(client, jobs):
+    room = MAX_SHOWN_CHARS - len('{"args": [""], "kwargs": {}}')
+    fits, too_long = jobs.todo(args=("a" * room,)), jobs.todo(args=("a" * (room + 1),))
+    whole = client.get(f"/api/v1/jobs/{fits}").json
+    assert (whole["args"], whole["kwargs"], whole["arguments_preview"]) == (["a" * room], {}, None)
+    cut = client.get(f"/api/v1/jobs/{too_long}").json
+    assert cut["args"] is None and cut["arguments_preview"].endswith(
+        f"… [cut: 1 more characters, {MAX_SHOWN_CHARS + 1:,} in all]"
+    )
 
 
 @pytest.mark.parametrize("job_id", ["424242", str(2**63 - 1), str(2**63), "99999999999999999999999"])
@@ -232,6 +331,65 @@ def test_stats_workers_and_locks(client, jobs, document):
         assert client.get(page).status == 200
 
 
+# -- the connection pool ------------------------------------------------------------------------
+
+
+def admin_backends(dsn: str) -> list[int]:
+    """The pids of the admin connections open on the test's database."""
+    rows = execute(
+        dsn,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cabbage-admin'",
+    )
+    return sorted(pid for (pid,) in rows)
+
+
+def test_requests_beyond_the_pool_wait_for_a_connection_and_never_open_more(db_dsn):
+    app = create_app(db_dsn, pool_size=2, pool_wait_s=0.5)
+    with closing(psycopg2.connect(db_dsn)) as blocker:
+        blocker.cursor().execute("LOCK TABLE cabbage_jobs IN ACCESS EXCLUSIVE MODE")  # every read waits
+        for client in serve(app):
+            answers: list[Answer] = []
+            threads = [threading.Thread(target=lambda: answers.append(client.get("/api/v1/stats"))) for _ in range(5)]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: len(answers) == 3, 30, "the three requests beyond the pool to give up")
+            assert [answer.status for answer in answers] == [503] * 3
+            assert all("stayed busy for 0.5 s" in answer.json["error"] for answer in answers)
+            assert len(admin_backends(db_dsn)) == 2  # the two lent connections, waiting on the lock
+            blocker.rollback()
+            for thread in threads:
+                thread.join(timeout=30)
+            assert [answer.status for answer in answers[3:]] == [200, 200]
+            assert len(admin_backends(db_dsn)) == 2  # kept for the next requests
+
+
+def test_a_request_waits_a_bounded_time_for_a_busy_pool_then_answers_503(db_dsn):
+    app = create_app(db_dsn, pool_size=1, pool_wait_s=0.2)
+    pool = pool_of(app)
+    lent = pool.acquire()  # the pool's only connection, held elsewhere
+    for client in serve(app):
+        busy = client.get("/api/v1/stats")
+        assert busy.status == 503 and busy.json["error"] == (
+            "all 1 database connections of this server stayed busy for 0.2 s: try again, "
+            "or start cabbage web with a larger --pool-size"
+        )
+        assert client.get("/").status == 503
+        pool.release(lent)
+        assert client.get("/api/v1/stats").status == 200
+
+
+def test_connections_the_database_ended_are_discarded_not_lent_again(db_dsn, jobs):
+    app = create_app(db_dsn, pool_size=2)
+    for client in serve(app):
+        assert client.get("/api/v1/stats").status == 200
+        (before,) = admin_backends(db_dsn)
+        execute(jobs.dsn, "SELECT pg_terminate_backend(%s)", (before,))  # as a database restart does
+        wait_for(lambda: before not in admin_backends(db_dsn), 10, "the admin backend to end")
+        assert [client.get(path).status for path in ("/api/v1/stats", "/", "/metrics")] == [200, 200, 200]
+        (after,) = admin_backends(db_dsn)
+        assert after != before
+
+
 # -- writing: tokens ----------------------------------------------------------------------------
 
 
@@ -269,6 +427,31 @@ def test_api_multi_job_writes_are_all_or_nothing(client, jobs, document):
         assert client.post("/api/v1/jobs/cancel", body=body, token=TOKEN).status == 400
 
 
+def test_wrong_bearer_tokens_are_throttled_per_address_with_429_and_retry_after(client, jobs, document):
+    failed = jobs.failed()
+    wrong = [client.post(f"/api/v1/jobs/{failed}/retry", token=f"wrong-token-{number}").status for number in range(5)]
+    assert wrong == [401] * 5
+    throttled = client.post(f"/api/v1/jobs/{failed}/retry", token=TOKEN)
+    assert_matches_document(document, "/jobs/{job_id}/retry", "post", throttled)
+    assert throttled.status == 429 and 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert throttled.json["error"].startswith("too many wrong tokens from 127.0.0.1: try again in")
+    assert client.post(f"/jobs/{failed}/retry", form={"token": TOKEN}).status == 429  # the form's token field too
+    assert client.sign_in() == 429
+    assert jobs.status_of(failed) is Status.FAILED
+
+
+def test_the_throttle_counts_each_client_behind_a_trusted_proxy_apart(db_dsn, jobs):
+    failed = jobs.failed()
+    app = create_app(db_dsn, token=TOKEN, trust_proxy=True).test_client()
+
+    def retry(client_address: str, token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": client_address}
+        return app.post(f"/api/v1/jobs/{failed}/retry", headers=headers).status_code
+
+    assert [retry("203.0.113.7", "wrong-token") for _ in range(6)] == [401] * 5 + [429]
+    assert retry("198.51.100.2", TOKEN) == 200 and jobs.status_of(failed) is Status.TODO
+
+
 def test_read_only_server_refuses_writes_with_403(read_only_client, jobs):
     failed = jobs.failed()
     assert read_only_client.post(f"/api/v1/jobs/{failed}/retry", token=TOKEN).status == 403
@@ -297,6 +480,49 @@ def test_page_writes_need_a_signed_in_session_and_its_csrf_field(client, jobs):
     assert done.status == 303 and done.headers["Location"].endswith(f"/jobs/{failed}")
     assert jobs.status_of(failed) is Status.TODO
     assert f"job {failed} retried" in client.get(f"/jobs/{failed}").text
+
+
+def copy_of(client: Client) -> Client:
+    """Another browser holding the same cookies, as someone who copied them would."""
+    thief = Client(client.base_url)
+    for cookie in client.cookies:
+        thief.cookies.set_cookie(copy.copy(cookie))
+    return thief
+
+
+def sign_out_form(client: Client) -> dict[str, str]:
+    match = re.search(r'action="/logout"[^>]*>\s*<input type="hidden" name="csrf_token" value="([^"]+)"', client.get("/").text)
+    assert match, "the page has no sign-out form with a CSRF field"
+    return {"csrf_token": match.group(1)}
+
+
+def test_sign_out_ends_every_session_cookie_issued_before_it(client, jobs):
+    failed, todo = jobs.failed(), jobs.todo()
+    assert client.sign_in() == 303
+    thief, other_browser = copy_of(client), Client(client.base_url)
+    assert other_browser.sign_in() == 303
+    csrf, other_csrf = client.csrf_on_job_page(failed), other_browser.csrf_on_job_page(todo)
+
+    signed_out = client.post("/logout", form=sign_out_form(client))
+    assert signed_out.status == 303 and "sign in" in client.get("/").text
+
+    for holder, job_id, token, verb in ((thief, failed, csrf, "retry"), (other_browser, todo, other_csrf, "cancel")):
+        assert holder.post(f"/jobs/{job_id}/{verb}", form={"csrf_token": token}).status == 401
+        assert 'id="retry"' not in holder.get(f"/jobs/{failed}").text
+    assert (jobs.status_of(failed), jobs.status_of(todo)) == (Status.FAILED, Status.TODO)
+
+    assert client.sign_in() == 303  # signing in again works, with a new session
+    assert client.post(f"/jobs/{failed}/retry", form={"csrf_token": client.csrf_on_job_page(failed)}).status == 303
+    assert jobs.status_of(failed) is Status.TODO
+
+
+def test_a_sign_out_without_the_form_field_signs_no_one_out(client, jobs):
+    failed = jobs.failed()
+    assert client.sign_in() == 303
+    stranger = Client(client.base_url)
+    assert stranger.post("/logout", form={}).status == 303  # another site's form: no session, no field
+    assert copy_of(client).post("/logout", form={}).status == 303  # the cookie, but no CSRF field
+    assert client.post(f"/jobs/{failed}/retry", form={"csrf_token": client.csrf_on_job_page(failed)}).status == 303
 
 
 def test_a_form_may_carry_the_token_instead_of_a_session(client, jobs):
@@ -369,7 +595,7 @@ def operation_requests(document: dict, path: str, method: str) -> st.SearchStrat
     if "requestBody" in operation:
         job_ids = st.lists(st.integers(-5, 2**64) | st.text(max_size=5) | st.booleans(), max_size=4)
         body = st.fixed_dictionaries({"job_ids": job_ids}) | st.lists(st.integers()) | st.none()
-    token = st.sampled_from([None, TOKEN, "wrong"]) if method == "post" else st.none()
+    token = st.sampled_from([None, TOKEN, "wrong"]) if "security" in operation else st.none()
 
     def url(path_args: dict, query_args: dict) -> str:
         concrete = path

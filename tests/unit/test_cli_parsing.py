@@ -7,13 +7,15 @@ status 2 and one line on stderr naming the option and the value.
 from __future__ import annotations
 
 import io
+import socket
 
 import pytest
 
 from cabbage.cli import main
 from cabbage.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from cabbage.cli.output import Output, fit_widths, printable
-from cabbage.cli.parser import parse_arguments
+from cabbage.cli.parser import default_log_level, parse_arguments
+from cabbage.exceptions import ConfigurationError
 
 UNREACHABLE_DSN = "host=127.0.0.1 port=1 connect_timeout=1"  # never reached: parsing fails first
 
@@ -58,6 +60,12 @@ def no_configured_database(monkeypatch: pytest.MonkeyPatch) -> None:
         (["jobs", "list", "--status", "lost"], "invalid choice: 'lost'"),
         (["jobs", "list", "--queue", "a\x00b"], "without NUL characters"),
         (["jobs", "burn"], "invalid choice: 'burn'"),
+        (["web", "--port", "99999"], "argument --port: must be a whole number from 0 (any free port) to 65535, got '99999'"),
+        (["web", "--port", "65536"], "to 65535, got '65536'"),
+        (["web", "--port=-5"], "to 65535, got '-5'"),
+        (["web", "--port", "80x"], "to 65535, got '80x'"),
+        (["web", "--host", ""], "argument --host: must be a non-empty text"),
+        (["web", "--pool-size", "0"], "argument --pool-size: must be a whole number from 1, got '0'"),
         (["launch"], "invalid choice: 'launch'"),
         (["schema"], "the following arguments are required: apply|check"),
         ([], "the following arguments are required: COMMAND"),
@@ -75,6 +83,17 @@ def test_bad_command_line_is_one_line_and_exit_status_2(argv, message, capsys):
 def test_help_exits_0(capsys):
     assert main(["jobs", "prune", "--help"]) == EXIT_OK
     assert "--older-than" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "default"),
+    [(["web"], "info"), (["stats"], "warning"), (["jobs", "list"], "warning"), ([], "warning; info for web")],
+)
+def test_help_states_the_log_level_each_command_really_defaults_to(argv, default, capsys):
+    assert main([*argv, "--help"]) == EXIT_OK
+    assert f"log level (default: {default})" in " ".join(capsys.readouterr().out.split())
+    if argv:
+        assert default_log_level(parse_arguments(argv).action) == default
 
 
 def test_defer_options_parse_to_arguments_and_schedule():
@@ -109,6 +128,43 @@ def test_prune_statuses_repeat_and_retry_by_status_narrows_by_task():
     assert prune.older_than == 43200.0 and prune.statuses == ["failed", "cancelled"]
     retry = parse_arguments(["jobs", "retry", "--status", "failed", "--task", "t"])
     assert retry.job_ids == [] and retry.status == "failed" and retry.task_name == "t"
+
+
+def test_web_port_numbers_from_0_to_65535_are_taken():
+    assert [parse_arguments(["web", "--port", text]).port for text in ("0", "8080", "65535")] == [0, 8080, 65535]
+    assert (parse_arguments(["web"]).trust_proxy, parse_arguments(["web", "--trust-proxy"]).trust_proxy) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("nonexistent.invalid", "cannot listen on nonexistent.invalid:0: no address of this machine has that name"),
+        ("999.0.0.1", "cannot listen on 999.0.0.1:0: no address of this machine has that name"),
+        ("a" * 70, f"cannot listen on {'a' * 70}:0: no address of this machine has that name (not a host name)"),
+        ("192.0.2.1", "cannot listen on 192.0.2.1:0: Cannot assign requested address; the address is not one of this machine"),
+    ],
+)
+def test_a_host_that_cannot_be_bound_is_one_line(host, message, capsys, monkeypatch):
+    pytest.importorskip("flask", reason="the web extra is not installed")
+    monkeypatch.setenv("CABBAGE_WEB_TOKEN", "correct-horse-battery-staple")
+    assert main(["web", "--host", host, "--port", "0"]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert error.startswith(f"cabbage: {message}") and error.count("\n") == 1, error
+    assert "pass --host" in error
+
+
+def test_a_port_in_use_is_one_line_saying_so():
+    pytest.importorskip("flask", reason="the web extra is not installed")
+    from cabbage.web.server import listen
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError) as raised:
+            listen("127.0.0.1", port)
+    assert str(raised.value) == (
+        f"cannot listen on 127.0.0.1:{port}: Address already in use; another program listens on that port: "
+        "stop it, or pass another --port"
+    )
 
 
 def test_web_without_a_token_refuses_a_public_address_before_binding(capsys):
