@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.footprint import parse_vmrss_kb
 from benchmarks.servers import cursor_on
 
 APP = "benchmarks.apps.tasks:task_manager"
@@ -154,10 +155,7 @@ class Supervisor:
 
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, from /proc/<pid>/status (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return round(parse_vmrss_kb(Path(f"/proc/{pid}/status").read_text()) / 1024, 1)
 
 
 def private_mb(pid: int) -> float:
