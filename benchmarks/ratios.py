@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks.figures import Figure, Figures
 
-PEERS = ("procrastinate", "pgqueuer")
+PEERS = ("procrastinate", "pgqueuer", "oban", "chancy")
 
 
 @dataclasses.dataclass(frozen=True)
