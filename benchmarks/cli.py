@@ -20,7 +20,7 @@ from benchmarks.context import RunContext
 from benchmarks.figures import Figures
 from benchmarks.ratios import add_ratios, print_summary
 from benchmarks.servers import Server
-from benchmarks.workloads import claim, defer, latency, limit, locks, memory, throughput
+from benchmarks.workloads import claim, defer, io_bound, latency, limit, locks, memory, throughput
 from cabbage import logconfig
 
 WORKLOADS: dict[str, Callable[[RunContext], None]] = {
@@ -31,6 +31,7 @@ WORKLOADS: dict[str, Callable[[RunContext], None]] = {
     "locks": locks.run,
     "memory": memory.run,
     "limit": limit.run,
+    "io_bound": io_bound.run,
 }
 
 

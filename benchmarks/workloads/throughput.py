@@ -70,7 +70,7 @@ def drain_with_cabbage(context: RunContext, configuration: Configuration, jobs: 
     with context.server.fresh_database("throughput") as dsn:
         options = " ".join(f"{name}={value}" for name, value in configuration.params().items())
         context.say(f"throughput: {jobs} jobs, {options}")
-        defer_noops(dsn, jobs)
+        defer_jobs(dsn, jobs)
         commits_before = commits_of(dsn)
         with Supervisor(dsn, configuration.workers, batch_size=configuration.batch_size,
                         synchronous_commit=configuration.synchronous_commit) as supervisor:
@@ -107,11 +107,12 @@ def compare_with_peer(context: RunContext, peer: str, rounds: int) -> None:
                         denominator=f"throughput_{peer}", **pair, of="median of the rounds' ratios")
 
 
-def defer_noops(dsn: str, jobs: int) -> None:
+def defer_jobs(dsn: str, jobs: int, task_name: str = "noop") -> None:
+    """``jobs`` jobs of a benchmark task without arguments (a no-op unless told otherwise)."""
     app = make_app(dsn)
-    noop = app.get_task("noop")
+    task = app.get_task(task_name)
     for start in range(0, jobs, DEFER_CHUNK):
-        noop.defer_many([[] for _ in range(min(DEFER_CHUNK, jobs - start))])
+        task.defer_many([[] for _ in range(min(DEFER_CHUNK, jobs - start))])
     app.store.close()
 
 
