@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks.figures import Figure, Figures
 
-PEERS = ("procrastinate", "pgqueuer")
+PEERS = ("procrastinate", "pgqueuer", "oban", "chancy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,12 @@ TARGETS = [
     Target("idle_master_cpu", {}, operator.lt, 1.0, "idle master < 1 % of a core"),
     Target("locks_overlaps", {}, operator.eq, 0, "no two jobs of a lock overlap"),
     Target("locks_out_of_order", {}, operator.eq, 0, "a lock's jobs start in creation order"),
+    # io_bound: cabbage --workers 2 --concurrency 50 against each peer's configurations.
+    *[Target(f"io_bound_ratio_vs_{peer}", {}, operator.ge, 1.0, f"I/O-bound jobs/s >= {peer}'s")
+      for peer in PEERS],
+    Target("io_bound_rss_ratio_vs_lightest_peer", {}, operator.le, 1.0, "I/O-bound memory (RSS) <= the lightest peer's"),
+    Target("io_bound_connections_ratio_vs_fewest_peer", {}, operator.le, 1.0,
+           "I/O-bound connections <= the fewest of any peer"),
 ]
 
 

@@ -16,6 +16,7 @@ from contextlib import closing
 import psycopg2
 import psycopg2.errors
 
+from benchmarks.peers.protocol import HARNESS_APPLICATION_NAME
 from devdb import databases, servers
 from devdb.cluster import PrivateCluster
 from cabbage.dsn import describe
@@ -77,8 +78,10 @@ class Server:
 
 @contextlib.contextmanager
 def cursor_on(dsn: str) -> Iterator[psycopg2.extensions.cursor]:
-    """A cursor on an autocommit connection for the harness's own queries; closed afterwards."""
-    with closing(psycopg2.connect(dsn)) as connection:
+    """A cursor on an autocommit connection for the harness's own queries; closed afterwards.
+
+    Its application_name tells it apart from the connections of the system under test."""
+    with closing(psycopg2.connect(dsn, application_name=HARNESS_APPLICATION_NAME)) as connection:
         connection.autocommit = True
         with connection.cursor() as cursor:
             yield cursor

@@ -7,6 +7,7 @@ removed after a clean run and kept, with its path printed, after a failure.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.footprint import parse_vmrss_kb
 from benchmarks.servers import cursor_on
 
 APP = "benchmarks.apps.tasks:task_manager"
@@ -35,6 +37,13 @@ def supervisor_command() -> list[str]:
     return [sys.executable, "-m", "supervisor.cli"]
 
 
+@functools.cache
+def supervisor_has_option(flag: str) -> bool:
+    """Whether this cabbage-supervisor takes an option (its --help names it)."""
+    result = subprocess.run(supervisor_command() + ["--help"], capture_output=True, text=True)
+    return flag in result.stdout.split()
+
+
 class Supervisor:
     """One cabbage-supervisor process; use as a context manager so it is always stopped."""
 
@@ -44,6 +53,7 @@ class Supervisor:
         workers: int,
         *,
         batch_size: int | None = None,
+        concurrency: int = 1,
         synchronous_commit: bool = True,
         log_level: str = "info",
         environment: dict[str, str] | None = None,
@@ -51,6 +61,7 @@ class Supervisor:
         self.dsn = dsn
         self.workers = workers
         self.batch_size = batch_size
+        self.concurrency = concurrency
         self.synchronous_commit = synchronous_commit
         self.log_level = log_level
         self.environment = environment or {}
@@ -80,6 +91,8 @@ class Supervisor:
         ]
         if self.batch_size is not None:
             command += ["--batch-size", str(self.batch_size)]
+        if self.concurrency != 1:
+            command += ["--concurrency", str(self.concurrency)]
         if not self.synchronous_commit:
             command += ["--synchronous-commit", "off"]
         environment = {
@@ -154,10 +167,7 @@ class Supervisor:
 
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, from /proc/<pid>/status (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return round(parse_vmrss_kb(Path(f"/proc/{pid}/status").read_text()) / 1024, 1)
 
 
 def private_mb(pid: int) -> float:

@@ -1,6 +1,7 @@
 """The tasks of the benchmarks: a no-op, so that a job costs what cabbage costs and nothing else,
-one that records when it started (the latency workload), and one that records when it ran
-(the locks workload).
+one that records when it started (the latency workload), one that records when it ran (the
+locks workload), and two that wait 50 ms, one with time.sleep and one with asyncio.sleep (the
+io_bound workload).
 
     cabbage-supervisor --app benchmarks.apps.tasks:task_manager --workers 2
 
@@ -29,12 +30,24 @@ def record_run(line: str) -> None:
     protocol.record_run(line, time.time())
 
 
+def wait_io() -> None:
+    """Waits 50 ms (protocol.IO_WAIT_S) in time.sleep: a thread's worth of I/O."""
+    protocol.wait_io()
+
+
+async def wait_io_async() -> None:
+    """Waits 50 ms (protocol.IO_WAIT_S) in asyncio.sleep: an event loop's worth of I/O."""
+    await protocol.wait_io_async()
+
+
 def make_app(dsn: str | None = None) -> cabbage.TaskManager:
     """A TaskManager with the benchmark tasks, on ``dsn`` (None: CABBAGE_DSN)."""
     app = cabbage.TaskManager() if dsn is None else cabbage.TaskManager(dsn=dsn)
     app.task(name="noop")(noop)
     app.task(name="record_start")(record_start)
     app.task(name="record_run")(record_run)
+    app.task(name="wait_io")(wait_io)
+    app.task(name="wait_io_async")(wait_io_async)
     return app
 
 

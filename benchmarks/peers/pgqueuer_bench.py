@@ -1,4 +1,4 @@
-"""pgqueuer's side of the benchmarks (throughput, defer, latency), run with the peers' virtualenv.
+"""pgqueuer's side of the benchmarks (throughput, defer, latency, io_bound), run with the peers' virtualenv.
 
     benchmarks/.peers-venv/bin/python benchmarks/peers/pgqueuer_bench.py WORKLOAD --dsn DSN
 
@@ -6,17 +6,20 @@ Prints one JSON line per figure (see protocol.py). The database must be fresh: t
 installs pgqueuer's schema (`Queries.install`, what `pgq install` runs). Throughput is
 pgqueuer's best configuration in the reference table: 2 processes, batches of 10, measured on
 the database clock from the first pick to the last completion (pgqueuer_log).
+
+io_bound: ``--processes`` worker processes, batches of 10, each capped at ``--concurrency`` jobs
+at once (``max_concurrent_tasks``; unlimited by default, when one worker would pick the whole
+backlog). pgqueuer 1.6 refuses a ``def`` entrypoint and tells its users to wrap blocking code
+in ``asyncio.to_thread``, which the sync variant does, in a default executor sized to the
+concurrency (protocol.size_default_executor).
 """
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from datetime import timedelta
 
 import asyncpg
@@ -39,12 +42,14 @@ ENQUEUE_CHUNK = 10_000
 async def connect(dsn: str) -> asyncpg.Connection:
     # asyncpg reads URIs only; libpq keyword strings (a private cluster's socket) become keywords.
     fields = conninfo_to_dict(dsn)
+    application_name = fields.get("application_name")
     return await asyncpg.connect(
         host=fields.get("host"),
         port=int(fields.get("port") or 5432),
         user=fields.get("user"),
         password=fields.get("password"),
         database=fields.get("dbname"),
+        server_settings={"application_name": application_name} if application_name else None,
     )
 
 
@@ -54,13 +59,15 @@ async def enqueue(queries: Queries, entrypoint: str, count: int) -> None:
         await queries.enqueue([entrypoint] * size, [None] * size, [0] * size)
 
 
-async def throughput(options) -> None:
-    connection = await connect(options.dsn)
+async def drain(options, entrypoint: str, processes: int, worker_options: list[str]) -> tuple[int, float]:
+    """Queues ``options.jobs`` jobs, drains them with ``processes`` workers; the jobs done and the
+    seconds from the first pick to the last completion."""
+    connection = await connect(protocol.as_harness(options.dsn))
     queries = Queries(AsyncpgDriver(connection))
     await queries.install()
-    await enqueue(queries, "noop", options.jobs)
-    protocol.say(f"{options.jobs} jobs queued; draining with {PROCESSES} processes, batches of {BATCH_SIZE}")
-    workers = [spawn_worker(options.dsn, "drain") for _ in range(PROCESSES)]
+    await enqueue(queries, entrypoint, options.jobs)
+    protocol.say(f"{options.jobs} jobs queued; draining with {processes} processes, batches of {BATCH_SIZE}")
+    workers = [spawn_worker(options.dsn, "drain", *worker_options) for _ in range(processes)]
     for worker in workers:
         worker.wait()
     first_pick, last_success, done = await connection.fetchrow(
@@ -70,7 +77,11 @@ async def throughput(options) -> None:
         "  FROM pgqueuer_log"
     )
     await connection.close()
-    seconds = (last_success - first_pick).total_seconds()
+    return done, (last_success - first_pick).total_seconds()
+
+
+async def throughput(options) -> None:
+    done, seconds = await drain(options, "noop", PROCESSES, [])
     protocol.emit(
         f"throughput_{PEER}", round(done / seconds, 1), "jobs/s",
         peer=PEER, version=VERSION, jobs=options.jobs, processes=PROCESSES, batch_size=BATCH_SIZE,
@@ -78,22 +89,25 @@ async def throughput(options) -> None:
     )
 
 
+async def io_bound(options) -> None:
+    worker_options = ["--variant", options.variant, "--concurrency", str(options.concurrency)]
+    done, seconds = await drain(options, f"wait_io_{options.variant}", options.processes, worker_options)
+    protocol.emit_io_bound(PEER, done, seconds, peer=PEER, version=VERSION, jobs=options.jobs,
+                           variant=options.variant, processes=options.processes, batch_size=BATCH_SIZE,
+                           max_concurrent_tasks=options.concurrency,
+                           clock="database: first pick to last completion (pgqueuer_log)")
+
+
 async def defer(options) -> None:
     connection = await connect(options.dsn)
     queries = Queries(AsyncpgDriver(connection))
     await queries.install()
-    started = time.perf_counter()
-    for _ in range(options.single):
-        await queries.enqueue("noop", None)
-    seconds = time.perf_counter() - started
-    protocol.emit(f"defer_single_{PEER}", round(options.single / seconds, 1), "jobs/s",
-                  peer=PEER, version=VERSION, calls=options.single, api="Queries.enqueue(entrypoint, payload)")
-    size = options.bulk
-    started = time.perf_counter()
-    await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
-    seconds = time.perf_counter() - started
-    protocol.emit(f"defer_bulk_{PEER}", round(size / seconds, 1), "jobs/s",
-                  peer=PEER, version=VERSION, jobs=size, calls=1, api="Queries.enqueue(lists)")
+    await protocol.measure_defers(
+        PEER, lambda: queries.enqueue("noop", None),
+        lambda size: queries.enqueue(["noop"] * size, [None] * size, [0] * size),
+        single=options.single, bulk=options.bulk, peer=PEER, version=VERSION,
+        single_api="Queries.enqueue(entrypoint, payload)", bulk_api="Queries.enqueue(lists)",
+    )
     await connection.close()
 
 
@@ -105,36 +119,16 @@ async def latency(options) -> None:
         path = os.path.join(folder, "starts")
         worker = spawn_worker(options.dsn, "continuous", latency_file=path)
         try:
-            await defer_one_at_a_time(queries, path, warmup=20, samples=options.samples)
+            await protocol.measure_latency(PEER, lambda number: queries.enqueue("record_start", str(number).encode()),
+                                           path, samples=options.samples, peer=PEER, version=VERSION)
         finally:
-            worker.send_signal(signal.SIGINT)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            protocol.stop_worker(worker, signal.SIGINT)
     await connection.close()
 
 
-async def defer_one_at_a_time(queries: Queries, path: str, *, warmup: int, samples: int) -> None:
-    # The warm-up jobs also prove that the worker listens before the samples start.
-    for number in range(-warmup, 0):
-        await queries.enqueue("record_start", str(number).encode())
-    protocol.wait_for_starts(path, set(range(-warmup, 0)), timeout_s=60)
-    deferred_at: dict[int, float] = {}
-    for number in range(samples):
-        await asyncio.sleep(random.uniform(0.010, 0.020))
-        deferred_at[number] = time.time()
-        await queries.enqueue("record_start", str(number).encode())
-    started_at = protocol.wait_for_starts(path, set(deferred_at), timeout_s=30)
-    protocol.emit_latency(PEER, deferred_at, started_at, peer=PEER, version=VERSION, gap_ms="10-20")
-
-
-def spawn_worker(dsn: str, mode: str, latency_file: str | None = None) -> subprocess.Popen:
-    environment = dict(os.environ)
-    if latency_file is not None:
-        environment[protocol.LATENCY_FILE_VARIABLE] = latency_file
-    return subprocess.Popen([sys.executable, __file__, "worker", "--dsn", dsn, "--mode", mode], env=environment)
+def spawn_worker(dsn: str, mode: str, *options: str, latency_file: str | None = None) -> subprocess.Popen:
+    environment = {protocol.LATENCY_FILE_VARIABLE: latency_file} if latency_file is not None else {}
+    return protocol.spawn_worker(__file__, dsn, "--mode", mode, *options, environment=environment)
 
 
 async def work(options) -> None:
@@ -150,10 +144,23 @@ async def work(options) -> None:
     async def record_start(job: Job) -> None:
         protocol.record_start(int(job.payload))
 
+    @queue.entrypoint("wait_io_async")
+    async def wait_io_async(job: Job) -> None:
+        await protocol.wait_io_async()
+
+    @queue.entrypoint("wait_io_sync")
+    async def wait_io_sync(job: Job) -> None:
+        await asyncio.to_thread(protocol.wait_io)
+
     mode = QueueExecutionMode(options.mode)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, queue.shutdown.set)
-    await queue.qm.run(batch_size=BATCH_SIZE, mode=mode, dequeue_timeout=timedelta(seconds=5))
+    # io_bound passes --concurrency; the other workloads leave pgqueuer's default (no cap).
+    max_concurrent_tasks = options.concurrency if options.concurrency > 1 else None
+    if options.variant == "sync":
+        protocol.size_default_executor(options.concurrency)
+    await queue.qm.run(batch_size=BATCH_SIZE, mode=mode, dequeue_timeout=timedelta(seconds=5),
+                       max_concurrent_tasks=max_concurrent_tasks)
     await connection.close()
 
 
@@ -161,7 +168,8 @@ def main() -> None:
     parser = protocol.parser(__doc__.splitlines()[0])
     parser.add_argument("--mode", default="drain", choices=["drain", "continuous"])
     options = parser.parse_args()
-    workload = {"throughput": throughput, "defer": defer, "latency": latency, "worker": work}[options.workload]
+    workload = {"throughput": throughput, "defer": defer, "latency": latency, "io_bound": io_bound,
+                "worker": work}[options.workload]
     asyncio.run(workload(options))
 
 

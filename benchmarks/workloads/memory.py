@@ -26,7 +26,7 @@ from benchmarks.supervised import (
     private_mb,
     rss_mb,
 )
-from benchmarks.workloads.throughput import defer_noops
+from benchmarks.workloads.throughput import defer_jobs
 
 WORKERS = 2
 SETTLE_S = 2.0
@@ -60,7 +60,7 @@ def run(context: RunContext) -> None:
         context.figures.add("idle_child_cpu_max", round(child_cpu, 3), "% of a core", seconds=idle_s, workers=WORKERS)
         add_rss(context, supervisor, state="idle", jobs=0)
         context.say(f"memory: {jobs} jobs")
-        defer_noops(dsn, jobs)
+        defer_jobs(dsn, jobs)
         supervisor.wait_until_drained(jobs, timeout_s=600)
         time.sleep(SETTLE_S)
         add_rss(context, supervisor, state="after jobs", jobs=jobs)

@@ -7,8 +7,9 @@ database clock, for --workers 1, 2, 4, 8, --workers 2 --batch-size 10, and that 
 With --compare, each peer drains the same number of no-op jobs in its best configuration of the
 reference table, paired with the cabbage configuration its target names (pgqueuer with
 --workers 2 --batch-size 10 --synchronous-commit off, as its target allows, procrastinate with
---workers 2, one job at a time and every commit waited for): cabbage, then the peer, right
-after each other, for three rounds. The ratio is the median of the rounds' ratios: on a shared
+--workers 2, one job at a time and every commit waited for; oban and chancy, which have no
+target, with the configuration that keeps their own promise about a finished job, see PAIRS):
+cabbage, then the peer, right after each other, for three rounds. The ratio is the median of the rounds' ratios: on a shared
 machine the load drifts from one minute to the next, and a pair measured a minute apart is
 compared under nearly the same load.
 """
@@ -44,8 +45,13 @@ CONFIGURATIONS = [Configuration(1), Configuration(2), Configuration(4), Configur
 QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING]
 DEFER_CHUNK = 20_000
 # Each peer's target names a cabbage configuration and a job count: enough for a steady drain at
-# the peer's speed, no more (procrastinate drains about 400 jobs/s here).
-PAIRS = {"pgqueuer": (BATCHED_WITHOUT_WAITING, 10_000), "procrastinate": (Configuration(2), 5_000)}
+# the peer's speed, no more (procrastinate drains about 400 jobs/s here). oban and chancy have no
+# target: each is paired with the cabbage configuration that keeps its own promise about a
+# finished job. oban acknowledges jobs in batches and waits for each commit (batches of 10);
+# chancy keeps outcomes in memory for up to a second before it writes them, so a crash loses
+# them and the jobs run again (batches of 10, commits not waited for).
+PAIRS = {"pgqueuer": (BATCHED_WITHOUT_WAITING, 10_000), "procrastinate": (Configuration(2), 5_000),
+         "oban": (BATCHED, 20_000), "chancy": (BATCHED_WITHOUT_WAITING, 20_000)}
 
 
 def run(context: RunContext) -> None:
@@ -64,7 +70,7 @@ def drain_with_cabbage(context: RunContext, configuration: Configuration, jobs: 
     with context.server.fresh_database("throughput") as dsn:
         options = " ".join(f"{name}={value}" for name, value in configuration.params().items())
         context.say(f"throughput: {jobs} jobs, {options}")
-        defer_noops(dsn, jobs)
+        defer_jobs(dsn, jobs)
         commits_before = commits_of(dsn)
         with Supervisor(dsn, configuration.workers, batch_size=configuration.batch_size,
                         synchronous_commit=configuration.synchronous_commit) as supervisor:
@@ -101,11 +107,12 @@ def compare_with_peer(context: RunContext, peer: str, rounds: int) -> None:
                         denominator=f"throughput_{peer}", **pair, of="median of the rounds' ratios")
 
 
-def defer_noops(dsn: str, jobs: int) -> None:
+def defer_jobs(dsn: str, jobs: int, task_name: str = "noop") -> None:
+    """``jobs`` jobs of a benchmark task without arguments (a no-op unless told otherwise)."""
     app = make_app(dsn)
-    noop = app.get_task("noop")
+    task = app.get_task(task_name)
     for start in range(0, jobs, DEFER_CHUNK):
-        noop.defer_many([[] for _ in range(min(DEFER_CHUNK, jobs - start))])
+        task.defer_many([[] for _ in range(min(DEFER_CHUNK, jobs - start))])
     app.store.close()
 
 
