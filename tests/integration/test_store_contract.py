@@ -713,18 +713,23 @@ def wait_in_thread(store: JobStore, queues: list[str], timeout_s: float) -> tupl
     return waiter, answers
 
 
-def test_wait_for_jobs_is_woken_by_a_deferral_from_another_thread(store: JobStore) -> None:
-    store.wait_for_jobs(["queue"], timeout_s=0.01)  # starts listening, where the store needs to
+def waits_for_a_deferral(store: JobStore) -> bool:
+    """What a wait of an hour answers when another thread defers a job 0.2 s into it: True can
+    only come from the deferral."""
     sibling = store.open_sibling()
     deferrer = threading.Timer(0.2, lambda: sibling.defer_job(new_job()))
     deferrer.start()
     try:
-        # An hour's timeout: True can only come from the deferral.
-        assert store.wait_for_jobs(["queue"], timeout_s=3600.0)
+        return store.wait_for_jobs(["queue"], timeout_s=3600.0)
     finally:
         deferrer.join()
         if sibling is not store:
             sibling.close()
+
+
+def test_wait_for_jobs_is_woken_by_a_deferral_from_another_thread(store: JobStore) -> None:
+    store.wait_for_jobs(["queue"], timeout_s=0.01)  # starts listening, where the store needs to
+    assert waits_for_a_deferral(store)
 
 
 def test_wait_for_jobs_returns_false_on_timeout(store: JobStore) -> None:
@@ -750,15 +755,7 @@ def test_an_interrupt_before_the_wait_ends_the_next_wait_only(store: JobStore) -
     wait_for(lambda: not first.is_alive(), 30, "the first wait to end at once, on the earlier interrupt")
     assert first_answers == [False]
     # Had the interrupt been kept, the next wait would end at once with False, not with the job.
-    sibling = store.open_sibling()
-    deferrer = threading.Timer(0.2, lambda: sibling.defer_job(new_job()))
-    deferrer.start()
-    try:
-        assert store.wait_for_jobs(["queue"], timeout_s=3600.0)
-    finally:
-        deferrer.join()
-        if sibling is not store:
-            sibling.close()
+    assert waits_for_a_deferral(store)
 
 
 # -- counting and bad input ---------------------------------------------------------------------
