@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
-from cabbage.dsn import scrub
+from cabbage.redaction import scrub
 from cabbage.exceptions import ConfigurationError
 
 LOG_FORMATS = ("auto", "json", "console")

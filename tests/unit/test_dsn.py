@@ -8,7 +8,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from cabbage import dsn
+from cabbage import dsn, redaction
 from cabbage.exceptions import DatabaseUnavailable
 
 
@@ -192,5 +192,5 @@ def test_a_bare_password_runs_to_the_next_libpq_keyword() -> None:
 
 
 def test_every_listed_keyword_is_one_libpq_knows() -> None:
-    for keyword in dsn.LIBPQ_KEYWORDS:
+    for keyword in redaction.LIBPQ_KEYWORDS:
         psycopg2.extensions.parse_dsn(f"{keyword}=''")  # raises on an unknown keyword
