@@ -57,8 +57,10 @@ class Supervisor:
         synchronous_commit: bool = True,
         log_level: str = "info",
         environment: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.dsn = dsn
+        self.options = options
         self.workers = workers
         self.batch_size = batch_size
         self.concurrency = concurrency
@@ -95,6 +97,7 @@ class Supervisor:
             command += ["--concurrency", str(self.concurrency)]
         if not self.synchronous_commit:
             command += ["--synchronous-commit", "off"]
+        command += self.options
         environment = {
             **os.environ,
             **self.environment,

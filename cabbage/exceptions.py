@@ -39,6 +39,17 @@ class DatabaseUnavailable(StoreError, ConnectionError):
     """PostgreSQL could not be reached or dropped the connection."""
 
 
+class ConnectionSlotsExhausted(DatabaseUnavailable):
+    """PostgreSQL refused a connection: every slot is taken (``max_connections``, less the slots
+    reserved for superusers). Run fewer workers, put a pooler in session mode in front of the
+    database, or raise ``max_connections``."""
+
+
+class DatabaseBusy(StoreError):
+    """A statement gave up waiting (``lock_timeout`` or ``statement_timeout``): the database is
+    up, a lock or a long query held it back; the call can be tried again later."""
+
+
 class SchemaError(StoreError):
     """The database schema is missing or older than this cabbage needs: run ``cabbage schema apply``."""
 

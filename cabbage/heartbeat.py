@@ -13,10 +13,12 @@ import os
 import select
 import socket
 import threading
+import time
 from typing import Callable, Sequence
 
 import structlog
 
+from cabbage.lease import Lease
 from cabbage.store import JobStore
 
 # The defaults of every component that beats or judges heartbeats (the supervisor's
@@ -31,15 +33,18 @@ def register_worker(store: JobStore, queues: Sequence[str] | None, hostname: str
 
 
 class HeartbeatThread:
-    """Records a worker's heartbeat every ``interval_s`` from a daemon thread.
+    """Records a worker's heartbeat every ``interval_s`` from a daemon thread, through ``store``:
+    a store of its own (``open_sibling()``, a connection of its own), which it closes at the end.
 
+    Each heartbeat the database accepts renews ``lease`` with the time it was sent.
     ``master_alive_fd`` is the read end of a pipe whose write end the master holds: its EOF
     means the master died, and ``on_master_lost`` is called at once (the supervisor passes a
     function that exits the process). ``on_row_lost`` is called when the worker's row is gone
-    (it was reclaimed). Either ends the thread. Errors of the store are logged
-    (``heartbeat_failed``) and the thread keeps trying.
+    (it was reclaimed). Either ends the thread. When the store fails (an outage), the thread
+    logs ``heartbeat_failed`` once, keeps trying every interval, and logs ``heartbeat_resumed``
+    once one is accepted again.
 
-    >>> heartbeat = HeartbeatThread(store, worker_id, interval_s=5.0)
+    >>> heartbeat = HeartbeatThread(store.open_sibling(), worker_id, interval_s=5.0)
     >>> heartbeat.start()
     >>> ...
     >>> heartbeat.stop(); heartbeat.join()
@@ -51,6 +56,7 @@ class HeartbeatThread:
         worker_id: int,
         interval_s: float,
         *,
+        lease: Lease | None = None,
         master_alive_fd: int | None = None,
         on_master_lost: Callable[[], None] | None = None,
         on_row_lost: Callable[[], None] | None = None,
@@ -58,6 +64,7 @@ class HeartbeatThread:
         self.store = store
         self.worker_id = worker_id
         self.interval_s = interval_s
+        self.lease = lease
         self.master_alive_fd = master_alive_fd
         self.on_master_lost = on_master_lost
         self.on_row_lost = on_row_lost
@@ -71,6 +78,7 @@ class HeartbeatThread:
         # Guards the pipe's closing, so that stop() never writes to a reused descriptor.
         self._pipe_lock = threading.Lock()
         self._pipe_closed = False
+        self._failing_since: float | None = None  # the outage in progress, for its two log lines
         self._thread = threading.Thread(target=self._run, name=f"cabbage-heartbeat-{worker_id}", daemon=True)
 
     def start(self) -> None:
@@ -93,13 +101,11 @@ class HeartbeatThread:
         return self._thread.is_alive()
 
     def _run(self) -> None:
-        store = self.store.open_sibling()
         try:
-            while self._wait_interval() and self._beat(store):
+            while self._wait_interval() and self._beat(self.store):
                 pass
         finally:
-            if store is not self.store:
-                store.close()
+            self.store.close()  # its own: the caller passes a sibling store
             with self._pipe_lock:
                 self._pipe_closed = True
                 os.close(self._wakeup_read_fd)
@@ -130,12 +136,20 @@ class HeartbeatThread:
 
     def _beat(self, store: JobStore) -> bool:
         """Records one heartbeat; False when the worker's row is gone and the thread must end."""
+        sent_at = time.monotonic()
         try:
             is_registered = store.record_heartbeat(self.worker_id)
         except Exception as exc:  # a boundary: an outage must not end the heartbeats
-            self.log.warning("heartbeat_failed", error_type=type(exc).__name__, error=str(exc))
+            if self._failing_since is None:
+                self._failing_since = sent_at
+                self.log.warning("heartbeat_failed", error_type=type(exc).__name__, error=str(exc))
             return True
+        if self._failing_since is not None:
+            self.log.info("heartbeat_resumed", failing_s=round(sent_at - self._failing_since, 2))
+            self._failing_since = None
         if is_registered:
+            if self.lease is not None:
+                self.lease.renew(sent_at)
             return True
         self.log.warning("worker_reclaimed", reason="the worker's row is gone: its jobs were taken back")
         if self.on_row_lost is not None:

@@ -165,3 +165,18 @@ class ReclaimedJob:
     attempts: int
     status: Status  # TODO (retry, or never started) or FAILED
     was_started: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionLimits:
+    """How many sessions the database server allows, and how many it holds now."""
+
+    max_connections: int
+    reserved_connections: int  # kept for superusers (and pg_use_reserved_connections)
+    in_use: int  # client sessions, of every database of the server
+
+    def __str__(self) -> str:
+        return (
+            f"max_connections={self.max_connections}, {self.reserved_connections} reserved for superusers, "
+            f"{self.in_use} in use"
+        )

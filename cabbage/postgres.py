@@ -24,8 +24,8 @@ import psycopg2.extensions
 from cabbage import dsn as dsn_module
 from cabbage import rows
 from cabbage import schema
-from cabbage.exceptions import DatabaseUnavailable, StoreError
-from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, StoreError
+from cabbage.jobs import ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.sql import queries
 from cabbage.notifications import Listener
 from cabbage.store import JobStore
@@ -33,6 +33,8 @@ from cabbage.store import JobStore
 # SQLSTATE classes that mean the session is gone: connection exceptions, and the server
 # shutting down or terminating the backend (pg_terminate_backend is 57P01).
 _SESSION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# lock_not_available (lock_timeout) and query_canceled (statement_timeout): up, but held back.
+_GAVE_UP_WAITING_SQLSTATES = ("55P03", "57014")
 
 
 class PostgresJobStore(JobStore):
@@ -66,7 +68,11 @@ class PostgresJobStore(JobStore):
         if self._connection is not None and self._connection_pid != os.getpid():
             self._forget_connection()
         if self._connection is None or self._connection.closed:
-            self._connection = dsn_module.connect(self.dsn)
+            connection = dsn_module.connect(self.dsn, application_name=self.application_name)
+            if self.lock_timeout_s is not None:
+                with connection.cursor() as cursor:
+                    cursor.execute(queries["set_lock_timeout"], {"lock_timeout": f"{round(self.lock_timeout_s * 1000)}ms"})
+            self._connection = connection
             self._connection_pid = os.getpid()
             self._listener.forget_connection()
             self._worker_statements_prepared = False
@@ -105,12 +111,15 @@ class PostgresJobStore(JobStore):
             yield
         except psycopg2.Error as exc:
             reason = dsn_module.reason_of(exc, self.dsn)
-            if _is_session_lost(exc):
+            connection = self._connection if own_connection else None
+            if _is_session_lost(exc, connection):
                 if not own_connection:
                     raise DatabaseUnavailable(f"the caller's connection was lost: {reason}") from None
                 self.close()  # the next call reconnects
                 # from None: the chained psycopg2 error would print libpq's unscrubbed text.
                 raise DatabaseUnavailable(f"lost the connection to {dsn_module.describe(self.dsn)}: {reason}") from None
+            if exc.pgcode in _GAVE_UP_WAITING_SQLSTATES:
+                raise DatabaseBusy(f"the database did not answer in time: {reason}") from None
             raise StoreError(f"the database refused a cabbage query: {reason}") from None
 
     def close(self) -> None:
@@ -281,15 +290,16 @@ class PostgresJobStore(JobStore):
             return []  # an empty filter would mean every worker
         return self._reclaim_workers(list(worker_ids), None, reason)
 
-    def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
-        return self._reclaim_workers(None, heartbeat_timeout_s, f"no heartbeat for {heartbeat_timeout_s:g} s")
+    def reclaim_stale_workers(self, heartbeat_timeout_s: float, excluding: Sequence[int] = ()) -> list[ReclaimedJob]:
+        return self._reclaim_workers(None, heartbeat_timeout_s, f"no heartbeat for {heartbeat_timeout_s:g} s", excluding)
 
     def _reclaim_workers(
-        self, worker_ids: list[int] | None, heartbeat_timeout_s: float | None, reason: str
+        self, worker_ids: list[int] | None, heartbeat_timeout_s: float | None, reason: str, excluding: Sequence[int] = ()
     ) -> list[ReclaimedJob]:
         lost = JobError.worker_lost(reason)
         parameters = {
             "worker_ids": worker_ids,
+            "excluding": list(excluding),
             "heartbeat_timeout_s": heartbeat_timeout_s,
             "error_type": lost.type,
             "error": lost.message,
@@ -309,6 +319,12 @@ class PostgresJobStore(JobStore):
         with self._cursor() as cursor:
             cursor.execute(queries["prune_finished_jobs"], parameters)
             return cursor.rowcount
+
+    def connection_limits(self) -> ConnectionLimits:
+        with self._cursor() as cursor:
+            cursor.execute(queries["connection_limits"])
+            columns = rows.column_names(cursor)
+            return ConnectionLimits(**dict(zip(columns, cursor.fetchone())))
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -330,10 +346,18 @@ class PostgresJobStore(JobStore):
 # -- rows and parameters ---------------------------------------------------------------------------
 
 
-def _is_session_lost(exc: psycopg2.Error) -> bool:
+def _is_session_lost(exc: psycopg2.Error, connection: Any = None) -> bool:
+    """Whether the error means the session is gone: a connection-class SQLSTATE, libpq's own
+    error with none, or a connection psycopg2 marks broken (a server that vanished mid-query
+    is reported as a bare DatabaseError, "server closed the connection unexpectedly")."""
+    if connection is not None and connection.closed:
+        return True
+    if type(exc) is psycopg2.DatabaseError and exc.pgcode is None:
+        return True  # libpq lost the server mid-query (its subclasses without SQLSTATE are ours: bad parameters)
     if not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         return False
     # No SQLSTATE: libpq's own error, such as "server closed the connection unexpectedly".
     return exc.pgcode is None or exc.pgcode.startswith(_SESSION_LOST_SQLSTATES)
+
 
 __all__ = ["PostgresJobStore"]

@@ -14,11 +14,20 @@ import importlib
 from typing import Any, Collection, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
-from cabbage.jobs import UNREGISTERED_REASON, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.jobs import UNREGISTERED_REASON, ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 
 
 class JobStore(abc.ABC):
     """Where jobs live. Stores connect lazily: constructing one opens nothing."""
+
+    #: How this store's sessions are named to the database (``pg_stat_activity``), unless the DSN
+    #: names them: a supervisor names its master's, its workers' and their heartbeats' apart.
+    application_name: str = "cabbage"
+
+    #: How long a statement may wait for a lock before it fails with DatabaseBusy (None: as the
+    #: server says). A master sets it, so that a table locked by an operator cannot freeze its
+    #: loop. A store without locks ignores it.
+    lock_timeout_s: float | None = None
 
     #: Whether a worker's claims, starts and finishes wait until their commit is durable. Off,
     #: a database crash can lose the last of them: those jobs run again once reclaimed, so a
@@ -162,9 +171,11 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
+    def reclaim_stale_workers(self, heartbeat_timeout_s: float, excluding: Sequence[int] = ()) -> list[ReclaimedJob]:
         """``reclaim_jobs_of`` every worker whose last heartbeat is older than the timeout, and
-        every ``doing`` job whose worker has no row any more."""
+        every ``doing`` job whose worker has no row any more, but those of ``excluding`` (a
+        master's own live children: it judges them from their reports, and a database outage
+        makes their heartbeats look old without their having stopped)."""
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -184,6 +195,10 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
         """How many jobs have each status (every status present, zero included)."""
+
+    def connection_limits(self) -> ConnectionLimits | None:
+        """The database server's session limits and use (None for a store without sessions)."""
+        return None
 
     def open_sibling(self) -> "JobStore":
         """A store on the same jobs with a connection of its own, for another thread (the

@@ -442,13 +442,14 @@ class InMemoryJobStore(JobStore):
             was_started=was_started,
         )
 
-    def reclaim_stale_workers(self, heartbeat_timeout_s: float) -> list[ReclaimedJob]:
+    def reclaim_stale_workers(self, heartbeat_timeout_s: float, excluding: Sequence[int] = ()) -> list[ReclaimedJob]:
         with self._condition:
             oldest_alive = self._clock() - datetime.timedelta(seconds=heartbeat_timeout_s)
             stale = [worker.worker_id for worker in self._workers.values() if worker.last_heartbeat_at < oldest_alive]
             # A doing job whose worker has no row any more is lost too.
             orphaned = {row.worker_id for row in self._jobs.values() if row.status is Status.DOING} - set(self._workers)
-            lost = stale + [worker_id for worker_id in orphaned if worker_id is not None]
+            spared = set(excluding)
+            lost = [worker_id for worker_id in stale + list(orphaned) if worker_id is not None and worker_id not in spared]
             return self.reclaim_jobs_of(lost, f"no heartbeat for {heartbeat_timeout_s:g} s") if lost else []
 
     # -- retention -------------------------------------------------------------------------------

@@ -5,6 +5,11 @@
 between. Each attempt runs inside the job's bound log context, ends with one log line, and is
 finished by its owner only (the fence of ARCHITECTURE invariant 5). The loop knows the JobStore
 contract, never a particular store.
+
+A lost database connection changes no outcome: the worker keeps the outcome of the attempt it
+ran and the jobs it holds, and tries the call again (``cabbage.outages``) until the database
+answers; a call whose commit the loss may have hidden is checked against the job's row before
+it is tried again. It claims nothing while its lease (``cabbage.lease``) is short.
 """
 
 from __future__ import annotations
@@ -14,21 +19,32 @@ import contextlib
 import dataclasses
 import reprlib
 import time
-import traceback
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import structlog
 
+from cabbage import outages
 from cabbage.exceptions import DatabaseUnavailable, TaskNotFound
-from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, HeartbeatThread, register_worker
-from cabbage.jobs import Job, JobError, Outcome
+from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HeartbeatThread, register_worker
+from cabbage.jobs import Job, JobError, Outcome, Status
+from cabbage.lease import Lease, margin_for
 from cabbage.retry import RetryPolicy
 from cabbage.store import JobStore
+from cabbage.task_errors import describe_exception
 
 if TYPE_CHECKING:
     from cabbage.manager import TaskManager
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
+
+# How long a stopping worker keeps trying to give its jobs back through an outage.
+WRAP_UP_S = 5.0
+
+# What a task may raise and still have its attempt recorded as failed: a task that calls
+# sys.exit() or raises KeyboardInterrupt itself fails its job; the worker goes on.
+TASK_EXCEPTIONS = (Exception, KeyboardInterrupt, SystemExit)
 
 
 class UnrunnableJob(Exception):
@@ -43,10 +59,14 @@ class Worker:
     """Runs the jobs of a TaskManager's store.
 
     ``queues``: the queues to take jobs from (None: all). ``worker_id``: a row the caller
-    registered (the supervisor's child); without it the worker registers itself for the
-    duration of ``run()`` or ``process_jobs()``, heartbeats, and unregisters at the end.
-    ``batch_size``: how many jobs one claim reserves. ``on_job_started`` / ``on_job_finished``
-    are called with each job around its attempt.
+    registered (the supervisor's child, which passes its ``lease`` too); without it the worker
+    registers itself for the duration of ``run()`` or ``process_jobs()``, heartbeats every
+    ``heartbeat_interval_s``, and unregisters at the end. ``batch_size``: how many jobs one
+    claim reserves. ``on_job_started`` / ``on_job_finished`` are called with each job around
+    its attempt, ``on_task_returned`` as soon as the task's function returned or raised (its
+    outcome may still be on its way to the database). A KeyboardInterrupt raised inside a task fails its job and, unless
+    ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is
+    raised again once the outcome is recorded, so that Ctrl-C still stops a worker run by hand.
 
     >>> cabbage.Worker(task_manager).process_jobs()          # every job due now, then return
     >>> cabbage.Worker(task_manager, queues=["queue"]).run()  # until stop()
@@ -58,9 +78,13 @@ class Worker:
         queues: Sequence[str] | None = None,
         *,
         worker_id: int | None = None,
+        lease: Lease | None = None,
         poll_interval_s: float = 5.0,
         batch_size: int = 1,
         hostname: str | None = None,
+        heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+        stop_on_keyboard_interrupt: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -68,17 +92,23 @@ class Worker:
         self.store: JobStore = task_manager.store
         self.queues = None if queues is None else list(queues)
         self.worker_id = worker_id
+        self.lease = lease
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
         self.hostname = hostname
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.stop_on_keyboard_interrupt = stop_on_keyboard_interrupt
         self.on_job_started: Callable[[Job], None] | None = None
         self.on_job_finished: Callable[[Job], None] | None = None
+        self.on_task_returned: Callable[[Job], None] | None = None
         self._stopping = False
         self._jobs_left: int | None = None  # run(max_jobs=...)'s budget
         self._next_job: Job | None = None  # started by finish_and_start, runs next
         self._reserved: collections.deque[Job] = collections.deque()  # claimed, not started
         self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
         self._current_job: Job | None = None
+        self._outage = outages.Outage(log, role_of_calls="worker")
 
     # -- control -------------------------------------------------------------------------------
 
@@ -89,6 +119,9 @@ class Worker:
 
     @property
     def is_stopping(self) -> bool:
+        return self._stopping
+
+    def _is_stopping(self) -> bool:
         return self._stopping
 
     # -- the step and its two loops ------------------------------------------------------------
@@ -125,13 +158,13 @@ class Worker:
             log.info("worker_started", worker_id=self.worker_id, queues=self.queues, batch_size=self.batch_size)
             # Listen before the first claim: a job deferred between an empty claim and the
             # first wait would otherwise sleep through a whole poll interval.
-            self.store.wait_for_jobs(self.queues, 0)
+            self._wait_for_jobs(0)
             try:
                 while self._may_take_job():
                     if self.process_next_job():
                         count += 1
                     elif not self._stopping:
-                        self.store.wait_for_jobs(self.queues, self.poll_interval_s)
+                        self._wait_for_jobs(self.poll_interval_s)
                 reason = "stop requested" if self._stopping else "max_jobs reached"
                 log.info("worker_stopping", worker_id=self.worker_id, reason=reason, jobs_run=count)
             finally:
@@ -142,6 +175,17 @@ class Worker:
         if self._next_job is not None:
             return True  # its attempt has begun: it runs even when stopping
         return not self._stopping and (self._jobs_left is None or self._jobs_left > 0)
+
+    def _wait_for_jobs(self, timeout_s: float) -> None:
+        """Waits for a notification; an outage shortens it to one retry of the connection (the
+        next claim tries the database again), so a worker is never stuck waiting on a dead one."""
+        try:
+            self.store.wait_for_jobs(self.queues, timeout_s)
+        except DatabaseUnavailable as exc:
+            self._outage.failed(exc)
+            # The next claim rides the outage out with its backoff; this only keeps a worker
+            # whose LISTEN alone fails from spinning.
+            time.sleep(min(timeout_s, outages.FIRST_DELAY_S))
 
     # -- registration --------------------------------------------------------------------------
 
@@ -155,8 +199,11 @@ class Worker:
             finally:
                 self._release_reserved()
             return
-        self.worker_id = register_worker(self.store, self.queues, self.hostname)
-        heartbeat = HeartbeatThread(self.store, self.worker_id, DEFAULT_HEARTBEAT_INTERVAL_S)
+        self.lease = Lease(self.heartbeat_timeout_s, margin_for(self.heartbeat_interval_s, self.heartbeat_timeout_s))
+        sent_at = time.monotonic()
+        self.worker_id = self._until_it_answers(lambda: register_worker(self.store, self.queues, self.hostname))
+        self.lease.renew(sent_at)
+        heartbeat = HeartbeatThread(self.store.open_sibling(), self.worker_id, self.heartbeat_interval_s, lease=self.lease)
         heartbeat.start()
         interruption: BaseException | None = None
         try:
@@ -176,9 +223,9 @@ class Worker:
         self._current_job = self._next_job = None
         self._reserved.clear()  # unregistering and reclaiming both give reserved jobs back
         if not was_interrupted:
-            self.store.unregister_worker(worker_id)
+            self._for_a_while(lambda: self.store.unregister_worker(worker_id))
             return
-        # Interrupted mid-job (KeyboardInterrupt, a store error): take the job back now, as a
+        # Interrupted mid-job (a BaseException out of the loop): take the job back now, as a
         # supervisor would, rather than leave it doing without a worker row.
         reason = f"interrupted by {type(interruption).__name__}" if interruption else "interrupted"
         self.store.reclaim_jobs_of([worker_id], reason)
@@ -188,7 +235,39 @@ class Worker:
         if self._reserved and self.worker_id is not None:
             job_ids = [job.id for job in self._reserved]
             self._reserved.clear()
-            self.store.release_jobs(job_ids, self.worker_id)
+            worker_id = self.worker_id
+            self._for_a_while(lambda: self.store.release_jobs(job_ids, worker_id))
+
+    # -- calls that ride out an outage ---------------------------------------------------------
+
+    def _until_it_answers(self, call: Callable[[], T], should_give_up: Callable[[], bool] = lambda: False) -> T:
+        return outages.until_it_answers(call, self._outage, should_give_up=should_give_up)
+
+    def _for_a_while(self, call: Callable[[], T]) -> T:
+        """``call``, tried again for up to WRAP_UP_S: what a stopping worker still owes the
+        database (releasing, unregistering); its master reclaims the rest once it can."""
+        deadline = time.monotonic() + WRAP_UP_S
+        return self._until_it_answers(call, should_give_up=lambda: time.monotonic() >= deadline)
+
+    def _has_lease_for_a_claim(self) -> bool:
+        """Whether a claim now leaves the job time to run before the lease ends; when it would
+        not, heartbeats first on the worker's own connection. False when the worker row is gone
+        (reclaimed while the database was out of reach): then the worker stops."""
+        if self.lease is None or self.lease.allows_claim():
+            return True
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        sent_at = time.monotonic()
+        try:
+            is_registered = self._until_it_answers(lambda: self.store.record_heartbeat(worker_id), self._is_stopping)
+        except DatabaseUnavailable:
+            return False  # stopping during an outage: nothing more to claim
+        if is_registered:
+            self.lease.renew(sent_at)
+            return True
+        log.warning("worker_reclaimed", reason="the worker's row is gone: its jobs were taken back")
+        self._stopping = True
+        return False
 
     # -- taking jobs ---------------------------------------------------------------------------
 
@@ -200,17 +279,52 @@ class Worker:
             return job
         while self._reserved:
             # None: reclaimed since we reserved it (our heartbeat was late); skip it.
-            started = self.store.start_job(self._reserved.popleft().id, self.worker_id)
+            started = self._start_reserved(self._reserved.popleft().id)
             if started is not None:
                 return started
         if self._claim_found_nothing:
             self._claim_found_nothing = False
             return None  # wait instead: a job deferred since then notifies
-        claimed = self.store.claim_jobs(self.worker_id, self.queues, limit=self._claim_limit())
-        if not claimed:
+        if self._stopping or not self._has_lease_for_a_claim():
             return None
-        self._reserved.extend(claimed[1:])
-        return claimed[0]
+        claimed = self._claim(self._claim_limit())
+        started = [job for job in claimed if job.started_at is not None]
+        self._reserved.extend(job for job in claimed if job.started_at is None)
+        return started[0] if started else None
+
+    def _claim(self, limit: int) -> list[Job]:
+        """claim_jobs; after a lost connection, the jobs the lost claim may have committed are
+        taken over (held_jobs) before anything more is claimed."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        try:
+            return self.store.claim_jobs(worker_id, self.queues, limit=limit)
+        except DatabaseUnavailable as exc:
+            self._outage.failed(exc)
+        try:
+            held = self._until_it_answers(lambda: self.store.held_jobs(worker_id), self._is_stopping)
+            if held:
+                return held
+            return self._until_it_answers(lambda: self.store.claim_jobs(worker_id, self.queues, limit=limit), self._is_stopping)
+        except DatabaseUnavailable:
+            return []  # stopping during an outage; what the lost claim took is reclaimed with this worker
+
+    def _start_reserved(self, job_id: int) -> Job | None:
+        """start_job; after a lost connection, the job's row says whether the lost start committed."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        try:
+            return self.store.start_job(job_id, worker_id)
+        except DatabaseUnavailable as exc:
+            self._outage.failed(exc)
+        return self._until_it_answers(lambda: self._start_or_find_started(job_id, worker_id))
+
+    def _start_or_find_started(self, job_id: int, worker_id: int) -> Job | None:
+        started = self.store.start_job(job_id, worker_id)
+        if started is not None:
+            return started
+        row = self.store.get_job(job_id)
+        return row if row is not None and row.worker_id == worker_id and row.is_started else None
 
     def _claim_limit(self) -> int:
         """How many jobs the next claim may take: a batch, within run(max_jobs=...)'s budget."""
@@ -225,27 +339,33 @@ class Worker:
         with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
             if self.on_job_started is not None:
                 self.on_job_started(job)
-            outcome = self._attempt(job)
+            outcome, interrupt = self._attempt(job)
+            if self.on_task_returned is not None:
+                self.on_task_returned(job)
             self._finish(job, outcome)
             self._current_job = None
             if self.on_job_finished is not None:
                 self.on_job_finished(job)
+        if interrupt is not None:
+            raise interrupt  # Ctrl-C of a worker run by hand: its job's outcome is recorded
 
-    def _attempt(self, job: Job) -> Outcome:
-        """Calls the task and turns what happened into an Outcome, logging one line for it."""
+    def _attempt(self, job: Job) -> tuple[Outcome, KeyboardInterrupt | None]:
+        """Calls the task and turns what happened into an Outcome, logging one line for it; also
+        the KeyboardInterrupt the worker must raise again once the outcome is recorded."""
         log.info("job_started")
         started = time.perf_counter()
         try:
             task, args, kwargs = self._resolve(job)
         except UnrunnableJob as exc:
             log.error("job_failed", error_type=exc.error.type, error=exc.error.message, duration_ms=_ms_since(started))
-            return Outcome.failed(exc.error)
+            return Outcome.failed(exc.error), None
         try:
             task.func(*args, **kwargs)
-        except Exception as exc:  # the boundary around the user's code; BaseException passes
-            return self._failed_attempt(job, task.retry_policy, exc, started)
+        except TASK_EXCEPTIONS as exc:  # the boundary around the user's code
+            interrupt = exc if isinstance(exc, KeyboardInterrupt) and self.stop_on_keyboard_interrupt else None
+            return self._failed_attempt(job, task.retry_policy, exc, started), interrupt
         log.info("job_succeeded", duration_ms=_ms_since(started))
-        return Outcome.succeeded()
+        return Outcome.succeeded(), None
 
     def _resolve(self, job: Job) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         try:
@@ -255,8 +375,8 @@ class Worker:
         args, kwargs = _decode_arguments(job)
         return task, args, kwargs
 
-    def _failed_attempt(self, job: Job, policy: RetryPolicy, exc: Exception, started: float) -> Outcome:
-        error = JobError(_type_name(exc), str(exc), "".join(traceback.format_exception(exc)))
+    def _failed_attempt(self, job: Job, policy: RetryPolicy, exc: BaseException, started: float) -> Outcome:
+        error = describe_exception(exc)
         if policy.max_attempts != job.max_attempts:
             # The job keeps the limit it was deferred with, as reclaim does.
             policy = dataclasses.replace(policy, max_attempts=job.max_attempts)
@@ -268,60 +388,89 @@ class Worker:
         log.warning("job_retry_scheduled", retry_in_s=retry_in_s, **fields)
         return Outcome.retry(error, retry_in_s)
 
+    # -- recording the outcome -----------------------------------------------------------------
+
     def _finish(self, job: Job, outcome: Outcome) -> None:
         """Records the outcome as this attempt's owner and, in the same round trip, starts the
-        next reserved job or claims the next jobs."""
+        next reserved job or claims the next jobs. An outcome is never given up for an outage:
+        the finish is tried until the database answers."""
         assert self.worker_id is not None
-        if self._reserved and self._may_take_job():
-            next_job_id = self._reserved.popleft().id
-            is_finished, self._next_job = self.store.finish_and_start(
-                job.id, self.worker_id, job.attempts, outcome, next_job_id
-            )
-        elif self._may_take_job():
-            is_finished = self._finish_and_claim(job, outcome)
-        else:
-            is_finished = self._finish_retrying_once(job, outcome)
+        try:
+            is_finished = self._finish_once(job, outcome)
+        except DatabaseUnavailable as exc:
+            is_finished = self._finish_after_loss(job, outcome, exc)
         if not is_finished:
             log.warning("job_fence_lost", outcome=outcome.status.value)
 
-    def _finish_and_claim(self, job: Job, outcome: Outcome) -> bool:
-        """finish_and_claim. When the connection is lost during it, the outcome is recorded once
-        more on a fresh connection, as in ``_finish_retrying_once``, and the worker takes over
-        what the claim may have committed before the loss: the jobs it holds are never left to
-        a worker that forgot them."""
+    def _finish_once(self, job: Job, outcome: Outcome) -> bool:
         assert self.worker_id is not None
-        try:
+        if self._reserved and self._may_take_job():
+            next_job_id = self._reserved[0].id
+            is_finished, self._next_job = self.store.finish_and_start(
+                job.id, self.worker_id, job.attempts, outcome, next_job_id
+            )
+            self._reserved.popleft()
+            return is_finished
+        if self._may_take_job() and not self._stopping and self._lease_allows_claim():
             is_finished, claimed = self.store.finish_and_claim(
                 job.id, self.worker_id, job.attempts, outcome, self.queues, self._claim_limit()
             )
             self._claim_found_nothing = is_finished and not claimed
-        except DatabaseUnavailable as exc:
-            is_finished = self._finish_again(job, outcome, exc)
-            claimed = [held for held in self.store.held_jobs(self.worker_id) if held.id != job.id]
-        # A claim starts its first job and reserves the rest.
-        started = [claimed_job for claimed_job in claimed if claimed_job.started_at is not None]
-        self._next_job = started[0] if started else None
-        self._reserved.extend(claimed_job for claimed_job in claimed if claimed_job.started_at is None)
-        return is_finished
-
-    def _finish_retrying_once(self, job: Job, outcome: Outcome) -> bool:
-        """finish_job, tried once more on a fresh connection when the first one was lost.
-
-        The fence makes the second try safe: if the first one did commit, the second finds the
-        attempt over and changes nothing. Without it, a job that ended during a short outage
-        would be reclaimed and run again.
-        """
-        assert self.worker_id is not None
-        try:
-            return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
-        except DatabaseUnavailable as exc:
-            return self._finish_again(job, outcome, exc)
-
-    def _finish_again(self, job: Job, outcome: Outcome, lost: DatabaseUnavailable) -> bool:
-        """finish_job on a fresh connection after ``lost`` cut off the first try."""
-        assert self.worker_id is not None
-        log.warning("job_finish_retried", error_type=type(lost).__name__, error=str(lost))
+            self._take_over(claimed)
+            return is_finished
         return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
+
+    def _lease_allows_claim(self) -> bool:
+        # A finish never waits for a heartbeat; when the lease is short, it only finishes.
+        return self.lease is None or self.lease.allows_claim()
+
+    def _finish_after_loss(self, job: Job, outcome: Outcome, lost: DatabaseUnavailable) -> bool:
+        """The finish again on a fresh connection, until the database answers. Whatever the lost
+        call committed (the finish, a next job started or claimed) is found in the rows first:
+        the jobs this worker holds are taken over, and a finish refused by the fence counts as
+        recorded when the row already holds this very outcome (the lost call's commit)."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        log.warning("job_finish_retried", error_type=type(lost).__name__, error=str(lost))
+        self._outage.failed(lost)
+
+        def finish() -> bool:
+            held = [held_job for held_job in self.store.held_jobs(worker_id) if held_job.id != job.id]
+            if self.store.finish_job(job.id, worker_id, job.attempts, outcome):
+                is_finished = True
+            else:
+                is_finished = _holds_outcome(self.store.get_job(job.id), job, outcome)
+            self._next_job = None
+            self._reserved.clear()
+            self._take_over(held)
+            return is_finished
+
+        return self._until_it_answers(finish)
+
+    def _take_over(self, claimed: Sequence[Job]) -> None:
+        """Jobs a claim gave this worker: the started one runs next, the reserved ones after."""
+        known = {reserved.id for reserved in self._reserved}
+        for claimed_job in claimed:
+            if claimed_job.started_at is not None:
+                if self._next_job is None:
+                    self._next_job = claimed_job
+            elif claimed_job.id not in known:
+                self._reserved.append(claimed_job)
+
+
+def _holds_outcome(row: Job | None, attempt_job: Job, outcome: Outcome) -> bool:
+    """Whether the job's row already shows this attempt's outcome, recorded by a finish whose
+    answer was lost with the connection (a reclaim would have left a WorkerLost error instead)."""
+    if row is None:
+        return False  # pruned since: nothing can tell
+    error = row.last_error
+    ours = (error.type if error else None) == (outcome.error.type if outcome.error else None)
+    if outcome.status is Status.SUCCEEDED:
+        return row.status is Status.SUCCEEDED and row.attempts == attempt_job.attempts
+    if outcome.status is Status.FAILED:
+        return row.status is Status.FAILED and row.attempts == attempt_job.attempts and ours
+    # A retry: back in line with our error, or already taken by the next attempt.
+    return ours and (row.attempts > attempt_job.attempts or row.status is Status.TODO)
 
 
 def _decode_arguments(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -336,11 +485,6 @@ def _decode_arguments(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(job.args, (list, tuple)):
         return tuple(job.args), dict(kwargs)
     raise UnrunnableJob("UndecodableArguments", f"args of job {job.id} must be a JSON array or object, got {reprlib.repr(job.args)}")
-
-
-def _type_name(exc: BaseException) -> str:
-    kind = type(exc)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _ms_since(started: float) -> float:

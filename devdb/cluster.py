@@ -114,6 +114,10 @@ class PrivateCluster:
     temporary: bool
     creator_pid: int
     port: int = PORT
+    # Lines for cabbage.conf beyond the defaults (a test's max_connections, say), and an address
+    # to listen on over TCP besides the socket, trusted for its /24 (a test's network namespace).
+    settings: tuple[str, ...] = ()
+    tcp_address: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -128,10 +132,19 @@ class PrivateCluster:
         return self.account.name if self.account else None
 
     @classmethod
-    def create(cls, base_dir: str | None = None, *, durable: bool) -> PrivateCluster:
+    def create(
+        cls,
+        base_dir: str | None = None,
+        *,
+        durable: bool,
+        settings: tuple[str, ...] = (),
+        tcp_address: str | None = None,
+        port: int = PORT,
+    ) -> PrivateCluster:
         """A cluster in base_dir (persistent), or in a fresh /tmp/cabbage-pg-* folder removed at
         exit; runs initdb when the folder holds no cluster yet. durable=False trades crash
-        safety for speed (fsync, synchronous_commit and full_page_writes off)."""
+        safety for speed (fsync, synchronous_commit and full_page_writes off). ``settings``:
+        more postgresql.conf lines; ``tcp_address``: also listen there (trust for its /24)."""
         bindir = find_bindir()
         run_as = choose_run_as(os.geteuid(), os.environ, account_exists)
         account = Account.lookup(run_as) if run_as else None
@@ -141,8 +154,9 @@ class PrivateCluster:
             os.chown(base, account.uid, account.gid)
             _check_access(base, bindir, account)
         uid = account.uid if account else os.getuid()
-        socket_dir = choose_socket_dir(base / "data", uid)
-        cluster = cls(base, bindir, socket_dir, account, durable, temporary, os.getpid())
+        socket_dir = choose_socket_dir(base / "data", uid, port)
+        cluster = cls(base, bindir, socket_dir, account, durable, temporary, os.getpid(), port=port, settings=settings,
+                      tcp_address=tcp_address)  # fmt: skip
         if temporary:
             atexit.register(cluster._destroy_at_exit)  # before initdb, which may fail
         if not (cluster.data_dir / "PG_VERSION").exists():
@@ -191,6 +205,15 @@ class PrivateCluster:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def crash(self) -> None:
+        """Immediate shutdown (SIGQUIT), as a crash: the next start runs crash recovery."""
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGQUIT)
+        if not self._wait_for_exit(pid, 10.0):
+            raise DevDbError(f"PostgreSQL (pid {pid}) did not stop on SIGQUIT\n{_tail(self.log_path)}")
 
     def create_database(self, name: str) -> None:
         """Creates the database unless it exists."""
@@ -253,9 +276,13 @@ class PrivateCluster:
     def _write_settings(self) -> None:
         """Writes cabbage.conf afresh each time, so that `durable` and the socket folder hold."""
         socket_dir = str(self.socket_dir).replace("'", "''")
-        lines = ["listen_addresses = ''", f"port = {self.port}", f"unix_socket_directories = '{socket_dir}'"]
+        listen = self.tcp_address or ""
+        lines = [f"listen_addresses = '{listen}'", f"port = {self.port}", f"unix_socket_directories = '{socket_dir}'"]
         if not self.durable:
             lines += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+        lines += list(self.settings)
+        if self.tcp_address is not None:
+            self._trust_network_of(self.tcp_address)
         (self.data_dir / "cabbage.conf").write_text("\n".join(lines) + "\n")
         self._hand_over(self.data_dir / "cabbage.conf")
         main_conf = self.data_dir / "postgresql.conf"
@@ -263,6 +290,19 @@ class PrivateCluster:
         if include not in main_conf.read_text():
             with main_conf.open("a") as conf:
                 conf.write(include)
+
+    def _trust_network_of(self, address: str) -> None:
+        network = ".".join(address.split(".")[:3]) + ".0/24"
+        line = f"host all all {network} trust\n"
+        hba = self.data_dir / "pg_hba.conf"
+        if line not in hba.read_text():
+            with hba.open("a") as rules:
+                rules.write(line)
+
+    def tcp_dsn(self, dbname: str = "postgres") -> str:
+        """The DSN over TCP to ``tcp_address``."""
+        assert self.tcp_address is not None, "this cluster listens on its socket only"
+        return f"host={self.tcp_address} port={self.port} user=postgres dbname={_dsn_quote(dbname)}"
 
     def _prepare_socket_dir(self) -> None:
         if self.socket_dir == self.data_dir:

@@ -40,11 +40,6 @@ class LoadedApp:
     task_manager: TaskManager
     module_names: tuple[str, ...]
 
-    @property
-    def task_timeouts_s(self) -> dict[str, float | None]:
-        """Each task's ``timeout`` in seconds (None: no limit), by task name."""
-        return {name: task.timeout_s for name, task in self.task_manager.tasks.items()}
-
 
 def import_app(spec: str) -> LoadedApp:
     """Imports ``module[:attribute]`` and finds its TaskManager; AppImportError says what went wrong."""

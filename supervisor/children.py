@@ -15,25 +15,54 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 from types import FrameType
+from typing import Any
 
 import structlog
 
-from cabbage import logconfig
-from cabbage.exceptions import DatabaseUnavailable
+from cabbage import logconfig, outages
+from cabbage.exceptions import ConnectionSlotsExhausted, DatabaseUnavailable
 from cabbage.heartbeat import HeartbeatThread
 from cabbage.jobs import Job
+from cabbage.lease import Lease, margin_for
 from cabbage.store import JobStore
 from cabbage.worker import Worker
-from supervisor import exit_codes, proctitle, signals
+from supervisor import exit_codes, proctitle, reports, signals
 from supervisor.app_import import LoadedApp
 from supervisor.config import SupervisorConfig
 
 log = structlog.get_logger()
 
+# How a child's two sessions are named in pg_stat_activity (the master's: supervisor.cli).
+WORKER_SESSION_NAME = "cabbage-worker"
+HEARTBEAT_SESSION_NAME = "cabbage-heartbeat"
+
+# Registration rides out an outage with these delays; a server without a free connection slot
+# is tried CONNECTION_SLOT_TRIES times, then the child exits and its master respawns it later.
+REGISTER_FIRST_DELAY_S = 0.2
+REGISTER_MAX_DELAY_S = 5.0
+CONNECTION_SLOT_TRIES = 4
+# How long a stopping child keeps trying to unregister through an outage.
+UNREGISTER_PATIENCE_S = 5.0
+
 # Signals a child leaves to its master: a terminal's Ctrl-C, Ctrl-\ and resize-like signals
 # reach the whole process group, and TTIN/TTOU would otherwise stop a background child.
 _LEFT_TO_MASTER = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningJob:
+    """A job a child reported started and not yet finished."""
+
+    job_id: int
+    task_name: str
+    started_at: float
+    timeout_s: float | None
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.timeout_s is None else self.started_at + self.timeout_s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +73,28 @@ class Child:
     worker_number: int  # its slot, 1..N
     generation: int  # bumped by each reload: older generations are retired
     started_at: float
-    last_seen_at: float  # its start, then the last time the master saw a fresh heartbeat
-    worker_id: int | None = None  # its row in cabbage_workers, once the master has seen it
+    # Its start, then when the last heartbeat the database accepted was sent (its reports).
+    last_seen_at: float
+    report_fd: int = -1  # the read end of its report pipe (supervisor.reports)
+    worker_id: int | None = None  # its row in cabbage_workers, once it reported registering
+    running: tuple[RunningJob, ...] = ()
     stop_deadline: float | None = None  # set when asked to stop (TERM): SIGKILL after it
     kill_reason: str | None = None  # set when the master SIGKILLed it: why, for its jobs' errors
 
     @property
     def is_stopping(self) -> bool:
         return self.stop_deadline is not None
+
+    def noting(self, report: reports.Report) -> "Child":
+        """This child once ``report`` is taken into account."""
+        if isinstance(report, reports.Registered):
+            return dataclasses.replace(self, worker_id=report.worker_id, last_seen_at=max(self.last_seen_at, report.sent_at))
+        if isinstance(report, reports.HeartbeatAccepted):
+            return dataclasses.replace(self, last_seen_at=max(self.last_seen_at, report.sent_at))
+        if isinstance(report, reports.JobStarted):
+            job = RunningJob(report.job_id, report.task_name, report.started_at, report.timeout_s)
+            return dataclasses.replace(self, running=(*self.running, job))
+        return dataclasses.replace(self, running=tuple(job for job in self.running if job.job_id != report.job_id))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,18 +145,26 @@ def spawn_child(setup: ChildSetup, worker_number: int, generation: int, now: flo
     # Unflushed output would be written twice, once by each process.
     sys.stdout.flush()
     sys.stderr.flush()
+    report_read_fd, report_write_fd = os.pipe()
     with signals.blocked() as mask:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(report_read_fd)
+            os.close(report_write_fd)
+            raise
         if pid == 0:
             status = exit_codes.CHILD_CRASHED
             try:
-                status = _run_child(setup, worker_number, mask)
+                os.close(report_read_fd)
+                status = _run_child(setup, worker_number, mask, reports.ReportWriter(report_write_fd))
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 # os._exit: the master's atexit hooks and finalizers are not the child's to run.
                 os._exit(status)
-    return Child(pid, worker_number, generation, started_at=now, last_seen_at=now)
+    os.close(report_write_fd)
+    return Child(pid, worker_number, generation, started_at=now, last_seen_at=now, report_fd=report_read_fd)
 
 
 def signal_child(child: Child, signum: int) -> None:
@@ -163,7 +214,7 @@ def _ignore(signum: int, frame: FrameType | None) -> None:
     """Not SIG_IGN: an ignored disposition would be inherited by programs a task runs."""
 
 
-def _run_child(setup: ChildSetup, worker_number: int, signal_mask: set[int]) -> int:
+def _run_child(setup: ChildSetup, worker_number: int, signal_mask: set[int], reporter: reports.ReportWriter) -> int:
     setup.signal_intake.close_in_child()
     for fd in setup.master_fds:
         os.close(fd)
@@ -177,10 +228,12 @@ def _run_child(setup: ChildSetup, worker_number: int, signal_mask: set[int]) -> 
     logconfig.bind_worker_context(role="worker", worker_number=worker_number)
     proctitle.set_title(proctitle.idle_worker_title(worker_number))
     try:
-        return _work(setup, worker_number, stop)
-    except DatabaseUnavailable as exc:
-        # Exit rather than retry in place: the attempt in progress could not be recorded by
-        # its owner, so the master reclaims it and starts a fresh worker, with backoff.
+        return _work(setup, worker_number, stop, reporter)
+    except ConnectionSlotsExhausted:
+        # Nothing logged here: the master logs the limit and what to do once for all its
+        # children, and respawns them with growing delays.
+        return exit_codes.CHILD_NO_CONNECTION_SLOT
+    except DatabaseUnavailable as exc:  # not from the loop, which rides outages out: a bug
         log.error("database_unreachable", error=str(exc))
         return exit_codes.CHILD_DATABASE_UNAVAILABLE
     except BaseException as exc:  # the child's top: whatever escaped the worker loop
@@ -188,21 +241,36 @@ def _run_child(setup: ChildSetup, worker_number: int, signal_mask: set[int]) -> 
         return exit_codes.CHILD_CRASHED
 
 
-def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest) -> int:
+def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: reports.ReportWriter) -> int:
     config, task_manager = setup.config, setup.app.task_manager
     store = task_manager.store
     store.synchronous_commit = config.synchronous_commit
-    worker_id = store.register_worker(hostname=setup.hostname, pid=os.getpid(), queues=config.queues)
+    store.application_name = WORKER_SESSION_NAME
+    heartbeat_store = store.open_sibling()
+    heartbeat_store.application_name = HEARTBEAT_SESSION_NAME
+    registered = _register(store, heartbeat_store, setup, stop)
+    if registered is None:
+        return exit_codes.CHILD_STOPPED  # told to stop before the database answered
+    worker_id, sent_at = registered
+    reporter.send(reports.Registered(worker_id, sent_at))
+    margin_s = margin_for(config.heartbeat_interval_s, config.heartbeat_timeout_s)
+    lease = Lease(config.heartbeat_timeout_s, margin_s, on_renewed=lambda at: reporter.send(reports.HeartbeatAccepted(at)))
+    lease.renew(sent_at)
     worker = Worker(
-        task_manager, config.queues, worker_id=worker_id, batch_size=config.batch_size, hostname=setup.hostname
-    )
-    worker.on_job_started = lambda job: _show_running(worker_number, job)
+        task_manager, config.queues, worker_id=worker_id, lease=lease, batch_size=config.batch_size,
+        hostname=setup.hostname, stop_on_keyboard_interrupt=False,  # Ctrl-C is the master's, not ours
+    )  # fmt: skip
+    worker.on_job_started = lambda job: _on_job_started(worker_number, job, task_manager, reporter)
+    # Reported when the task returns, not once its outcome is recorded: what the lease and the
+    # timeout protect is the task running, and an outcome waiting out an outage runs nothing.
+    worker.on_task_returned = lambda job: reporter.send(reports.JobFinished(job.id))
     worker.on_job_finished = lambda job: proctitle.set_title(proctitle.idle_worker_title(worker_number))
     logconfig.bind_worker_context(worker_id=worker_id)
     heartbeat = HeartbeatThread(
-        store,
+        heartbeat_store,
         worker_id,
         config.heartbeat_interval_s,
+        lease=lease,
         master_alive_fd=setup.master_alive_fd,
         on_master_lost=lambda: _exit_without_master(store.open_sibling(), worker_id),
         # Its jobs were taken back while it was frozen or cut off: stop now, not after the job.
@@ -215,12 +283,62 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest) -> int:
     finally:
         heartbeat.stop()
     proctitle.set_title(proctitle.stopping_worker_title(worker_number))
-    store.unregister_worker(worker_id)
+    _unregister(store, worker_id)
     heartbeat.join()
     return exit_codes.CHILD_STOPPED
 
 
-def _show_running(worker_number: int, job: Job) -> None:
+def _register(store: JobStore, heartbeat_store: JobStore, setup: ChildSetup, stop: _StopRequest) -> tuple[int, float] | None:
+    """Registers the worker and proves the heartbeat connection too, riding out an outage; the
+    worker id and when its registration (its first heartbeat) was sent. None when told to stop
+    first. A server with no connection slot left is tried a few times, then given up:
+    ConnectionSlotsExhausted (the master respawns with growing delays)."""
+    outage = outages.Outage(log, during="registration")
+    backoff = outages.Backoff(first_s=REGISTER_FIRST_DELAY_S, max_s=REGISTER_MAX_DELAY_S)
+    refusals = 0
+    worker_id: int | None = None
+    while not stop.is_requested:
+        sent_at = time.monotonic()
+        try:
+            if worker_id is None:
+                worker_id = store.register_worker(hostname=setup.hostname, pid=os.getpid(), queues=setup.config.queues)
+            heartbeat_store.record_heartbeat(worker_id)
+        except ConnectionSlotsExhausted:
+            refusals += 1  # not an outage to log: the master reports the limit if we give up
+            if refusals >= CONNECTION_SLOT_TRIES:
+                raise
+        except DatabaseUnavailable as exc:
+            outage.failed(exc)
+        else:
+            outage.succeeded()
+            return worker_id, sent_at
+        _sleep_unless_stopped(backoff.next_delay_s(), stop)
+    return None
+
+
+def _sleep_unless_stopped(delay_s: float, stop: _StopRequest) -> None:
+    deadline = time.monotonic() + delay_s
+    while not stop.is_requested and time.monotonic() < deadline:
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+def _unregister(store: JobStore, worker_id: int) -> None:
+    """Unregisters, trying through an outage for a while; its master reclaims what is left after."""
+    deadline = time.monotonic() + UNREGISTER_PATIENCE_S
+    try:
+        outages.until_it_answers(
+            lambda: store.unregister_worker(worker_id),
+            outages.Outage(log, during="unregistration"),
+            should_give_up=lambda: time.monotonic() >= deadline,
+        )
+    except DatabaseUnavailable as exc:
+        log.warning("worker_unregister_failed", error=str(exc))
+
+
+def _on_job_started(worker_number: int, job: Job, task_manager: Any, reporter: reports.ReportWriter) -> None:
+    task = task_manager.tasks.get(job.task_name)
+    timeout_s = task.timeout_s if task is not None else None
+    reporter.send(reports.JobStarted(job.id, job.task_name, time.monotonic(), timeout_s))
     proctitle.set_title(proctitle.running_worker_title(worker_number, job.task_name, job.id))
 
 

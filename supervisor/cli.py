@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_master(config: SupervisorConfig, app: LoadedApp, notifier: SystemdNotifier) -> int:
     store = app.task_manager.store.open_sibling()
+    # A table an operator locked must not freeze the master's loop: its statements give up.
+    store.lock_timeout_s = config.heartbeat_interval_s
+    store.application_name = "cabbage-supervisor"
     try:
         store.check_schema()
     except SchemaError as exc:

@@ -1,7 +1,7 @@
 """The exit statuses of cabbage-supervisor and of its children: who returns each and what it means.
 
 The master's statuses tell systemd (and an operator) why it stopped; the children's let the
-master tell "stopped as asked" from "lost the database" from "crashed".
+master tell "stopped as asked" from "no connection slot" from "crashed".
 """
 
 # -- the master (cabbage-supervisor) ----------------------------------------------------------
@@ -30,15 +30,18 @@ EXIT_CHILDREN_FAILED = 6
 CHILD_STOPPED = 0
 # The worker loop raised something unexpected; logged as worker_crashed. Respawned with backoff.
 CHILD_CRASHED = 70
-# The child lost its database connection (or never got one). Its running attempt could not be
-# recorded, so exiting is the clean way out: the master reclaims its jobs and respawns it with
-# growing backoff, sooner once the master sees the database again.
+# A database error escaped the worker loop, which rides outages out (a bug, not an outage): the
+# master reclaims its jobs and respawns it with growing backoff.
 CHILD_DATABASE_UNAVAILABLE = 75
 # The heartbeat thread saw the master-alive pipe close: the master died, the child exits at once.
 CHILD_MASTER_LOST = 76
 # The heartbeat found the child's worker row gone (a master reclaimed it as stale): its attempt
 # belongs to nobody now, so the child exits at once rather than finish it.
 CHILD_WORKER_LOST = 77
+# PostgreSQL had no connection slot left for the child (max_connections, or the slots reserved
+# for superusers): after a few tries it exits; the master logs the limit and what to do once,
+# and respawns it with growing delays while the children that did connect go on.
+CHILD_NO_CONNECTION_SLOT = 78
 
 # What each child status means, for the reason recorded on a lost worker's jobs.
 CHILD_STATUS_MEANINGS = {
@@ -46,4 +49,5 @@ CHILD_STATUS_MEANINGS = {
     CHILD_DATABASE_UNAVAILABLE: "it lost the database",
     CHILD_MASTER_LOST: "its master died",
     CHILD_WORKER_LOST: "its worker row was reclaimed",
+    CHILD_NO_CONNECTION_SLOT: "the database had no connection slot left for it",
 }

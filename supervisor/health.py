@@ -1,15 +1,16 @@
-"""Pure decisions of the master: which children are hung or overran, and how long to back off.
+"""Pure decisions of the master: which children to kill (a job past its timeout, a lease about to
+end, a hung child), and how long to back off.
 
-Nothing here reads a clock, a process or the database: times and heartbeats are passed in, so
-each rule is a unit test. ``now`` and every ``*_at`` of a Child are ``time.monotonic()``
-values; heartbeat ages and job run times come from the database clock (ARCHITECTURE
-invariant 7).
+Nothing here reads a clock, a process or the database: times are passed in, so each rule is a
+unit test. ``now`` and every ``*_at`` of a Child are ``time.monotonic()`` values, this host's
+clock, which is also the clock of the children's reports (``supervisor.reports``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterable, Mapping
+import math
+from typing import TYPE_CHECKING, Iterable
 
 from cabbage.jobs import WorkerInfo
 
@@ -33,72 +34,60 @@ class Verdict:
 
 
 def match_heartbeats(pids: Iterable[int], workers: Iterable[WorkerInfo], hostname: str) -> dict[int, WorkerInfo]:
-    """The worker row of each of our processes (pid -> row), matched by hostname and pid."""
+    """The worker row of each of these processes (pid -> row), matched by hostname and pid: for a
+    child that died before it could report its worker id."""
     wanted = set(pids)
     return {worker.pid: worker for worker in workers if worker.hostname == hostname and worker.pid in wanted}
 
 
-def note_heartbeats(
-    children: Mapping[int, Child], heartbeats: Mapping[int, WorkerInfo], now: float, timeout_s: float
-) -> dict[int, Child]:
-    """The children with what their rows tell: their ``worker_id``, and ``last_seen_at`` when fresh."""
-    noted = dict(children)
-    for pid, row in heartbeats.items():
-        child = noted[pid]
-        last_seen_at = now if row.heartbeat_age_s <= timeout_s else child.last_seen_at
-        noted[pid] = dataclasses.replace(child, worker_id=row.worker_id, last_seen_at=last_seen_at)
-    return noted
-
-
-def find_hung_children(
-    children: Iterable[Child], heartbeats: Mapping[int, WorkerInfo], now: float, timeout_s: float
+def find_children_to_kill(
+    children: Iterable[Child], now: float, timeout_s: float, margin_s: float, database_reachable: bool
 ) -> list[Verdict]:
-    """Children that gave no sign of life for longer than ``timeout_s``.
+    """Children the master must kill now, each with its reason; all times are this host's
+    monotonic clock, as the children report them.
 
-    A child with a row is hung when its heartbeat is older than the timeout (frozen by
-    SIGSTOP, stuck in C code). A child without a row is hung when the master has not seen a
-    fresh heartbeat of it (``child.last_seen_at``, its start until it registers) for longer
-    than the timeout: it never registered, or its row was reclaimed while it was frozen.
+    - A job past its task's ``timeout=``: at the deadline.
+    - A child running a job whose last accepted heartbeat is older than ``timeout_s - margin_s``:
+      its lease is about to end, and any master may reclaim its jobs once the database sees
+      the heartbeat older than the timeout; killed first, so that two runs of a lock's jobs never
+      overlap, even while this master cannot reach the database either.
+    - An idle child silent for longer than ``timeout_s`` (frozen by SIGSTOP, stuck in C code),
+      or one that never registered within it, but only while the database answers the master:
+      during an outage silence is expected, and an idle child holds nothing to protect.
+
     Children already stopping or being killed have their own deadline and are left out.
     """
     verdicts = []
     for child in children:
-        if child.is_stopping or child.kill_reason is not None:
+        if child.kill_reason is not None:
             continue
-        row = heartbeats.get(child.pid)
-        if row is not None:
-            if row.heartbeat_age_s > timeout_s:
-                verdicts.append(Verdict(child.pid, f"no heartbeat for {row.heartbeat_age_s:.0f} s (heartbeat timeout {timeout_s:g} s)"))
-        elif now - child.last_seen_at > timeout_s:
+        overrun = next((job for job in child.running if job.deadline is not None and now >= job.deadline), None)
+        if overrun is not None:
+            verdicts.append(Verdict(child.pid, f"job {overrun.job_id} ({overrun.task_name}) timed out after "
+                                               f"{now - overrun.started_at:.1f} s (its task's timeout is {overrun.timeout_s:g} s)"))  # fmt: skip
+            continue
+        silence_s = now - child.last_seen_at
+        if child.running and silence_s > timeout_s - margin_s:
+            job_ids = ", ".join(str(job.job_id) for job in child.running)
+            verdicts.append(Verdict(child.pid, f"no heartbeat for {silence_s:.1f} s accepted by the database, near the heartbeat "
+                                               f"timeout of {timeout_s:g} s: stopped before its lease on job {job_ids} ends"))  # fmt: skip
+        elif not child.is_stopping and database_reachable and silence_s > timeout_s:
             if child.worker_id is None:
                 verdicts.append(Verdict(child.pid, f"did not register its worker within {timeout_s:g} s"))
             else:
-                silence_s = now - child.last_seen_at
-                verdicts.append(Verdict(child.pid, f"its worker row is gone and it gave no sign of life for {silence_s:.0f} s"))
+                verdicts.append(Verdict(child.pid, f"no heartbeat for {silence_s:.0f} s (heartbeat timeout {timeout_s:g} s)"))
     return verdicts
 
 
-def find_overrunning_children(
-    children: Iterable[Child], heartbeats: Mapping[int, WorkerInfo], task_timeouts_s: Mapping[str, float | None]
-) -> list[Verdict]:
-    """Children whose current job ran longer than its task's ``timeout``."""
-    verdicts = []
+def next_kill_deadline(children: Iterable[Child], timeout_s: float, margin_s: float) -> float:
+    """The soonest moment ``find_children_to_kill`` may find a child to kill for its job (a
+    timeout or a lease), for the master's sleep; infinity when no child runs one."""
+    moments = [math.inf]
     for child in children:
-        if child.is_stopping or child.kill_reason is not None:
-            continue
-        row = heartbeats.get(child.pid)
-        if row is None or row.current_task_name is None or row.current_job_run_s is None:
-            continue
-        timeout_s = task_timeouts_s.get(row.current_task_name)
-        if timeout_s is not None and row.current_job_run_s > timeout_s:
-            verdicts.append(
-                Verdict(
-                    child.pid,
-                    f"job {row.current_job_id} ({row.current_task_name}) timed out after "
-                    f"{row.current_job_run_s:.0f} s (its task's timeout is {timeout_s:g} s)",
-                )
-            )
-    return verdicts
+        if child.kill_reason is None and child.running:
+            moments.append(child.last_seen_at + timeout_s - margin_s)
+            moments += [job.deadline for job in child.running if job.deadline is not None]
+    return min(moments)
 
 
 def count_early_exits(previous: int, lifetime_s: float) -> int:

@@ -20,13 +20,15 @@ import time
 import structlog
 
 from cabbage.exceptions import AppImportError
+from cabbage.lease import margin_for
 from cabbage.store import JobStore
-from supervisor import app_import, children, exit_codes, health, proctitle, signals
+from supervisor import app_import, children, exit_codes, health, proctitle, reports, signals
 from supervisor.app_import import LoadedApp
 from supervisor.children import Child, ChildSetup, ExitStatus
 from supervisor.config import SupervisorConfig
 from supervisor.database_duties import DatabaseDuties
 from supervisor.phases import Intent, Phase, decide_signal
+from supervisor.reports import ReportReader
 from supervisor.systemd import SystemdNotifier
 
 log = structlog.get_logger()
@@ -63,29 +65,36 @@ class Master:
         self.generation = 1
         self.phase = Phase.RUNNING
         self.exit_code = exit_codes.EXIT_OK
-        self.database = DatabaseDuties(store, self.hostname, config, on_reconnected=self.respawn_now)
+        self.database = DatabaseDuties(store, self.hostname, config)
         self.early_exits = 0  # children that died young in a row (health.count_early_exits)
         self.respawn_not_before = 0.0
         self.next_watchdog_at = 0.0
         self.is_ready_sent = False
+        # READY=1 waits for the children to register, but not past this moment (set at start
+        # and at each reload): a child stuck connecting must not keep systemd waiting for ever.
+        self.ready_deadline = 0.0
+        self.readers: dict[int, ReportReader] = {}  # pid -> its report pipe
+        self.margin_s = margin_for(config.heartbeat_interval_s, config.heartbeat_timeout_s)
         self.title = ""
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
         self.signals.install()
+        self.database.start()
         self.start_children()
         while not self.finished:
-            self.signals.wait(timeout_s=self.tick_s)
+            self.signals.wait(timeout_s=self.tick_s, also_readable=self.report_fds())
             try:
                 for signum in self.signals.drain():
                     self.handle_signal(signum)  # records an intent: stop, stop now, reload, +1, -1
+                self.read_reports()  # what children said: registered, heartbeats, jobs begun and ended
                 self.reap_children()  # waitpid(-1, WNOHANG) until empty; reclaim at once
-                if self.database.heartbeat_check_due(time.monotonic()):
-                    self.check_heartbeats()  # own children, and stale workers of other hosts
+                self.kill_children_due()  # job timeouts, leases about to end, hung children
+                self.database.set_live_worker_ids(self.live_worker_ids())  # its thread reclaims the rest
+                if self.database.take_reconnected():
+                    self.respawn_now()  # children were most likely dying of the outage
                 self.reconcile_children()  # spawn or retire toward the wanted count
-                if self.database.prune_due(time.monotonic()):
-                    self.database.prune_finished_jobs()  # --retention: one bounded batch of old jobs
                 self.report()  # process title, sd_notify STATUS / WATCHDOG
             except Exception:  # the loop's boundary: a failed step must not orphan the children
                 log.exception("supervisor_step_failed")
@@ -101,10 +110,15 @@ class Master:
     def tick_s(self) -> float:
         """How long the loop may sleep: until the next thing due, at most MAX_TICK_S."""
         now = time.monotonic()
-        due = [*self.database.due_times(), self.respawn_not_before]
+        due = [self.respawn_not_before]
         if self.notifier.watchdog_interval_s:
             due.append(self.next_watchdog_at)
-        due += [child.stop_deadline for child in self.children.values() if child.stop_deadline and not child.kill_reason]
+        alive = [child for child in self.children.values() if child.kill_reason is None]
+        due += [child.stop_deadline for child in alive if child.stop_deadline]
+        due.append(health.next_kill_deadline(alive, self.config.heartbeat_timeout_s, self.margin_s))
+        due += [child.last_seen_at + self.config.heartbeat_timeout_s for child in alive]  # hung, if silent
+        if not self.is_ready_sent or self.phase is Phase.RELOADING:
+            due.append(self.ready_deadline)
         upcoming = [moment for moment in due if moment > now]
         return min(MAX_TICK_S, min(upcoming, default=math.inf) - now)
 
@@ -113,6 +127,7 @@ class Master:
         log.info("supervisor_started", app=self.app.spec, workers=self.wanted, queues=config.queues,
                  heartbeat_interval_s=config.heartbeat_interval_s, heartbeat_timeout_s=config.heartbeat_timeout_s)  # fmt: skip
         now = time.monotonic()
+        self.ready_deadline = now + config.heartbeat_timeout_s
         for worker_number in range(1, self.wanted + 1):
             self.spawn(worker_number, now)
         if not self.children:
@@ -122,7 +137,7 @@ class Master:
 
     def finish(self) -> None:
         self.database.close()
-        unreclaimed = sorted(self.database.pending_reclaims) or None
+        unreclaimed = self.database.pending_pids or None
         log.info("supervisor_stopped", exit_code=self.exit_code, unreclaimed_pids=unreclaimed)
         self.notifier.close()
         os.close(self.master_alive_read_fd)
@@ -170,13 +185,17 @@ class Master:
             return
         self.app = app
         self.generation += 1
+        self.ready_deadline = time.monotonic() + self.config.heartbeat_timeout_s
         self.ask_all_to_stop()  # the new generation is spawned by reconcile_children
 
     # -- children ---------------------------------------------------------------------------
 
     def spawn(self, worker_number: int, now: float) -> None:
+        # The child closes every descriptor of ours: the master-alive pipe's write end, and the
+        # report pipes of its brothers (an inherited one would keep a dead brother's pipe open).
+        master_fds = (self.master_alive_write_fd, *self.report_fds())
         setup = ChildSetup(self.config, self.app, self.hostname, master_alive_fd=self.master_alive_read_fd,
-                           master_fds=(self.master_alive_write_fd,), signal_intake=self.signals)  # fmt: skip
+                           master_fds=master_fds, signal_intake=self.signals)  # fmt: skip
         try:
             child = children.spawn_child(setup, worker_number, self.generation, now)
         except OSError as exc:  # fork refused: process or memory limits
@@ -184,6 +203,7 @@ class Master:
             self.delay_respawn(now, lifetime_s=0.0, worker_number=worker_number)
             return
         self.children[child.pid] = child
+        self.readers[child.pid] = ReportReader(child.report_fd)
 
     def ask_all_to_stop(self) -> None:
         deadline = time.monotonic() + self.config.graceful_timeout_s
@@ -203,14 +223,16 @@ class Master:
         self.children[child.pid] = dataclasses.replace(child, kill_reason=reason)
         getattr(log, level)("worker_killed", child_pid=child.pid, worker_number=child.worker_number,
                             worker_id=child.worker_id, signal="SIGKILL", reason=reason)  # fmt: skip
-        self.database.queue_reclaim(child.pid, child.worker_id, f"process {child.pid} was killed: {reason}")
+        # Its jobs are reclaimed once it is reaped: never while its task might still run.
 
     def reap_children(self) -> None:
         for exited in children.reap_children():
+            if exited.pid in self.readers:
+                self.read_reports_of(exited.pid)  # its last words: the job it finished, say
+                self.readers.pop(exited.pid).close()
             child = self.children.pop(exited.pid, None)
             if child is not None:
                 self.on_child_exit(child, exited)
-        self.database.reclaim_pending()
 
     def on_child_exit(self, child: Child, exited: ExitStatus) -> None:
         now = time.monotonic()
@@ -220,9 +242,11 @@ class Master:
         (log.info if is_expected else log.warning)("worker_exited", child_pid=child.pid, worker_number=child.worker_number,
                                                    worker_id=child.worker_id, lifetime_s=round(lifetime_s, 1),
                                                    reason=child.kill_reason or exited.describe(), **outcome)  # fmt: skip
-        if child.kill_reason is None:  # a killed child's jobs were queued when it was killed
-            # Even after a clean exit: a task that called sys.exit(0) left its job doing.
-            self.database.queue_reclaim(child.pid, child.worker_id, exited.describe())
+        # Even after a clean exit: a task that called sys.exit(0) left its job doing.
+        reason = f"process {child.pid} was killed: {child.kill_reason}" if child.kill_reason else exited.describe()
+        self.database.queue_reclaim(child.pid, child.worker_id, reason)
+        if exited.exit_code == exit_codes.CHILD_NO_CONNECTION_SLOT:
+            self.database.note_connection_slots_exhausted(self.wanted)
         if not is_expected and self.phase is Phase.RUNNING:
             self.delay_respawn(now, lifetime_s, child.worker_number)
 
@@ -251,28 +275,48 @@ class Master:
             for worker_number in free[:missing]:
                 self.spawn(worker_number, now)
 
+    def live_worker_ids(self) -> list[int]:
+        """The workers of our children that are not being killed: ours to judge, not the database's."""
+        return [child.worker_id for child in self.children.values() if child.worker_id is not None and child.kill_reason is None]
+
+    def running_children(self) -> list[Child]:
+        """Current children that registered their worker: they take jobs."""
+        return [child for child in self.current_children() if child.worker_id is not None]
+
     def current_children(self) -> list[Child]:
         """Children of the current generation that are neither stopping nor being killed."""
         children = self.children.values()
         return [c for c in children if c.generation == self.generation and not c.is_stopping and c.kill_reason is None]
 
-    # -- heartbeats ----------------------------------------------------------------------------
+    # -- what children report ------------------------------------------------------------------
 
-    def check_heartbeats(self) -> None:
-        """Kills our children that are hung or overran their task's timeout, then reclaims what
-        lost workers of every host held."""
-        heartbeats = self.database.read_heartbeats(self.children)
-        if heartbeats is None:
-            return  # the database is down: nothing to judge by
-        now, timeout_s = time.monotonic(), self.config.heartbeat_timeout_s
-        self.children = health.note_heartbeats(self.children, heartbeats, now, timeout_s)
-        verdicts = health.find_hung_children(self.children.values(), heartbeats, now, timeout_s)
-        verdicts += health.find_overrunning_children(self.children.values(), heartbeats, self.app.task_timeouts_s)
+    def report_fds(self) -> list[int]:
+        return [reader.fd for reader in self.readers.values() if not reader.at_end]
+
+    def read_reports(self) -> None:
+        for pid in list(self.readers):
+            self.read_reports_of(pid)
+
+    def read_reports_of(self, pid: int) -> None:
+        for report in self.readers[pid].read():
+            child = self.children.get(pid)
+            if child is None:
+                return
+            self.children[pid] = child.noting(report)
+            if isinstance(report, reports.Registered) and len(self.running_children()) >= self.wanted:
+                self.database.note_all_registered()
+
+    def kill_children_due(self) -> None:
+        """Kills our children whose job overran its timeout, whose lease is about to end (a
+        heartbeat the database accepted is too long ago while they run a job), or that are hung;
+        their jobs are reclaimed once the database answers."""
+        verdicts = health.find_children_to_kill(
+            self.children.values(), time.monotonic(), self.config.heartbeat_timeout_s, self.margin_s,
+            # Heard within two checks: else its silence may be the database's, not the child's.
+            database_reachable=self.database.has_answered_within(2 * self.config.heartbeat_interval_s),
+        )  # fmt: skip
         for verdict in verdicts:
-            child = self.children[verdict.pid]
-            if child.kill_reason is None:
-                self.kill_child(child, verdict.reason)
-        self.database.reclaim_lost_workers()
+            self.kill_child(self.children[verdict.pid], verdict.reason)
 
     def respawn_now(self) -> None:
         """After an outage: children were most likely dying of it, so replace them without delay."""
@@ -285,13 +329,16 @@ class Master:
     def report(self) -> None:
         now = time.monotonic()
         is_stopping = self.phase.is_stopping
-        workers = len(self.children) if is_stopping else len(self.current_children())
-        title = proctitle.master_title(self.app.spec, workers, "stopping" if is_stopping else None)
+        running = self.running_children()
+        workers = len(self.children) if is_stopping else len(running)
+        is_starting = not is_stopping and (self.phase is Phase.RELOADING or not self.is_ready_sent)
+        note = "stopping" if is_stopping else "starting" if is_starting else None
+        title = proctitle.master_title(self.app.spec, workers, note)
         if title != self.title:
             proctitle.set_title(title)
             self.title = title
         status = self.status_line()
-        if not is_stopping and (self.phase is Phase.RELOADING or not self.is_ready_sent):
+        if is_starting and (len(running) >= self.wanted or now >= self.ready_deadline):
             self.notifier.ready(status)  # children run (again): READY=1
             self.is_ready_sent = True
             self.phase = Phase.RUNNING
@@ -305,7 +352,7 @@ class Master:
     def status_line(self) -> str:
         if self.phase.is_stopping:
             return f"{self.phase.value}: {len(self.children)} workers left"
-        line = f"{len(self.current_children())} of {self.wanted} workers running"
+        line = f"{len(self.running_children())} of {self.wanted} workers running"
         if self.respawn_not_before > time.monotonic():
             line += ", respawn delayed"
         if self.database.is_down:

@@ -15,7 +15,7 @@ import os
 import select
 import signal
 from types import FrameType
-from typing import Iterator
+from typing import Iterator, Sequence
 
 # TERM, INT: graceful stop; QUIT (or a second TERM/INT): fast stop; HUP: reload;
 # TTIN/TTOU: one worker more/fewer; CHLD: a child exited (the loop reaps).
@@ -50,10 +50,11 @@ class SignalIntake:
         # The whole handler: no logging, no lock, no database, no os.kill (STYLE section 6).
         self._pending.append(signum)
 
-    def wait(self, timeout_s: float) -> None:
-        """Returns when a signal arrived (or was pending) or after ``timeout_s``."""
+    def wait(self, timeout_s: float, also_readable: Sequence[int] = ()) -> None:
+        """Returns when a signal arrived (or was pending), one of ``also_readable`` (the
+        children's report pipes) has something to read, or after ``timeout_s``."""
         if not self._pending:
-            select.select([self.read_fd], [], [], max(0.0, timeout_s))
+            select.select([self.read_fd, *also_readable], [], [], max(0.0, timeout_s))
         with contextlib.suppress(BlockingIOError):
             while os.read(self.read_fd, 512):
                 pass

@@ -1,6 +1,6 @@
 """The tasks of the benchmarks: a no-op, so that a job costs what cabbage costs and nothing else,
 one that records when it started (the latency workload), one that records when it ran (the
-locks workload), and two that wait 50 ms, one with time.sleep and one with asyncio.sleep (the
+locks workload) and one that runs a while first (the failover workload), and two that wait 50 ms, one with time.sleep and one with asyncio.sleep (the
 io_bound workload).
 
     cabbage-supervisor --app benchmarks.apps.tasks:task_manager --workers 2
@@ -30,6 +30,13 @@ def record_run(line: str) -> None:
     protocol.record_run(line, time.time())
 
 
+def hold_and_record(line: str, seconds: float) -> None:
+    """Runs ``seconds``, then records when it ran, as record_run does (the failover workload)."""
+    started = time.time()
+    time.sleep(seconds)
+    protocol.record_run(line, started)
+
+
 def wait_io() -> None:
     """Waits 50 ms (protocol.IO_WAIT_S) in time.sleep: a thread's worth of I/O."""
     protocol.wait_io()
@@ -46,6 +53,7 @@ def make_app(dsn: str | None = None) -> cabbage.TaskManager:
     app.task(name="noop")(noop)
     app.task(name="record_start")(record_start)
     app.task(name="record_run")(record_run)
+    app.task(name="hold_and_record")(hold_and_record)
     app.task(name="wait_io")(wait_io)
     app.task(name="wait_io_async")(wait_io_async)
     return app

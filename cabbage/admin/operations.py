@@ -86,6 +86,10 @@ class Admin:
             reason = dsn_module.reason_of(exc, self.dsn)
             raise DatabaseUnavailable(f"lost the database {dsn_module.describe(self.dsn)}: {reason}") from None
         except self.connection.Error as exc:
+            # A server gone mid-query reads as a bare DatabaseError without SQLSTATE.
+            if self.connection.closed or (type(exc) is self.connection.DatabaseError and getattr(exc, "pgcode", None) is None):
+                reason = dsn_module.reason_of(exc, self.dsn)
+                raise DatabaseUnavailable(f"lost the database {dsn_module.describe(self.dsn)}: {reason}") from None
             raise error_from_driver(exc, self.dsn) from None
 
     def _fetch_all(self, name: str, **params: Any) -> list[dict[str, Any]]:

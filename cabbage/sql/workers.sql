@@ -39,11 +39,13 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.started_at, w.last_heartbeat_at,
 -- are locked first, in id order: of several callers racing, one reclaims each job and the
 -- others find nothing, and a worker that beats while waiting for its row lock is not stale
 -- any more (the lock's recheck spares it). Doing jobs of these ids whose worker row is already
--- gone (claimed by a worker after it was reclaimed) are taken back too.
+-- gone (claimed by a worker after it was reclaimed) are taken back too. Workers of
+-- %(excluding)s are left alone: a master's own live children, whose heartbeats it knows better.
 WITH lost_workers AS (
     DELETE FROM cabbage_workers
      WHERE id IN (SELECT id FROM cabbage_workers
                    WHERE (%(worker_ids)s::bigint[] IS NULL OR id = ANY (%(worker_ids)s::bigint[]))
+                     AND id <> ALL (%(excluding)s::bigint[])
                      AND (%(heartbeat_timeout_s)s::double precision IS NULL
                           OR last_heartbeat_at < now() - make_interval(secs => %(heartbeat_timeout_s)s))
                    ORDER BY id
@@ -56,6 +58,7 @@ WITH lost_workers AS (
       FROM cabbage_jobs AS j
      WHERE j.status = 'doing'
        AND (%(worker_ids)s::bigint[] IS NULL OR j.worker_id = ANY (%(worker_ids)s::bigint[]))
+       AND j.worker_id <> ALL (%(excluding)s::bigint[])
        AND NOT EXISTS (SELECT FROM cabbage_workers AS w WHERE w.id = j.worker_id)
 ), held AS (
     SELECT j.id, j.worker_id, j.started_at IS NOT NULL AS was_started
@@ -85,3 +88,15 @@ WITH lost_workers AS (
       FROM (SELECT DISTINCT queue FROM reclaimed WHERE status = 'todo') AS todo_queues
 )
 SELECT reclaimed.* FROM reclaimed, notified ORDER BY job_id;
+
+-- name: connection_limits
+-- The server's session limits and how many client sessions it holds now: what a master reports
+-- when workers were refused a connection for want of a free slot.
+SELECT current_setting('max_connections')::integer AS max_connections,
+       current_setting('superuser_reserved_connections')::integer AS reserved_connections,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::integer AS in_use;
+
+-- name: set_lock_timeout
+-- How long this session's statements wait for a lock (a master's: a table an operator locked
+-- must not freeze its loop); fails with lock_not_available after it.
+SELECT set_config('lock_timeout', %(lock_timeout)s, false);

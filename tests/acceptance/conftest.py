@@ -52,6 +52,7 @@ def start_supervisor(db_dsn: str, tmp_path: Path, write_tasks: Callable[[str], P
         env: dict[str, str] | None = None,
         app: str = TASKS_MODULE,
         defaults: Sequence[str] = DEFAULT_OPTIONS,
+        wrapper: Sequence[str] = (),
     ) -> SupervisorProcess:
         if tasks_source is not None:
             write_tasks(tasks_source)
@@ -66,7 +67,8 @@ def start_supervisor(db_dsn: str, tmp_path: Path, write_tasks: Callable[[str], P
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             if env is None or name not in env:
                 environ.pop(name, None)
-        command = [str(SUPERVISOR), "--app", app, "--log-format", "json", *defaults, *options]
+        # wrapper: a command that runs the supervisor elsewhere (ip netns exec NAME), exec'ing it.
+        command = [*wrapper, str(SUPERVISOR), "--app", app, "--log-format", "json", *defaults, *options]
         process = subprocess.Popen(
             command, env=environ, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )

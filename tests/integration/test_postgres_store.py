@@ -424,7 +424,7 @@ def test_racing_reclaims_take_each_job_back_once(
         with first.cursor() as cursor:
             cursor.execute(
                 queries["reclaim_workers"],
-                {"worker_ids": [worker_id], "heartbeat_timeout_s": None, "error_type": "WorkerLost", "error": "worker lost: first"},
+                {"worker_ids": [worker_id], "excluding": [], "heartbeat_timeout_s": None, "error_type": "WorkerLost", "error": "worker lost: first"},
             )
             first_reclaimed = cursor.fetchall()
         racers = [

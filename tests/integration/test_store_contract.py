@@ -646,6 +646,17 @@ def test_reclaim_stale_workers_takes_back_only_the_silent_ones(store: JobStore, 
     assert store.reclaim_stale_workers(heartbeat_timeout_s=3600) == []
 
 
+def test_reclaim_stale_workers_spares_the_workers_it_is_told_to(store: JobStore, time_passes: Callable[[float], None]) -> None:
+    own, other = store.register_worker("host-a", 101, None), store.register_worker("host-b", 102, None)
+    store.defer_jobs([new_job(), new_job()])
+    assert claim_one(store, own) is not None and claim_one(store, other) is not None
+    time_passes(60)  # an outage: every heartbeat looks old
+    reclaimed = store.reclaim_stale_workers(heartbeat_timeout_s=30, excluding=[own])
+    assert [job.worker_id for job in reclaimed] == [other]
+    assert [info.worker_id for info in store.list_workers()] == [own]
+    assert store.record_heartbeat(own)
+
+
 def test_reclaim_stale_workers_takes_back_jobs_whose_worker_has_no_row(store: JobStore) -> None:
     never_registered = 987_654
     job_id = store.defer_job(new_job(max_attempts=2))

@@ -57,16 +57,6 @@ def test_an_attribute_names_it(write_module: Callable[[str, str], None]) -> None
     assert import_app("proj_three.tasks:Apps.jobs").task_manager is sys.modules["proj_three.tasks"].Apps.jobs
 
 
-def test_task_timeouts_are_read_from_the_tasks(write_module: Callable[[str, str], None]) -> None:
-    write_module(
-        "app_timeouts",
-        IN_MEMORY
-        + "task_manager = cabbage.TaskManager(store_class=InMemoryJobStore)\n"
-        + "@task_manager.task(timeout=2)\ndef slow(): ...\n@task_manager.task\ndef free(): ...\n",
-    )
-    assert import_app("app_timeouts").task_timeouts_s == {"app_timeouts.slow": 2, "app_timeouts.free": None}
-
-
 @pytest.mark.parametrize(
     ("spec", "source", "message"),
     [

@@ -1,12 +1,14 @@
-"""The master's pure decisions: hung and overrunning children, crash-loop backoff, database retries."""
+"""The master's pure decisions: children to kill (timeouts, leases, hung), crash-loop backoff, database retries."""
 from __future__ import annotations
 
 import datetime
+import math
 
 import pytest
 
 from cabbage.jobs import WorkerInfo
-from supervisor.children import Child
+from supervisor import reports
+from supervisor.children import Child, RunningJob
 from supervisor.health import (
     MAX_RESPAWN_DELAY_S,
     DatabaseLink,
@@ -14,10 +16,9 @@ from supervisor.health import (
     Verdict,
     count_early_exits,
     database_retry_delay_s,
-    find_hung_children,
-    find_overrunning_children,
+    find_children_to_kill,
     match_heartbeats,
-    note_heartbeats,
+    next_kill_deadline,
     respawn_delay_s,
 )
 
@@ -41,51 +42,79 @@ def test_rows_are_matched_to_children_by_hostname_and_pid() -> None:
     assert match_heartbeats([child.pid for child in children], rows, HOST) == {11: rows[0]}
 
 
-def test_a_child_with_a_fresh_heartbeat_is_fine() -> None:
-    assert find_hung_children([child(11, worker_id=1)], {11: row(11, 1, age_s=29.9)}, NOW, TIMEOUT_S) == []
+MARGIN_S = 5.0
 
 
-def test_a_child_whose_heartbeat_is_older_than_the_timeout_is_hung() -> None:
-    verdicts = find_hung_children([child(11, worker_id=1)], {11: row(11, 1, age_s=31.4)}, NOW, TIMEOUT_S)
-    assert verdicts == [Verdict(11, "no heartbeat for 31 s (heartbeat timeout 30 s)")]
+def running(job_id: int = 7, *, started_at: float = NOW - 1, timeout_s: float | None = None, task_name: str = "proj.task") -> RunningJob:
+    return RunningJob(job_id, task_name, started_at, timeout_s)
 
 
-def test_a_child_that_never_registered_is_hung_after_the_timeout() -> None:
-    assert find_hung_children([child(11, last_seen_at=NOW - 29)], {}, NOW, TIMEOUT_S) == []
-    verdicts = find_hung_children([child(11, last_seen_at=NOW - 31)], {}, NOW, TIMEOUT_S)
-    assert verdicts == [Verdict(11, "did not register its worker within 30 s")]
+def kill(children: list[Child], *, now: float = NOW, database_reachable: bool = True) -> list[Verdict]:
+    return find_children_to_kill(children, now, TIMEOUT_S, MARGIN_S, database_reachable)
 
 
-def test_a_child_whose_row_vanished_is_hung_once_silent_for_the_timeout() -> None:
-    # Its row was reclaimed by another master while it was frozen; a child that just
-    # unregistered to recycle itself was seen recently and is left alone.
-    assert find_hung_children([child(11, worker_id=1, last_seen_at=NOW - 5)], {}, NOW, TIMEOUT_S) == []
-    verdicts = find_hung_children([child(11, worker_id=1, last_seen_at=NOW - 40)], {}, NOW, TIMEOUT_S)
-    assert verdicts == [Verdict(11, "its worker row is gone and it gave no sign of life for 40 s")]
+def test_a_child_heard_from_lately_is_fine() -> None:
+    assert kill([child(11, worker_id=1, last_seen_at=NOW - 3), child(12, worker_id=2, last_seen_at=NOW - 3, running=(running(),))]) == []
 
 
-def test_children_already_stopping_or_killed_are_left_to_their_own_deadline() -> None:
-    stale = {11: row(11, 1, age_s=99), 12: row(12, 2, age_s=99)}
-    children = [child(11, worker_id=1, stop_deadline=NOW + 5), child(12, worker_id=2, kill_reason="hung")]
-    assert find_hung_children(children, stale, NOW, TIMEOUT_S) == []
-    running = {pid: row(pid, pid, current_job_id=7, current_task_name="t", current_job_run_s=99) for pid in (11, 12)}
-    assert find_overrunning_children(children, running, {"t": 1}) == []
+def test_a_job_past_its_timeout_gets_its_child_killed_at_the_deadline() -> None:
+    job = running(42, started_at=NOW - 2.0, timeout_s=2.0, task_name="proj.slow")
+    before = child(11, worker_id=1, running=(running(42, started_at=NOW - 1.95, timeout_s=2.0),))
+    assert kill([before]) == []
+    [verdict] = kill([child(11, worker_id=1, running=(job,))])
+    assert verdict.pid == 11
+    assert verdict.reason == "job 42 (proj.slow) timed out after 2.0 s (its task's timeout is 2 s)"
 
 
-def test_a_job_past_its_task_timeout_gets_its_child_killed() -> None:
-    children = [child(11, worker_id=1), child(12, worker_id=2), child(13, worker_id=3)]
-    heartbeats = {
-        11: row(11, 1, current_job_id=41, current_task_name="proj.slow", current_job_run_s=1.6),
-        12: row(12, 2, current_job_id=42, current_task_name="proj.slow", current_job_run_s=0.9),
-        13: row(13, 3, current_job_id=43, current_task_name="proj.unlimited", current_job_run_s=1e6),
-    }
-    verdicts = find_overrunning_children(children, heartbeats, {"proj.slow": 1.0, "proj.unlimited": None})
-    assert verdicts == [Verdict(11, "job 41 (proj.slow) timed out after 2 s (its task's timeout is 1 s)")]
+def test_a_running_child_is_killed_before_its_lease_ends_even_while_the_database_is_down() -> None:
+    silent = child(11, worker_id=1, last_seen_at=NOW - (TIMEOUT_S - MARGIN_S) - 0.1, running=(running(7),))
+    just_in_time = child(12, worker_id=2, last_seen_at=NOW - (TIMEOUT_S - MARGIN_S) + 0.1, running=(running(8),))
+    [verdict] = kill([silent, just_in_time], database_reachable=False)
+    assert verdict.pid == 11
+    assert verdict.reason.startswith("no heartbeat for 25.1 s accepted by the database")
+    assert "lease on job 7" in verdict.reason
 
 
-def test_an_idle_child_or_an_unknown_task_never_times_out() -> None:
-    heartbeats = {11: row(11, 1), 12: row(12, 2, current_job_id=5, current_task_name="gone", current_job_run_s=1e6)}
-    assert find_overrunning_children([child(11), child(12)], heartbeats, {"proj.slow": 1.0}) == []
+def test_an_idle_silent_child_is_hung_only_while_the_database_answers() -> None:
+    idle = child(11, worker_id=1, last_seen_at=NOW - TIMEOUT_S - 1)
+    assert kill([idle], database_reachable=False) == []  # an outage: silence is expected
+    [verdict] = kill([idle])
+    assert verdict.reason == f"no heartbeat for 31 s (heartbeat timeout {TIMEOUT_S:g} s)"
+
+
+def test_a_child_that_never_registered_is_killed_after_the_timeout() -> None:
+    assert kill([child(11, last_seen_at=NOW - 29)]) == []
+    [verdict] = kill([child(11, last_seen_at=NOW - 31)])
+    assert verdict.reason == f"did not register its worker within {TIMEOUT_S:g} s"
+
+
+def test_children_being_killed_are_left_alone_and_stopping_ones_only_for_their_jobs() -> None:
+    killed = child(11, last_seen_at=NOW - 100, kill_reason="already")
+    stopping_idle = child(12, worker_id=2, last_seen_at=NOW - 100, stop_deadline=NOW + 5)
+    stopping_running = child(13, worker_id=3, last_seen_at=NOW - 100, stop_deadline=NOW + 5, running=(running(),))
+    assert [verdict.pid for verdict in kill([killed, stopping_idle, stopping_running])] == [13]
+
+
+def test_the_next_kill_deadline_is_the_soonest_lease_end_or_job_deadline() -> None:
+    children = [
+        child(11, worker_id=1, last_seen_at=NOW, running=(running(started_at=NOW, timeout_s=60),)),
+        child(12, worker_id=2, last_seen_at=NOW - 10, running=(running(started_at=NOW, timeout_s=3),)),
+        child(13, worker_id=3, last_seen_at=NOW - 20),  # idle: no deadline of its own
+    ]
+    assert next_kill_deadline(children, TIMEOUT_S, MARGIN_S) == NOW + 3
+    assert next_kill_deadline(children[:1], TIMEOUT_S, MARGIN_S) == NOW + TIMEOUT_S - MARGIN_S
+    assert next_kill_deadline(children[2:], TIMEOUT_S, MARGIN_S) == math.inf
+
+
+def test_reports_tell_a_child_its_worker_heartbeats_and_jobs() -> None:
+    started = child(11, last_seen_at=NOW - 20)
+    registered = started.noting(reports.Registered(worker_id=5, sent_at=NOW - 19))
+    assert (registered.worker_id, registered.last_seen_at) == (5, NOW - 19)
+    beating = registered.noting(reports.HeartbeatAccepted(NOW - 2)).noting(reports.HeartbeatAccepted(NOW - 9))
+    assert beating.last_seen_at == NOW - 2  # a late answer to an older heartbeat proves nothing newer
+    busy = beating.noting(reports.JobStarted(7, "proj.task", NOW - 1, 5.0))
+    assert busy.running == (RunningJob(7, "proj.task", NOW - 1, 5.0),) and busy.running[0].deadline == NOW + 4
+    assert busy.noting(reports.JobFinished(7)).running == ()
 
 
 def test_early_exits_count_up_and_start_over_after_a_stable_child() -> None:
@@ -103,14 +132,6 @@ def test_respawn_delay_grows_from_the_second_early_exit_and_is_capped() -> None:
 @pytest.mark.parametrize(("failures", "delay_s"), [(0, 0.0), (1, 0.5), (2, 1.0), (4, 4.0), (5, 8.0), (6, 10.0), (10_000, 10.0)])
 def test_database_retries_back_off(failures: int, delay_s: float) -> None:
     assert database_retry_delay_s(failures) == delay_s
-
-
-def test_heartbeats_tell_each_child_its_worker_id_and_when_it_was_last_seen() -> None:
-    children = {11: child(11, last_seen_at=NOW - 20), 12: child(12, last_seen_at=NOW - 20), 13: child(13, last_seen_at=NOW - 20)}
-    noted = note_heartbeats(children, {11: row(11, 1, age_s=2), 12: row(12, 2, age_s=31)}, NOW, TIMEOUT_S)
-    assert (noted[11].worker_id, noted[11].last_seen_at) == (1, NOW)
-    assert (noted[12].worker_id, noted[12].last_seen_at) == (2, NOW - 20)  # a stale beat is no sign of life
-    assert noted[13] == children[13]
 
 
 def test_the_database_link_reports_an_outage_once_and_backs_off() -> None:

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Iterator
@@ -274,7 +275,9 @@ def test_the_job_keeps_the_attempt_limit_it_was_deferred_with(task_manager: cabb
     assert (memory.jobs[0].status, memory.jobs[0].attempts) == (Status.FAILED, 2)
 
 
-def test_a_base_exception_is_not_caught_and_the_job_is_taken_back(task_manager: cabbage.TaskManager, memory: RecordingStore) -> None:
+def test_keyboard_interrupt_in_a_task_fails_its_job_then_stops_a_worker_run_by_hand(
+    task_manager: cabbage.TaskManager, memory: RecordingStore
+) -> None:
     @task_manager.task(retry=1)
     def interrupted() -> None:
         raise KeyboardInterrupt
@@ -284,9 +287,32 @@ def test_a_base_exception_is_not_caught_and_the_job_is_taken_back(task_manager: 
         cabbage.Worker(task_manager).process_jobs()
 
     job = memory.jobs[0]
-    assert (job.status, job.attempts, job.worker_id) == (Status.TODO, 1, None)
-    assert job.last_error.message == "worker lost: interrupted by KeyboardInterrupt"  # type: ignore[union-attr]
+    # Recorded as the task's own failure, then raised again: Ctrl-C still stops the worker.
+    assert (job.status, job.attempts) == (Status.FAILED, 1)
+    assert job.last_error.type == "KeyboardInterrupt"  # type: ignore[union-attr]
     assert memory.list_workers() == []
+
+
+def test_keyboard_interrupt_and_system_exit_fail_their_jobs_and_the_worker_goes_on(
+    write_alphabet: cabbage.Task, task_manager: cabbage.TaskManager, memory: RecordingStore, recorded: list[Any]
+) -> None:
+    @task_manager.task
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    @task_manager.task
+    def exits() -> None:
+        sys.exit(3)
+
+    first, second = interrupted.defer(), exits.defer()
+    write_alphabet.defer("a")
+    # As in the supervisor's children, which ignore Ctrl-C: a KeyboardInterrupt is the task's own.
+    assert cabbage.Worker(task_manager, stop_on_keyboard_interrupt=False).process_jobs() == 3
+    assert [(job.status, job.last_error and job.last_error.type) for job in map(memory.get_job, (first, second))] == [  # type: ignore[union-attr]
+        (Status.FAILED, "KeyboardInterrupt"),
+        (Status.FAILED, "SystemExit"),
+    ]
+    assert recorded == ["a"]
 
 
 # -- jobs the worker cannot run ----------------------------------------------------------------------
@@ -640,9 +666,11 @@ def test_a_failing_heartbeat_is_logged_and_retried(events: list[dict[str, Any]])
     registered_at = memory.list_workers()[0].last_heartbeat_at
     with running(HeartbeatThread(memory, worker_id, interval_s=0.01)):
         wait_for(lambda: memory.list_workers()[0].last_heartbeat_at > registered_at, 5, "a heartbeat after the failures")
-    failed = named(events, "heartbeat_failed")
-    assert len(failed) == 2
-    assert (failed[0]["log_level"], failed[0]["error_type"], failed[0]["worker_id"]) == ("warning", "ConnectionError", worker_id)
+    # One line when the failures start, one when a heartbeat is accepted again.
+    [failed] = named(events, "heartbeat_failed")
+    assert (failed["log_level"], failed["error_type"], failed["worker_id"]) == ("warning", "ConnectionError", worker_id)
+    [resumed] = named(events, "heartbeat_resumed")
+    assert (resumed["log_level"], resumed["worker_id"]) == ("info", worker_id)
 
 
 def test_the_heartbeat_logger_carries_the_starting_threads_context(events: list[dict[str, Any]]) -> None:
