@@ -122,3 +122,33 @@ if os.environ.get("CRASH_CHILDREN"):
     assert len(exits) <= 2 * len(delays) + 2
     assert elapsed_since(started) < 10
     assert supervisor.process.poll() is None  # the master stays up through it
+
+
+BROKEN_ERROR_TASKS = """
+class UnshowableError(Exception):
+    def __str__(self):
+        raise RuntimeError("__str__ is broken")
+
+
+@task_manager.task
+def fragile(n):
+    raise UnshowableError(n)
+
+
+@task_manager.task
+def after(n):
+    record("after", n=n, pid=os.getpid())
+"""
+
+
+def test_an_exception_that_cannot_be_shown_fails_its_job_and_the_worker_goes_on(start_supervisor: Start, jobs: Jobs) -> None:
+    supervisor = start_supervisor(BROKEN_ERROR_TASKS, defaults=("--workers", "1"))
+    [child] = supervisor.wait_for_children(1)
+    failed = jobs.defer("fragile", 1)
+    wait_for(lambda: jobs.status(failed) is Status.FAILED, 10, "the job to fail", context=supervisor.last_log_lines)
+    jobs.defer("after", 2)
+    ran = supervisor.wait_for_task_event("after", n=2)
+    error = jobs.get(failed).last_error
+    assert error is not None and error.type == "acceptance_tasks.UnshowableError"  # not WorkerLost
+    assert ran["pid"] == child  # the same worker process ran the next job
+    assert supervisor.children() == [child] and not supervisor.events("worker_exited")

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import pytest
 
 from supervisor import exit_codes
-from tests.acceptance.supervisor_process import SupervisorProcess
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, title_of
 
 Start = Callable[..., SupervisorProcess]
 
@@ -47,12 +47,17 @@ def next_message(server: socket.socket, wanted: str, timeout_s: float = 10) -> d
     raise AssertionError(f"no {wanted} within {timeout_s} s")
 
 
-def test_ready_watchdog_reloading_and_stopping(start_supervisor: Start, notify_socket: tuple[socket.socket, str]) -> None:
+def test_ready_watchdog_reloading_and_stopping(
+    start_supervisor: Start, notify_socket: tuple[socket.socket, str], jobs: Jobs
+) -> None:
     server, address = notify_socket
     supervisor = start_supervisor(TASKS, env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"})
     ready = next_message(server, "READY=1")
     assert ready["STATUS"] == "2 of 2 workers running"
-    assert len(supervisor.children()) == 2  # READY once the children run
+    assert len(supervisor.children()) == 2
+    # READY once the children registered their workers: they take jobs from then on.
+    assert len(jobs.store.list_workers()) == 2
+    assert title_of(supervisor.pid).endswith("(2 workers)")
     next_message(server, "WATCHDOG=1", timeout_s=2)
     next_message(server, "WATCHDOG=1", timeout_s=2)  # again, every half period
 
