@@ -1,12 +1,14 @@
 """Worker: the fetch-execute loop, one step (``process_next_job``) and two ways to repeat it.
 
-``process_jobs()`` repeats the step until no job is due (the how-to's testing snippet);
-``run()`` repeats it until ``stop()``, waiting for a notification or the poll interval in
-between. Each attempt runs inside the job's bound log context, ends with one log line, and is
-finished by its owner only (the fence of ARCHITECTURE invariant 5). The loop knows the JobStore
-contract, never a particular store.
+``process_jobs()`` runs jobs until none is due (the how-to's testing snippet); ``run()`` runs
+them until ``stop()``, waiting for a notification or the poll interval in between. With
+``concurrency`` M, up to M attempts run at once: ``def`` tasks on a pool of M threads, ``async
+def`` tasks on one event loop (``cabbage.executors``); a claim takes up to the free slots, and
+each outcome is recorded by this loop, fenced by its attempt (ARCHITECTURE invariant 5). With
+M = 1 a ``def`` task runs in the worker's own thread. The loop knows the JobStore contract,
+never a particular store.
 
-A lost database connection changes no outcome: the worker keeps the outcome of the attempt it
+A lost database connection changes no outcome: the worker keeps the outcomes of the attempts it
 ran and the jobs it holds, and tries the call again (``cabbage.outages``) until the database
 answers; a call whose commit the loss may have hidden is checked against the job's row before
 it is tried again. It claims nothing while its lease (``cabbage.lease``) is short.
@@ -17,20 +19,20 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import reprlib
+import queue
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import structlog
 
 from cabbage import outages
-from cabbage.exceptions import DatabaseUnavailable, TaskNotFound
+from cabbage.attempts import Attempt, is_async
+from cabbage.exceptions import DatabaseUnavailable
+from cabbage.executors import InlineExecutor, LoopExecutor, ThreadExecutor
 from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HeartbeatThread, register_worker
-from cabbage.jobs import Job, JobError, Outcome, Status
+from cabbage.jobs import Job, Outcome, Status
 from cabbage.lease import Lease, margin_for
-from cabbage.retry import RetryPolicy
 from cabbage.store import JobStore
-from cabbage.task_errors import describe_exception
 
 if TYPE_CHECKING:
     from cabbage.manager import TaskManager
@@ -41,35 +43,41 @@ T = TypeVar("T")
 
 # How long a stopping worker keeps trying to give its jobs back through an outage.
 WRAP_UP_S = 5.0
-
-# What a task may raise and still have its attempt recorded as failed: a task that calls
-# sys.exit() or raises KeyboardInterrupt itself fails its job; the worker goes on.
-TASK_EXCEPTIONS = (Exception, KeyboardInterrupt, SystemExit)
+MAX_CONCURRENCY = 10_000
 
 
-class UnrunnableJob(Exception):
-    """A job this worker cannot run at all (unknown task, undecodable arguments)."""
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """An attempt in flight: its job, when it began (monotonic), the deadline of a ``def`` task
+    run in a thread (which cannot be stopped), and whether it passed that deadline."""
 
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error = JobError(error_type, message)
+    job: Job
+    began_at: float
+    deadline: float | None = None
+    overran: bool = False
 
 
 class Worker:
     """Runs the jobs of a TaskManager's store.
 
-    ``queues``: the queues to take jobs from (None: all). ``worker_id``: a row the caller
-    registered (the supervisor's child, which passes its ``lease`` too); without it the worker
-    registers itself for the duration of ``run()`` or ``process_jobs()``, heartbeats every
-    ``heartbeat_interval_s``, and unregisters at the end. ``batch_size``: how many jobs one
-    claim reserves. ``on_job_started`` / ``on_job_finished`` are called with each job around
-    its attempt, ``on_task_returned`` as soon as the task's function returned or raised (its
-    outcome may still be on its way to the database). A KeyboardInterrupt raised inside a task fails its job and, unless
+    ``queues``: the queues to take jobs from (None: all). ``concurrency``: how many attempts run
+    at once (threads for ``def`` tasks, one event loop for ``async def`` ones). ``worker_id``: a
+    row the caller registered (the supervisor's child, which passes its ``lease`` too); without
+    it the worker registers itself for the duration of ``run()`` or ``process_jobs()``,
+    heartbeats every ``heartbeat_interval_s``, and unregisters at the end. ``batch_size``: how
+    many jobs one claim reserves when the concurrency is 1 (with more, a claim takes the free
+    slots). Hooks, each called in the worker loop's thread: ``on_job_started`` and
+    ``on_job_finished`` around each attempt, ``on_task_returned`` once its task returned (its
+    outcome may still be on its way to the database), ``on_overrun`` when the only attempts left
+    are ``def`` tasks of threads past their ``timeout=`` (a thread cannot be stopped: the
+    supervisor's child then exits, to be replaced; without the hook they run on, logged once as
+    ``job_timed_out``). A KeyboardInterrupt raised inside a task fails its job and, unless
     ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is
-    raised again once the outcome is recorded, so that Ctrl-C still stops a worker run by hand.
+    raised again once the outcomes in flight are recorded, so that Ctrl-C stops a worker run by
+    hand.
 
-    >>> cabbage.Worker(task_manager).process_jobs()          # every job due now, then return
-    >>> cabbage.Worker(task_manager, queues=["queue"]).run()  # until stop()
+    >>> cabbage.Worker(task_manager).process_jobs()                   # every job due now, then return
+    >>> cabbage.Worker(task_manager, queues=["queue"], concurrency=20).run()  # until stop()
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class Worker:
         task_manager: "TaskManager",
         queues: Sequence[str] | None = None,
         *,
+        concurrency: int = 1,
         worker_id: int | None = None,
         lease: Lease | None = None,
         poll_interval_s: float = 5.0,
@@ -86,11 +95,14 @@ class Worker:
         heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
         stop_on_keyboard_interrupt: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}")
         self.task_manager = task_manager
         self.store: JobStore = task_manager.store
         self.queues = None if queues is None else list(queues)
+        self.concurrency = concurrency
         self.worker_id = worker_id
         self.lease = lease
         self.poll_interval_s = poll_interval_s
@@ -102,24 +114,37 @@ class Worker:
         self.on_job_started: Callable[[Job], None] | None = None
         self.on_job_finished: Callable[[Job], None] | None = None
         self.on_task_returned: Callable[[Job], None] | None = None
+        self.on_overrun: Callable[[Sequence[Job]], None] | None = None
         self._stopping = False
         self._jobs_left: int | None = None  # run(max_jobs=...)'s budget
-        self._next_job: Job | None = None  # started by finish_and_start, runs next
+        self._started: collections.deque[Job] = collections.deque()  # begun by a claim or a finish, to run next
         self._reserved: collections.deque[Job] = collections.deque()  # claimed, not started
         self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
-        self._current_job: Job | None = None
+        self._running: dict[int, Running] = {}  # job id -> the attempt in flight
+        self._ended: queue.SimpleQueue[Attempt] = queue.SimpleQueue()  # attempts whose outcome is to record
+        self._interrupt: KeyboardInterrupt | None = None
+        self._overrun_reported = False
+        self._recording: int | None = None  # the job whose outcome is being recorded
         self._outage = outages.Outage(log, role_of_calls="worker")
+        self._inline = InlineExecutor(task_manager)
+        self._threads: ThreadExecutor | None = None
+        self._loop = LoopExecutor(task_manager)
 
     # -- control -------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stops taking jobs; the current job finishes. Safe from a signal handler."""
+        """Stops taking jobs; the attempts in flight finish. Safe from a signal handler."""
         self._stopping = True
         self.store.interrupt_wait()
 
     @property
     def is_stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def running_count(self) -> int:
+        """Attempts in flight now."""
+        return len(self._running)
 
     def _is_stopping(self) -> bool:
         return self._stopping
@@ -129,63 +154,108 @@ class Worker:
     def process_next_job(self) -> bool:
         """Claims one due job, runs it, records the outcome; False when none was due."""
         if self.worker_id is None:
-            with self._registration():
-                return self.process_next_job()
-        job = self._take_next_job()
-        if job is None:
+            # Registered for this one job: its finish claims nothing more, as nothing would run it.
+            budget, self._jobs_left = self._jobs_left, 1
+            try:
+                with self._registration():
+                    return self.process_next_job()
+            finally:
+                self._jobs_left = budget
+        job = self._take_jobs(1)
+        if not job:
             return False
-        self._run_job(job)
+        self._begin(job[0])
+        while self._running:
+            self._record(self._ended.get())
+        self._raise_interrupt()
         return True
 
     def process_jobs(self) -> int:
-        """Runs every job due now, in order, then returns how many ran.
+        """Runs every job due now, up to ``concurrency`` at once, then returns how many ran.
 
         >>> cabbage.Worker(task_manager).process_jobs()
         """
-        count = 0
         self._claim_found_nothing = False  # a previous loop's: not this one's
         with self._registration():
-            while self._may_take_job() and self.process_next_job():
-                count += 1
-        return count
+            return self._work(until_idle=True)
 
     def run(self, max_jobs: int | None = None) -> None:
-        """Runs jobs until ``stop()`` (or after ``max_jobs`` jobs), waiting when none is due."""
+        """Runs jobs until ``stop()`` (or after ``max_jobs`` jobs), waiting when none is due; the
+        attempts in flight finish before it returns."""
         self._jobs_left = max_jobs
         self._claim_found_nothing = False  # a previous loop's: not this one's
-        count = 0
         with self._registration():
-            log.info("worker_started", worker_id=self.worker_id, queues=self.queues, batch_size=self.batch_size)
+            log.info("worker_started", worker_id=self.worker_id, queues=self.queues, batch_size=self.batch_size,
+                     concurrency=self.concurrency)  # fmt: skip
             # Listen before the first claim: a job deferred between an empty claim and the
             # first wait would otherwise sleep through a whole poll interval.
             self._wait_for_jobs(0)
             try:
-                while self._may_take_job():
-                    if self.process_next_job():
-                        count += 1
-                    elif not self._stopping:
-                        self._wait_for_jobs(self.poll_interval_s)
+                count = self._work(until_idle=False)
                 reason = "stop requested" if self._stopping else "max_jobs reached"
                 log.info("worker_stopping", worker_id=self.worker_id, reason=reason, jobs_run=count)
             finally:
                 self._jobs_left = None
         log.info("worker_exited", worker_id=self.worker_id, jobs_run=count)
 
+    def _work(self, *, until_idle: bool) -> int:
+        """Begins attempts while slots are free and jobs are due, records each outcome as its
+        attempt ends, and waits in between; returns how many attempts it began. Ends when no job
+        is due and none runs (``until_idle``), or once stopped or out of budget and none runs."""
+        count = 0
+        try:
+            while True:
+                self._record_ended()
+                self._watch_deadlines()
+                begun = self._begin_what_fits()
+                count += begun
+                if begun:
+                    continue
+                if self._running:
+                    self._wait_for_an_end()
+                elif until_idle or not self._may_take_job():
+                    break
+                else:
+                    self._wait_for_jobs(self.poll_interval_s)
+        finally:
+            self._close_executors()
+        self._raise_interrupt()
+        return count
+
     def _may_take_job(self) -> bool:
-        if self._next_job is not None:
-            return True  # its attempt has begun: it runs even when stopping
+        if self._started:
+            return True  # their attempts have begun: they run even when stopping
         return not self._stopping and (self._jobs_left is None or self._jobs_left > 0)
 
+    def _free_slots(self) -> int:
+        return self.concurrency - len(self._running)
+
     def _wait_for_jobs(self, timeout_s: float) -> None:
-        """Waits for a notification; an outage shortens it to one retry of the connection (the
-        next claim tries the database again), so a worker is never stuck waiting on a dead one."""
+        """Waits for a notification (or an attempt's end, which interrupts the wait); an outage
+        shortens it: the next claim rides the outage out with its backoff."""
         try:
             self.store.wait_for_jobs(self.queues, timeout_s)
         except DatabaseUnavailable as exc:
             self._outage.failed(exc)
-            # The next claim rides the outage out with its backoff; this only keeps a worker
-            # whose LISTEN alone fails from spinning.
+            # Only keeps a worker whose LISTEN alone fails from spinning.
             time.sleep(min(timeout_s, outages.FIRST_DELAY_S))
+
+    def _wait_for_an_end(self) -> None:
+        """Waits for an attempt to end, a job to be deferred when a slot is free, or a thread's
+        deadline, whichever comes first."""
+        timeout_s = self._until_next_deadline()
+        if self._free_slots() > 0 and self._may_take_job():
+            self._wait_for_jobs(timeout_s)  # an attempt's end interrupts it
+            return
+        try:
+            self._record(self._ended.get(timeout=timeout_s))
+        except queue.Empty:
+            pass  # a deadline: the loop looks at it next
+
+    def _raise_interrupt(self) -> None:
+        interrupt, self._interrupt = self._interrupt, None
+        if interrupt is not None:
+            raise interrupt
 
     # -- registration --------------------------------------------------------------------------
 
@@ -219,14 +289,15 @@ class Worker:
     def _unregister(self, interruption: BaseException | None) -> None:
         assert self.worker_id is not None
         worker_id, self.worker_id = self.worker_id, None
-        was_interrupted = self._current_job is not None or self._next_job is not None
-        self._current_job = self._next_job = None
+        was_interrupted = bool(self._running or self._started or self._recording is not None)
+        self._running.clear()
+        self._started.clear()
         self._reserved.clear()  # unregistering and reclaiming both give reserved jobs back
         if not was_interrupted:
             self._for_a_while(lambda: self.store.unregister_worker(worker_id))
             return
-        # Interrupted mid-job (a BaseException out of the loop): take the job back now, as a
-        # supervisor would, rather than leave it doing without a worker row.
+        # Interrupted mid-job (a BaseException out of the loop): take the jobs back now, as a
+        # supervisor would, rather than leave them doing without a worker row.
         reason = f"interrupted by {type(interruption).__name__}" if interruption else "interrupted"
         self.store.reclaim_jobs_of([worker_id], reason)
 
@@ -271,26 +342,40 @@ class Worker:
 
     # -- taking jobs ---------------------------------------------------------------------------
 
-    def _take_next_job(self) -> Job | None:
-        """The next started job: the one finish_and_start began, a reserved one, or a new claim."""
+    def _begin_what_fits(self) -> int:
+        """Begins attempts of started, reserved or newly claimed jobs while slots are free."""
+        begun = 0
+        while self._free_slots() > 0 and self._may_take_job():
+            jobs = self._take_jobs(self._free_slots())
+            if not jobs:
+                break
+            for job in jobs:
+                self._begin(job)
+                begun += 1
+        return begun
+
+    def _take_jobs(self, free: int) -> list[Job]:
+        """Started jobs to run, up to ``free``: those a finish began, reserved ones started now,
+        or a new claim's."""
         assert self.worker_id is not None
-        if self._next_job is not None:
-            job, self._next_job = self._next_job, None
-            return job
-        while self._reserved:
+        taken: list[Job] = []
+        while self._started and len(taken) < free:
+            taken.append(self._started.popleft())
+        while self._reserved and len(taken) < free and not self._stopping:
             # None: reclaimed since we reserved it (our heartbeat was late); skip it.
             started = self._start_reserved(self._reserved.popleft().id)
             if started is not None:
-                return started
+                taken.append(started)
+        if taken:
+            return taken
         if self._claim_found_nothing:
             self._claim_found_nothing = False
-            return None  # wait instead: a job deferred since then notifies
-        if self._stopping or not self._has_lease_for_a_claim():
-            return None
-        claimed = self._claim(self._claim_limit())
-        started = [job for job in claimed if job.started_at is not None]
-        self._reserved.extend(job for job in claimed if job.started_at is None)
-        return started[0] if started else None
+            return []  # wait instead: a job deferred since then notifies
+        if not self._may_take_job() or not self._has_lease_for_a_claim():
+            return []
+        claimed = self._claim(self._claim_limit(free))
+        self._take_over(claimed)
+        return [self._started.popleft()] if self._started else []
 
     def _claim(self, limit: int) -> list[Job]:
         """claim_jobs; after a lost connection, the jobs the lost claim may have committed are
@@ -302,12 +387,17 @@ class Worker:
         except DatabaseUnavailable as exc:
             self._outage.failed(exc)
         try:
-            held = self._until_it_answers(lambda: self.store.held_jobs(worker_id), self._is_stopping)
+            held = self._until_it_answers(lambda: self._unknown_held_jobs(worker_id), self._is_stopping)
             if held:
                 return held
             return self._until_it_answers(lambda: self.store.claim_jobs(worker_id, self.queues, limit=limit), self._is_stopping)
         except DatabaseUnavailable:
             return []  # stopping during an outage; what the lost claim took is reclaimed with this worker
+
+    def _unknown_held_jobs(self, worker_id: int) -> list[Job]:
+        """The jobs this worker holds that it does not know of (a lost call's commit)."""
+        known = {*self._running, *(job.id for job in self._started), *(job.id for job in self._reserved)}
+        return [job for job in self.store.held_jobs(worker_id) if job.id not in known]
 
     def _start_reserved(self, job_id: int) -> Job | None:
         """start_job; after a lost connection, the job's row says whether the lost start committed."""
@@ -326,67 +416,105 @@ class Worker:
         row = self.store.get_job(job_id)
         return row if row is not None and row.worker_id == worker_id and row.is_started else None
 
-    def _claim_limit(self) -> int:
-        """How many jobs the next claim may take: a batch, within run(max_jobs=...)'s budget."""
-        return self.batch_size if self._jobs_left is None else max(1, min(self.batch_size, self._jobs_left))
+    def _claim_limit(self, free: int) -> int:
+        """How many jobs a claim may take: a batch at concurrency 1, else the free slots; within
+        run(max_jobs=...)'s budget."""
+        limit = self.batch_size if self.concurrency == 1 else free
+        return limit if self._jobs_left is None else max(1, min(limit, self._jobs_left))
 
-    # -- one attempt ---------------------------------------------------------------------------
+    def _take_over(self, claimed: Sequence[Job]) -> None:
+        """Jobs a claim gave this worker: started ones run next, reserved ones after."""
+        known = {job.id for job in self._reserved} | {job.id for job in self._started}
+        for job in claimed:
+            if job.id in known or job.id in self._running:
+                continue
+            (self._started if job.started_at is not None else self._reserved).append(job)
 
-    def _run_job(self, job: Job) -> None:
-        self._current_job = job  # until its outcome is recorded
+    # -- attempts ------------------------------------------------------------------------------
+
+    def _begin(self, job: Job) -> None:
+        """Hands a started job to its executor; its end is recorded by ``_record``."""
         if self._jobs_left is not None:
             self._jobs_left -= 1
+        is_coroutine = is_async(self.task_manager, job)
+        task = self.task_manager.tasks.get(job.task_name)
+        threaded = self.concurrency > 1 and not is_coroutine
+        deadline = time.monotonic() + task.timeout_s if threaded and task is not None and task.timeout_s else None
+        self._running[job.id] = Running(job, time.monotonic(), deadline)
+        context = {**structlog.contextvars.get_contextvars(), "worker_id": self.worker_id}
         with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
             if self.on_job_started is not None:
                 self.on_job_started(job)
-            outcome, interrupt = self._attempt(job)
+        if is_coroutine or threaded:
+            (self._loop if is_coroutine else self._thread_pool()).submit(job, context, self._ended_elsewhere)
+        else:
+            # Ends before submit returns: nothing to wake, and no wake-up left pending for the
+            # next wait (it would cost a claim that finds nothing).
+            self._inline.submit(job, context, self._ended.put)
+
+    def _thread_pool(self) -> ThreadExecutor:
+        if self._threads is None:
+            self._threads = ThreadExecutor(self.task_manager, self.concurrency)
+        return self._threads
+
+    def _ended_elsewhere(self, attempt: Attempt) -> None:
+        # Called in the attempt's thread (or the event loop's): hand it over, wake the loop.
+        self._ended.put(attempt)
+        self.store.interrupt_wait()
+
+    def _record_ended(self) -> None:
+        while True:
+            try:
+                attempt = self._ended.get_nowait()
+            except queue.Empty:
+                return
+            self._record(attempt)
+
+    def _record(self, attempt: Attempt) -> None:
+        job = attempt.job
+        if job.id not in self._running:
+            return  # the outcome of an attempt given up for its timeout: its process is replaced
+        with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
             if self.on_task_returned is not None:
                 self.on_task_returned(job)
-            self._finish(job, outcome)
-            self._current_job = None
+            # Out of the running set first: the finish may claim this very job again (a retry due now).
+            del self._running[job.id]
+            self._recording = job.id
+            try:
+                self._finish(job, attempt.outcome)
+            finally:
+                self._recording = None
             if self.on_job_finished is not None:
                 self.on_job_finished(job)
-        if interrupt is not None:
-            raise interrupt  # Ctrl-C of a worker run by hand: its job's outcome is recorded
+        if attempt.interrupt is not None and self.stop_on_keyboard_interrupt:
+            self._interrupt = attempt.interrupt  # raised once the attempts in flight are recorded
+            self._stopping = True
 
-    def _attempt(self, job: Job) -> tuple[Outcome, KeyboardInterrupt | None]:
-        """Calls the task and turns what happened into an Outcome, logging one line for it; also
-        the KeyboardInterrupt the worker must raise again once the outcome is recorded."""
-        log.info("job_started")
-        started = time.perf_counter()
-        try:
-            task, args, kwargs = self._resolve(job)
-        except UnrunnableJob as exc:
-            log.error("job_failed", error_type=exc.error.type, error=exc.error.message, duration_ms=_ms_since(started))
-            return Outcome.failed(exc.error), None
-        try:
-            task.func(*args, **kwargs)
-        except TASK_EXCEPTIONS as exc:  # the boundary around the user's code
-            interrupt = exc if isinstance(exc, KeyboardInterrupt) and self.stop_on_keyboard_interrupt else None
-            return self._failed_attempt(job, task.retry_policy, exc, started), interrupt
-        log.info("job_succeeded", duration_ms=_ms_since(started))
-        return Outcome.succeeded(), None
+    # -- deadlines of threads ------------------------------------------------------------------
 
-    def _resolve(self, job: Job) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-        try:
-            task = self.task_manager.get_task(job.task_name)
-        except TaskNotFound as exc:
-            raise UnrunnableJob("TaskNotFound", str(exc)) from None
-        args, kwargs = _decode_arguments(job)
-        return task, args, kwargs
+    def _until_next_deadline(self) -> float:
+        deadlines = [running.deadline for running in self._running.values() if running.deadline and not running.overran]
+        if not deadlines:
+            return self.poll_interval_s
+        return max(0.0, min(min(deadlines) - time.monotonic(), self.poll_interval_s))
 
-    def _failed_attempt(self, job: Job, policy: RetryPolicy, exc: BaseException, started: float) -> Outcome:
-        error = describe_exception(exc)
-        if policy.max_attempts != job.max_attempts:
-            # The job keeps the limit it was deferred with, as reclaim does.
-            policy = dataclasses.replace(policy, max_attempts=job.max_attempts)
-        retry_in_s = policy.retry_in_s(job.attempts, exc)
-        fields = {"error_type": error.type, "error": error.message, "duration_ms": _ms_since(started), "exc_info": exc}
-        if retry_in_s is None:
-            log.error("job_failed", **fields)
-            return Outcome.failed(error)
-        log.warning("job_retry_scheduled", retry_in_s=retry_in_s, **fields)
-        return Outcome.retry(error, retry_in_s)
+    def _watch_deadlines(self) -> None:
+        """A ``def`` task in a thread past its timeout cannot be stopped: the worker takes no more
+        jobs, and once the others are recorded, ``on_overrun`` decides (the supervisor's child
+        exits and its master reclaims the overrun jobs)."""
+        if not any(running.deadline for running in self._running.values()):
+            return
+        now = time.monotonic()
+        for job_id, running in list(self._running.items()):
+            if running.deadline is not None and not running.overran and now >= running.deadline:
+                self._running[job_id] = dataclasses.replace(running, overran=True)
+                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **running.job.log_context()):
+                    log.warning("job_timed_out", run_s=round(now - running.began_at, 1))
+                self._stopping = self.on_overrun is not None
+        overran = [running.job for running in self._running.values() if running.overran]
+        if overran and len(overran) == len(self._running) and self.on_overrun is not None and not self._overrun_reported:
+            self._overrun_reported = True
+            self.on_overrun(overran)
 
     # -- recording the outcome -----------------------------------------------------------------
 
@@ -402,18 +530,23 @@ class Worker:
         if not is_finished:
             log.warning("job_fence_lost", outcome=outcome.status.value)
 
+    def _free_slots_after(self) -> int:
+        """The slots free once the attempt being recorded is over (it left the running set)."""
+        return self._free_slots() - len(self._started)
+
     def _finish_once(self, job: Job, outcome: Outcome) -> bool:
         assert self.worker_id is not None
-        if self._reserved and self._may_take_job():
+        if self._reserved and self._may_take_job() and not self._stopping and self._free_slots_after() > 0:
             next_job_id = self._reserved[0].id
-            is_finished, self._next_job = self.store.finish_and_start(
-                job.id, self.worker_id, job.attempts, outcome, next_job_id
-            )
+            is_finished, started = self.store.finish_and_start(job.id, self.worker_id, job.attempts, outcome, next_job_id)
             self._reserved.popleft()
+            if started is not None:
+                self._started.append(started)
             return is_finished
-        if self._may_take_job() and not self._stopping and self._lease_allows_claim():
+        free = self._free_slots_after()
+        if self._may_take_job() and not self._stopping and free > 0 and self._lease_allows_claim():
             is_finished, claimed = self.store.finish_and_claim(
-                job.id, self.worker_id, job.attempts, outcome, self.queues, self._claim_limit()
+                job.id, self.worker_id, job.attempts, outcome, self.queues, self._claim_limit(free)
             )
             self._claim_found_nothing = is_finished and not claimed
             self._take_over(claimed)
@@ -435,27 +568,28 @@ class Worker:
         self._outage.failed(lost)
 
         def finish() -> bool:
-            held = [held_job for held_job in self.store.held_jobs(worker_id) if held_job.id != job.id]
+            held = [held_job for held_job in self._unknown_or_waiting_held_jobs(worker_id) if held_job.id != job.id]
             if self.store.finish_job(job.id, worker_id, job.attempts, outcome):
                 is_finished = True
             else:
                 is_finished = _holds_outcome(self.store.get_job(job.id), job, outcome)
-            self._next_job = None
+            self._started.clear()
             self._reserved.clear()
             self._take_over(held)
             return is_finished
 
         return self._until_it_answers(finish)
 
-    def _take_over(self, claimed: Sequence[Job]) -> None:
-        """Jobs a claim gave this worker: the started one runs next, the reserved ones after."""
-        known = {reserved.id for reserved in self._reserved}
-        for claimed_job in claimed:
-            if claimed_job.started_at is not None:
-                if self._next_job is None:
-                    self._next_job = claimed_job
-            elif claimed_job.id not in known:
-                self._reserved.append(claimed_job)
+    def _unknown_or_waiting_held_jobs(self, worker_id: int) -> list[Job]:
+        """The jobs this worker holds but does not run: as the rows say, which a lost call may
+        have changed (a reserved job started, jobs claimed)."""
+        return [held for held in self.store.held_jobs(worker_id) if held.id not in self._running]
+
+    def _close_executors(self) -> None:
+        if self._threads is not None and not any(running.overran for running in self._running.values()):
+            self._threads.close()
+            self._threads = None
+        self._loop.close()
 
 
 def _holds_outcome(row: Job | None, attempt_job: Job, outcome: Outcome) -> bool:
@@ -471,21 +605,3 @@ def _holds_outcome(row: Job | None, attempt_job: Job, outcome: Outcome) -> bool:
         return row.status is Status.FAILED and row.attempts == attempt_job.attempts and ours
     # A retry: back in line with our error, or already taken by the next attempt.
     return ours and (row.attempts > attempt_job.attempts or row.status is Status.TODO)
-
-
-def _decode_arguments(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A job's positional and keyword arguments; a JSON object stored in ``args`` is kwargs."""
-    kwargs = job.kwargs
-    if not isinstance(kwargs, Mapping) or not all(isinstance(name, str) for name in kwargs):
-        raise UnrunnableJob("UndecodableArguments", f"kwargs of job {job.id} must be a JSON object, got {reprlib.repr(kwargs)}")
-    if isinstance(job.args, Mapping):
-        if not all(isinstance(name, str) for name in job.args):
-            raise UnrunnableJob("UndecodableArguments", f"args of job {job.id} has non-string keys: {reprlib.repr(job.args)}")
-        return (), {**job.args, **kwargs}
-    if isinstance(job.args, (list, tuple)):
-        return tuple(job.args), dict(kwargs)
-    raise UnrunnableJob("UndecodableArguments", f"args of job {job.id} must be a JSON array or object, got {reprlib.repr(job.args)}")
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import Any
+from typing import Sequence
 
 import structlog
 
@@ -27,6 +27,7 @@ from cabbage.heartbeat import HeartbeatThread
 from cabbage.jobs import Job
 from cabbage.lease import Lease, margin_for
 from cabbage.store import JobStore
+from cabbage.attempts import is_async
 from cabbage.worker import Worker
 from supervisor import exit_codes, proctitle, reports, signals
 from supervisor.app_import import LoadedApp
@@ -37,6 +38,10 @@ log = structlog.get_logger()
 # How a child's two sessions are named in pg_stat_activity (the master's: supervisor.cli).
 WORKER_SESSION_NAME = "cabbage-worker"
 HEARTBEAT_SESSION_NAME = "cabbage-heartbeat"
+
+# An async task is cancelled by its child at its timeout; its master kills the child only if the
+# task has not given way this long after (a coroutine that blocks its event loop).
+ASYNC_CANCEL_GRACE_S = 5.0
 
 # Registration rides out an outage with these delays; a server without a free connection slot
 # is tried CONNECTION_SLOT_TRIES times, then the child exits and its master respawns it later.
@@ -78,6 +83,7 @@ class Child:
     report_fd: int = -1  # the read end of its report pipe (supervisor.reports)
     worker_id: int | None = None  # its row in cabbage_workers, once it reported registering
     running: tuple[RunningJob, ...] = ()
+    overran: tuple[int, ...] = ()  # jobs it reported past their timeout, with no thread to stop them
     stop_deadline: float | None = None  # set when asked to stop (TERM): SIGKILL after it
     kill_reason: str | None = None  # set when the master SIGKILLed it: why, for its jobs' errors
 
@@ -91,6 +97,8 @@ class Child:
             return dataclasses.replace(self, worker_id=report.worker_id, last_seen_at=max(self.last_seen_at, report.sent_at))
         if isinstance(report, reports.HeartbeatAccepted):
             return dataclasses.replace(self, last_seen_at=max(self.last_seen_at, report.sent_at))
+        if isinstance(report, reports.JobsOverran):
+            return dataclasses.replace(self, overran=(*self.overran, *report.job_ids))
         if isinstance(report, reports.JobStarted):
             job = RunningJob(report.job_id, report.task_name, report.started_at, report.timeout_s)
             return dataclasses.replace(self, running=(*self.running, job))
@@ -257,14 +265,16 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: r
     lease = Lease(config.heartbeat_timeout_s, margin_s, on_renewed=lambda at: reporter.send(reports.HeartbeatAccepted(at)))
     lease.renew(sent_at)
     worker = Worker(
-        task_manager, config.queues, worker_id=worker_id, lease=lease, batch_size=config.batch_size,
-        hostname=setup.hostname, stop_on_keyboard_interrupt=False,  # Ctrl-C is the master's, not ours
+        task_manager, config.queues, concurrency=config.concurrency, worker_id=worker_id, lease=lease,
+        batch_size=config.batch_size, hostname=setup.hostname,
+        stop_on_keyboard_interrupt=False,  # Ctrl-C is the master's, not ours
     )  # fmt: skip
-    worker.on_job_started = lambda job: _on_job_started(worker_number, job, task_manager, reporter)
+    worker.on_job_started = lambda job: _on_job_started(worker_number, worker, job, setup.config, reporter)
     # Reported when the task returns, not once its outcome is recorded: what the lease and the
     # timeout protect is the task running, and an outcome waiting out an outage runs nothing.
     worker.on_task_returned = lambda job: reporter.send(reports.JobFinished(job.id))
-    worker.on_job_finished = lambda job: proctitle.set_title(proctitle.idle_worker_title(worker_number))
+    worker.on_job_finished = lambda job: _show_state(worker_number, worker)
+    worker.on_overrun = lambda jobs: _exit_for_overrun(jobs, reporter)
     logconfig.bind_worker_context(worker_id=worker_id)
     heartbeat = HeartbeatThread(
         heartbeat_store,
@@ -335,11 +345,42 @@ def _unregister(store: JobStore, worker_id: int) -> None:
         log.warning("worker_unregister_failed", error=str(exc))
 
 
-def _on_job_started(worker_number: int, job: Job, task_manager: Any, reporter: reports.ReportWriter) -> None:
-    task = task_manager.tasks.get(job.task_name)
-    timeout_s = task.timeout_s if task is not None else None
-    reporter.send(reports.JobStarted(job.id, job.task_name, time.monotonic(), timeout_s))
-    proctitle.set_title(proctitle.running_worker_title(worker_number, job.task_name, job.id))
+def _on_job_started(worker_number: int, worker: Worker, job: Job, config: SupervisorConfig, reporter: reports.ReportWriter) -> None:
+    reporter.send(reports.JobStarted(job.id, job.task_name, time.monotonic(), _deadline_for_master(worker, job, config)))
+    if worker.concurrency == 1:
+        proctitle.set_title(proctitle.running_worker_title(worker_number, job.task_name, job.id))
+    else:
+        _show_state(worker_number, worker)
+
+
+def _deadline_for_master(worker: Worker, job: Job, config: SupervisorConfig) -> float | None:
+    """When the master kills the child for this job: at its task's timeout when the job runs in
+    the child's own thread; an async task is cancelled by the child itself at its timeout, and a
+    threaded one makes the child stop and exit once its other jobs are recorded, so for those the
+    master's deadline is a backstop, later by the time that takes."""
+    task = worker.task_manager.tasks.get(job.task_name)
+    if task is None or task.timeout_s is None:
+        return None
+    if is_async(worker.task_manager, job):
+        return task.timeout_s + ASYNC_CANCEL_GRACE_S
+    if worker.concurrency > 1:
+        return task.timeout_s + config.graceful_timeout_s
+    return task.timeout_s
+
+
+def _show_state(worker_number: int, worker: Worker) -> None:
+    running = worker.running_count
+    if running == 0:
+        proctitle.set_title(proctitle.idle_worker_title(worker_number))
+    elif worker.concurrency > 1:
+        proctitle.set_title(proctitle.busy_worker_title(worker_number, running, worker.concurrency))
+
+
+def _exit_for_overrun(jobs: Sequence[Job], reporter: reports.ReportWriter) -> None:
+    """Only threads past their timeout are left: tell the master which jobs, then exit; the
+    threads end with the process, and the master reclaims their jobs."""
+    reporter.send(reports.JobsOverran([job.id for job in jobs]))
+    _exit_now(exit_codes.CHILD_TASK_TIMED_OUT)
 
 
 def _exit_without_master(store: JobStore, worker_id: int) -> None:

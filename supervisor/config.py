@@ -20,6 +20,7 @@ from cabbage.durations import parse_duration
 from cabbage.exceptions import ConfigurationError
 from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S
 from cabbage.logconfig import LEVELS, LOG_FORMATS
+from cabbage.worker import MAX_CONCURRENCY
 
 LOG_LEVELS = tuple(LEVELS)
 # module or module:attribute, each a dotted Python name.
@@ -49,6 +50,7 @@ class SupervisorConfig:
     graceful_timeout_s: float = 30.0
     max_jobs_per_child: int | None = None  # None: children are never recycled
     batch_size: int = 1
+    concurrency: int = 1  # jobs each child runs at once: threads for def tasks, one loop for async def
     synchronous_commit: bool = True  # False: workers' claims and finishes do not wait for the disk
     retention_s: float | None = None  # None: finished jobs are kept (prune them by other means)
     log_format: str = "auto"
@@ -77,6 +79,8 @@ class SupervisorConfig:
             self._refuse("max_jobs_per_child", self.max_jobs_per_child, "must be 1 or more (leave it unset to never recycle)")
         if self.batch_size < 1:
             self._refuse("batch_size", self.batch_size, "must be 1 or more")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            self._refuse("concurrency", self.concurrency, f"must be from 1 to {MAX_CONCURRENCY}")
         if self.retention_s is not None and not (math.isfinite(self.retention_s) and self.retention_s > 0):
             self._refuse("retention_s", self.retention_s, "must be a duration greater than 0, as in 7d")
         if self.log_format not in LOG_FORMATS:
@@ -204,8 +208,11 @@ OPTIONS = (
            f"killed and their jobs reclaimed (default: {_DEFAULTS['graceful_timeout_s']:g})"),
     Option("max_jobs_per_child", "--max-jobs-per-child", "N", _whole_number,
            "replace a worker process after it ran N jobs, e.g. to bound a leak (default: never)"),
+    Option("concurrency", "--concurrency", "M", _whole_number,
+           "jobs each worker process runs at once: def tasks in M threads, async def tasks on one "
+           f"event loop (default: {_DEFAULTS['concurrency']}: one at a time, in the process's own thread)"),
     Option("batch_size", "--batch-size", "N", _whole_number,
-           f"jobs a worker claims per round trip to the database (default: {_DEFAULTS['batch_size']})"),
+           f"jobs a worker claims per round trip to the database at concurrency 1 (default: {_DEFAULTS['batch_size']})"),
     Option("synchronous_commit", "--synchronous-commit", "on|off", _on_off,
            "off: workers' claims and finishes do not wait for the disk; a database crash may then "
            "lose the last of them and those jobs run again (default: on)"),

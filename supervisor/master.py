@@ -237,13 +237,16 @@ class Master:
     def on_child_exit(self, child: Child, exited: ExitStatus) -> None:
         now = time.monotonic()
         lifetime_s = now - child.started_at
-        is_expected = exited.is_clean or child.is_stopping or child.kill_reason is not None
+        timed_out = exited.exit_code == exit_codes.CHILD_TASK_TIMED_OUT and bool(child.overran)
+        is_expected = exited.is_clean or child.is_stopping or child.kill_reason is not None or timed_out
         outcome = {"signal": exited.signal_name} if exited.signal_name else {"exit_code": exited.exit_code}
         (log.info if is_expected else log.warning)("worker_exited", child_pid=child.pid, worker_number=child.worker_number,
                                                    worker_id=child.worker_id, lifetime_s=round(lifetime_s, 1),
                                                    reason=child.kill_reason or exited.describe(), **outcome)  # fmt: skip
         # Even after a clean exit: a task that called sys.exit(0) left its job doing.
         reason = f"process {child.pid} was killed: {child.kill_reason}" if child.kill_reason else exited.describe()
+        if timed_out:
+            reason = overrun_reason(child, now)
         self.database.queue_reclaim(child.pid, child.worker_id, reason)
         if exited.exit_code == exit_codes.CHILD_NO_CONNECTION_SLOT:
             self.database.note_connection_slots_exhausted(self.wanted)
@@ -358,3 +361,11 @@ class Master:
         if self.database.is_down:
             line += ", database unreachable"
         return line
+
+
+def overrun_reason(child: Child, now: float) -> str:
+    """Why the jobs of a child that exited for threads past their timeout were taken back."""
+    jobs = [job for job in child.running if job.job_id in child.overran]
+    described = ", ".join(f"job {job.job_id} ({job.task_name}) ran {now - job.started_at:.1f} s" for job in jobs) or "a job"
+    return f"{described}, past its task's timeout: a thread cannot be stopped, so process {child.pid} was replaced"
+

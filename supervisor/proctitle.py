@@ -3,6 +3,7 @@
     cabbage-supervisor: master proj.tasks (4 workers)
     cabbage-supervisor: worker 3 idle
     cabbage-supervisor: worker 3 running proj.tasks.write_alphabet job=1042
+    cabbage-supervisor: worker 4 running 7/10          (with --concurrency 10)
 
 A title never carries a DSN: it is made of the --app name, numbers and task names only.
 """
@@ -30,6 +31,11 @@ def idle_worker_title(worker_number: int) -> str:
 
 def running_worker_title(worker_number: int, task_name: str, job_id: int) -> str:
     return f"{PREFIX}: worker {worker_number} running {task_name} job={job_id}"
+
+
+def busy_worker_title(worker_number: int, running: int, concurrency: int) -> str:
+    """A worker of concurrency above 1: ``worker 3 running 7/10``."""
+    return f"{PREFIX}: worker {worker_number} running {running}/{concurrency}"
 
 
 def stopping_worker_title(worker_number: int) -> str:

@@ -49,8 +49,17 @@ class JobFinished:
     job_id: int
 
 
-Report = Union[Registered, HeartbeatAccepted, JobStarted, JobFinished]
-_KINDS: dict[str, type] = {kind.__name__: kind for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished)}
+@dataclasses.dataclass(frozen=True)
+class JobsOverran:
+    """Jobs whose def task, run in a thread, passed its timeout; the child exits next."""
+
+    job_ids: list[int]
+
+
+Report = Union[Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsOverran]
+_KINDS: dict[str, type] = {
+    kind.__name__: kind for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsOverran)
+}
 
 
 def encode(report: Report) -> bytes:

@@ -49,6 +49,7 @@ def test_every_option_can_come_from_its_variable() -> None:
         "CABBAGE_GRACEFUL_TIMEOUT": "7",
         "CABBAGE_MAX_JOBS_PER_CHILD": "9",
         "CABBAGE_BATCH_SIZE": "4",
+        "CABBAGE_CONCURRENCY": "50",
         "CABBAGE_SYNCHRONOUS_COMMIT": "off",
         "CABBAGE_RETENTION": "1d 12h",
         "CABBAGE_LOG_FORMAT": "console",
@@ -59,6 +60,7 @@ def test_every_option_can_come_from_its_variable() -> None:
     assert (config.app, config.workers, config.queues, config.dsn) == ("proj.tasks", 2, ("emails",), "host=db")
     assert (config.heartbeat_interval_s, config.heartbeat_timeout_s, config.graceful_timeout_s) == (2.0, 20.0, 7.0)
     assert (config.max_jobs_per_child, config.batch_size, config.log_format, config.log_level) == (9, 4, "console", "warning")
+    assert config.concurrency == 50
     assert config.retention_s == 36 * 3600
     assert config.synchronous_commit is False
 

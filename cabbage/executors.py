@@ -1,0 +1,83 @@
+"""Where a worker's attempts run: in the worker's own thread (one job at a time), in a pool of
+threads (``def`` tasks, several at once), or on one event loop (``async def`` tasks).
+
+Each executor takes a job and a function to call with its Attempt once it ended; the worker
+loop records outcomes in its own thread, in the order the attempts end. Threads do not
+inherit context variables: each attempt binds the log fields the worker had bound (its role,
+number, worker id) with its job's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from cabbage.attempts import Attempt, run_async_attempt, run_attempt
+from cabbage.jobs import Job
+
+if TYPE_CHECKING:
+    from cabbage.manager import TaskManager
+
+Done = Callable[[Attempt], None]
+
+
+class InlineExecutor:
+    """Runs a ``def`` task in the calling thread: one job at a time, as a worker of concurrency 1."""
+
+    def __init__(self, task_manager: "TaskManager") -> None:
+        self.task_manager = task_manager
+
+    def submit(self, job: Job, context: Mapping[str, Any], done: Done) -> None:
+        done(run_attempt(self.task_manager, job, context))
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadExecutor:
+    """Runs ``def`` tasks on a pool of threads, as many at once as the worker's concurrency."""
+
+    def __init__(self, task_manager: "TaskManager", threads: int) -> None:
+        self.task_manager = task_manager
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cabbage-job")
+
+    def submit(self, job: Job, context: Mapping[str, Any], done: Done) -> None:
+        self._pool.submit(lambda: done(run_attempt(self.task_manager, job, context)))
+
+    def close(self) -> None:
+        # Not waiting: a task past its timeout may never return, and its process is replaced.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class LoopExecutor:
+    """Runs ``async def`` tasks on one event loop, in a thread of its own, started on first use
+    (so that a forked child never inherits a running loop)."""
+
+    def __init__(self, task_manager: "TaskManager") -> None:
+        self.task_manager = task_manager
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Job, context: Mapping[str, Any], done: Done) -> None:
+        loop = self._running_loop()
+        future = asyncio.run_coroutine_threadsafe(run_async_attempt(self.task_manager, job, context), loop)
+        future.add_done_callback(lambda finished: done(finished.result()))
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="cabbage-event-loop", daemon=True)
+            self._thread.start()
+        return self._loop
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+        self._loop = self._thread = None

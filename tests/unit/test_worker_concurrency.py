@@ -1,0 +1,221 @@
+"""A worker running several jobs at once, on the in-memory store: def tasks in threads, async def
+tasks on one event loop, locks still one at a time and in order, timeouts, stopping."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import cabbage
+from cabbage.jobs import Job, Status
+from cabbage.testing import InMemoryJobStore
+from tests.waiting import wait_for
+
+WAIT_S = 10.0  # how long a task waits for its fellows: only reached when they never come
+
+
+@pytest.fixture
+def task_manager() -> cabbage.TaskManager:
+    return cabbage.TaskManager(store_class=InMemoryJobStore)
+
+
+def statuses(task_manager: cabbage.TaskManager) -> list[Status]:
+    return [job.status for job in task_manager.store.jobs]  # type: ignore[attr-defined]
+
+
+def test_def_tasks_run_together_up_to_the_concurrency(task_manager: cabbage.TaskManager) -> None:
+    # Each job waits until all five run at once: one at a time, the barrier would break.
+    together = threading.Barrier(5, timeout=WAIT_S)
+    active, most = [0], [0]
+    guard = threading.Lock()
+
+    @task_manager.task
+    def meet(n: int) -> None:
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        together.wait()
+        with guard:
+            active[0] -= 1
+
+    meet.defer_many([[n] for n in range(10)])
+    assert cabbage.Worker(task_manager, concurrency=5).process_jobs() == 10
+    assert statuses(task_manager) == [Status.SUCCEEDED] * 10
+    assert most[0] == 5  # never more than the concurrency
+
+
+def test_async_tasks_run_together_on_one_event_loop(task_manager: cabbage.TaskManager) -> None:
+    loops: set[int] = set()
+    arrived: list[int] = []
+    everyone: dict[str, asyncio.Event] = {}
+
+    @task_manager.task
+    async def gather(n: int) -> None:
+        loops.add(id(asyncio.get_running_loop()))
+        everyone.setdefault("here", asyncio.Event())
+        arrived.append(n)
+        if len(arrived) == 8:
+            everyone["here"].set()
+        await asyncio.wait_for(everyone["here"].wait(), WAIT_S)
+
+    gather.defer_many([[n] for n in range(8)])
+    assert cabbage.Worker(task_manager, concurrency=8).process_jobs() == 8
+    assert statuses(task_manager) == [Status.SUCCEEDED] * 8
+    assert len(loops) == 1
+
+
+def test_a_worker_serves_def_and_async_tasks_alike(task_manager: cabbage.TaskManager) -> None:
+    ran: list[str] = []
+
+    @task_manager.task
+    def plain(name: str) -> None:
+        ran.append(name)
+
+    @task_manager.task
+    async def awaited(name: str) -> None:
+        await asyncio.sleep(0)
+        ran.append(name)
+
+    plain.defer("a")
+    awaited.defer("b")
+    plain.defer("c")
+    for concurrency in (1, 3):
+        ran.clear()
+        task_manager.store.reset()  # type: ignore[attr-defined]
+        plain.defer("a")
+        awaited.defer("b")
+        assert cabbage.Worker(task_manager, concurrency=concurrency).process_jobs() == 2
+        assert sorted(ran) == ["a", "b"]
+
+
+def test_jobs_of_one_lock_never_overlap_and_keep_their_order(task_manager: cabbage.TaskManager) -> None:
+    runs: dict[str, list[tuple[int, str]]] = {}
+    guard = threading.Lock()
+    running: set[str] = set()
+    overlaps: list[str] = []
+
+    @task_manager.task
+    def write(lock: str, n: int) -> None:
+        with guard:
+            if lock in running:
+                overlaps.append(lock)
+            running.add(lock)
+            runs.setdefault(lock, []).append((n, "begin"))
+        threading.Event().wait(0.01)
+        with guard:
+            running.discard(lock)
+
+    for n in range(10):
+        for lock in ("L1", "L2", "L3", "L4"):
+            write.configure(lock=lock).defer(lock, n)
+    assert cabbage.Worker(task_manager, concurrency=20).process_jobs() == 40
+    assert overlaps == []
+    assert all([n for n, _ in line] == list(range(10)) for line in runs.values())
+
+
+def test_an_async_task_past_its_timeout_is_cancelled_and_its_job_fails(task_manager: cabbage.TaskManager) -> None:
+    cancelled: list[bool] = []
+
+    @task_manager.task(timeout=0.2)
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(WAIT_S)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    job_id = slow.defer()
+    assert cabbage.Worker(task_manager, concurrency=2).process_jobs() == 1
+    job = task_manager.store.get_job(job_id)
+    assert job is not None and job.status is Status.FAILED and job.last_error is not None
+    assert job.last_error.type == "cabbage.attempts.TaskTimedOut"
+    assert job.last_error.message == f"job {job_id} ({slow.name}) timed out after 0.2 s and was cancelled"
+    assert cancelled == [True]
+
+
+def test_a_thread_past_its_timeout_stops_the_worker_once_the_others_are_recorded(task_manager: cabbage.TaskManager) -> None:
+    release = threading.Event()
+
+    @task_manager.task(timeout=0.2)
+    def stuck() -> None:
+        release.wait(WAIT_S)
+
+    @task_manager.task
+    def quick(n: int) -> None:
+        pass
+
+    stuck_id = stuck.defer()
+    quick.defer_many([[n] for n in range(3)])
+    overruns: list[list[int]] = []
+    worker = cabbage.Worker(task_manager, concurrency=2)
+    worker.on_overrun = lambda jobs: (overruns.append([job.id for job in jobs]), release.set())
+
+    thread = threading.Thread(target=worker.process_jobs)
+    thread.start()
+    wait_for(lambda: overruns, WAIT_S, "the overrun to be reported")
+    thread.join(WAIT_S)
+    assert overruns == [[stuck_id]]
+    assert worker.is_stopping
+    assert [job.status for job in task_manager.store.jobs if job.task_name == quick.name] == [Status.SUCCEEDED] * 3  # type: ignore[attr-defined]
+
+
+def test_stop_lets_every_job_in_flight_finish(task_manager: cabbage.TaskManager) -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    @task_manager.task
+    def hold(n: int) -> None:
+        started.release()
+        release.wait(WAIT_S)
+
+    hold.defer_many([[n] for n in range(5)])
+    worker = cabbage.Worker(task_manager, concurrency=3, poll_interval_s=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    for _ in range(3):
+        assert started.acquire(timeout=WAIT_S)
+    worker.stop()
+    release.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert sorted(statuses(task_manager), key=str) == sorted([Status.SUCCEEDED] * 3 + [Status.TODO] * 2, key=str)
+    assert task_manager.store.list_workers() == []
+
+
+def test_hooks_see_each_job_in_the_worker_loops_thread(task_manager: cabbage.TaskManager) -> None:
+    seen: list[tuple[str, int, str]] = []
+
+    @task_manager.task
+    def work(n: int) -> None:
+        pass
+
+    work.defer_many([[n] for n in range(4)])
+    worker = cabbage.Worker(task_manager, concurrency=2)
+    here = threading.current_thread().name
+    worker.on_job_started = lambda job: seen.append(("started", job.id, threading.current_thread().name))
+    worker.on_job_finished = lambda job: seen.append(("finished", job.id, threading.current_thread().name))
+    assert worker.process_jobs() == 4
+    assert {thread for _, _, thread in seen} == {here}
+    assert sorted(job_id for event, job_id, _ in seen if event == "finished") == [job.id for job in task_manager.store.jobs]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, 10_001, True, 2.0])
+def test_a_bad_concurrency_is_refused(task_manager: cabbage.TaskManager, concurrency: Any) -> None:
+    with pytest.raises(ValueError, match="concurrency must be a whole number from 1 to 10000"):
+        cabbage.Worker(task_manager, concurrency=concurrency)
+
+
+def test_the_jobs_of_a_batch_are_given_back_when_a_job_ran_by_hand_stops(task_manager: cabbage.TaskManager) -> None:
+    # process_next_job runs exactly one job, whatever the concurrency.
+    @task_manager.task
+    def work(n: int) -> None:
+        pass
+
+    work.defer_many([[n] for n in range(3)])
+    worker = cabbage.Worker(task_manager, concurrency=3)
+    assert worker.process_next_job()
+    assert sorted(statuses(task_manager), key=str) == sorted([Status.SUCCEEDED] + [Status.TODO] * 2, key=str)
+    jobs: tuple[Job, ...] = task_manager.store.jobs  # type: ignore[attr-defined]
+    assert all(job.attempts == 0 for job in jobs if job.status is Status.TODO)
