@@ -20,7 +20,7 @@ from benchmarks.context import RunContext
 from benchmarks.figures import Figures
 from benchmarks.ratios import add_ratios, print_summary
 from benchmarks.servers import Server
-from benchmarks.workloads import claim, defer, failover, io_bound, latency, limit, locks, memory, throughput
+from benchmarks.workloads import async_defer, claim, defer, failover, io_bound, latency, limit, locks, memory, throughput
 from cabbage import logconfig
 
 WORKLOADS: dict[str, Callable[[RunContext], None]] = {
@@ -33,6 +33,7 @@ WORKLOADS: dict[str, Callable[[RunContext], None]] = {
     "limit": limit.run,
     "io_bound": io_bound.run,
     "failover": failover.run,
+    "async_defer": async_defer.run,
 }
 
 

@@ -58,6 +58,17 @@ def connect(
     settings of ``KEEPALIVE_DEFAULTS`` apply unless the DSN or the matching PG* variable already
     says otherwise. A server with no connection slot left raises ConnectionSlotsExhausted.
     """
+    options = connection_options(dsn, application_name=application_name, connect_timeout_s=connect_timeout_s)
+    try:
+        connection = psycopg2.connect(dsn, **options)
+    except psycopg2.Error as exc:
+        raise connect_error(exc, dsn) from None  # from None: the chained error is libpq's unscrubbed text
+    connection.autocommit = autocommit
+    return connection
+
+
+def connection_options(dsn: str, *, application_name: str = "cabbage", connect_timeout_s: int = 10) -> dict[str, Any]:
+    """What ``connect`` adds to a DSN: each default the DSN and libpq's PG* variables leave unset."""
     options: dict[str, Any] = {}
     given = _keywords_in(dsn)
     defaults = {
@@ -68,16 +79,15 @@ def connect(
     for keyword, (variable, value) in defaults.items():
         if keyword not in given and variable not in os.environ:
             options[keyword] = value
-    try:
-        connection = psycopg2.connect(dsn, **options)
-    except psycopg2.Error as exc:
-        # from None: the chained psycopg2 error would print libpq's unscrubbed text.
-        reason = reason_of(exc, dsn)
-        if is_out_of_connection_slots(exc):
-            raise ConnectionSlotsExhausted(f"cannot connect to {describe(dsn)}: {reason}: {SLOTS_ADVICE}") from None
-        raise DatabaseUnavailable(f"cannot connect to {describe(dsn)}: {reason}") from None
-    connection.autocommit = autocommit
-    return connection
+    return options
+
+
+def connect_error(exc: BaseException, dsn: str) -> DatabaseUnavailable:
+    """The cabbage error a failed connection attempt raises, its text scrubbed."""
+    reason = reason_of(exc, dsn)
+    if is_out_of_connection_slots(exc):
+        return ConnectionSlotsExhausted(f"cannot connect to {describe(dsn)}: {reason}: {SLOTS_ADVICE}")
+    return DatabaseUnavailable(f"cannot connect to {describe(dsn)}: {reason}")
 
 
 def is_out_of_connection_slots(error: BaseException) -> bool:

@@ -14,8 +14,10 @@ this module.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import weakref
 from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import psycopg2
@@ -28,6 +30,7 @@ from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, StoreError
 from cabbage.jobs import ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.sql import queries
 from cabbage.notifications import Listener
+from cabbage.postgres_async import DEFAULT_POOL_SIZE, AsyncPool
 from cabbage.store import JobStore
 
 # SQLSTATE classes that mean the session is gone: connection exceptions, and the server
@@ -41,19 +44,22 @@ class PostgresJobStore(JobStore):
     """The job store on PostgreSQL. Constructing one opens nothing.
 
     ``dsn`` is a libpq URI or keyword string; None means ``$CABBAGE_DSN``, else libpq's PG*
-    variables.
+    variables. ``async_pool_size``: how many sessions each event loop's awaited defers use
+    (``Task.defer_async``).
 
     >>> store = PostgresJobStore("postgresql://app@db/app")
     >>> store.check_schema()    # SchemaError: run 'cabbage schema apply'
     """
 
-    def __init__(self, dsn: str | None = None, *, synchronous_commit: bool = True) -> None:
+    def __init__(self, dsn: str | None = None, *, synchronous_commit: bool = True, async_pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.dsn = dsn_module.resolve_dsn(dsn)
         self.synchronous_commit = synchronous_commit
         self._connection: psycopg2.extensions.connection | None = None
         self._connection_pid: int | None = None
         self._worker_statements_prepared = False
         self._listener = Listener()
+        self.async_pool_size = async_pool_size
+        self._async_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPool]" = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"PostgresJobStore({dsn_module.describe(self.dsn)!r})"
@@ -164,6 +170,28 @@ class PostgresJobStore(JobStore):
         with self._cursor(connection) as cursor:
             cursor.execute(queries["defer_calls"], parameters)
             return [job_id for (job_id,) in cursor.fetchall()]
+
+    async def defer_job_async(self, job: NewJob) -> int:
+        parameters = rows.defer_one_parameters(job)
+        async with self._async_pool().session() as session:
+            ((job_id,),) = await session.fetch_all(queries["defer_job"], parameters)
+        return job_id
+
+    async def defer_calls_async(self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[int]:
+        if not calls:
+            return []
+        parameters = rows.defer_calls_parameters(job, calls)
+        async with self._async_pool().session() as session:
+            return [job_id for (job_id,) in await session.fetch_all(queries["defer_calls"], parameters)]
+
+    def _async_pool(self) -> AsyncPool:
+        """The sessions of the running event loop (each loop has its own: a session's socket is
+        watched by the loop that opened it)."""
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop)
+        if pool is None:
+            pool = self._async_pools[loop] = AsyncPool(self.dsn, self.application_name, self.async_pool_size)
+        return pool
 
     # -- claiming and finishing ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ against both.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import importlib
 from typing import Any, Collection, Mapping, Sequence
@@ -59,6 +60,15 @@ class JobStore(abc.ABC):
         return self.defer_jobs(
             [dataclasses.replace(job, args=tuple(args), kwargs=kwargs) for args, kwargs in calls], connection=connection
         )
+
+    async def defer_job_async(self, job: NewJob) -> int:
+        """``defer_job`` awaited from an event loop, which it never blocks. The default runs the
+        call in a thread; the PostgreSQL store awaits the database on the loop itself."""
+        return await asyncio.to_thread(self.defer_job, job)
+
+    async def defer_calls_async(self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[int]:
+        """``defer_calls`` awaited from an event loop, which it never blocks; see ``defer_job_async``."""
+        return await asyncio.to_thread(self.defer_calls, job, calls)
 
     # -- claiming and finishing (the worker's hot path) ----------------------------------------
 

@@ -127,6 +127,20 @@ class Task:
         """
         return self._defaults().defer_many(calls)
 
+    async def defer_async(self, *args: Any, **kwargs: Any) -> int:
+        """``defer``, awaited from an asyncio app: the event loop runs on while the job is stored.
+
+        >>> job_id = await write_alphabet.defer_async("a")
+        """
+        return await self._defaults().defer_async(*args, **kwargs)
+
+    async def defer_many_async(self, calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[int]:
+        """``defer_many``, awaited from an asyncio app.
+
+        >>> await write_alphabet.defer_many_async([["a"], ["b"]])
+        """
+        return await self._defaults().defer_many_async(calls)
+
     def _defaults(self) -> "JobDescription":
         # Built once: a plain defer() then does no option checking at all.
         if self._default_description is None:
@@ -186,6 +200,42 @@ class JobDescription:
             raise
         _debug("jobs_deferred", job_count=len(job_ids), task_name=self.task.name, queue=self.queue, lock=self.lock)
         return job_ids
+
+    async def defer_async(self, *args: Any, **kwargs: Any) -> int:
+        """``defer``, awaited from an asyncio app without blocking its event loop.
+
+        >>> await write_alphabet.configure(lock="/tmp/alphabet.txt").defer_async("a")
+        """
+        self._refuse_a_connection("defer_async")
+        job = self._new_job(args, kwargs)
+        try:
+            job_id = await self.task.store.defer_job_async(job)
+        except UnserialisableArgumentError:
+            self._name_unserialisable_argument([(args, kwargs)])
+            raise
+        _debug("job_deferred", job_id=job_id, task_name=job.task_name, queue=job.queue, lock=job.lock)
+        return job_id
+
+    async def defer_many_async(self, calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[int]:
+        """``defer_many``, awaited from an asyncio app without blocking its event loop."""
+        self._refuse_a_connection("defer_many_async")
+        split_calls = [_split_call(call, position) for position, call in enumerate(calls, start=1)]
+        if not split_calls:
+            return []
+        try:
+            job_ids = await self.task.store.defer_calls_async(self._new_job((), {}), split_calls)
+        except UnserialisableArgumentError:
+            self._name_unserialisable_argument(split_calls)
+            raise
+        _debug("jobs_deferred", job_count=len(job_ids), task_name=self.task.name, queue=self.queue, lock=self.lock)
+        return job_ids
+
+    def _refuse_a_connection(self, method: str) -> None:
+        if self.connection is not None:
+            raise ConfigurationError(
+                f"{method} cannot join the transaction of a connection= (a psycopg2 connection is not an "
+                "asyncio one); call defer() in that transaction's thread, or configure without connection="
+            )
 
     def _name_unserialisable_argument(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> None:
         # Both stores encode the arguments before inserting anything and refuse what JSON

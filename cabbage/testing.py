@@ -26,7 +26,7 @@ import decimal
 import json
 import threading
 import time
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import pendulum
 
@@ -204,6 +204,12 @@ class InMemoryJobStore(JobStore):
                 self._insert(row)
             self._wake_queues(row.queue for row in rows if row.is_head)
             return [row.id for row in rows]
+
+    async def defer_job_async(self, job: NewJob) -> int:
+        return self.defer_job(job)  # in memory, no I/O: nothing for the loop to wait for
+
+    async def defer_calls_async(self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[int]:
+        return self.defer_calls(job, calls)
 
     def _insert(self, row: _StoredJob) -> None:
         self._last_job_id += 1
