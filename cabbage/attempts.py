@@ -63,12 +63,10 @@ def is_async(task_manager: "TaskManager", job: Job) -> bool:
 def run_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any]) -> Attempt:
     """Runs a job's ``def`` task here and now; ``context``: the log fields to bind (the worker's)."""
     with structlog.contextvars.bound_contextvars(**context, **job.log_context()):
-        log.info("job_started")
-        started = time.perf_counter()
-        try:
-            task, args, kwargs = resolve(task_manager, job)
-        except UnrunnableJob as exc:
-            return _unrunnable(job, exc, started)
+        started, resolved = _begin(task_manager, job)
+        if isinstance(resolved, Attempt):
+            return resolved
+        task, args, kwargs = resolved
         try:
             task.func(*args, **kwargs)
         except TASK_EXCEPTIONS as exc:  # the boundary around the user's code
@@ -79,12 +77,10 @@ def run_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any
 async def run_async_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any]) -> Attempt:
     """Runs a job's ``async def`` task on the running event loop, cancelled at its timeout."""
     with structlog.contextvars.bound_contextvars(**context, **job.log_context()):
-        log.info("job_started")
-        started = time.perf_counter()
-        try:
-            task, args, kwargs = resolve(task_manager, job)
-        except UnrunnableJob as exc:
-            return _unrunnable(job, exc, started)
+        started, resolved = _begin(task_manager, job)
+        if isinstance(resolved, Attempt):
+            return resolved
+        task, args, kwargs = resolved
         try:
             # wait_for cancels the task at the deadline: CancelledError is raised inside it.
             await asyncio.wait_for(task.func(*args, **kwargs), timeout=task.timeout_s)
@@ -94,6 +90,17 @@ async def run_async_attempt(task_manager: "TaskManager", job: Job, context: Mapp
         except TASK_EXCEPTIONS as exc:  # the boundary; asyncio's loop must never see these
             return _failed(job, task, exc, started)
         return _succeeded(job, started)
+
+
+def _begin(task_manager: "TaskManager", job: Job) -> tuple[float, Attempt | tuple["Task", tuple[Any, ...], dict[str, Any]]]:
+    """Logs the start; the task and arguments to call, or the failed Attempt of a job that
+    cannot run at all."""
+    log.info("job_started")
+    started = time.perf_counter()
+    try:
+        return started, resolve(task_manager, job)
+    except UnrunnableJob as exc:
+        return started, _unrunnable(job, exc, started)
 
 
 def resolve(task_manager: "TaskManager", job: Job) -> tuple["Task", tuple[Any, ...], dict[str, Any]]:

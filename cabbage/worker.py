@@ -30,9 +30,11 @@ from cabbage.attempts import Attempt, is_async
 from cabbage.exceptions import DatabaseUnavailable
 from cabbage.executors import InlineExecutor, LoopExecutor, ThreadExecutor
 from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HeartbeatThread, register_worker
-from cabbage.jobs import Job, Outcome, Status
+from cabbage.jobs import Job
 from cabbage.lease import Lease, margin_for
+from cabbage.recording import OutcomeRecording
 from cabbage.store import JobStore
+
 
 if TYPE_CHECKING:
     from cabbage.manager import TaskManager
@@ -41,8 +43,6 @@ log = structlog.get_logger()
 
 T = TypeVar("T")
 
-# How long a stopping worker keeps trying to give its jobs back through an outage.
-WRAP_UP_S = 5.0
 MAX_CONCURRENCY = 10_000
 
 
@@ -57,7 +57,7 @@ class Running:
     overran: bool = False
 
 
-class Worker:
+class Worker(OutcomeRecording):
     """Runs the jobs of a TaskManager's store.
 
     ``queues``: the queues to take jobs from (None: all). ``concurrency``: how many attempts run
@@ -146,9 +146,6 @@ class Worker:
         """Attempts in flight now."""
         return len(self._running)
 
-    def _is_stopping(self) -> bool:
-        return self._stopping
-
     # -- the step and its two loops ------------------------------------------------------------
 
     def process_next_job(self) -> bool:
@@ -221,14 +218,6 @@ class Worker:
             self._close_executors()
         self._raise_interrupt()
         return count
-
-    def _may_take_job(self) -> bool:
-        if self._started:
-            return True  # their attempts have begun: they run even when stopping
-        return not self._stopping and (self._jobs_left is None or self._jobs_left > 0)
-
-    def _free_slots(self) -> int:
-        return self.concurrency - len(self._running)
 
     def _wait_for_jobs(self, timeout_s: float) -> None:
         """Waits for a notification (or an attempt's end, which interrupts the wait); an outage
@@ -308,127 +297,6 @@ class Worker:
             self._reserved.clear()
             worker_id = self.worker_id
             self._for_a_while(lambda: self.store.release_jobs(job_ids, worker_id))
-
-    # -- calls that ride out an outage ---------------------------------------------------------
-
-    def _until_it_answers(self, call: Callable[[], T], should_give_up: Callable[[], bool] = lambda: False) -> T:
-        return outages.until_it_answers(call, self._outage, should_give_up=should_give_up)
-
-    def _for_a_while(self, call: Callable[[], T]) -> T:
-        """``call``, tried again for up to WRAP_UP_S: what a stopping worker still owes the
-        database (releasing, unregistering); its master reclaims the rest once it can."""
-        deadline = time.monotonic() + WRAP_UP_S
-        return self._until_it_answers(call, should_give_up=lambda: time.monotonic() >= deadline)
-
-    def _has_lease_for_a_claim(self) -> bool:
-        """Whether a claim now leaves the job time to run before the lease ends; when it would
-        not, heartbeats first on the worker's own connection. False when the worker row is gone
-        (reclaimed while the database was out of reach): then the worker stops."""
-        if self.lease is None or self.lease.allows_claim():
-            return True
-        assert self.worker_id is not None
-        worker_id = self.worker_id
-        sent_at = time.monotonic()
-        try:
-            is_registered = self._until_it_answers(lambda: self.store.record_heartbeat(worker_id), self._is_stopping)
-        except DatabaseUnavailable:
-            return False  # stopping during an outage: nothing more to claim
-        if is_registered:
-            self.lease.renew(sent_at)
-            return True
-        log.warning("worker_reclaimed", reason="the worker's row is gone: its jobs were taken back")
-        self._stopping = True
-        return False
-
-    # -- taking jobs ---------------------------------------------------------------------------
-
-    def _begin_what_fits(self) -> int:
-        """Begins attempts of started, reserved or newly claimed jobs while slots are free."""
-        begun = 0
-        while self._free_slots() > 0 and self._may_take_job():
-            jobs = self._take_jobs(self._free_slots())
-            if not jobs:
-                break
-            for job in jobs:
-                self._begin(job)
-                begun += 1
-        return begun
-
-    def _take_jobs(self, free: int) -> list[Job]:
-        """Started jobs to run, up to ``free``: those a finish began, reserved ones started now,
-        or a new claim's."""
-        assert self.worker_id is not None
-        taken: list[Job] = []
-        while self._started and len(taken) < free:
-            taken.append(self._started.popleft())
-        while self._reserved and len(taken) < free and not self._stopping:
-            # None: reclaimed since we reserved it (our heartbeat was late); skip it.
-            started = self._start_reserved(self._reserved.popleft().id)
-            if started is not None:
-                taken.append(started)
-        if taken:
-            return taken
-        if self._claim_found_nothing:
-            self._claim_found_nothing = False
-            return []  # wait instead: a job deferred since then notifies
-        if not self._may_take_job() or not self._has_lease_for_a_claim():
-            return []
-        claimed = self._claim(self._claim_limit(free))
-        self._take_over(claimed)
-        return [self._started.popleft()] if self._started else []
-
-    def _claim(self, limit: int) -> list[Job]:
-        """claim_jobs; after a lost connection, the jobs the lost claim may have committed are
-        taken over (held_jobs) before anything more is claimed."""
-        assert self.worker_id is not None
-        worker_id = self.worker_id
-        try:
-            return self.store.claim_jobs(worker_id, self.queues, limit=limit)
-        except DatabaseUnavailable as exc:
-            self._outage.failed(exc)
-        try:
-            held = self._until_it_answers(lambda: self._unknown_held_jobs(worker_id), self._is_stopping)
-            if held:
-                return held
-            return self._until_it_answers(lambda: self.store.claim_jobs(worker_id, self.queues, limit=limit), self._is_stopping)
-        except DatabaseUnavailable:
-            return []  # stopping during an outage; what the lost claim took is reclaimed with this worker
-
-    def _unknown_held_jobs(self, worker_id: int) -> list[Job]:
-        """The jobs this worker holds that it does not know of (a lost call's commit)."""
-        known = {*self._running, *(job.id for job in self._started), *(job.id for job in self._reserved)}
-        return [job for job in self.store.held_jobs(worker_id) if job.id not in known]
-
-    def _start_reserved(self, job_id: int) -> Job | None:
-        """start_job; after a lost connection, the job's row says whether the lost start committed."""
-        assert self.worker_id is not None
-        worker_id = self.worker_id
-        try:
-            return self.store.start_job(job_id, worker_id)
-        except DatabaseUnavailable as exc:
-            self._outage.failed(exc)
-        return self._until_it_answers(lambda: self._start_or_find_started(job_id, worker_id))
-
-    def _start_or_find_started(self, job_id: int, worker_id: int) -> Job | None:
-        started = self.store.start_job(job_id, worker_id)
-        if started is not None:
-            return started
-        row = self.store.get_job(job_id)
-        return row if row is not None and row.worker_id == worker_id and row.is_started else None
-
-    def _claim_limit(self, free: int) -> int:
-        """How many jobs a claim may take: a batch at concurrency 1, else the free slots; within
-        run(max_jobs=...)'s budget."""
-        limit = self.batch_size if self.concurrency == 1 else free
-        return limit if self._jobs_left is None else max(1, min(limit, self._jobs_left))
-
-    def _take_over(self, claimed: Sequence[Job]) -> None:
-        """Jobs a claim gave this worker: started ones run next, reserved ones after."""
-        known = {job.id for job in self._reserved} | {job.id for job in self._started}
-        for job in claimed:
-            if job.id in known or job.id in self._running:
-                continue
-            (self._started if job.started_at is not None else self._reserved).append(job)
 
     # -- attempts ------------------------------------------------------------------------------
 
@@ -516,92 +384,8 @@ class Worker:
             self._overrun_reported = True
             self.on_overrun(overran)
 
-    # -- recording the outcome -----------------------------------------------------------------
-
-    def _finish(self, job: Job, outcome: Outcome) -> None:
-        """Records the outcome as this attempt's owner and, in the same round trip, starts the
-        next reserved job or claims the next jobs. An outcome is never given up for an outage:
-        the finish is tried until the database answers."""
-        assert self.worker_id is not None
-        try:
-            is_finished = self._finish_once(job, outcome)
-        except DatabaseUnavailable as exc:
-            is_finished = self._finish_after_loss(job, outcome, exc)
-        if not is_finished:
-            log.warning("job_fence_lost", outcome=outcome.status.value)
-
-    def _free_slots_after(self) -> int:
-        """The slots free once the attempt being recorded is over (it left the running set)."""
-        return self._free_slots() - len(self._started)
-
-    def _finish_once(self, job: Job, outcome: Outcome) -> bool:
-        assert self.worker_id is not None
-        if self._reserved and self._may_take_job() and not self._stopping and self._free_slots_after() > 0:
-            next_job_id = self._reserved[0].id
-            is_finished, started = self.store.finish_and_start(job.id, self.worker_id, job.attempts, outcome, next_job_id)
-            self._reserved.popleft()
-            if started is not None:
-                self._started.append(started)
-            return is_finished
-        free = self._free_slots_after()
-        if self._may_take_job() and not self._stopping and free > 0 and self._lease_allows_claim():
-            is_finished, claimed = self.store.finish_and_claim(
-                job.id, self.worker_id, job.attempts, outcome, self.queues, self._claim_limit(free)
-            )
-            self._claim_found_nothing = is_finished and not claimed
-            self._take_over(claimed)
-            return is_finished
-        return self.store.finish_job(job.id, self.worker_id, job.attempts, outcome)
-
-    def _lease_allows_claim(self) -> bool:
-        # A finish never waits for a heartbeat; when the lease is short, it only finishes.
-        return self.lease is None or self.lease.allows_claim()
-
-    def _finish_after_loss(self, job: Job, outcome: Outcome, lost: DatabaseUnavailable) -> bool:
-        """The finish again on a fresh connection, until the database answers. Whatever the lost
-        call committed (the finish, a next job started or claimed) is found in the rows first:
-        the jobs this worker holds are taken over, and a finish refused by the fence counts as
-        recorded when the row already holds this very outcome (the lost call's commit)."""
-        assert self.worker_id is not None
-        worker_id = self.worker_id
-        log.warning("job_finish_retried", error_type=type(lost).__name__, error=str(lost))
-        self._outage.failed(lost)
-
-        def finish() -> bool:
-            held = [held_job for held_job in self._unknown_or_waiting_held_jobs(worker_id) if held_job.id != job.id]
-            if self.store.finish_job(job.id, worker_id, job.attempts, outcome):
-                is_finished = True
-            else:
-                is_finished = _holds_outcome(self.store.get_job(job.id), job, outcome)
-            self._started.clear()
-            self._reserved.clear()
-            self._take_over(held)
-            return is_finished
-
-        return self._until_it_answers(finish)
-
-    def _unknown_or_waiting_held_jobs(self, worker_id: int) -> list[Job]:
-        """The jobs this worker holds but does not run: as the rows say, which a lost call may
-        have changed (a reserved job started, jobs claimed)."""
-        return [held for held in self.store.held_jobs(worker_id) if held.id not in self._running]
-
     def _close_executors(self) -> None:
         if self._threads is not None and not any(running.overran for running in self._running.values()):
             self._threads.close()
             self._threads = None
         self._loop.close()
-
-
-def _holds_outcome(row: Job | None, attempt_job: Job, outcome: Outcome) -> bool:
-    """Whether the job's row already shows this attempt's outcome, recorded by a finish whose
-    answer was lost with the connection (a reclaim would have left a WorkerLost error instead)."""
-    if row is None:
-        return False  # pruned since: nothing can tell
-    error = row.last_error
-    ours = (error.type if error else None) == (outcome.error.type if outcome.error else None)
-    if outcome.status is Status.SUCCEEDED:
-        return row.status is Status.SUCCEEDED and row.attempts == attempt_job.attempts
-    if outcome.status is Status.FAILED:
-        return row.status is Status.FAILED and row.attempts == attempt_job.attempts and ours
-    # A retry: back in line with our error, or already taken by the next attempt.
-    return ours and (row.attempts > attempt_job.attempts or row.status is Status.TODO)

@@ -15,7 +15,7 @@ import secrets
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import psycopg2
 import pytest
@@ -116,6 +116,22 @@ def db_dsn(pg_dsn: str, template_dsn: str) -> Iterator[str]:
         yield make_dsn(pg_dsn, dbname=name)
     finally:
         drop_database(pg_dsn, name)
+
+
+@pytest.fixture
+def events() -> Iterator[list[Any]]:
+    """Every structlog event while the test runs, with the bound context variables merged."""
+    capture = structlog.testing.LogCapture()
+    saved = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -13,11 +13,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from cabbage.exceptions import DatabaseUnavailable
 from cabbage.jobs import Job, NewJob, Status
 from cabbage.postgres import PostgresJobStore
+from cabbage.schema import apply_schema
+from devdb.cluster import PrivateCluster
 from tests.waiting import wait_for
 
 SUPERVISOR = Path(sys.executable).with_name("cabbage-supervisor")
@@ -229,3 +231,17 @@ class Jobs:
 
 def elapsed_since(started: float) -> float:
     return time.monotonic() - started
+
+
+def cluster_with_schema(database: str, **options: Any) -> Iterator[PrivateCluster]:
+    """A durable private PostgreSQL of a test's own (to restart, crash or cut off), with a
+    database holding the schema; destroyed afterwards. ``options``: of PrivateCluster.create."""
+    cluster = PrivateCluster.create(base_dir=None, durable=True, **options)
+    try:
+        cluster.start()
+        cluster.create_database(database)
+        apply_schema(cluster.dsn(database))
+        yield cluster
+    finally:
+        cluster.destroy()
+

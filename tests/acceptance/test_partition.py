@@ -21,9 +21,8 @@ from typing import Callable, Iterator
 import pytest
 
 from cabbage.jobs import Status
-from cabbage.schema import apply_schema
 from devdb.cluster import PrivateCluster
-from tests.acceptance.supervisor_process import Jobs, SupervisorProcess
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, cluster_with_schema
 from tests.waiting import wait_for
 
 Start = Callable[..., SupervisorProcess]
@@ -112,14 +111,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def cluster(network: Network) -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster.create(base_dir=None, durable=True, tcp_address=network.database_address, port=free_port())
-    try:
-        cluster.start()
-        cluster.create_database(DATABASE)
-        apply_schema(cluster.dsn(DATABASE))
-        yield cluster
-    finally:
-        cluster.destroy()
+    yield from cluster_with_schema(DATABASE, tcp_address=network.database_address, port=free_port())
 
 
 def runs_of(supervisor: SupervisorProcess, n: int, host: str) -> list[float]:

@@ -17,9 +17,8 @@ import pytest
 
 from cabbage.exceptions import DatabaseUnavailable
 from cabbage.jobs import Status
-from cabbage.schema import apply_schema
 from devdb.cluster import PrivateCluster
-from tests.acceptance.supervisor_process import Jobs, SupervisorProcess
+from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, cluster_with_schema
 from tests.waiting import wait_for
 
 Start = Callable[..., SupervisorProcess]
@@ -43,14 +42,7 @@ def cluster() -> Iterator[PrivateCluster]:
 
 
 def _cluster(**options: Any) -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster.create(base_dir=None, durable=True, **options)
-    try:
-        cluster.start()
-        cluster.create_database(DATABASE)
-        apply_schema(cluster.dsn(DATABASE))
-        yield cluster
-    finally:
-        cluster.destroy()
+    yield from cluster_with_schema(DATABASE, **options)
 
 
 def answered(call: Callable[[], Any]) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import sys
 import threading
@@ -85,22 +84,6 @@ def task_manager() -> cabbage.TaskManager:
 def memory(task_manager: cabbage.TaskManager) -> RecordingStore:
     assert isinstance(task_manager.store, RecordingStore)
     return task_manager.store
-
-
-@pytest.fixture
-def events() -> Iterator[list[Any]]:
-    """Every structlog event while the test runs, with the bound context variables merged."""
-    capture = structlog.testing.LogCapture()
-    saved = structlog.get_config()
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, capture],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield capture.entries
-    finally:
-        structlog.configure(**saved)
 
 
 def named(events: list[dict[str, Any]], *names: str) -> list[dict[str, Any]]:

@@ -3,11 +3,9 @@ outcome and runs no job twice, whatever the lost call had committed; the lease d
 worker may claim; an outage is logged once when it starts and once when it ends."""
 from __future__ import annotations
 
-import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
-import structlog
 
 import cabbage
 from cabbage.exceptions import DatabaseUnavailable
@@ -80,21 +78,6 @@ def write(task_manager: cabbage.TaskManager, runs: list[str]) -> cabbage.Task:
         runs.append(letter)
 
     return write
-
-
-@pytest.fixture
-def events() -> Iterator[list[Any]]:
-    capture = structlog.testing.LogCapture()
-    saved = structlog.get_config()
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, capture],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield capture.entries
-    finally:
-        structlog.configure(**saved)
 
 
 def named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -1,0 +1,178 @@
+"""How a worker takes jobs: the ones a finish started, reserved ones started now, or a new claim
+of up to its free slots, never with its lease too short; through an outage, what a lost call
+may have committed is found in the rows before anything more is claimed.
+
+``JobTaking`` is a part of ``cabbage.worker.Worker``: it uses the worker's store, worker id,
+queues, lease and the jobs it holds (``_started``, ``_reserved``, ``_running``).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
+
+import structlog
+
+from cabbage import outages
+from cabbage.exceptions import DatabaseUnavailable
+from cabbage.jobs import Job
+from cabbage.lease import Lease
+from cabbage.store import JobStore
+
+if TYPE_CHECKING:
+    from cabbage.worker import Running
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+# How long a stopping worker keeps trying to give its jobs back through an outage.
+WRAP_UP_S = 5.0
+
+
+class JobTaking:
+    """The worker's side of claiming (see the module's docstring)."""
+
+    store: JobStore
+    worker_id: int | None
+    queues: list[str] | None
+    lease: Lease | None
+    concurrency: int
+    batch_size: int
+    _stopping: bool
+    _jobs_left: int | None
+    _claim_found_nothing: bool
+    _started: collections.deque[Job]
+    _reserved: collections.deque[Job]
+    _running: dict[int, "Running"]
+    _outage: outages.Outage
+
+    def _is_stopping(self) -> bool:
+        return self._stopping
+
+    def _may_take_job(self) -> bool:
+        if self._started:
+            return True  # their attempts have begun: they run even when stopping
+        return not self._stopping and (self._jobs_left is None or self._jobs_left > 0)
+
+    # -- calls that ride out an outage ---------------------------------------------------------
+
+    def _until_it_answers(self, call: Callable[[], T], should_give_up: Callable[[], bool] = lambda: False) -> T:
+        return outages.until_it_answers(call, self._outage, should_give_up=should_give_up)
+
+    def _for_a_while(self, call: Callable[[], T]) -> T:
+        """``call``, tried again for up to WRAP_UP_S: what a stopping worker still owes the
+        database (releasing, unregistering); its master reclaims the rest once it can."""
+        deadline = time.monotonic() + WRAP_UP_S
+        return self._until_it_answers(call, should_give_up=lambda: time.monotonic() >= deadline)
+
+    def _has_lease_for_a_claim(self) -> bool:
+        """Whether a claim now leaves the job time to run before the lease ends; when it would
+        not, heartbeats first on the worker's own connection. False when the worker row is gone
+        (reclaimed while the database was out of reach): then the worker stops."""
+        if self.lease is None or self.lease.allows_claim():
+            return True
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        sent_at = time.monotonic()
+        try:
+            is_registered = self._until_it_answers(lambda: self.store.record_heartbeat(worker_id), self._is_stopping)
+        except DatabaseUnavailable:
+            return False  # stopping during an outage: nothing more to claim
+        if is_registered:
+            self.lease.renew(sent_at)
+            return True
+        log.warning("worker_reclaimed", reason="the worker's row is gone: its jobs were taken back")
+        self._stopping = True
+        return False
+
+    # -- taking jobs ---------------------------------------------------------------------------
+
+    def _begin_what_fits(self) -> int:
+        """Begins attempts of started, reserved or newly claimed jobs while slots are free."""
+        begun = 0
+        while self._free_slots() > 0 and self._may_take_job():
+            jobs = self._take_jobs(self._free_slots())
+            if not jobs:
+                break
+            for job in jobs:
+                self._begin(job)
+                begun += 1
+        return begun
+
+    def _take_jobs(self, free: int) -> list[Job]:
+        """Started jobs to run, up to ``free``: those a finish began, reserved ones started now,
+        or a new claim's."""
+        assert self.worker_id is not None
+        taken: list[Job] = []
+        while self._started and len(taken) < free:
+            taken.append(self._started.popleft())
+        while self._reserved and len(taken) < free and not self._stopping:
+            # None: reclaimed since we reserved it (our heartbeat was late); skip it.
+            started = self._start_reserved(self._reserved.popleft().id)
+            if started is not None:
+                taken.append(started)
+        if taken:
+            return taken
+        if self._claim_found_nothing:
+            self._claim_found_nothing = False
+            return []  # wait instead: a job deferred since then notifies
+        if not self._may_take_job() or not self._has_lease_for_a_claim():
+            return []
+        claimed = self._claim(self._claim_limit(free))
+        self._take_over(claimed)
+        return [self._started.popleft()] if self._started else []
+
+    def _claim(self, limit: int) -> list[Job]:
+        """claim_jobs; after a lost connection, the jobs the lost claim may have committed are
+        taken over (held_jobs) before anything more is claimed."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        try:
+            return self.store.claim_jobs(worker_id, self.queues, limit=limit)
+        except DatabaseUnavailable as exc:
+            self._outage.failed(exc)
+        try:
+            held = self._until_it_answers(lambda: self._unknown_held_jobs(worker_id), self._is_stopping)
+            if held:
+                return held
+            return self._until_it_answers(lambda: self.store.claim_jobs(worker_id, self.queues, limit=limit), self._is_stopping)
+        except DatabaseUnavailable:
+            return []  # stopping during an outage; what the lost claim took is reclaimed with this worker
+
+    def _unknown_held_jobs(self, worker_id: int) -> list[Job]:
+        """The jobs this worker holds that it does not know of (a lost call's commit)."""
+        known = {*self._running, *(job.id for job in self._started), *(job.id for job in self._reserved)}
+        return [job for job in self.store.held_jobs(worker_id) if job.id not in known]
+
+    def _start_reserved(self, job_id: int) -> Job | None:
+        """start_job; after a lost connection, the job's row says whether the lost start committed."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        try:
+            return self.store.start_job(job_id, worker_id)
+        except DatabaseUnavailable as exc:
+            self._outage.failed(exc)
+        return self._until_it_answers(lambda: self._start_or_find_started(job_id, worker_id))
+
+    def _start_or_find_started(self, job_id: int, worker_id: int) -> Job | None:
+        started = self.store.start_job(job_id, worker_id)
+        if started is not None:
+            return started
+        row = self.store.get_job(job_id)
+        return row if row is not None and row.worker_id == worker_id and row.is_started else None
+
+    def _claim_limit(self, free: int) -> int:
+        """How many jobs a claim may take: a batch at concurrency 1, else the free slots; within
+        run(max_jobs=...)'s budget."""
+        limit = self.batch_size if self.concurrency == 1 else free
+        return limit if self._jobs_left is None else max(1, min(limit, self._jobs_left))
+
+    def _take_over(self, claimed: Sequence[Job]) -> None:
+        """Jobs a claim gave this worker: started ones run next, reserved ones after."""
+        known = {job.id for job in self._reserved} | {job.id for job in self._started}
+        for job in claimed:
+            if job.id in known or job.id in self._running:
+                continue
+            (self._started if job.started_at is not None else self._reserved).append(job)
