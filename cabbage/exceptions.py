@@ -20,7 +20,8 @@ class UnserialisableArgumentError(CabbageError, TypeError):
 
 
 class ScheduleError(CabbageError, ValueError):
-    """``schedule_at`` / ``schedule_in`` are missing a timezone, conflicting, or use an unknown unit."""
+    """``schedule_at`` / ``schedule_in`` are missing a timezone, conflicting, use an unknown unit, or
+    fall outside the times a job can be scheduled at (``cabbage.schedules``)."""
 
 
 class TaskNotFound(CabbageError, LookupError):

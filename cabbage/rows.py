@@ -104,10 +104,12 @@ def schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
     scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
     if scheduled_at is not None:
         return scheduled_at.isoformat(), None, None
-    delay = schedules.delay_of(job.schedule_in)
-    if delay is None:
+    if job.schedule_in is None:
         return None, None, None
-    months, seconds = delay
+    # The database adds the delay to its own clock; this host's clock is close enough to refuse
+    # one that would end outside the schedule range (the range keeps a day of margin).
+    schedules.due_at(job.schedule_in, schedules.now_utc())
+    months, seconds = schedules.delay_of(job.schedule_in) or (0, 0.0)
     return None, months, seconds
 
 

@@ -100,7 +100,9 @@ class Task:
 
         ``lock``: jobs sharing it run one at a time, in creation order.
         ``schedule_at``: a timezone-aware datetime; ``schedule_in``: a delay in pendulum duration
-        units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both.
+        units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both. Either
+        must fall within ``cabbage.schedules.EARLIEST_SCHEDULED_AT`` and ``LATEST_SCHEDULED_AT``
+        (years 1 to 9999 less a day at each end, UTC).
         ``connection``: a psycopg2 connection whose transaction the insert joins.
 
         >>> write_alphabet.configure(schedule_in={"minutes": 5}).defer("e")

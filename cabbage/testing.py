@@ -28,8 +28,6 @@ import threading
 import time
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
-import pendulum
-
 from cabbage import new_jobs, schedules
 from cabbage.exceptions import ConfigurationError
 from cabbage.manual_changes import refuse_ineligible, wanted_job_ids
@@ -547,10 +545,6 @@ def _scheduled_at(job: NewJob, now: datetime.datetime) -> datetime.datetime:
     scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
     if scheduled_at is not None:
         return scheduled_at.astimezone(datetime.timezone.utc)
-    delay = schedules.delay_of(job.schedule_in)
-    if delay is None:
+    if job.schedule_in is None:
         return now
-    # As the database adds an interval: calendar months first, then seconds.
-    months, seconds = delay
-    later = pendulum.instance(now).add(months=months).add(seconds=seconds)
-    return datetime.datetime.combine(later.date(), later.time(), tzinfo=datetime.timezone.utc)
+    return schedules.due_at(job.schedule_in, now)

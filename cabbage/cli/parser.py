@@ -13,9 +13,11 @@ import sys
 from typing import Any, NoReturn
 
 import cabbage
+from cabbage import schedules
 from cabbage.admin import MAX_JOB_ID, MAX_PAGE_SIZE, RETRYABLE_STATUSES
 from cabbage.cli.exit_codes import EXIT_USAGE
 from cabbage.durations import parse_duration
+from cabbage.exceptions import ScheduleError
 from cabbage.logconfig import LEVELS
 from cabbage.retention import PRUNE_BATCH_SIZE
 from cabbage.jobs import FINISHED_STATUSES, Status
@@ -89,7 +91,20 @@ def aware_datetime(text: str) -> datetime.datetime:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date and time: {text!r}; write 2038-01-19T03:14:07+00:00") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add one, as in {text}+00:00")
-    return value
+    try:
+        return schedules.check_schedule_at(value)
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def delay(text: str) -> float:
+    """``--schedule-in``: a duration that ends, counted from now, within the schedule range."""
+    seconds = duration(text)
+    try:
+        schedules.check_schedule(None, {"seconds": seconds})
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
 
 
 def max_attempts(text: str) -> int | None:
@@ -220,7 +235,7 @@ def _add_defer_command(commands: Any) -> None:
         "limit, whatever the task's retry= says)",
     )
     when = defer.add_mutually_exclusive_group()
-    when.add_argument("--schedule-in", type=duration, metavar="DURATION", help="run after a delay: 90s, 15m, 1h30m, 7d")
+    when.add_argument("--schedule-in", type=delay, metavar="DURATION", help="run after a delay: 90s, 15m, 1h30m, 7d")
     when.add_argument("--schedule-at", type=aware_datetime, metavar="ISO", help="run at 2038-01-19T03:14:07+00:00")
 
 

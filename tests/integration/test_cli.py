@@ -27,7 +27,7 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from cabbage.cli import main
-from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK
+from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from cabbage.jobs import Status
 from cabbage.schema import CURRENT_VERSION
 from tests.integration.job_states import age_finished_jobs, execute
@@ -140,6 +140,21 @@ def test_defer_with_keyword_arguments_at_a_given_time(run, jobs):
 def test_defer_with_bad_json_inserts_nothing(run, jobs):
     status, out, err = run("defer", "clean", "--args", "[1,")
     assert status == 2 and "not valid JSON" in err
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--schedule-at", "9999-12-31T23:59:59-05:00", "schedule_at 9999-12-31T23:59:59-05:00 is outside the times a job can be scheduled at"),
+        ("--schedule-at", "0001-01-01T00:00:00+14:00", "schedule_at 0001-01-01T00:00:00+14:00 is outside the times a job can be scheduled at"),
+        ("--schedule-in", "500000w", "ends after 9999-12-30T23:59:59.999999+00:00, the latest a job can be scheduled at"),
+    ],
+)
+def test_defer_refuses_a_schedule_outside_the_range_and_inserts_nothing(run, jobs, option, value, message):
+    status, out, err = run("defer", "clean", option, value)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith(f"cabbage defer: argument {option}: ") and message in err and err.count("\n") == 1
     assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
 
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 import pendulum
 import pytest
 
-from cabbage.exceptions import CabbageError, JobNotFound, JobStateError
+from cabbage import schedules
+from cabbage.exceptions import CabbageError, JobNotFound, JobStateError, ScheduleError
 from cabbage.jobs import FINISHED_STATUSES, Job, JobError, NewJob, Outcome, Status
 from cabbage.retention import prune_in_batches
 from cabbage.store import JobStore
@@ -354,6 +355,16 @@ def test_scheduled_in_the_future_is_not_claimable(store: JobStore, worker_id: in
     assert claim_one(store, worker_id) is None
     job = store.get_job(job_id)
     assert job is not None and job.scheduled_at == at and job.status is Status.TODO
+
+
+def test_the_first_and_last_times_of_the_schedule_range_are_kept(store: JobStore, worker_id: int) -> None:
+    earliest, latest = store.defer_jobs(
+        [new_job(scheduled_at=schedules.EARLIEST_SCHEDULED_AT), new_job(scheduled_at=schedules.LATEST_SCHEDULED_AT)]
+    )
+    assert store.get_job(earliest).scheduled_at == schedules.EARLIEST_SCHEDULED_AT  # type: ignore[union-attr]
+    assert store.get_job(latest).scheduled_at == schedules.LATEST_SCHEDULED_AT  # type: ignore[union-attr]
+    assert claim_one(store, worker_id).id == earliest  # type: ignore[union-attr]
+    assert claim_one(store, worker_id) is None
 
 
 @pytest.mark.parametrize(
@@ -800,6 +811,30 @@ def test_count_jobs_counts_every_status(store: JobStore, worker_id: int) -> None
 def test_a_job_the_store_cannot_keep_is_refused_with_its_batch(store: JobStore, bad_job: NewJob) -> None:
     with pytest.raises(CabbageError):
         store.defer_jobs([new_job(), bad_job])
+    assert store.count_jobs() == {status: 0 for status in Status}
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"scheduled_at": datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone(datetime.timedelta(hours=-5)))},
+        {"scheduled_at": datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=14)))},
+        {"schedule_in": {"years": 8000}},
+        {"schedule_in": {"months": 8000 * 12, "seconds": 1.0}},
+        {"schedule_in": {"seconds": 1e300}},
+    ],
+    ids=["after-9999-in-utc", "before-year-1-in-utc", "in-8000-years", "in-96000-months", "in-1e300-s"],
+)
+def test_a_schedule_outside_the_range_is_refused_on_every_defer_path(store: JobStore, schedule: dict[str, Any]) -> None:
+    job = new_job(**schedule)
+    deferrals = [
+        lambda: store.defer_job(job),
+        lambda: store.defer_jobs([new_job(), job]),
+        lambda: store.defer_calls(job, [((), {}), (("a",), {})]),
+    ]
+    for defer in deferrals:
+        with pytest.raises(ScheduleError, match="pick a time in that range$|pass a shorter delay$"):
+            defer()
     assert store.count_jobs() == {status: 0 for status in Status}
 
 

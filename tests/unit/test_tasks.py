@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 import cabbage
-from cabbage import store
+from cabbage import schedules, store
 from cabbage.exceptions import (
     CabbageError,
     ConfigurationError,
@@ -25,7 +25,7 @@ from cabbage.exceptions import (
     UnserialisableArgumentError,
 )
 from cabbage.jobs import Status
-from cabbage.testing import InMemoryJobStore
+from cabbage.testing import InMemoryJobStore, ManualClock
 
 UTC = datetime.timezone.utc
 
@@ -323,6 +323,67 @@ def test_a_bad_schedule_in_is_refused(
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
     assert memory.jobs == ()
+
+
+def test_schedule_at_at_either_end_of_the_range_is_kept(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    earliest = datetime.datetime(1, 1, 2, tzinfo=UTC)
+    latest = datetime.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+    assert (earliest, latest) == (schedules.EARLIEST_SCHEDULED_AT, schedules.LATEST_SCHEDULED_AT)
+    ids = [write_alphabet.configure(schedule_at=moment).defer("a") for moment in (earliest, latest)]
+    assert [memory.get_job(job_id).scheduled_at for job_id in ids] == [earliest, latest]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "schedule_at",
+    [
+        datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+        datetime.datetime(1, 1, 1, 0, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=14))),
+        datetime.datetime.max.replace(tzinfo=UTC),
+        datetime.datetime(9999, 12, 31, tzinfo=UTC),
+    ],
+    ids=["year-10000-in-utc", "year-0-in-utc", "datetime-max", "a-day-from-the-end"],
+)
+def test_a_schedule_at_outside_the_range_is_refused(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore, schedule_at: datetime.datetime
+) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        write_alphabet.configure(schedule_at=schedule_at).defer("a")
+    assert str(raised.value) == (
+        f"schedule_at {schedule_at.isoformat()} is outside the times a job can be scheduled at "
+        "(from 0001-01-02T00:00:00+00:00 to 9999-12-30T23:59:59.999999+00:00, UTC); pick a time in that range"
+    )
+    assert isinstance(raised.value, ValueError)
+    assert memory.jobs == ()
+
+
+@pytest.mark.parametrize(
+    "schedule_in",
+    [{"years": 8000}, {"months": 96000}, {"years": 10**30}, {"weeks": 1e300}, {"days": 3_000_000}, {"seconds": 1e18}],
+)
+def test_a_schedule_in_ending_outside_the_range_is_refused(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore, schedule_in: dict[str, float]
+) -> None:
+    with pytest.raises(ScheduleError, match=r"^schedule_in=.* from \S+ ends after 9999-12-30T23:59:59.999999\+00:00, "
+                       "the latest a job can be scheduled at; pass a shorter delay$"):
+        write_alphabet.configure(schedule_in=schedule_in).defer("a")
+    assert memory.jobs == ()
+
+
+def test_a_description_kept_until_its_delay_ends_past_the_range_is_refused_at_defer() -> None:
+    # The store counts schedule_in from its own clock at each defer: a description configured
+    # in time can still be refused later, by the store, and then inserts nothing.
+    clock = ManualClock()
+    task_manager = cabbage.TaskManager(store_class=InMemoryJobStore, clock=clock)
+
+    @task_manager.task
+    def clean() -> None: ...
+
+    description = clean.configure(schedule_in={"years": 9998 - clock.now.year})
+    assert task_manager.store.get_job(description.defer()).scheduled_at.year == 9998  # type: ignore[union-attr]
+    clock.advance(2 * 366 * 86400)
+    with pytest.raises(ScheduleError, match="ends after 9999-12-30"):
+        description.defer()
+    assert len(task_manager.store.jobs) == 1  # type: ignore[attr-defined]
 
 
 def test_a_bad_lock_or_queue_in_configure_is_refused(write_alphabet: cabbage.Task) -> None:
