@@ -67,13 +67,16 @@ def reclaimed_from(cursor: Cursor) -> list[ReclaimedJob]:
 
 def defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
     """One JSON array per column: the server unpacks them side by side, in input order."""
+    new_jobs.check_job_texts(jobs)
     schedules = [schedule_of(job) for job in jobs]
+    args, kwargs = new_jobs.encode_arguments_of_many(
+        [job.task_name for job in jobs], [job.args for job in jobs], [job.kwargs for job in jobs]
+    )
     return {
         "queues": json.dumps([job.queue for job in jobs]),
         "task_names": json.dumps([job.task_name for job in jobs]),
-        # json encodes a tuple as an array; only a Mapping that is not a dict needs a copy.
-        "args": new_jobs.encode_arguments_of_many(jobs, [job.args for job in jobs]),
-        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(job.kwargs) for job in jobs]),
+        "args": args,
+        "kwargs": kwargs,
         "locks": json.dumps([job.lock for job in jobs]),
         "scheduled_at": json.dumps([scheduled_at for scheduled_at, _, _ in schedules]),
         "months": json.dumps([months for _, months, _ in schedules]),
@@ -83,13 +86,14 @@ def defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
 
 
 def defer_one_parameters(job: NewJob) -> dict[str, Any]:
+    new_jobs.check_job_texts([job])
     scheduled_at, months, seconds = schedule_of(job)
+    args, kwargs = new_jobs.encode_job_arguments(job)
     return {
         "queue": job.queue,
         "task_name": job.task_name,
-        # A call without arguments needs no encoding.
-        "args": new_jobs.encode_arguments(job, job.args) if job.args else "[]",
-        "kwargs": new_jobs.encode_arguments(job, new_jobs.as_dict(job.kwargs)) if job.kwargs else "{}",
+        "args": args,
+        "kwargs": kwargs,
         "lock": job.lock,
         "scheduled_at": scheduled_at,
         "months": months,
@@ -115,13 +119,17 @@ def schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
 
 def defer_calls_parameters(job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> dict[str, Any]:
     """The parameters of ``defer_calls``: one job's options, and an array of each call's arguments."""
+    new_jobs.check_job_texts([job])
     scheduled_at, months, seconds = schedule_of(job)
-    jobs = [job] * len(calls)  # the calls' arguments are refused in the job's name
+    # The calls' arguments are refused in the job's name.
+    args, kwargs = new_jobs.encode_arguments_of_many(
+        [job.task_name] * len(calls), [args for args, _ in calls], [kwargs for _, kwargs in calls]
+    )
     return {
         "queue": job.queue,
         "task_name": job.task_name,
-        "args": new_jobs.encode_arguments_of_many(jobs, [args for args, _ in calls]),
-        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(kwargs) for _, kwargs in calls]),
+        "args": args,
+        "kwargs": kwargs,
         "lock": job.lock,
         "scheduled_at": scheduled_at,
         "months": months,

@@ -14,7 +14,8 @@ Its clock is ``time.time()`` in UTC (PostgreSQL uses the database clock), or a `
 that tests move forward instead of sleeping. One condition
 variable guards everything, so worker threads may share one store (``open_sibling`` returns it).
 Arguments are kept as JSON text and come back as jsonb returns them (tuples as lists, object
-keys in jsonb's order, 1e20 as an int); what jsonb refuses (NaN, NUL) is refused at defer.
+keys in jsonb's order, 1e20 as an int); what a job cannot carry (``cabbage.new_jobs``) is
+refused at defer.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ class InMemoryJobStore(JobStore):
         with self._condition:
             now = self._clock()
             # Every row is built first, so that one job the store cannot keep inserts none.
+            new_jobs.check_job_texts(jobs)
             rows = [_new_row(job, now) for job in jobs]
             for row in rows:
                 self._insert(row)
@@ -500,7 +502,7 @@ def _seconds_between(earlier: datetime.datetime | None, later: datetime.datetime
 
 def _new_row(job: NewJob, now: datetime.datetime) -> _StoredJob:
     """The row a deferred job becomes, before it gets its id and its place in line."""
-    args_json, kwargs_json = _encode_arguments(job)
+    args_json, kwargs_json = new_jobs.encode_job_arguments(job)
     return _StoredJob(
         id=0,
         queue=job.queue,
@@ -516,11 +518,6 @@ def _new_row(job: NewJob, now: datetime.datetime) -> _StoredJob:
         worker_id=None,
         created_at=now,
     )
-
-
-def _encode_arguments(job: NewJob) -> tuple[str, str]:
-    """The JSON text PostgreSQL would store, refused where jsonb would refuse it."""
-    return new_jobs.encode_arguments(job, list(job.args)), new_jobs.encode_arguments(job, dict(job.kwargs))
 
 
 def _decode_arguments(text: str) -> Any:

@@ -13,11 +13,11 @@ import sys
 from typing import Any, NoReturn
 
 import cabbage
-from cabbage import schedules
+from cabbage import new_jobs, schedules
 from cabbage.admin import MAX_JOB_ID, MAX_PAGE_SIZE, RETRYABLE_STATUSES
 from cabbage.cli.exit_codes import EXIT_USAGE
 from cabbage.durations import parse_duration
-from cabbage.exceptions import ScheduleError
+from cabbage.exceptions import ConfigurationError, ScheduleError
 from cabbage.logconfig import LEVELS
 from cabbage.retention import PRUNE_BATCH_SIZE
 from cabbage.jobs import FINISHED_STATUSES, Status
@@ -69,9 +69,17 @@ def page_size(text: str) -> int:
 
 
 def task_arguments(text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``--args``: a JSON list is positional arguments, a JSON object keyword arguments."""
+    """``--args``: a JSON list is positional arguments, a JSON object keyword arguments.
+
+    What JSON can write but a job cannot carry (a key given twice, a long int, deep nesting)
+    is refused here, by the store if it gets through (a NUL, a surrogate).
+    """
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_object_without_repeated_keys, parse_int=_integer)
+    except RecursionError:
+        raise argparse.ArgumentTypeError(
+            f"nests lists and objects more than {new_jobs.MAX_NESTING_DEPTH} deep, more than a job can carry"
+        ) from None
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
     if isinstance(value, list):
@@ -82,6 +90,24 @@ def task_arguments(text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     raise argparse.ArgumentTypeError(
         f"must be a JSON list (positional arguments) or object (keyword arguments), got a {kind}: {text!r}"
     )
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise argparse.ArgumentTypeError(f"has the key {key!r} more than once; JSON would keep only its last value")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > new_jobs.MAX_INTEGER_DIGITS:
+        raise argparse.ArgumentTypeError(
+            f"has an int of {len(digits.lstrip('-'))} digits, more than a job can carry ({new_jobs.MAX_INTEGER_DIGITS}); "
+            "pass it as a string"
+        )
+    return int(digits)
 
 
 def aware_datetime(text: str) -> datetime.datetime:
@@ -130,9 +156,19 @@ def pool_size(text: str) -> int:
 
 
 def non_empty(text: str) -> str:
-    if not text or "\x00" in text:
-        raise argparse.ArgumentTypeError(f"must be a non-empty text without NUL characters, got {text!r}")
-    return text
+    """A non-empty text PostgreSQL can store: no NUL, and no byte that is not UTF-8 (Python
+    reads such bytes of the command line as surrogates)."""
+    if text and _is_storable(text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be a non-empty text without NUL characters or bytes that are not UTF-8, got {text!r}")
+
+
+def _is_storable(text: str) -> bool:
+    try:
+        new_jobs.check_text("value", text)
+    except ConfigurationError:
+        return False
+    return True
 
 
 # -- the parser ---------------------------------------------------------------------------------

@@ -158,6 +158,32 @@ def test_defer_refuses_a_schedule_outside_the_range_and_inserts_nothing(run, job
     assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ('{"floor": 1, "floor": 2}', "cabbage defer: argument --args: has the key 'floor' more than once; JSON would keep only its last value"),
+        (f"[{'9' * 4301}]", "cabbage defer: argument --args: has an int of 4301 digits, more than a job can carry (4300); pass it as a string"),
+        ("[" * 20_000 + "]" * 20_000, "cabbage defer: argument --args: nests lists and objects more than 100 deep, more than a job can carry"),
+        ("[" * 102 + "]" * 102, "cabbage: argument 1 of clean is not JSON-serialisable (lists and dicts nested more than 100 deep"),
+        ('["\\ud800"]', "cabbage: argument 1 of clean is not JSON-serialisable (str with the surrogate '\\ud800', which UTF-8 cannot encode)"),
+        ('{"floor": "a\\u0000"}', "cabbage: argument 'floor' of clean is not JSON-serialisable (str with a NUL character"),
+    ],
+    ids=["repeated-key", "long-int", "too-deep-to-read", "too-deep", "surrogate", "nul"],
+)
+def test_defer_refuses_arguments_a_job_cannot_carry_in_one_line(run, jobs, args, message):
+    status, out, err = run("defer", "clean", "--args", args)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith(message) and err.count("\n") == 1
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+def test_defer_refuses_a_queue_that_is_not_utf_8(run, jobs):
+    status, _, err = run("defer", "clean", "--queue", os.fsdecode(b"mail\xff"))
+    assert status == EXIT_USAGE
+    assert err.startswith("cabbage defer: argument --queue: must be a non-empty text without NUL characters or bytes that are not UTF-8")
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
 # -- jobs list and show -------------------------------------------------------------------------
 
 

@@ -814,6 +814,51 @@ def test_a_job_the_store_cannot_keep_is_refused_with_its_batch(store: JobStore, 
     assert store.count_jobs() == {status: 0 for status in Status}
 
 
+def nested(depth: int) -> Any:
+    value: Any = "floor"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"kwargs": {"floor": {1: "a", "1": "b"}}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key 1, which JSON would turn into the str '1'); use str keys"),
+        ({"args": ({True: 1},)}, "argument 1 of write_alphabet is not JSON-serialisable (dict key True, which JSON would turn into the str 'true')"),
+        ({"args": ("ok", "\udcff")}, "argument 2 of write_alphabet is not JSON-serialisable (str with the surrogate '\\udcff', which UTF-8 cannot encode)"),
+        ({"kwargs": {"floor": 10**4300}}, "argument 'floor' of write_alphabet is not JSON-serialisable (int of more than 4300 digits); pass str(value)"),
+        ({"args": (nested(101),)}, "argument 1 of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep"),
+        ({"queue": "mail\x00"}, "queue 'mail\\x00' contains a NUL character, which PostgreSQL cannot store; remove it"),
+        ({"lock": "\ud800"}, "lock '\\ud800' contains the surrogate '\\ud800', which UTF-8 cannot encode; remove it"),
+        ({"task_name": "tasks.\x00clean"}, "task name 'tasks.\\x00clean' contains a NUL character"),
+    ],
+    ids=["int-key", "bool-key", "surrogate", "long-int", "too-deep", "nul-queue", "surrogate-lock", "nul-task-name"],
+)
+def test_what_a_job_cannot_carry_is_refused_naming_it_on_every_defer_path(
+    store: JobStore, arguments: dict[str, Any], message: str
+) -> None:
+    job = new_job(**arguments)
+    deferrals = [
+        lambda: store.defer_job(job),
+        lambda: store.defer_jobs([new_job(), job]),
+        lambda: store.defer_calls(job, [(("fine",), {}), (job.args, job.kwargs)]),
+    ]
+    for defer in deferrals:
+        with pytest.raises(CabbageError) as raised:
+            defer()
+        assert message in str(raised.value)
+    assert store.count_jobs() == {status: 0 for status in Status}
+
+
+def test_what_a_job_can_carry_at_the_limits_comes_back_unchanged(store: JobStore) -> None:
+    largest = 10**4300 - 1  # 4300 digits: Python's default limit for reading an int from text
+    arguments = (largest, -largest, nested(100), "é\U0001f600", {"": None})
+    job = store.get_job(store.defer_job(new_job(args=arguments, kwargs={"floor": nested(99)})))
+    assert job is not None
+    assert job.args == (largest, -largest, nested(100), "é\U0001f600", {"": None}) and job.kwargs == {"floor": nested(99)}
+
+
 @pytest.mark.parametrize(
     "schedule",
     [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import decimal
+import enum
 import logging
 import math
 import subprocess
@@ -245,6 +247,20 @@ def test_connection_is_refused_by_the_memory_store(write_alphabet: cabbage.Task,
 # -- bad input: nothing inserted ------------------------------------------------------------------
 
 
+def nested(depth: int, innermost: Any = "floor") -> Any:
+    """``innermost`` inside ``depth`` lists and dicts, alternately."""
+    value = innermost
+    for level in range(depth):
+        value = [value] if level % 2 else {"level": value}
+    return value
+
+
+def holding_itself() -> list[Any]:
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
@@ -259,6 +275,20 @@ def test_connection_is_refused_by_the_memory_store(write_alphabet: cabbage.Task,
         (("a\x00b",), {}, "argument 1 of write_alphabet is not JSON-serialisable (str with a NUL character \\x00); PostgreSQL cannot"),
         ((), {"floor": {"k\x00": 1}}, "argument 'floor' of write_alphabet is not JSON-serialisable (str with a NUL character"),
         ((), {"floor": {(1, 2): "tuple key"}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key of type tuple); use str keys"),
+        ((), {"floor": {1: "a"}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key 1, which JSON would turn into the str '1'); use str keys"),
+        (({True: 1},), {}, "argument 1 of write_alphabet is not JSON-serialisable (dict key True, which JSON would turn into the str 'true'); use str keys"),
+        (({None: 2},), {}, "(dict key None, which JSON would turn into the str 'null'); use str keys"),
+        (({1.5: 2},), {}, "(dict key 1.5, which JSON would turn into the str '1.5'); use str keys"),
+        (({1: "a", "1": "b"},), {}, "argument 1 of write_alphabet is not JSON-serialisable (dict key 1, which JSON would"),
+        (({"1": "b", 1: "a"},), {}, "argument 1 of write_alphabet is not JSON-serialisable (dict key 1, which JSON would"),
+        (("a\ud800b",), {}, "argument 1 of write_alphabet is not JSON-serialisable (str with the surrogate '\\ud800', which UTF-8 cannot encode); fix how"),
+        ((), {"floor": ["ok", {"k\udcff": 1}]}, "argument 'floor' of write_alphabet is not JSON-serialisable (str with the surrogate '\\udcff'"),
+        (("\ud83d\ude00",), {}, "(str with the surrogate '\\ud83d', which UTF-8 cannot encode)"),  # a pair in UTF-16, two code points here
+        ((10**4300,), {}, "argument 1 of write_alphabet is not JSON-serialisable (int of more than 4300 digits); pass str(value)"),
+        ((), {"floor": [-(10**5000)]}, "argument 'floor' of write_alphabet is not JSON-serialisable (int of more than 4300 digits)"),
+        ((nested(101),), {}, "argument 1 of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep, or one that holds itself); flatten it"),
+        ((), {"floor": nested(100, {"deeper": []})}, "argument 'floor' of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep"),
+        ((holding_itself(),), {}, "argument 1 of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep, or one that holds itself)"),
     ],
 )
 def test_an_argument_json_cannot_carry_is_refused(
@@ -269,6 +299,70 @@ def test_an_argument_json_cannot_carry_is_refused(
     assert message in str(raised.value)
     assert isinstance(raised.value, TypeError) and isinstance(raised.value, CabbageError)
     assert memory.jobs == ()
+
+
+def test_what_a_job_can_carry_at_the_limits_comes_back_unchanged(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    largest, smallest = 10**4300 - 1, -(10**4300 - 1)  # 4300 digits, Python's default limit
+    deepest = nested(100)
+    job = memory.get_job(write_alphabet.defer(largest, smallest, deepest, "é\U0001f600", floor={"": 0}))
+    assert job is not None
+    assert job.args == (largest, smallest, deepest, "é\U0001f600") and job.kwargs == {"floor": {"": 0}}
+
+
+def test_subclasses_of_json_types_are_carried_as_their_base_types(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    class Word(str):
+        pass
+
+    job = memory.get_job(write_alphabet.defer(Colour.RED, Word("a"), collections.OrderedDict(b=2)))
+    assert job is not None and job.args == (1, "a", {"b": 2})
+    with pytest.raises(UnserialisableArgumentError, match=r"argument 2 of write_alphabet is not JSON-serialisable \(str with a NUL"):
+        write_alphabet.defer(Colour.RED, Word("a\x00"))
+
+
+@pytest.mark.skipif(not hasattr(sys, "set_int_max_str_digits"), reason="Python without an int digit limit (before 3.11)")
+def test_a_long_int_is_refused_even_where_this_process_reads_any_length(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore
+) -> None:
+    # This process may lift its own limit; the worker that reads the job back has the default.
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with pytest.raises(UnserialisableArgumentError, match="argument 1 of write_alphabet .*int of more than 4300 digits"):
+            write_alphabet.defer(10**5000)
+    finally:
+        sys.set_int_max_str_digits(previous)
+    assert memory.jobs == ()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queue": "mail\x00"}, "queue 'mail\\x00' contains a NUL character, which PostgreSQL cannot store; remove it"),
+        ({"lock": "/tmp/\x00"}, "lock '/tmp/\\x00' contains a NUL character, which PostgreSQL cannot store; remove it"),
+        ({"queue": "mail\udcff"}, "queue 'mail\\udcff' contains the surrogate '\\udcff', which UTF-8 cannot encode; remove it"),
+        ({"lock": "\ud800"}, "lock '\\ud800' contains the surrogate '\\ud800', which UTF-8 cannot encode; remove it"),
+    ],
+)
+def test_a_queue_or_lock_postgresql_cannot_store_is_refused(
+    task_manager: cabbage.TaskManager, write_alphabet: cabbage.Task, memory: InMemoryJobStore, options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        write_alphabet.configure(**options)
+    assert str(raised.value) == message
+    with pytest.raises(ConfigurationError) as raised:
+        task_manager.task(**options)(lambda: None)
+    assert str(raised.value) == message
+    assert memory.jobs == ()
+
+
+@pytest.mark.parametrize("name", ["tasks.\x00clean", "tasks.\udcffclean"])
+def test_a_task_name_postgresql_cannot_store_is_refused_at_declaration(task_manager: cabbage.TaskManager, name: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"^task name '.*' contains (a NUL character|the surrogate)"):
+        task_manager.task(name=name)(lambda: None)
+    assert task_manager.tasks == {}
 
 
 def test_one_bad_call_in_defer_many_inserts_nothing(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
