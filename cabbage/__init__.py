@@ -17,6 +17,7 @@ __version__ = "0.2.0"
 from cabbage import store
 from cabbage.exceptions import (
     AppImportError,
+    ArgumentsTooLargeError,
     CabbageError,
     ConfigurationError,
     DatabaseUnavailable,
@@ -45,6 +46,7 @@ __all__ = [
     "Job",
     "store",
     "AppImportError",
+    "ArgumentsTooLargeError",
     "CabbageError",
     "ConfigurationError",
     "DatabaseUnavailable",

@@ -15,9 +15,11 @@ class TaskManager:
 
     The store is PostgreSQL by default (DSN from ``CABBAGE_DSN``, else libpq's ``PG*``
     variables); it connects on first use, so importing an app opens nothing. ``store_options``
-    go to the store class.
+    go to the store class; both stores take ``max_arguments_bytes``, the most a job's
+    arguments may take as JSON text (default 1,000,000; a larger job is refused at defer).
 
     >>> task_manager = cabbage.TaskManager()
+    >>> task_manager = cabbage.TaskManager(max_arguments_bytes=5_000_000)
     >>> task_manager = cabbage.TaskManager(
     ...     store_class=store.load_store_from_path("cabbage.testing.InMemoryJobStore")
     ... )

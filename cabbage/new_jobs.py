@@ -12,16 +12,24 @@ An argument is refused, naming it, when JSON cannot carry it or would change it 
   with its digit limit raised (``sys.set_int_max_str_digits``);
 - lists and dicts nested more than ``MAX_NESTING_DEPTH`` deep: decoders recurse, and a worker
   must be able to read the job back.
+
+A job whose arguments are longer, as JSON text (positional and keyword arguments together,
+compact, non-ASCII characters written as ``\\uXXXX``), than its store's ``max_arguments_bytes``
+(``DEFAULT_MAX_ARGUMENTS_BYTES``, 1 MB, unless the store was made with another) is refused too:
+arguments travel with every claim and every admin page, and large data belongs elsewhere.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import json.encoder
 import math
+import operator
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from cabbage.exceptions import ConfigurationError, UnserialisableArgumentError
+from cabbage.exceptions import ArgumentsTooLargeError, ConfigurationError, UnserialisableArgumentError
 from cabbage.jobs import NewJob
 
 # Python's default limit on the digits of an int read from text (sys.int_info
@@ -29,6 +37,9 @@ from cabbage.jobs import NewJob
 MAX_INTEGER_DIGITS = 4300
 # Well within the recursion limits of json, psycopg2's jsonb decoding and PostgreSQL's parser.
 MAX_NESTING_DEPTH = 100
+DEFAULT_MAX_ARGUMENTS_BYTES = 1_000_000
+# jsonb refuses a value of more than 2**28 - 1 bytes itself.
+LARGEST_MAX_ARGUMENTS_BYTES = 2**28 - 1
 _INTEGER_BOUND = 10**MAX_INTEGER_DIGITS  # an int of at most MAX_INTEGER_DIGITS digits is below it
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -201,29 +212,46 @@ def check_job_texts(jobs: Sequence[NewJob]) -> None:
 # -- the JSON text ---------------------------------------------------------------------------------
 
 
-def encode_job_arguments(job: NewJob) -> tuple[str, str]:
+def check_max_arguments_bytes(limit: int) -> int:
+    """A store's ``max_arguments_bytes``, or ConfigurationError saying which values it takes."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LARGEST_MAX_ARGUMENTS_BYTES:
+        raise ConfigurationError(
+            f"max_arguments_bytes must be a whole number of bytes from 1 to {LARGEST_MAX_ARGUMENTS_BYTES} "
+            f"(jsonb's own limit), got {limit!r}"
+        )
+    return limit
+
+
+def encode_job_arguments(job: NewJob, limit: int) -> tuple[str, str]:
     """A job's (args, kwargs) as JSON text: an array and an object. What a job cannot carry
-    is refused first, naming the argument and the task."""
+    is refused first, naming the argument and the task, and arguments longer than ``limit``."""
     refuse_unstorable_arguments(job.task_name, job.args, job.kwargs)
     # A call without arguments needs no encoding.
     args = _encode([job.task_name], job.args) if job.args else "[]"
     kwargs = _encode([job.task_name], as_dict(job.kwargs)) if job.kwargs else "{}"
+    _refuse_longer_than(limit, job.task_name, len(args) + len(kwargs))
     return args, kwargs
 
 
 def encode_arguments_of_many(
-    owners: Sequence[str], args_of_calls: list[Sequence[Any]], kwargs_of_calls: list[Mapping[str, Any]]
+    owners: Sequence[str], args_of_calls: list[Sequence[Any]], kwargs_of_calls: list[Mapping[str, Any]], limit: int
 ) -> tuple[str, str]:
     """The JSON array of each call's args and the JSON array of each call's kwargs, encoded at
-    once; ``owners`` are the calls' task names, for the refusals."""
+    once; ``owners`` are the calls' task names, for the refusals; each call's arguments may
+    take ``limit`` bytes."""
+    kwargs_of_calls = [as_dict(kwargs) for kwargs in kwargs_of_calls]
     # One walk over all calls at once (each call's arguments at depth 0) costs a third of a
     # check per call; the refusal that names the argument looks for it only when one is bad.
-    kwargs_of_calls = [as_dict(kwargs) for kwargs in kwargs_of_calls]
     if find_unstorable(args_of_calls, depth=-2) is not None or find_unstorable(kwargs_of_calls, depth=-2) is not None:
         for owner, args, kwargs in zip(owners, args_of_calls, kwargs_of_calls):
             refuse_unstorable_arguments(owner, args, kwargs)
     # json encodes a tuple as an array; only a Mapping that is not a dict needed a copy.
-    return _encode(owners, args_of_calls), _encode(owners, kwargs_of_calls)
+    args_text, kwargs_text = _encode(owners, args_of_calls), _encode(owners, kwargs_of_calls)
+    if len(args_text) + len(kwargs_text) > limit:  # else no call can be over it
+        sizes = map(operator.add, _sizes_of(args_of_calls), _sizes_of(kwargs_of_calls))
+        for owner, size in zip(owners, sizes):
+            _refuse_longer_than(limit, owner, size)
+    return args_text, kwargs_text
 
 
 def as_dict(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,3 +265,38 @@ def _encode(owners: Sequence[str], value: Any) -> str:
     except (TypeError, ValueError) as exc:  # checked values fail only when Python's own digit limit is lower
         owner = ", ".join(sorted(set(owners)))
         raise UnserialisableArgumentError(f"arguments of {owner} are not JSON-serialisable ({exc}); pass JSON types") from exc
+
+
+def _make_c_encoder() -> Callable[[Any, int], list[str]] | None:
+    """json's own C encoder, made once with ``_JSON``'s options, as ``JSONEncoder.encode`` makes
+    one on each call; None where json has none, or one this code does not know how to make."""
+    make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_encoder is None:
+        return None
+    try:
+        # No circular check (markers None): values are checked first, and one that holds itself
+        # is refused as nested too deep.
+        encoder = make_encoder(None, _JSON.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+        encoder([], 0)
+    except TypeError:
+        return None
+    return encoder  # type: ignore[no-any-return]
+
+
+_C_ENCODER = _make_c_encoder()
+
+
+def _sizes_of(values: list[Any]) -> Iterable[int]:
+    """The length of each value's JSON text: about the cost of encoding them all at once, where
+    ``JSONEncoder.encode`` on each, making an encoder per value, costs five times as much."""
+    if _C_ENCODER is None:
+        return map(len, map(_JSON.encode, values))
+    return map(len, map("".join, map(_C_ENCODER, values, itertools.repeat(0))))
+
+
+def _refuse_longer_than(limit: int, owner: str, size: int) -> None:
+    if size > limit:
+        raise ArgumentsTooLargeError(
+            f"arguments of {owner} are {size:,} bytes of JSON, over the store's max_arguments_bytes of {limit:,}; "
+            "store large data elsewhere and pass its key, or raise max_arguments_bytes"
+        )

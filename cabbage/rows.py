@@ -65,12 +65,12 @@ def reclaimed_from(cursor: Cursor) -> list[ReclaimedJob]:
     return [ReclaimedJob(**{**row, "status": Status(row["status"])}) for row in rows]
 
 
-def defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
+def defer_parameters(jobs: Sequence[NewJob], max_arguments_bytes: int) -> dict[str, str]:
     """One JSON array per column: the server unpacks them side by side, in input order."""
     new_jobs.check_job_texts(jobs)
     schedules = [schedule_of(job) for job in jobs]
     args, kwargs = new_jobs.encode_arguments_of_many(
-        [job.task_name for job in jobs], [job.args for job in jobs], [job.kwargs for job in jobs]
+        [job.task_name for job in jobs], [job.args for job in jobs], [job.kwargs for job in jobs], max_arguments_bytes
     )
     return {
         "queues": json.dumps([job.queue for job in jobs]),
@@ -85,10 +85,10 @@ def defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
     }
 
 
-def defer_one_parameters(job: NewJob) -> dict[str, Any]:
+def defer_one_parameters(job: NewJob, max_arguments_bytes: int) -> dict[str, Any]:
     new_jobs.check_job_texts([job])
     scheduled_at, months, seconds = schedule_of(job)
-    args, kwargs = new_jobs.encode_job_arguments(job)
+    args, kwargs = new_jobs.encode_job_arguments(job, max_arguments_bytes)
     return {
         "queue": job.queue,
         "task_name": job.task_name,
@@ -117,13 +117,15 @@ def schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
     return None, months, seconds
 
 
-def defer_calls_parameters(job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> dict[str, Any]:
+def defer_calls_parameters(
+    job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], max_arguments_bytes: int
+) -> dict[str, Any]:
     """The parameters of ``defer_calls``: one job's options, and an array of each call's arguments."""
     new_jobs.check_job_texts([job])
     scheduled_at, months, seconds = schedule_of(job)
     # The calls' arguments are refused in the job's name.
     args, kwargs = new_jobs.encode_arguments_of_many(
-        [job.task_name] * len(calls), [args for args, _ in calls], [kwargs for _, kwargs in calls]
+        [job.task_name] * len(calls), [args for args, _ in calls], [kwargs for _, kwargs in calls], max_arguments_bytes
     )
     return {
         "queue": job.queue,

@@ -127,10 +127,17 @@ class InMemoryJobStore(JobStore):
     Besides the contract it offers ``jobs`` (every job, newest last) and ``reset()`` for tests,
     and the operator's ``retry_jobs`` and ``cancel_jobs`` of ``cabbage.admin.Admin``.
     It cannot join a database transaction: ``connection`` must be None.
+    ``max_arguments_bytes``: see ``JobStore``.
     """
 
-    def __init__(self, clock: Callable[[], datetime.datetime] = system_clock) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], datetime.datetime] = system_clock,
+        *,
+        max_arguments_bytes: int = new_jobs.DEFAULT_MAX_ARGUMENTS_BYTES,
+    ) -> None:
         self._clock = clock
+        self.max_arguments_bytes = new_jobs.check_max_arguments_bytes(max_arguments_bytes)
         self._condition = threading.Condition()
         self.reset()
 
@@ -199,7 +206,7 @@ class InMemoryJobStore(JobStore):
             now = self._clock()
             # Every row is built first, so that one job the store cannot keep inserts none.
             new_jobs.check_job_texts(jobs)
-            rows = [_new_row(job, now) for job in jobs]
+            rows = [_new_row(job, now, self.max_arguments_bytes) for job in jobs]
             for row in rows:
                 self._insert(row)
             self._wake_queues(row.queue for row in rows if row.is_head)
@@ -500,9 +507,9 @@ def _seconds_between(earlier: datetime.datetime | None, later: datetime.datetime
     return (later - earlier).total_seconds() if earlier is not None else None
 
 
-def _new_row(job: NewJob, now: datetime.datetime) -> _StoredJob:
+def _new_row(job: NewJob, now: datetime.datetime, max_arguments_bytes: int) -> _StoredJob:
     """The row a deferred job becomes, before it gets its id and its place in line."""
-    args_json, kwargs_json = new_jobs.encode_job_arguments(job)
+    args_json, kwargs_json = new_jobs.encode_job_arguments(job, max_arguments_bytes)
     return _StoredJob(
         id=0,
         queue=job.queue,

@@ -21,7 +21,14 @@ from cabbage.cli.commands import ADMIN_COMMANDS, DSN_COMMANDS
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE
 from cabbage.cli.output import Output, printable
 from cabbage.cli.parser import default_log_level, parse_arguments
-from cabbage.exceptions import CabbageError, ConfigurationError, JobNotFound, ScheduleError, UnserialisableArgumentError
+from cabbage.exceptions import (
+    ArgumentsTooLargeError,
+    CabbageError,
+    ConfigurationError,
+    JobNotFound,
+    ScheduleError,
+    UnserialisableArgumentError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +60,7 @@ def exit_status_of(error: CabbageError) -> int:
     if isinstance(error, JobNotFound):
         return EXIT_NOT_FOUND
     # Bad input the command line let through, refused before anything was done.
-    if isinstance(error, (ConfigurationError, ScheduleError, UnserialisableArgumentError)):
+    if isinstance(error, (ConfigurationError, ScheduleError, UnserialisableArgumentError, ArgumentsTooLargeError)):
         return EXIT_USAGE
     return EXIT_FAILED
 

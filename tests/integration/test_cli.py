@@ -177,6 +177,16 @@ def test_defer_refuses_arguments_a_job_cannot_carry_in_one_line(run, jobs, args,
     assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
 
 
+def test_defer_refuses_arguments_over_a_megabyte(run, jobs):
+    status, _, err = run("defer", "clean", "--args", json.dumps(["x" * 1_000_000]))
+    assert status == EXIT_USAGE
+    assert err == (
+        "cabbage: arguments of clean are 1,000,006 bytes of JSON, over the store's max_arguments_bytes of 1,000,000; "
+        "store large data elsewhere and pass its key, or raise max_arguments_bytes\n"
+    )
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
 def test_defer_refuses_a_queue_that_is_not_utf_8(run, jobs):
     status, _, err = run("defer", "clean", "--queue", os.fsdecode(b"mail\xff"))
     assert status == EXIT_USAGE

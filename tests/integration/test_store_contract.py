@@ -18,7 +18,7 @@ import pendulum
 import pytest
 
 from cabbage import schedules
-from cabbage.exceptions import CabbageError, JobNotFound, JobStateError, ScheduleError
+from cabbage.exceptions import ArgumentsTooLargeError, CabbageError, JobNotFound, JobStateError, ScheduleError
 from cabbage.jobs import FINISHED_STATUSES, Job, JobError, NewJob, Outcome, Status
 from cabbage.retention import prune_in_batches
 from cabbage.store import JobStore
@@ -44,6 +44,24 @@ def store(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[JobSto
     postgres_store = PostgresJobStore(request.getfixturevalue("db_dsn"))
     yield postgres_store
     postgres_store.close()
+
+
+@pytest.fixture
+def store_with_limit(request: pytest.FixtureRequest, store: JobStore, clock: ManualClock) -> Iterator[Callable[[int], JobStore]]:
+    """Makes a store of the same kind as ``store``, with another ``max_arguments_bytes``."""
+    made: list[JobStore] = []
+
+    def make(max_arguments_bytes: int) -> JobStore:
+        if isinstance(store, InMemoryJobStore):
+            return InMemoryJobStore(clock=clock, max_arguments_bytes=max_arguments_bytes)
+        from cabbage.postgres import PostgresJobStore
+
+        made.append(PostgresJobStore(request.getfixturevalue("db_dsn"), max_arguments_bytes=max_arguments_bytes))
+        return made[-1]
+
+    yield make
+    for other in made:
+        other.close()
 
 
 @pytest.fixture
@@ -881,6 +899,41 @@ def test_a_schedule_outside_the_range_is_refused_on_every_defer_path(store: JobS
         with pytest.raises(ScheduleError, match="pick a time in that range$|pass a shorter delay$"):
             defer()
     assert store.count_jobs() == {status: 0 for status in Status}
+
+
+def test_arguments_of_the_default_limit_are_kept_and_one_byte_more_is_refused(store: JobStore) -> None:
+    assert store.max_arguments_bytes == 1_000_000
+    # '["xx...x"]' and '{}': the text of both, 1,000,000 bytes in all.
+    at_the_limit = new_job(args=("x" * (1_000_000 - len('[""]{}')),))
+    over_it = new_job(kwargs={"floor": "é" * 166_664 + "xyz"})  # é is 6 bytes of JSON text (\\u00e9): 1,000,001 in all
+    job_id = store.defer_job(at_the_limit)
+    assert store.get_job(job_id).args == at_the_limit.args  # type: ignore[union-attr]
+    deferrals = [
+        lambda: store.defer_job(over_it),
+        lambda: store.defer_jobs([new_job(), over_it]),
+        lambda: store.defer_calls(over_it, [((), {}), ((), over_it.kwargs)]),
+    ]
+    for defer in deferrals:
+        with pytest.raises(ArgumentsTooLargeError) as raised:
+            defer()
+        assert str(raised.value) == (
+            "arguments of write_alphabet are 1,000,001 bytes of JSON, over the store's max_arguments_bytes of "
+            "1,000,000; store large data elsewhere and pass its key, or raise max_arguments_bytes"
+        )
+        assert isinstance(raised.value, ValueError)
+    assert store.count_jobs()[Status.TODO] == 1
+
+
+def test_the_limit_is_a_store_option_and_holds_for_each_call_of_a_batch(store_with_limit: Callable[[int], JobStore]) -> None:
+    limited = store_with_limit(100)
+    calls = [((f"{letter * 90}",), {}) for letter in "abc"]  # 96 bytes each, 288 in all
+    assert len(limited.defer_calls(new_job(), calls)) == 3
+    assert len(limited.defer_jobs([new_job(args=args) for args, _ in calls])) == 3
+    with pytest.raises(ArgumentsTooLargeError, match="are 101 bytes of JSON, over the store's max_arguments_bytes of 100"):
+        limited.defer_calls(new_job(), [*calls, (("d" * 95,), {})])
+    with pytest.raises(ArgumentsTooLargeError, match="are 101 bytes of JSON"):
+        limited.defer_jobs([new_job(), new_job(kwargs={"floor": "d" * 87})])
+    assert limited.count_jobs()[Status.TODO] == 6
 
 
 def test_unknown_job_ids_are_answered_not_raised(store: JobStore, worker_id: int) -> None:

@@ -8,6 +8,7 @@ import decimal
 import enum
 import logging
 import math
+import re
 import subprocess
 import sys
 import uuid
@@ -363,6 +364,29 @@ def test_a_task_name_postgresql_cannot_store_is_refused_at_declaration(task_mana
     with pytest.raises(ConfigurationError, match=r"^task name '.*' contains (a NUL character|the surrogate)"):
         task_manager.task(name=name)(lambda: None)
     assert task_manager.tasks == {}
+
+
+def test_max_arguments_bytes_is_a_task_manager_option_passed_to_its_store() -> None:
+    task_manager = cabbage.TaskManager(store_class=InMemoryJobStore, max_arguments_bytes=20)
+
+    @task_manager.task(name="tasks.write")
+    def write(floor: str) -> None: ...
+
+    write.defer("a" * 14)  # '["aa...a"]{}': 20 bytes
+    with pytest.raises(cabbage.ArgumentsTooLargeError) as raised:
+        write.defer_many([["b"], ["a" * 15]])
+    assert str(raised.value).startswith("arguments of tasks.write are 21 bytes of JSON, over the store's max_arguments_bytes of 20;")
+    assert len(task_manager.store.jobs) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2**28, 1.5, True, "1MB", None])
+def test_max_arguments_bytes_must_be_a_size_jsonb_can_hold(limit: Any) -> None:
+    from cabbage.postgres import PostgresJobStore  # constructing it opens nothing
+
+    message = rf"^max_arguments_bytes must be a whole number of bytes from 1 to 268435455 \(jsonb's own limit\), got {re.escape(repr(limit))}$"
+    for store_class in (InMemoryJobStore, PostgresJobStore):
+        with pytest.raises(ConfigurationError, match=message):
+            cabbage.TaskManager(store_class=store_class, max_arguments_bytes=limit)
 
 
 def test_one_bad_call_in_defer_many_inserts_nothing(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
