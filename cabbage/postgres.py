@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 import weakref
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -160,15 +160,14 @@ class PostgresJobStore(JobStore):
             return []
         if len(jobs) == 1:
             return [self.defer_job(jobs[0], connection)]
-        with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_jobs"], rows.defer_parameters(jobs, self.max_arguments_bytes))
-            return [job_id for (job_id,) in cursor.fetchall()]
+        parameters = rows.defer_parameters(jobs, self.max_arguments_bytes)
+        with self._deferring(connection) as execute:
+            return [job_id for (job_id,) in execute(queries["defer_jobs"], parameters).fetchall()]
 
     def defer_job(self, job: NewJob, connection: Any = None) -> int:
         parameters = rows.defer_one_parameters(job, self.max_arguments_bytes)
-        with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_job"], parameters)
-            (job_id,) = cursor.fetchone()
+        with self._deferring(connection) as execute:
+            (job_id,) = execute(queries["defer_job"], parameters).fetchone()
         return job_id
 
     def defer_calls(
@@ -177,9 +176,39 @@ class PostgresJobStore(JobStore):
         if not calls:
             return []
         parameters = rows.defer_calls_parameters(job, calls, self.max_arguments_bytes)
+        with self._deferring(connection) as execute:
+            return [job_id for (job_id,) in execute(queries["defer_calls"], parameters).fetchall()]
+
+    @contextlib.contextmanager
+    def _deferring(self, connection: Any) -> Iterator[Callable[[str, Mapping[str, Any]], Any]]:
+        """Gives a function that runs a defer statement and returns its cursor.
+
+        In the caller's transaction the statement runs under a savepoint: when the database
+        refuses the defer, only the defer is undone, and the caller's transaction, with the
+        rows it wrote before, stays usable. (Each such defer is a subtransaction until the
+        caller commits: many of them in one transaction are better one defer_many.)
+        """
+        joins_transaction = connection is not None and not connection.autocommit
+        # In the same round trip as the statement: a savepoint costs no extra wait.
+        prefix = queries["open_defer_savepoint"] + "\n" if joins_transaction else ""
+
+        def execute(query: str, parameters: Mapping[str, Any]) -> Any:
+            cursor.execute(prefix + query, parameters)
+            return cursor
+
         with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_calls"], parameters)
-            return [job_id for (job_id,) in cursor.fetchall()]
+            if not joins_transaction:
+                yield execute
+                return
+            try:
+                yield execute
+            except Exception:
+                # Fails too when the session is gone, or when the caller's transaction was
+                # aborted before the defer (no savepoint then): the first error says which.
+                with contextlib.suppress(psycopg2.Error):
+                    cursor.execute(queries["undo_defer"])
+                raise
+            cursor.execute(queries["release_defer_savepoint"])
 
     async def defer_job_async(self, job: NewJob) -> int:
         parameters = rows.defer_one_parameters(job, self.max_arguments_bytes)

@@ -51,8 +51,9 @@ class JobStore(abc.ABC):
         A job whose arguments or options it cannot keep (``cabbage.new_jobs``,
         ``cabbage.schedules``) is refused, and then none of the jobs is inserted.
         With ``connection`` (a psycopg2 connection, PostgreSQL store only), the insert joins
-        the caller's transaction and is committed or rolled back with it; otherwise it is
-        committed before this returns. Idle workers of the job's queue are woken.
+        the caller's transaction and is committed or rolled back with it; a refused insert
+        leaves that transaction as it was before, usable. Otherwise it is committed before
+        this returns. Idle workers of the job's queue are woken.
         """
 
     def defer_job(self, job: NewJob, connection: Any = None) -> int:

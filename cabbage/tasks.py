@@ -85,7 +85,8 @@ class Task:
         units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both. Either
         must fall within ``cabbage.schedules.EARLIEST_SCHEDULED_AT`` and ``LATEST_SCHEDULED_AT``
         (years 1 to 9999 less a day at each end, UTC).
-        ``connection``: a psycopg2 connection whose transaction the insert joins.
+        ``connection``: a psycopg2 connection whose transaction the insert joins, under a
+        savepoint: a defer the database refuses leaves that transaction usable.
 
         >>> write_alphabet.configure(schedule_in={"minutes": 5}).defer("e")
         """
