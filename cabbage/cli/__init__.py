@@ -27,6 +27,7 @@ from cabbage.exceptions import (
     ConfigurationError,
     JobNotFound,
     ScheduleError,
+    TaskNotFound,
     UnserialisableArgumentError,
 )
 
@@ -60,7 +61,7 @@ def exit_status_of(error: CabbageError) -> int:
     if isinstance(error, JobNotFound):
         return EXIT_NOT_FOUND
     # Bad input the command line let through, refused before anything was done.
-    if isinstance(error, (ConfigurationError, ScheduleError, UnserialisableArgumentError, ArgumentsTooLargeError)):
+    if isinstance(error, (ConfigurationError, ScheduleError, UnserialisableArgumentError, ArgumentsTooLargeError, TaskNotFound)):
         return EXIT_USAGE
     return EXIT_FAILED
 

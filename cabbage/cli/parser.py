@@ -250,8 +250,15 @@ def _add_schema_commands(commands: Any) -> None:
 
 
 def _add_defer_command(commands: Any) -> None:
-    defer = _leaf(commands, "defer", "defer a job of a task, by task name (no app import needed)", json=True)
+    defer = _leaf(commands, "defer", "defer a job of a task, by task name (no app import needed without --app)", json=True)
     defer.add_argument("task_name", metavar="TASK", type=non_empty, help="the task's name")
+    defer.add_argument(
+        "--app",
+        type=non_empty,
+        metavar="MODULE[:ATTR]",
+        help="the app's TaskManager, as for cabbage-supervisor: TASK must be one of its tasks, and the task's "
+        "queue, lock and retry limit apply unless given",
+    )
     defer.add_argument(
         "--args",
         dest="task_arguments",
@@ -260,15 +267,17 @@ def _add_defer_command(commands: Any) -> None:
         metavar="JSON",
         help='a JSON list (positional) or object (keyword arguments), e.g. \'["a"]\' or \'{"floor": "a"}\'',
     )
-    defer.add_argument("--queue", type=non_empty, default=DEFAULT_QUEUE, help=f"queue (default {DEFAULT_QUEUE})")
-    defer.add_argument("--lock", type=non_empty, help="lock: jobs sharing it run one at a time, in order")
+    defer.add_argument("--queue", type=non_empty, help=f"queue (default: the task's with --app, else {DEFAULT_QUEUE})")
+    defer.add_argument(
+        "--lock", type=non_empty, help="lock: jobs sharing it run one at a time, in order (default: the task's with --app)"
+    )
     defer.add_argument(
         "--max-attempts",
         type=max_attempts,
-        default=1,
+        default=argparse.SUPPRESS,  # absent, not None: None is 'unlimited' (commands.job_to_defer)
         metavar="N",
-        help="attempts the job may use, first included, or 'unlimited' (default 1: the job keeps this "
-        "limit, whatever the task's retry= says)",
+        help="attempts the job may use, first included, or 'unlimited' (default: the task's retry= with --app, "
+        "else 1; the job keeps this limit, whatever the task's retry= says when it runs)",
     )
     when = defer.add_mutually_exclusive_group()
     when.add_argument("--schedule-in", type=delay, metavar="DURATION", help="run after a delay: 90s, 15m, 1h30m, 7d")

@@ -52,10 +52,12 @@ def run(db_dsn: str, capsys: pytest.CaptureFixture[str]):
     return run_command
 
 
-def run_script(*argv: str, dsn: str) -> subprocess.CompletedProcess[str]:
+def run_script(*argv: str, dsn: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     assert CABBAGE_SCRIPT.exists(), f"the cabbage script is not installed next to {sys.executable}"
     environment = {**os.environ, "CABBAGE_DSN": dsn}
-    return subprocess.run([str(CABBAGE_SCRIPT), *argv], env=environment, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(CABBAGE_SCRIPT), *argv], env=environment, capture_output=True, text=True, timeout=60, cwd=cwd
+    )
 
 
 @pytest.fixture
@@ -140,6 +142,43 @@ def test_defer_with_keyword_arguments_at_a_given_time(run, jobs):
 def test_defer_with_bad_json_inserts_nothing(run, jobs):
     status, out, err = run("defer", "clean", "--args", "[1,")
     assert status == 2 and "not valid JSON" in err
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+MAIL_APP = """
+import cabbage
+
+task_manager = cabbage.TaskManager()
+
+
+@task_manager.task(queue="mail", lock="smtp", retry=2)
+def send(to):
+    pass
+"""
+
+
+def test_defer_with_app_takes_the_tasks_queue_lock_and_retry_limit(db_dsn, jobs, tmp_path):
+    (tmp_path / "mailapp.py").write_text(MAIL_APP)
+    result = run_script("defer", "mailapp.send", "--app", "mailapp", "--args", '["ann@example.org"]', "--json", dsn=db_dsn, cwd=tmp_path)
+    assert result.returncode == EXIT_OK, result.stderr
+    job = jobs.store.get_job(json.loads(result.stdout)["job_id"])
+    assert (job.queue, job.lock, job.max_attempts, job.args) == ("mail", "smtp", 3, ("ann@example.org",))
+    given = run_script(
+        "defer", "mailapp.send", "--app", "mailapp:task_manager", "--queue", "urgent", "--max-attempts", "1", "--json",
+        dsn=db_dsn, cwd=tmp_path,
+    )
+    job = jobs.store.get_job(json.loads(given.stdout)["job_id"])
+    assert (job.queue, job.lock, job.max_attempts) == ("urgent", "smtp", 1)
+
+
+def test_defer_with_app_refuses_a_task_the_app_does_not_declare(db_dsn, jobs, tmp_path):
+    (tmp_path / "mailapp.py").write_text(MAIL_APP)
+    refused = run_script("defer", "mailapp.sned", "--app", "mailapp", dsn=db_dsn, cwd=tmp_path)
+    assert (refused.returncode, refused.stdout) == (EXIT_USAGE, "")
+    assert refused.stderr == "cabbage: task 'mailapp.sned' is not declared in this app (known: mailapp.send)\n"
+    missing = run_script("defer", "mailapp.send", "--app", "nosuchapp", dsn=db_dsn, cwd=tmp_path)
+    assert missing.returncode == EXIT_FAILED
+    assert missing.stderr == "cabbage: cannot import app 'nosuchapp': No module named 'nosuchapp'\n"
     assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
 
 
