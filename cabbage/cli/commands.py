@@ -282,4 +282,8 @@ DSN_COMMANDS: dict[str, Callable[[argparse.Namespace, str, Output], int]] = {
     "web": web,
 }
 
-__all__ = ["ADMIN_COMMANDS", "DSN_COMMANDS"]
+# Commands whose queries need the schema: when one fails, main checks the schema's version, so
+# that a missing or older schema is told as the command that fixes it rather than as SQL.
+NEEDS_SCHEMA = frozenset(ADMIN_COMMANDS) | {"defer", "jobs_prune"}
+
+__all__ = ["ADMIN_COMMANDS", "DSN_COMMANDS", "NEEDS_SCHEMA"]

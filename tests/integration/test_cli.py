@@ -29,7 +29,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from cabbage.cli import main
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from cabbage.jobs import Status
-from cabbage.schema import CURRENT_VERSION
+from cabbage.schema import CURRENT_VERSION, apply_schema
 from tests.integration.job_states import age_finished_jobs, execute
 
 CABBAGE_SCRIPT = Path(sys.executable).parent / "cabbage"
@@ -422,10 +422,33 @@ def test_stats_counts_by_queue_and_status_with_the_oldest_waiting_job(run, jobs)
     assert table[-1] == "jobs per minute (last 5m): 0.2"
 
 
-def test_commands_on_a_database_without_schema_say_how_to_fix_it(run, empty_dsn):
-    status, _, err = run("jobs", "list", dsn=empty_dsn)
-    assert status == EXIT_FAILED
-    assert err.startswith("cabbage: the cabbage schema is missing") and err.endswith("run 'cabbage schema apply'\n")
+NO_SCHEMA = f"database has no cabbage schema, this cabbage needs version {CURRENT_VERSION}: run 'cabbage schema apply'\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stats"], ["workers"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "retry", "1"],
+        ["jobs", "retry", "--status", "failed"], ["jobs", "cancel", "1"], ["jobs", "prune", "--older-than", "7d"],
+        ["defer", "clean"], ["schema", "check"], ["schema", "dump"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_on_a_database_without_schema_names_the_command_that_fixes_it(empty_dsn, argv):
+    result = run_script(*argv, dsn=empty_dsn)
+    assert (result.returncode, result.stdout, result.stderr) == (EXIT_FAILED, "", f"cabbage: {NO_SCHEMA}")
+
+
+def test_healthcheck_on_a_database_without_schema_is_unhealthy_with_the_fix(empty_dsn):
+    result = run_script("healthcheck", dsn=empty_dsn)
+    assert (result.returncode, result.stdout, result.stderr) == (EXIT_FAILED, f"unhealthy: {NO_SCHEMA}", "")
+
+
+def test_a_command_on_an_older_schema_names_its_version_and_the_fix(empty_dsn):
+    apply_schema(empty_dsn, target_version=1)
+    result = run_script("defer", "clean", dsn=empty_dsn)
+    assert result.returncode == EXIT_FAILED
+    assert result.stderr == f"cabbage: database schema is at version 1, this cabbage needs {CURRENT_VERSION}: run 'cabbage schema apply'\n"
 
 
 # -- web ----------------------------------------------------------------------------------------
