@@ -7,7 +7,7 @@ from typing import Any, Callable, overload
 from cabbage.exceptions import TaskAlreadyRegistered, TaskNotFound
 from cabbage.retry import RetrySpec, make_retry_policy
 from cabbage.store import JobStore
-from cabbage.tasks import Task
+from cabbage.tasks import Task, default_task_name
 
 
 class TaskManager:
@@ -65,7 +65,8 @@ class TaskManager:
         """Declares a task; usable bare (``@task_manager.task``) or with options.
 
         ``queue``: which workers run it; ``name``: how jobs refer to it (default
-        ``module.qualname``); ``retry``: a number of retries, True (no limit) or a
+        ``module.qualname`` of the function, under any decorator that wraps it: see
+        ``cabbage.tasks.wrapped_function``); ``retry``: a number of retries, True (no limit) or a
         ``RetryPolicy``; ``timeout``: seconds one attempt may run before the supervisor kills
         its worker; ``lock``: the default lock of its jobs.
 
@@ -78,7 +79,7 @@ class TaskManager:
             task = Task(
                 func,
                 store=self.store,
-                name=name or f"{func.__module__}.{func.__qualname__}",
+                name=name or default_task_name(func),
                 queue=queue,
                 retry_policy=retry_policy,
                 timeout_s=timeout,

@@ -8,8 +8,10 @@ refused by the store before it inserts anything, and explained here, naming the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import inspect
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -53,7 +55,8 @@ class Task:
         timeout_s: float | None,
         lock: str | None,
     ) -> None:
-        functools.update_wrapper(self, func)
+        # The user's function, not a decorator's wrapper: its name, docstring and signature.
+        functools.update_wrapper(self, wrapped_function(func))
         self.func = func
         self.store = store  # its TaskManager's: where its jobs are deferred
         self.name = new_jobs.check_text("task name", name)
@@ -131,6 +134,57 @@ class Task:
         if self._default_description is None:
             self._default_description = self.configure()
         return self._default_description
+
+
+# -- names -----------------------------------------------------------------------------------------
+
+
+def default_task_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of the function the user wrote (``wrapped_function``), the task's
+    name unless ``name=`` gives one. ConfigurationError when that function cannot be told."""
+    wrapped = wrapped_function(func)
+    closed_over = _functions_a_wrapper_closes_over(wrapped)
+    if len(closed_over) > 1:
+        raise ConfigurationError(
+            f"cannot tell which function {wrapped.__name__}(*args, **kwargs) wraps, to name the task after it: "
+            f"it closes over {', '.join(sorted(inner.__name__ for inner in closed_over))}; pass name=, "
+            "or decorate the wrapper with functools.wraps(...)"
+        )
+    return f"{wrapped.__module__}.{wrapped.__qualname__}"
+
+
+def wrapped_function(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function under a task's decorators: ``__wrapped__`` (``functools.wraps``) followed to
+    its end, and a wrapper without it that takes only ``(*args, **kwargs)`` and closes over
+    one function (the how-to's ``new_func``) taken for that function. Every task made by one
+    such decorator then has a name, and a ``__name__``, of its own."""
+    seen: set[int] = set()
+    while id(func) not in seen:  # a function may close over itself (a recursive one)
+        seen.add(id(func))
+        func = inspect.unwrap(func)
+        closed_over = _functions_a_wrapper_closes_over(func)
+        if len(closed_over) != 1:
+            return func
+        func = closed_over[0]
+    return func
+
+
+def _functions_a_wrapper_closes_over(func: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The functions ``func`` closes over, if it takes only ``(*args, **kwargs)``: a task of
+    its own takes the arguments it needs, a wrapper passes them on."""
+    code = getattr(func, "__code__", None)
+    if not inspect.isfunction(func) or code is None or code.co_argcount or code.co_kwonlyargcount:
+        return []
+    if code.co_flags & PASS_THROUGH != PASS_THROUGH:
+        return []
+    contents = []
+    for cell in func.__closure__ or ():
+        with contextlib.suppress(ValueError):  # a cell not yet filled
+            contents.append(cell.cell_contents)
+    return [inner for inner in contents if inspect.isfunction(inner)]
+
+
+PASS_THROUGH = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
 
 
 class JobDescription:
@@ -225,7 +279,7 @@ class JobDescription:
     def _name_unserialisable_argument(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> None:
         # Both stores check the arguments before inserting anything and refuse what a job
         # cannot carry in the task's name; here the refusal names the function the user wrote.
-        function_name = getattr(self.task.func, "__name__", self.task.name)
+        function_name = getattr(self.task, "__name__", self.task.name)
         for args, kwargs in calls:
             new_jobs.refuse_unstorable_arguments(function_name, args, kwargs)
 

@@ -204,17 +204,26 @@ def test_the_middleware_wraps_every_task(db_dsn: str, monkeypatch: pytest.Monkey
     def shout(word: str) -> None:
         calls.append(word.upper())
 
-    job_id = shout.defer("cabbage")
-    assert cabbage.Worker(task_manager).process_jobs() == 1
-    assert task_manager.store.get_job(job_id).status is Status.SUCCEEDED  # type: ignore[union-attr]
-    assert calls == ["before", "CABBAGE"]  # as written, the line after `return` never runs
+    @namespace["task"](queue="queue")  # "to all of the tasks": a second one, and more, work too
+    def whisper(word: str) -> None:
+        calls.append(word.lower())
+
+    local = f"{__name__}.test_the_middleware_wraps_every_task.<locals>"
+    assert (shout.name, whisper.name) == (f"{local}.shout", f"{local}.whisper")
+    job_ids = [shout.defer("Cabbage"), whisper.defer("Cabbage")]
+    assert cabbage.Worker(task_manager).process_jobs() == 2
+    assert [task_manager.store.get_job(job_id).status for job_id in job_ids] == [Status.SUCCEEDED] * 2  # type: ignore[union-attr]
+    assert calls == ["before", "CABBAGE", "before", "cabbage"]  # as written, the line after `return` never runs
 
 
 def test_the_middleware_example_module(examples: types.ModuleType) -> None:
     middleware = importlib.import_module("examples.middleware")
-    job_id = middleware.shout.defer("cabbage")
-    assert cabbage.Worker(examples.task_manager).process_jobs() == 1
-    assert examples.task_manager.store.get_job(job_id).status is Status.SUCCEEDED
+    assert (middleware.shout.name, middleware.whisper.name) == ("examples.middleware.shout", "examples.middleware.whisper")
+    wrapper = textwrap.dedent(inspect.getsource(middleware.task)).strip()
+    assert wrapper == snippet("middleware"), "examples/middleware.py uses the how-to's wrapper as written"
+    job_ids = [middleware.shout.defer("cabbage"), middleware.whisper.defer("CABBAGE")]
+    assert cabbage.Worker(examples.task_manager).process_jobs() == 2
+    assert [examples.task_manager.store.get_job(job_id).status for job_id in job_ids] == [Status.SUCCEEDED] * 2
 
 
 # -- "Test your code that uses cabbage" --------------------------------------------------------------

@@ -6,13 +6,14 @@ import collections
 import datetime
 import decimal
 import enum
+import functools
 import logging
 import math
 import re
 import subprocess
 import sys
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import structlog
@@ -81,6 +82,101 @@ def test_the_bare_decorator_names_the_task_after_module_and_qualname(task_manage
     assert clean.retry_policy.max_attempts == 1
     assert clean.timeout_s is None
     assert task_manager.get_task(clean.name) is clean
+
+
+def howto_task_decorator(task_manager: cabbage.TaskManager, calls: list[str]) -> Callable[..., Any]:
+    """The how-to's own ``@task`` wrapper, as written there (its logging made observable)."""
+    log_something = functools.partial(calls.append, "before")
+    log_something_else = functools.partial(calls.append, "after")
+
+    def task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+        def wrap(func: Callable[..., Any]) -> cabbage.Task:
+            def new_func(*job_args: Any, **job_kwargs: Any) -> Any:
+                log_something()
+                return func(*job_args, **job_kwargs)
+                log_something_else()
+
+            return task_manager.task(*args, **kwargs)(new_func)
+        return wrap
+
+    return task
+
+
+def test_tasks_made_by_one_wrapper_are_named_after_their_own_functions(task_manager: cabbage.TaskManager, memory: InMemoryJobStore) -> None:
+    calls: list[str] = []
+    task = howto_task_decorator(task_manager, calls)
+
+    @task(queue="queue")
+    def shout(word: str) -> None:
+        calls.append(word.upper())
+
+    @task(queue="queue")
+    def whisper(word: str) -> None:
+        calls.append(word.lower())
+
+    where = f"{__name__}.test_tasks_made_by_one_wrapper_are_named_after_their_own_functions.<locals>"
+    assert (shout.name, whisper.name) == (f"{where}.shout", f"{where}.whisper")
+    assert (shout.__name__, whisper.__name__) == ("shout", "whisper")  # type: ignore[attr-defined]
+    shout.defer("Cabbage")
+    whisper.defer("Cabbage")
+    assert cabbage.Worker(task_manager).process_jobs() == 2
+    assert calls == ["before", "CABBAGE", "before", "cabbage"]
+    with pytest.raises(UnserialisableArgumentError, match=r"^argument 1 of shout is not JSON-serialisable \(set\)"):
+        shout.defer({"a"})
+
+
+def test_a_task_under_functools_wraps_and_the_howto_wrapper_is_named_after_the_users_function(task_manager: cabbage.TaskManager) -> None:
+    task = howto_task_decorator(task_manager, [])
+
+    def logged(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def logging_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, **kwargs)
+
+        return logging_wrapper
+
+    @task()
+    @logged
+    def clean() -> None: ...
+
+    assert clean.name.endswith(".<locals>.clean") and clean.__name__ == "clean"  # type: ignore[attr-defined]
+
+
+def test_a_task_of_its_own_that_calls_a_local_function_keeps_its_own_name(task_manager: cabbage.TaskManager) -> None:
+    def helper(floor: str) -> str:
+        return floor
+
+    @task_manager.task
+    def write(floor: str) -> str:  # takes its own arguments: not a wrapper of helper
+        return helper(floor)
+
+    @task_manager.task
+    def forward(*args: Any, **kwargs: Any) -> Any:  # closes over itself: followed once, no further
+        return forward(*args, **kwargs) if args else None
+
+    assert write.name.endswith(".<locals>.write") and forward.name.endswith(".<locals>.forward")
+
+
+def test_a_wrapper_of_several_functions_needs_a_name(task_manager: cabbage.TaskManager) -> None:
+    def before() -> None: ...
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        def new_func(*args: Any, **kwargs: Any) -> Any:
+            before()
+            return func(*args, **kwargs)
+
+        return new_func
+
+    def send() -> None: ...
+
+    with pytest.raises(ConfigurationError) as raised:
+        task_manager.task(wrap(send))
+    assert str(raised.value) == (
+        "cannot tell which function new_func(*args, **kwargs) wraps, to name the task after it: "
+        "it closes over before, send; pass name=, or decorate the wrapper with functools.wraps(...)"
+    )
+    assert task_manager.tasks == {}
+    assert task_manager.task(name="mail.send")(wrap(send)).name == "mail.send"
 
 
 def test_calling_a_task_runs_the_function_here(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
