@@ -32,6 +32,7 @@ from cabbage.exceptions import (
 )
 from cabbage.jobs import Job, Status
 from cabbage.manager import TaskManager
+from cabbage.middleware import JobContext
 from cabbage.retry import RetryPolicy
 from cabbage.tasks import Task
 from cabbage.worker import Worker
@@ -44,6 +45,7 @@ __all__ = [
     "RetryPolicy",
     "Status",
     "Job",
+    "JobContext",
     "store",
     "AppImportError",
     "ArgumentsTooLargeError",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, overload
+from typing import Any, Callable, Iterable, overload
 
 from cabbage.exceptions import TaskAlreadyRegistered, TaskNotFound
+from cabbage.middleware import Middleware, MiddlewareChain
 from cabbage.retry import RetrySpec, make_retry_policy
 from cabbage.store import JobStore
 from cabbage.tasks import Task, default_task_name
@@ -17,6 +18,8 @@ class TaskManager:
     variables); it connects on first use, so importing an app opens nothing. ``store_options``
     go to the store class; both stores take ``max_arguments_bytes``, the most a job's
     arguments may take as JSON text (default 1,000,000; a larger job is refused at defer).
+    ``middleware``: generator functions run around every attempt of every task, first
+    outermost (``cabbage.middleware``); ``@task_manager.middleware`` registers more.
 
     >>> task_manager = cabbage.TaskManager()
     >>> task_manager = cabbage.TaskManager(max_arguments_bytes=5_000_000)
@@ -25,7 +28,9 @@ class TaskManager:
     ... )
     """
 
-    def __init__(self, store_class: type[JobStore] | None = None, **store_options: Any) -> None:
+    def __init__(
+        self, store_class: type[JobStore] | None = None, *, middleware: Iterable[Middleware] = (), **store_options: Any
+    ) -> None:
         if store_class is None:
             # Imported here so that an app on the in-memory store never loads psycopg2.
             from cabbage.postgres import PostgresJobStore
@@ -33,6 +38,7 @@ class TaskManager:
             store_class = PostgresJobStore
         self.store: JobStore = store_class(**store_options)
         self.tasks: dict[str, Task] = {}
+        self.middleware = MiddlewareChain(middleware)
 
     def __repr__(self) -> str:
         return f"<TaskManager {type(self.store).__name__} tasks={len(self.tasks)}>"

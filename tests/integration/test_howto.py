@@ -60,6 +60,7 @@ SNIPPETS = {
     "schedule_at": "create_bug.configure(schedule_at=dt)",
     "schedule_in": "clean.configure(schedule_in=",
     "middleware": "def task(*args, **kwargs):",
+    "middleware_api": "@task_manager.middleware",
     "testing": "if running_tests:",
 }
 
@@ -214,6 +215,31 @@ def test_the_middleware_wraps_every_task(db_dsn: str, monkeypatch: pytest.Monkey
     assert cabbage.Worker(task_manager).process_jobs() == 2
     assert [task_manager.store.get_job(job_id).status for job_id in job_ids] == [Status.SUCCEEDED] * 2  # type: ignore[union-attr]
     assert calls == ["before", "CABBAGE", "before", "cabbage"]  # as written, the line after `return` never runs
+
+
+def test_the_middleware_api_logs_before_and_after_every_task(examples: types.ModuleType) -> None:
+    calls: list[str] = []
+    task_manager = cabbage.TaskManager(store_class=InMemoryJobStore)
+    run_snippet(
+        snippet("middleware_api"),
+        task_manager=task_manager,
+        log_something=lambda: calls.append("before"),
+        log_something_else=lambda: calls.append("after"),
+    )
+
+    @task_manager.task(queue="queue")
+    def shout(word: str) -> None:
+        calls.append(word.upper())
+
+    @task_manager.task(queue="queue")
+    def crash() -> None:
+        raise RuntimeError("boom")
+
+    shout.defer("cabbage")
+    crash.defer()
+    assert cabbage.Worker(task_manager).process_jobs() == 2
+    assert calls == ["before", "CABBAGE", "after", "before", "after"]  # after a failure too
+    assert [job.status for job in task_manager.store.jobs] == [Status.SUCCEEDED, Status.FAILED]  # type: ignore[attr-defined]
 
 
 def test_the_middleware_example_module(examples: types.ModuleType) -> None:
