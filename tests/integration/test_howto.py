@@ -142,7 +142,7 @@ def _run_worker_until_terminated(task_manager: cabbage.TaskManager) -> None:
 def test_a_lock_runs_the_alphabet_in_order_across_four_workers(examples: types.ModuleType) -> None:
     task_manager = examples.task_manager
     namespace = run_snippet(snippet("lock"), write_alphabet=examples.write_alphabet)
-    assert namespace["job_descritption"].lock == "/tmp/alphabet.txt"
+    assert namespace["job_description"].lock == "/tmp/alphabet.txt"
 
     context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_run_worker_until_terminated, args=(task_manager,)) for _ in range(4)]
