@@ -136,6 +136,16 @@ def run_line(store: JobStore, worker_id: int) -> list[int]:
     return order
 
 
+def every_defer_path(store: JobStore, job: NewJob) -> list[Callable[[], object]]:
+    """The ways ``job`` reaches a store: alone, in a batch after a good job, and as the
+    second call of a defer_calls whose first is good (the batch must then insert nothing)."""
+    return [
+        lambda: store.defer_job(job),
+        lambda: store.defer_jobs([new_job(), job]),
+        lambda: store.defer_calls(job, [((), {}), (job.args, job.kwargs)]),
+    ]
+
+
 def assert_close(actual: datetime.datetime, expected: datetime.datetime, within_s: float = 60.0) -> None:
     assert abs((actual - expected).total_seconds()) < within_s, f"{actual} is not within {within_s} s of {expected}"
 
@@ -856,13 +866,7 @@ def nested(depth: int) -> Any:
 def test_what_a_job_cannot_carry_is_refused_naming_it_on_every_defer_path(
     store: JobStore, arguments: dict[str, Any], message: str
 ) -> None:
-    job = new_job(**arguments)
-    deferrals = [
-        lambda: store.defer_job(job),
-        lambda: store.defer_jobs([new_job(), job]),
-        lambda: store.defer_calls(job, [(("fine",), {}), (job.args, job.kwargs)]),
-    ]
-    for defer in deferrals:
+    for defer in every_defer_path(store, new_job(**arguments)):
         with pytest.raises(CabbageError) as raised:
             defer()
         assert message in str(raised.value)
@@ -889,13 +893,7 @@ def test_what_a_job_can_carry_at_the_limits_comes_back_unchanged(store: JobStore
     ids=["after-9999-in-utc", "before-year-1-in-utc", "in-8000-years", "in-96000-months", "in-1e300-s"],
 )
 def test_a_schedule_outside_the_range_is_refused_on_every_defer_path(store: JobStore, schedule: dict[str, Any]) -> None:
-    job = new_job(**schedule)
-    deferrals = [
-        lambda: store.defer_job(job),
-        lambda: store.defer_jobs([new_job(), job]),
-        lambda: store.defer_calls(job, [((), {}), (("a",), {})]),
-    ]
-    for defer in deferrals:
+    for defer in every_defer_path(store, new_job(**schedule)):
         with pytest.raises(ScheduleError, match="pick a time in that range$|pass a shorter delay$"):
             defer()
     assert store.count_jobs() == {status: 0 for status in Status}
@@ -908,12 +906,7 @@ def test_arguments_of_the_default_limit_are_kept_and_one_byte_more_is_refused(st
     over_it = new_job(kwargs={"floor": "é" * 166_664 + "xyz"})  # é is 6 bytes of JSON text (\\u00e9): 1,000,001 in all
     job_id = store.defer_job(at_the_limit)
     assert store.get_job(job_id).args == at_the_limit.args  # type: ignore[union-attr]
-    deferrals = [
-        lambda: store.defer_job(over_it),
-        lambda: store.defer_jobs([new_job(), over_it]),
-        lambda: store.defer_calls(over_it, [((), {}), ((), over_it.kwargs)]),
-    ]
-    for defer in deferrals:
+    for defer in every_defer_path(store, over_it):
         with pytest.raises(ArgumentsTooLargeError) as raised:
             defer()
         assert str(raised.value) == (
