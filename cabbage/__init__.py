@@ -17,6 +17,7 @@ __version__ = "0.2.0"
 from cabbage import store
 from cabbage.exceptions import (
     AppImportError,
+    ArgumentsTooLargeError,
     CabbageError,
     ConfigurationError,
     DatabaseUnavailable,
@@ -31,6 +32,7 @@ from cabbage.exceptions import (
 )
 from cabbage.jobs import Job, Status
 from cabbage.manager import TaskManager
+from cabbage.middleware import JobContext
 from cabbage.retry import RetryPolicy
 from cabbage.tasks import Task
 from cabbage.worker import Worker
@@ -43,8 +45,10 @@ __all__ = [
     "RetryPolicy",
     "Status",
     "Job",
+    "JobContext",
     "store",
     "AppImportError",
+    "ArgumentsTooLargeError",
     "CabbageError",
     "ConfigurationError",
     "DatabaseUnavailable",

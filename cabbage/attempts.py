@@ -20,6 +20,7 @@ import structlog
 
 from cabbage.exceptions import TaskNotFound
 from cabbage.jobs import Job, JobError, Outcome
+from cabbage.middleware import JobContext, run_with_middleware
 from cabbage.task_errors import describe_exception
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def run_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any
             return resolved
         task, args, kwargs = resolved
         try:
-            task.func(*args, **kwargs)
+            run_with_middleware(task_manager.middleware, JobContext(job, task), args, kwargs)
         except TASK_EXCEPTIONS as exc:  # the boundary around the user's code
             return _failed(job, task, exc, started)
         return _succeeded(job, started)
@@ -83,7 +84,8 @@ async def run_async_attempt(task_manager: "TaskManager", job: Job, context: Mapp
         task, args, kwargs = resolved
         try:
             # wait_for cancels the task at the deadline: CancelledError is raised inside it.
-            await asyncio.wait_for(task.func(*args, **kwargs), timeout=task.timeout_s)
+            running = run_with_middleware(task_manager.middleware, JobContext(job, task), args, kwargs)
+            await asyncio.wait_for(running, timeout=task.timeout_s)
         except asyncio.TimeoutError:
             timed_out = TaskTimedOut(f"job {job.id} ({job.task_name}) timed out after {task.timeout_s:g} s and was cancelled")
             return _failed(job, task, timed_out, started)

@@ -19,8 +19,14 @@ class UnserialisableArgumentError(CabbageError, TypeError):
     """A task argument that JSON cannot carry was given to ``defer``; nothing was inserted."""
 
 
+class ArgumentsTooLargeError(CabbageError, ValueError):
+    """A job's arguments, as JSON text, are over its store's ``max_arguments_bytes``; nothing was
+    inserted. Large data belongs in a table or an object store; pass its key instead."""
+
+
 class ScheduleError(CabbageError, ValueError):
-    """``schedule_at`` / ``schedule_in`` are missing a timezone, conflicting, or use an unknown unit."""
+    """``schedule_at`` / ``schedule_in`` are missing a timezone, conflicting, use an unknown unit, or
+    fall outside the times a job can be scheduled at (``cabbage.schedules``)."""
 
 
 class TaskNotFound(CabbageError, LookupError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, overload
+from typing import Any, Callable, Iterable, overload
 
 from cabbage.exceptions import TaskAlreadyRegistered, TaskNotFound
+from cabbage.middleware import Middleware, MiddlewareChain
 from cabbage.retry import RetrySpec, make_retry_policy
 from cabbage.store import JobStore
-from cabbage.tasks import Task
+from cabbage.tasks import Task, default_task_name
 
 
 class TaskManager:
@@ -15,15 +16,21 @@ class TaskManager:
 
     The store is PostgreSQL by default (DSN from ``CABBAGE_DSN``, else libpq's ``PG*``
     variables); it connects on first use, so importing an app opens nothing. ``store_options``
-    go to the store class.
+    go to the store class; both stores take ``max_arguments_bytes``, the most a job's
+    arguments may take as JSON text (default 1,000,000; a larger job is refused at defer).
+    ``middleware``: generator functions run around every attempt of every task, first
+    outermost (``cabbage.middleware``); ``@task_manager.middleware`` registers more.
 
     >>> task_manager = cabbage.TaskManager()
+    >>> task_manager = cabbage.TaskManager(max_arguments_bytes=5_000_000)
     >>> task_manager = cabbage.TaskManager(
     ...     store_class=store.load_store_from_path("cabbage.testing.InMemoryJobStore")
     ... )
     """
 
-    def __init__(self, store_class: type[JobStore] | None = None, **store_options: Any) -> None:
+    def __init__(
+        self, store_class: type[JobStore] | None = None, *, middleware: Iterable[Middleware] = (), **store_options: Any
+    ) -> None:
         if store_class is None:
             # Imported here so that an app on the in-memory store never loads psycopg2.
             from cabbage.postgres import PostgresJobStore
@@ -31,6 +38,7 @@ class TaskManager:
             store_class = PostgresJobStore
         self.store: JobStore = store_class(**store_options)
         self.tasks: dict[str, Task] = {}
+        self.middleware = MiddlewareChain(middleware)
 
     def __repr__(self) -> str:
         return f"<TaskManager {type(self.store).__name__} tasks={len(self.tasks)}>"
@@ -63,7 +71,8 @@ class TaskManager:
         """Declares a task; usable bare (``@task_manager.task``) or with options.
 
         ``queue``: which workers run it; ``name``: how jobs refer to it (default
-        ``module.qualname``); ``retry``: a number of retries, True (no limit) or a
+        ``module.qualname`` of the function, under any decorator that wraps it: see
+        ``cabbage.tasks.wrapped_function``); ``retry``: a number of retries, True (no limit) or a
         ``RetryPolicy``; ``timeout``: seconds one attempt may run before the supervisor kills
         its worker; ``lock``: the default lock of its jobs.
 
@@ -76,7 +85,7 @@ class TaskManager:
             task = Task(
                 func,
                 store=self.store,
-                name=name or f"{func.__module__}.{func.__qualname__}",
+                name=name or default_task_name(func),
                 queue=queue,
                 retry_policy=retry_policy,
                 timeout_s=timeout,

@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import os
 import weakref
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import psycopg2
 import psycopg2.extensions
 
 from cabbage import dsn as dsn_module
-from cabbage import rows
+from cabbage import new_jobs, rows
 from cabbage import schema
 from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, StoreError
 from cabbage.jobs import ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
@@ -45,15 +45,23 @@ class PostgresJobStore(JobStore):
 
     ``dsn`` is a libpq URI or keyword string; None means ``$CABBAGE_DSN``, else libpq's PG*
     variables. ``async_pool_size``: how many sessions each event loop's awaited defers use
-    (``Task.defer_async``).
+    (``Task.defer_async``). ``max_arguments_bytes``: see ``JobStore``.
 
     >>> store = PostgresJobStore("postgresql://app@db/app")
     >>> store.check_schema()    # SchemaError: run 'cabbage schema apply'
     """
 
-    def __init__(self, dsn: str | None = None, *, synchronous_commit: bool = True, async_pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        synchronous_commit: bool = True,
+        async_pool_size: int = DEFAULT_POOL_SIZE,
+        max_arguments_bytes: int = new_jobs.DEFAULT_MAX_ARGUMENTS_BYTES,
+    ) -> None:
         self.dsn = dsn_module.resolve_dsn(dsn)
         self.synchronous_commit = synchronous_commit
+        self.max_arguments_bytes = new_jobs.check_max_arguments_bytes(max_arguments_bytes)
         self._connection: psycopg2.extensions.connection | None = None
         self._connection_pid: int | None = None
         self._worker_statements_prepared = False
@@ -136,7 +144,9 @@ class PostgresJobStore(JobStore):
                 connection.close()
 
     def open_sibling(self) -> "PostgresJobStore":
-        return PostgresJobStore(self.dsn, synchronous_commit=self.synchronous_commit)
+        return PostgresJobStore(
+            self.dsn, synchronous_commit=self.synchronous_commit, max_arguments_bytes=self.max_arguments_bytes
+        )
 
     def check_schema(self) -> None:
         with self._errors_translated():
@@ -150,15 +160,14 @@ class PostgresJobStore(JobStore):
             return []
         if len(jobs) == 1:
             return [self.defer_job(jobs[0], connection)]
-        with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_jobs"], rows.defer_parameters(jobs))
-            return [job_id for (job_id,) in cursor.fetchall()]
+        parameters = rows.defer_parameters(jobs, self.max_arguments_bytes)
+        with self._deferring(connection) as execute:
+            return [job_id for (job_id,) in execute(queries["defer_jobs"], parameters).fetchall()]
 
     def defer_job(self, job: NewJob, connection: Any = None) -> int:
-        parameters = rows.defer_one_parameters(job)
-        with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_job"], parameters)
-            (job_id,) = cursor.fetchone()
+        parameters = rows.defer_one_parameters(job, self.max_arguments_bytes)
+        with self._deferring(connection) as execute:
+            (job_id,) = execute(queries["defer_job"], parameters).fetchone()
         return job_id
 
     def defer_calls(
@@ -166,13 +175,43 @@ class PostgresJobStore(JobStore):
     ) -> list[int]:
         if not calls:
             return []
-        parameters = rows.defer_calls_parameters(job, calls)
+        parameters = rows.defer_calls_parameters(job, calls, self.max_arguments_bytes)
+        with self._deferring(connection) as execute:
+            return [job_id for (job_id,) in execute(queries["defer_calls"], parameters).fetchall()]
+
+    @contextlib.contextmanager
+    def _deferring(self, connection: Any) -> Iterator[Callable[[str, Mapping[str, Any]], Any]]:
+        """Gives a function that runs a defer statement and returns its cursor.
+
+        In the caller's transaction the statement runs under a savepoint: when the database
+        refuses the defer, only the defer is undone, and the caller's transaction, with the
+        rows it wrote before, stays usable. (Each such defer is a subtransaction until the
+        caller commits: many of them in one transaction are better one defer_many.)
+        """
+        joins_transaction = connection is not None and not connection.autocommit
+        # In the same round trip as the statement: a savepoint costs no extra wait.
+        prefix = queries["open_defer_savepoint"] + "\n" if joins_transaction else ""
+
+        def execute(query: str, parameters: Mapping[str, Any]) -> Any:
+            cursor.execute(prefix + query, parameters)
+            return cursor
+
         with self._cursor(connection) as cursor:
-            cursor.execute(queries["defer_calls"], parameters)
-            return [job_id for (job_id,) in cursor.fetchall()]
+            if not joins_transaction:
+                yield execute
+                return
+            try:
+                yield execute
+            except Exception:
+                # Fails too when the session is gone, or when the caller's transaction was
+                # aborted before the defer (no savepoint then): the first error says which.
+                with contextlib.suppress(psycopg2.Error):
+                    cursor.execute(queries["undo_defer"])
+                raise
+            cursor.execute(queries["release_defer_savepoint"])
 
     async def defer_job_async(self, job: NewJob) -> int:
-        parameters = rows.defer_one_parameters(job)
+        parameters = rows.defer_one_parameters(job, self.max_arguments_bytes)
         async with self._async_pool().session() as session:
             ((job_id,),) = await session.fetch_all(queries["defer_job"], parameters)
         return job_id
@@ -180,7 +219,7 @@ class PostgresJobStore(JobStore):
     async def defer_calls_async(self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[int]:
         if not calls:
             return []
-        parameters = rows.defer_calls_parameters(job, calls)
+        parameters = rows.defer_calls_parameters(job, calls, self.max_arguments_bytes)
         async with self._async_pool().session() as session:
             return [job_id for (job_id,) in await session.fetch_all(queries["defer_calls"], parameters)]
 

@@ -65,15 +65,18 @@ def reclaimed_from(cursor: Cursor) -> list[ReclaimedJob]:
     return [ReclaimedJob(**{**row, "status": Status(row["status"])}) for row in rows]
 
 
-def defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
+def defer_parameters(jobs: Sequence[NewJob], max_arguments_bytes: int) -> dict[str, str]:
     """One JSON array per column: the server unpacks them side by side, in input order."""
+    new_jobs.check_job_texts(jobs)
     schedules = [schedule_of(job) for job in jobs]
+    args, kwargs = new_jobs.encode_arguments_of_many(
+        [job.task_name for job in jobs], [job.args for job in jobs], [job.kwargs for job in jobs], max_arguments_bytes
+    )
     return {
         "queues": json.dumps([job.queue for job in jobs]),
         "task_names": json.dumps([job.task_name for job in jobs]),
-        # json encodes a tuple as an array; only a Mapping that is not a dict needs a copy.
-        "args": new_jobs.encode_arguments_of_many(jobs, [job.args for job in jobs]),
-        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(job.kwargs) for job in jobs]),
+        "args": args,
+        "kwargs": kwargs,
         "locks": json.dumps([job.lock for job in jobs]),
         "scheduled_at": json.dumps([scheduled_at for scheduled_at, _, _ in schedules]),
         "months": json.dumps([months for _, months, _ in schedules]),
@@ -82,14 +85,15 @@ def defer_parameters(jobs: Sequence[NewJob]) -> dict[str, str]:
     }
 
 
-def defer_one_parameters(job: NewJob) -> dict[str, Any]:
+def defer_one_parameters(job: NewJob, max_arguments_bytes: int) -> dict[str, Any]:
+    new_jobs.check_job_texts([job])
     scheduled_at, months, seconds = schedule_of(job)
+    args, kwargs = new_jobs.encode_job_arguments(job, max_arguments_bytes)
     return {
         "queue": job.queue,
         "task_name": job.task_name,
-        # A call without arguments needs no encoding.
-        "args": new_jobs.encode_arguments(job, job.args) if job.args else "[]",
-        "kwargs": new_jobs.encode_arguments(job, new_jobs.as_dict(job.kwargs)) if job.kwargs else "{}",
+        "args": args,
+        "kwargs": kwargs,
         "lock": job.lock,
         "scheduled_at": scheduled_at,
         "months": months,
@@ -104,22 +108,30 @@ def schedule_of(job: NewJob) -> tuple[str | None, int | None, float | None]:
     scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
     if scheduled_at is not None:
         return scheduled_at.isoformat(), None, None
-    delay = schedules.delay_of(job.schedule_in)
-    if delay is None:
+    if job.schedule_in is None:
         return None, None, None
-    months, seconds = delay
+    # The database adds the delay to its own clock; this host's clock is close enough to refuse
+    # one that would end outside the schedule range (the range keeps a day of margin).
+    schedules.due_at(job.schedule_in, schedules.now_utc())
+    months, seconds = schedules.delay_of(job.schedule_in) or (0, 0.0)
     return None, months, seconds
 
 
-def defer_calls_parameters(job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> dict[str, Any]:
+def defer_calls_parameters(
+    job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], max_arguments_bytes: int
+) -> dict[str, Any]:
     """The parameters of ``defer_calls``: one job's options, and an array of each call's arguments."""
+    new_jobs.check_job_texts([job])
     scheduled_at, months, seconds = schedule_of(job)
-    jobs = [job] * len(calls)  # the calls' arguments are refused in the job's name
+    # The calls' arguments are refused in the job's name.
+    args, kwargs = new_jobs.encode_arguments_of_many(
+        [job.task_name] * len(calls), [args for args, _ in calls], [kwargs for _, kwargs in calls], max_arguments_bytes
+    )
     return {
         "queue": job.queue,
         "task_name": job.task_name,
-        "args": new_jobs.encode_arguments_of_many(jobs, [args for args, _ in calls]),
-        "kwargs": new_jobs.encode_arguments_of_many(jobs, [new_jobs.as_dict(kwargs) for _, kwargs in calls]),
+        "args": args,
+        "kwargs": kwargs,
         "lock": job.lock,
         "scheduled_at": scheduled_at,
         "months": months,

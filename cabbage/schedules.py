@@ -5,10 +5,16 @@
 kept apart, every fixed unit summed into seconds (``{"months": 1, "seconds": 5400.0}``). A
 store adds that delay to *its own* clock (the database clock for PostgreSQL), calendar months
 first. Every rule about units lives here, for the task API and for both stores.
+
+A job is due between ``EARLIEST_SCHEDULED_AT`` and ``LATEST_SCHEDULED_AT`` (UTC): the years a
+Python datetime holds (1 to 9999), less a day at each end, so that the time still fits a
+datetime when it is read back in any time zone (offsets are under a day). A ``schedule_at``
+outside that range, or a ``schedule_in`` that ends outside it counted from now, is refused.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import math
 from typing import Any, Mapping
@@ -30,6 +36,12 @@ SCHEDULE_IN_UNITS = CALENDAR_UNITS + tuple(SECONDS_PER_UNIT)
 # The units of a folded schedule_in, as a NewJob carries it to a store.
 FOLDED_UNITS = CALENDAR_UNITS + ("seconds",)
 SCHEDULE_IN_EXAMPLE = 'schedule_in={"hours": 1, "minutes": 30}'
+UTC = datetime.timezone.utc
+# The range of a job's scheduled_at; see the module docstring. A row outside it could not be
+# read back: psycopg2 and the admin would fail on it, and a worker that claimed it would crash.
+EARLIEST_SCHEDULED_AT = datetime.datetime(1, 1, 2, tzinfo=UTC)
+LATEST_SCHEDULED_AT = datetime.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+SCHEDULE_RANGE = f"from {EARLIEST_SCHEDULED_AT.isoformat()} to {LATEST_SCHEDULED_AT.isoformat()}"
 
 
 def check_schedule(
@@ -43,7 +55,9 @@ def check_schedule(
     if schedule_at is not None:
         return check_schedule_at(schedule_at), None
     if schedule_in is not None:
-        return None, fold_schedule_in(schedule_in)
+        folded = fold_schedule_in(schedule_in)
+        due_at(folded, now_utc())  # refused now rather than at each defer
+        return None, folded
     return None, None
 
 
@@ -58,7 +72,7 @@ def check_schedule_at(schedule_at: Any) -> datetime.datetime:
         raise ScheduleError(
             f"schedule_at must be timezone-aware, got {schedule_at} (naive); pass tzinfo=datetime.timezone.utc"
         )
-    return schedule_at
+    return _in_range(schedule_at, f"schedule_at {schedule_at.isoformat()}")
 
 
 def fold_schedule_in(schedule_in: Mapping[str, float]) -> dict[str, float]:
@@ -94,10 +108,13 @@ def _check_amount(unit: str, amount: Any) -> None:
 
 
 def aware_scheduled_at(scheduled_at: datetime.datetime | None) -> datetime.datetime | None:
-    """A NewJob's absolute schedule, refused when naive: its time zone would be a guess."""
-    if scheduled_at is not None and (scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None):
+    """A NewJob's absolute schedule, refused when naive (its time zone would be a guess) or
+    outside the schedule range."""
+    if scheduled_at is None:
+        return None
+    if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
         raise ScheduleError(f"scheduled_at must be timezone-aware, got {scheduled_at} (naive)")
-    return scheduled_at
+    return _in_range(scheduled_at, f"scheduled_at {scheduled_at.isoformat()}")
 
 
 def delay_of(schedule_in: Mapping[str, float] | None) -> tuple[int, float] | None:
@@ -114,4 +131,51 @@ def delay_of(schedule_in: Mapping[str, float] | None) -> tuple[int, float] | Non
     return int(months), float(schedule_in.get("seconds", 0.0))
 
 
-__all__ = ["check_schedule", "check_schedule_at", "fold_schedule_in", "aware_scheduled_at", "delay_of", "SCHEDULE_IN_UNITS"]
+def due_at(schedule_in: Mapping[str, float], now: datetime.datetime) -> datetime.datetime:
+    """When a folded schedule_in counted from ``now`` ends, in UTC: calendar months first (the
+    day of the month kept, or the month's last day), then seconds, as PostgreSQL adds an
+    interval. ScheduleError when that is outside the schedule range."""
+    months, seconds = delay_of(schedule_in) or (0, 0.0)
+    start = now.astimezone(UTC)
+    described = f"schedule_in={dict(schedule_in)!r} from {start.isoformat(timespec='seconds')}"
+    try:
+        end = _add_months(start, months) + datetime.timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # past year 9999, or more seconds than a timedelta holds
+        raise ScheduleError(
+            f"{described} ends after {LATEST_SCHEDULED_AT.isoformat()}, the latest a job can be scheduled at; "
+            "pass a shorter delay"
+        ) from None
+    return _in_range(end, described)
+
+
+def _add_months(moment: datetime.datetime, months: int) -> datetime.datetime:
+    years, month_index = divmod(moment.month - 1 + months, 12)
+    year = moment.year + years  # past 9999, replace() raises ValueError
+    last_day = calendar.monthrange(year, month_index + 1)[1]
+    return moment.replace(year=year, month=month_index + 1, day=min(moment.day, last_day))
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+def _in_range(moment: datetime.datetime, described: str) -> datetime.datetime:
+    # Aware datetimes compare as instants, whatever their offsets, without any conversion that
+    # could itself overflow (9999-12-31T23:59:59-05:00 is in year 10000 in UTC).
+    if not EARLIEST_SCHEDULED_AT <= moment <= LATEST_SCHEDULED_AT:
+        raise ScheduleError(f"{described} is outside the times a job can be scheduled at ({SCHEDULE_RANGE}, UTC); "
+                            "pick a time in that range")
+    return moment
+
+
+__all__ = [
+    "check_schedule",
+    "check_schedule_at",
+    "fold_schedule_in",
+    "aware_scheduled_at",
+    "delay_of",
+    "due_at",
+    "SCHEDULE_IN_UNITS",
+    "EARLIEST_SCHEDULED_AT",
+    "LATEST_SCHEDULED_AT",
+]

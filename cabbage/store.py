@@ -16,6 +16,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
 from cabbage.jobs import UNREGISTERED_REASON, ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.new_jobs import DEFAULT_MAX_ARGUMENTS_BYTES
 
 
 class JobStore(abc.ABC):
@@ -35,6 +36,10 @@ class JobStore(abc.ABC):
     #: job still runs at least once, possibly twice. Defers always wait. A store without
     #: commits ignores it.
     synchronous_commit: bool = True
+    #: The most a job's arguments may take as JSON text (positional and keyword together); a
+    #: defer above it raises ArgumentsTooLargeError and inserts nothing. Both stores take it as
+    #: an option (``cabbage.TaskManager(max_arguments_bytes=...)`` passes it on).
+    max_arguments_bytes: int = DEFAULT_MAX_ARGUMENTS_BYTES
 
     # -- deferring ---------------------------------------------------------------------------
 
@@ -43,9 +48,12 @@ class JobStore(abc.ABC):
         """Inserts the jobs in one round trip and returns their ids, in order.
 
         A job with a lock queues behind the earlier jobs of that lock (creation order).
+        A job whose arguments or options it cannot keep (``cabbage.new_jobs``,
+        ``cabbage.schedules``) is refused, and then none of the jobs is inserted.
         With ``connection`` (a psycopg2 connection, PostgreSQL store only), the insert joins
-        the caller's transaction and is committed or rolled back with it; otherwise it is
-        committed before this returns. Idle workers of the job's queue are woken.
+        the caller's transaction and is committed or rolled back with it; a refused insert
+        leaves that transaction as it was before, usable. Otherwise it is committed before
+        this returns. Idle workers of the job's queue are woken.
         """
 
     def defer_job(self, job: NewJob, connection: Any = None) -> int:

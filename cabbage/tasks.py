@@ -8,13 +8,16 @@ refused by the store before it inserts anything, and explained here, naming the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import inspect
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
+from cabbage import new_jobs
 from cabbage.exceptions import ConfigurationError, UnserialisableArgumentError
 from cabbage.jobs import NewJob
 from cabbage.retry import RetryPolicy
@@ -29,25 +32,6 @@ def _debug(event: str, **fields: Any) -> None:
     prints every level on stdout, and each defer of a web request would print a line."""
     if structlog.is_configured():
         log.debug(event, **fields)
-
-
-# What to pass instead of a value JSON cannot carry, by type name.
-JSON_HINTS = {
-    "set": "pass a list",
-    "frozenset": "pass a list",
-    "bytes": "pass a str (decode it, or base64 for binary data)",
-    "bytearray": "pass a str (decode it, or base64 for binary data)",
-    "datetime": "pass value.isoformat()",
-    "date": "pass value.isoformat()",
-    "time": "pass value.isoformat()",
-    "timedelta": "pass value.total_seconds()",
-    "Decimal": "pass str(value) or float(value)",
-    "UUID": "pass str(value)",
-    "complex": "pass [value.real, value.imag]",
-}
-DEFAULT_JSON_HINT = "pass JSON types: str, int, float, bool, None, list, dict with str keys"
-# JSON can write it, but PostgreSQL's jsonb refuses it, and so do both stores.
-NUL_IN_STR = ("str with a NUL character \\x00", "PostgreSQL cannot store it: remove it")
 
 
 class Task:
@@ -71,10 +55,11 @@ class Task:
         timeout_s: float | None,
         lock: str | None,
     ) -> None:
-        functools.update_wrapper(self, func)
+        # The user's function, not a decorator's wrapper: its name, docstring and signature.
+        functools.update_wrapper(self, wrapped_function(func))
         self.func = func
         self.store = store  # its TaskManager's: where its jobs are deferred
-        self.name = name
+        self.name = new_jobs.check_text("task name", name)
         self.queue = _check_queue(queue)
         self.retry_policy = retry_policy
         self.timeout_s = _check_timeout(timeout_s)
@@ -100,8 +85,11 @@ class Task:
 
         ``lock``: jobs sharing it run one at a time, in creation order.
         ``schedule_at``: a timezone-aware datetime; ``schedule_in``: a delay in pendulum duration
-        units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both.
-        ``connection``: a psycopg2 connection whose transaction the insert joins.
+        units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both. Either
+        must fall within ``cabbage.schedules.EARLIEST_SCHEDULED_AT`` and ``LATEST_SCHEDULED_AT``
+        (years 1 to 9999 less a day at each end, UTC).
+        ``connection``: a psycopg2 connection whose transaction the insert joins, under a
+        savepoint: a defer the database refuses leaves that transaction usable.
 
         >>> write_alphabet.configure(schedule_in={"minutes": 5}).defer("e")
         """
@@ -146,6 +134,57 @@ class Task:
         if self._default_description is None:
             self._default_description = self.configure()
         return self._default_description
+
+
+# -- names -----------------------------------------------------------------------------------------
+
+
+def default_task_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of the function the user wrote (``wrapped_function``), the task's
+    name unless ``name=`` gives one. ConfigurationError when that function cannot be told."""
+    wrapped = wrapped_function(func)
+    closed_over = _functions_a_wrapper_closes_over(wrapped)
+    if len(closed_over) > 1:
+        raise ConfigurationError(
+            f"cannot tell which function {wrapped.__name__}(*args, **kwargs) wraps, to name the task after it: "
+            f"it closes over {', '.join(sorted(inner.__name__ for inner in closed_over))}; pass name=, "
+            "or decorate the wrapper with functools.wraps(...)"
+        )
+    return f"{wrapped.__module__}.{wrapped.__qualname__}"
+
+
+def wrapped_function(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function under a task's decorators: ``__wrapped__`` (``functools.wraps``) followed to
+    its end, and a wrapper without it that takes only ``(*args, **kwargs)`` and closes over
+    one function (the how-to's ``new_func``) taken for that function. Every task made by one
+    such decorator then has a name, and a ``__name__``, of its own."""
+    seen: set[int] = set()
+    while id(func) not in seen:  # a function may close over itself (a recursive one)
+        seen.add(id(func))
+        func = inspect.unwrap(func)
+        closed_over = _functions_a_wrapper_closes_over(func)
+        if len(closed_over) != 1:
+            return func
+        func = closed_over[0]
+    return func
+
+
+def _functions_a_wrapper_closes_over(func: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The functions ``func`` closes over, if it takes only ``(*args, **kwargs)``: a task of
+    its own takes the arguments it needs, a wrapper passes them on."""
+    code = getattr(func, "__code__", None)
+    if not inspect.isfunction(func) or code is None or code.co_argcount or code.co_kwonlyargcount:
+        return []
+    if code.co_flags & PASS_THROUGH != PASS_THROUGH:
+        return []
+    contents = []
+    for cell in func.__closure__ or ():
+        with contextlib.suppress(ValueError):  # a cell not yet filled
+            contents.append(cell.cell_contents)
+    return [inner for inner in contents if inspect.isfunction(inner)]
+
+
+PASS_THROUGH = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
 
 
 class JobDescription:
@@ -238,10 +277,11 @@ class JobDescription:
             )
 
     def _name_unserialisable_argument(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> None:
-        # Both stores encode the arguments before inserting anything and refuse what JSON
-        # cannot carry; the search for the culprit, to name it, runs only then.
+        # Both stores check the arguments before inserting anything and refuse what a job
+        # cannot carry in the task's name; here the refusal names the function the user wrote.
+        function_name = getattr(self.task, "__name__", self.task.name)
         for args, kwargs in calls:
-            _check_arguments(self.task, args, kwargs)
+            new_jobs.refuse_unstorable_arguments(function_name, args, kwargs)
 
     def _new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
         return NewJob(
@@ -271,62 +311,23 @@ def _split_call(call: Mapping[str, Any] | Sequence[Any], position: int) -> tuple
     )
 
 
-# -- arguments -----------------------------------------------------------------------------------
-
-
-def _check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-    """Refuses what JSON (and PostgreSQL's jsonb) cannot carry, naming the argument."""
-    function_name = getattr(task.func, "__name__", task.name)
-    named = [(f"argument {position}", value) for position, value in enumerate(args, start=1)]
-    named += [(f"argument {name!r}", value) for name, value in kwargs.items()]
-    for label, value in named:
-        culprit = _find_unserialisable(value)
-        if culprit is not None:
-            kind, hint = culprit
-            raise UnserialisableArgumentError(
-                f"{label} of {function_name} is not JSON-serialisable ({kind}); {hint}"
-            ) from None
-
-
-def _find_unserialisable(value: Any) -> tuple[str, str] | None:
-    """The first value inside ``value`` that JSON cannot carry, as (description, hint)."""
-    if isinstance(value, str):
-        return NUL_IN_STR if "\x00" in value else None
-    if value is None or isinstance(value, (bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (f"float {value}", "pass a finite number or None")
-    if isinstance(value, (list, tuple)):
-        return next(filter(None, map(_find_unserialisable, value)), None)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                return f"dict key of type {type(key).__name__}", "use str keys"
-            if isinstance(key, str) and "\x00" in key:
-                return NUL_IN_STR
-            culprit = _find_unserialisable(item)
-            if culprit is not None:
-                return culprit
-        return None
-    kind = type(value).__name__
-    return kind, JSON_HINTS.get(kind, DEFAULT_JSON_HINT)
-
-
 # -- options -------------------------------------------------------------------------------------
 
 
 def _check_queue(queue: str) -> str:
     if not isinstance(queue, str) or not queue:
         raise ConfigurationError(f"queue must be a non-empty string, got {queue!r}")
-    return queue
+    return new_jobs.check_text("queue", queue)
 
 
 def _check_lock(lock: str | None) -> str | None:
-    if lock is not None and not isinstance(lock, str):
+    if lock is None:
+        return None
+    if not isinstance(lock, str):
         raise ConfigurationError(
             f"lock must be a string naming the shared resource, got {lock!r} ({type(lock).__name__}); pass str(...)"
         )
-    return lock
+    return new_jobs.check_text("lock", lock)
 
 
 def _check_timeout(timeout_s: float | None) -> float | None:

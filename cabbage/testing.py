@@ -14,7 +14,8 @@ Its clock is ``time.time()`` in UTC (PostgreSQL uses the database clock), or a `
 that tests move forward instead of sleeping. One condition
 variable guards everything, so worker threads may share one store (``open_sibling`` returns it).
 Arguments are kept as JSON text and come back as jsonb returns them (tuples as lists, object
-keys in jsonb's order, 1e20 as an int); what jsonb refuses (NaN, NUL) is refused at defer.
+keys in jsonb's order, 1e20 as an int); what a job cannot carry (``cabbage.new_jobs``) is
+refused at defer.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import json
 import threading
 import time
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
-
-import pendulum
 
 from cabbage import new_jobs, schedules
 from cabbage.exceptions import ConfigurationError
@@ -128,10 +127,17 @@ class InMemoryJobStore(JobStore):
     Besides the contract it offers ``jobs`` (every job, newest last) and ``reset()`` for tests,
     and the operator's ``retry_jobs`` and ``cancel_jobs`` of ``cabbage.admin.Admin``.
     It cannot join a database transaction: ``connection`` must be None.
+    ``max_arguments_bytes``: see ``JobStore``.
     """
 
-    def __init__(self, clock: Callable[[], datetime.datetime] = system_clock) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], datetime.datetime] = system_clock,
+        *,
+        max_arguments_bytes: int = new_jobs.DEFAULT_MAX_ARGUMENTS_BYTES,
+    ) -> None:
         self._clock = clock
+        self.max_arguments_bytes = new_jobs.check_max_arguments_bytes(max_arguments_bytes)
         self._condition = threading.Condition()
         self.reset()
 
@@ -199,7 +205,8 @@ class InMemoryJobStore(JobStore):
         with self._condition:
             now = self._clock()
             # Every row is built first, so that one job the store cannot keep inserts none.
-            rows = [_new_row(job, now) for job in jobs]
+            new_jobs.check_job_texts(jobs)
+            rows = [_new_row(job, now, self.max_arguments_bytes) for job in jobs]
             for row in rows:
                 self._insert(row)
             self._wake_queues(row.queue for row in rows if row.is_head)
@@ -500,9 +507,9 @@ def _seconds_between(earlier: datetime.datetime | None, later: datetime.datetime
     return (later - earlier).total_seconds() if earlier is not None else None
 
 
-def _new_row(job: NewJob, now: datetime.datetime) -> _StoredJob:
+def _new_row(job: NewJob, now: datetime.datetime, max_arguments_bytes: int) -> _StoredJob:
     """The row a deferred job becomes, before it gets its id and its place in line."""
-    args_json, kwargs_json = _encode_arguments(job)
+    args_json, kwargs_json = new_jobs.encode_job_arguments(job, max_arguments_bytes)
     return _StoredJob(
         id=0,
         queue=job.queue,
@@ -518,11 +525,6 @@ def _new_row(job: NewJob, now: datetime.datetime) -> _StoredJob:
         worker_id=None,
         created_at=now,
     )
-
-
-def _encode_arguments(job: NewJob) -> tuple[str, str]:
-    """The JSON text PostgreSQL would store, refused where jsonb would refuse it."""
-    return new_jobs.encode_arguments(job, list(job.args)), new_jobs.encode_arguments(job, dict(job.kwargs))
 
 
 def _decode_arguments(text: str) -> Any:
@@ -547,10 +549,6 @@ def _scheduled_at(job: NewJob, now: datetime.datetime) -> datetime.datetime:
     scheduled_at = schedules.aware_scheduled_at(job.scheduled_at)
     if scheduled_at is not None:
         return scheduled_at.astimezone(datetime.timezone.utc)
-    delay = schedules.delay_of(job.schedule_in)
-    if delay is None:
+    if job.schedule_in is None:
         return now
-    # As the database adds an interval: calendar months first, then seconds.
-    months, seconds = delay
-    later = pendulum.instance(now).add(months=months).add(seconds=seconds)
-    return datetime.datetime.combine(later.date(), later.time(), tzinfo=datetime.timezone.utc)
+    return schedules.due_at(job.schedule_in, now)

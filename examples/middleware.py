@@ -1,9 +1,10 @@
 """The how-to's task middleware: your own ``@task`` decorator wraps every task.
 
 The wrapper below is the how-to's, as written. Its ``log_something_else()`` comes after the
-``return``, so it never runs: to log after every task too, put the call in a ``finally:``.
-Every task wrapped this way is a function named ``new_func``, so give each one a ``name=``:
-the default name (``module.qualname``) would be the same for all of them.
+``return``, so it never runs: to log after every task too, put the call in a ``finally:``, or
+use a middleware (``@task_manager.middleware``, the how-to's next example). Every task it
+wraps is named after its own function (``examples.middleware.shout``), not the wrapper's
+``new_func``: cabbage follows a ``(*args, **kwargs)`` wrapper to the one function it closes over.
 """
 
 import structlog
@@ -32,6 +33,11 @@ def task(*args, **kwargs):
     return wrap
 
 
-@task(queue="queue", name="examples.middleware.shout")
+@task(queue="queue")
 def shout(word):
     return word.upper()
+
+
+@task(queue="queue")
+def whisper(word):
+    return word.lower()

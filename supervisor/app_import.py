@@ -1,7 +1,7 @@
 """Imports the app named by ``--app`` (``module`` or ``module:attribute``); a fresh import on reload.
 
-The app is the module holding the TaskManager. Without ``:attribute``, the module's
-``task_manager`` is used, else its only TaskManager. On reload (HUP) the app's own modules
+The app is the module holding the TaskManager, found by ``cabbage.apps`` (as ``cabbage defer
+--app`` finds it). On reload (HUP) the app's own modules
 are taken out of ``sys.modules`` and imported again from disk: the module's package, and
 every module first imported with it that does not live in the standard library or
 site-packages (libraries are kept: upgrading one needs a restart). A failed fresh import puts
@@ -23,10 +23,9 @@ import sys
 import sysconfig
 import types
 
-from cabbage import TaskManager
+from cabbage import TaskManager, apps
 from cabbage.exceptions import AppImportError
 
-DEFAULT_ATTRIBUTE = "task_manager"
 # Never renewed, wherever they are installed (an editable install lives outside site-packages):
 # a second copy of cabbage would hold a second set of store classes and fork hooks.
 KEPT_PACKAGES = ("cabbage", "supervisor")
@@ -43,14 +42,9 @@ class LoadedApp:
 
 def import_app(spec: str) -> LoadedApp:
     """Imports ``module[:attribute]`` and finds its TaskManager; AppImportError says what went wrong."""
-    module_name, _, attribute = spec.partition(":")
+    module_name = spec.partition(":")[0]
     already_loaded = set(sys.modules)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # the boundary around the user's import-time code
-        detail = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
-        raise AppImportError(f"cannot import app {spec!r}: {detail}") from exc
-    task_manager = _find_task_manager(spec, module, attribute)
+    module, task_manager = apps.import_task_manager(spec)
     top_package = module_name.partition(".")[0]
     renewed = sorted(
         name
@@ -71,35 +65,6 @@ def reimport_app(app: LoadedApp) -> LoadedApp:
             sys.modules.pop(name, None)  # half-imported new versions
         sys.modules.update(previous)
         raise
-
-
-def _find_task_manager(spec: str, module: types.ModuleType, attribute: str) -> TaskManager:
-    if attribute:
-        found: object = module
-        for part in attribute.split("."):
-            if not hasattr(found, part):
-                raise AppImportError(
-                    f"app {spec!r} has no attribute {attribute!r}; name the TaskManager, as in "
-                    f"{module.__name__}:{DEFAULT_ATTRIBUTE}"
-                )
-            found = getattr(found, part)
-        if not isinstance(found, TaskManager):
-            raise AppImportError(f"app {spec!r} is a {type(found).__name__}, not a cabbage.TaskManager")
-        return found
-    default = getattr(module, DEFAULT_ATTRIBUTE, None)
-    if isinstance(default, TaskManager):
-        return default
-    candidates = {name: value for name, value in vars(module).items() if isinstance(value, TaskManager)}
-    if len(candidates) == 1:
-        return next(iter(candidates.values()))
-    if not candidates:
-        raise AppImportError(
-            f"app {spec!r} holds no cabbage.TaskManager; name one, as in {module.__name__}:{DEFAULT_ATTRIBUTE}"
-        )
-    names = sorted(candidates)
-    raise AppImportError(
-        f"app {spec!r} holds several TaskManagers ({', '.join(names)}); name one, as in {module.__name__}:{names[0]}"
-    )
 
 
 @functools.lru_cache(maxsize=1)

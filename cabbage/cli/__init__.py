@@ -17,11 +17,21 @@ import sys
 from cabbage import dsn as dsn_module
 from cabbage import logconfig
 from cabbage.admin import Admin
-from cabbage.cli.commands import ADMIN_COMMANDS, DSN_COMMANDS
+from cabbage.cli.commands import ADMIN_COMMANDS, DSN_COMMANDS, NEEDS_SCHEMA
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE
 from cabbage.cli.output import Output, printable
 from cabbage.cli.parser import default_log_level, parse_arguments
-from cabbage.exceptions import CabbageError, ConfigurationError, JobNotFound
+from cabbage.exceptions import (
+    ArgumentsTooLargeError,
+    CabbageError,
+    ConfigurationError,
+    JobNotFound,
+    ScheduleError,
+    SchemaError,
+    StoreError,
+    TaskNotFound,
+    UnserialisableArgumentError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,17 +52,36 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             admin.close()
     except CabbageError as exc:
-        sys.stderr.write(f"cabbage: {printable(str(exc))}\n")
-        return exit_status_of(exc)
+        error = schema_problem_behind(exc, dsn) if arguments.action in NEEDS_SCHEMA else exc
+        sys.stderr.write(f"cabbage: {printable(str(error))}\n")
+        return exit_status_of(error)
     except KeyboardInterrupt:
         sys.stderr.write("cabbage: interrupted\n")
         return EXIT_INTERRUPTED
 
 
+def schema_problem_behind(error: CabbageError, dsn: str) -> CabbageError:
+    """``error``, or the SchemaError behind it. On a database without the cabbage schema, or
+    with an older one, a query fails with libpq's text (SQL included); the schema's version
+    says instead which command fixes it."""
+    if type(error) not in (StoreError, SchemaError):  # not lost, not a job's state, not bad input
+        return error
+    from cabbage.schema import check_schema
+
+    try:
+        check_schema(dsn)
+    except SchemaError as schema_error:
+        return schema_error
+    except CabbageError:
+        return error  # the database went away meanwhile: the first error says more
+    return error
+
+
 def exit_status_of(error: CabbageError) -> int:
     if isinstance(error, JobNotFound):
         return EXIT_NOT_FOUND
-    if isinstance(error, ConfigurationError):
+    # Bad input the command line let through, refused before anything was done.
+    if isinstance(error, (ConfigurationError, ScheduleError, UnserialisableArgumentError, ArgumentsTooLargeError, TaskNotFound)):
         return EXIT_USAGE
     return EXIT_FAILED
 

@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 from typing import Callable
 
 import setproctitle
@@ -18,9 +19,12 @@ from cabbage.admin import Admin, JobDetail, JobFilter, counts_by_queue
 from cabbage.admin.operations import RATE_WINDOW_S
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cabbage.cli.output import Output
+from cabbage.cli.parser import DEFAULT_QUEUE
 from cabbage.durations import format_duration
 from cabbage.exceptions import ConfigurationError, DatabaseUnavailable, SchemaError
 from cabbage.jobs import FINISHED_STATUSES, NewJob, Status
+from cabbage.new_jobs import DEFAULT_MAX_ARGUMENTS_BYTES
+from cabbage.tasks import Task
 
 TOKEN_VARIABLE = "CABBAGE_WEB_TOKEN"
 WEB_TITLE = "cabbage web: starting"
@@ -69,24 +73,44 @@ def schema_dump(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
 def defer(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
     from cabbage.postgres import PostgresJobStore
 
-    args, kwargs = arguments.task_arguments
-    job = NewJob(
-        queue=arguments.queue,
-        task_name=arguments.task_name,
-        args=args,
-        kwargs=kwargs,
-        lock=arguments.lock,
-        max_attempts=arguments.max_attempts,
-        scheduled_at=arguments.schedule_at,
-        schedule_in={"seconds": arguments.schedule_in} if arguments.schedule_in is not None else None,
-    )
-    store = PostgresJobStore(dsn)
+    task = declared_task(arguments.app, arguments.task_name) if arguments.app else None
+    job = job_to_defer(arguments, task)
+    # With --app, the app's own limit on arguments holds too.
+    store = PostgresJobStore(dsn, max_arguments_bytes=task.store.max_arguments_bytes if task else DEFAULT_MAX_ARGUMENTS_BYTES)
     try:
         job_id = store.defer_job(job)
     finally:
         store.close()
     output.result({"job_id": job_id}, f"deferred job {job_id}: task {job.task_name} on queue {job.queue}")
     return EXIT_OK
+
+
+def job_to_defer(arguments: argparse.Namespace, task: Task | None) -> NewJob:
+    """The job ``cabbage defer`` inserts: options left out are the task's with --app, else the defaults."""
+    queue, lock, max_attempts = (task.queue, task.lock, task.retry_policy.max_attempts) if task else (DEFAULT_QUEUE, None, 1)
+    args, kwargs = arguments.task_arguments
+    return NewJob(
+        queue=arguments.queue or queue,
+        task_name=arguments.task_name,
+        args=args,
+        kwargs=kwargs,
+        lock=arguments.lock or lock,
+        # Absent, not None: None is --max-attempts unlimited.
+        max_attempts=vars(arguments).get("max_attempts", max_attempts),
+        scheduled_at=arguments.schedule_at,
+        schedule_in={"seconds": arguments.schedule_in} if arguments.schedule_in is not None else None,
+    )
+
+
+def declared_task(app: str, task_name: str) -> Task:
+    """The task ``task_name`` of the app ``--app`` names; TaskNotFound lists the ones it declares."""
+    from cabbage.apps import import_task_manager
+
+    # As `python -m` would, and as cabbage-supervisor does: the working directory first.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _, task_manager = import_task_manager(app)
+    return task_manager.get_task(task_name)
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -258,4 +282,8 @@ DSN_COMMANDS: dict[str, Callable[[argparse.Namespace, str, Output], int]] = {
     "web": web,
 }
 
-__all__ = ["ADMIN_COMMANDS", "DSN_COMMANDS"]
+# Commands whose queries need the schema: when one fails, main checks the schema's version, so
+# that a missing or older schema is told as the command that fixes it rather than as SQL.
+NEEDS_SCHEMA = frozenset(ADMIN_COMMANDS) | {"defer", "jobs_prune"}
+
+__all__ = ["ADMIN_COMMANDS", "DSN_COMMANDS", "NEEDS_SCHEMA"]

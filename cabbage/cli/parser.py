@@ -13,9 +13,11 @@ import sys
 from typing import Any, NoReturn
 
 import cabbage
+from cabbage import new_jobs, schedules
 from cabbage.admin import MAX_JOB_ID, MAX_PAGE_SIZE, RETRYABLE_STATUSES
 from cabbage.cli.exit_codes import EXIT_USAGE
 from cabbage.durations import parse_duration
+from cabbage.exceptions import ConfigurationError, ScheduleError
 from cabbage.logconfig import LEVELS
 from cabbage.retention import PRUNE_BATCH_SIZE
 from cabbage.jobs import FINISHED_STATUSES, Status
@@ -67,9 +69,17 @@ def page_size(text: str) -> int:
 
 
 def task_arguments(text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``--args``: a JSON list is positional arguments, a JSON object keyword arguments."""
+    """``--args``: a JSON list is positional arguments, a JSON object keyword arguments.
+
+    What JSON can write but a job cannot carry (a key given twice, a long int, deep nesting)
+    is refused here, by the store if it gets through (a NUL, a surrogate).
+    """
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_object_without_repeated_keys, parse_int=_integer)
+    except RecursionError:
+        raise argparse.ArgumentTypeError(
+            f"nests lists and objects more than {new_jobs.MAX_NESTING_DEPTH} deep, more than a job can carry"
+        ) from None
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
     if isinstance(value, list):
@@ -82,6 +92,24 @@ def task_arguments(text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     )
 
 
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise argparse.ArgumentTypeError(f"has the key {key!r} more than once; JSON would keep only its last value")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > new_jobs.MAX_INTEGER_DIGITS:
+        raise argparse.ArgumentTypeError(
+            f"has an int of {len(digits.lstrip('-'))} digits, more than a job can carry ({new_jobs.MAX_INTEGER_DIGITS}); "
+            "pass it as a string"
+        )
+    return int(digits)
+
+
 def aware_datetime(text: str) -> datetime.datetime:
     try:
         value = datetime.datetime.fromisoformat(text)
@@ -89,7 +117,20 @@ def aware_datetime(text: str) -> datetime.datetime:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date and time: {text!r}; write 2038-01-19T03:14:07+00:00") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add one, as in {text}+00:00")
-    return value
+    try:
+        return schedules.check_schedule_at(value)
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def delay(text: str) -> float:
+    """``--schedule-in``: a duration that ends, counted from now, within the schedule range."""
+    seconds = duration(text)
+    try:
+        schedules.check_schedule(None, {"seconds": seconds})
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
 
 
 def max_attempts(text: str) -> int | None:
@@ -115,9 +156,19 @@ def pool_size(text: str) -> int:
 
 
 def non_empty(text: str) -> str:
-    if not text or "\x00" in text:
-        raise argparse.ArgumentTypeError(f"must be a non-empty text without NUL characters, got {text!r}")
-    return text
+    """A non-empty text PostgreSQL can store: no NUL, and no byte that is not UTF-8 (Python
+    reads such bytes of the command line as surrogates)."""
+    if text and _is_storable(text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be a non-empty text without NUL characters or bytes that are not UTF-8, got {text!r}")
+
+
+def _is_storable(text: str) -> bool:
+    try:
+        new_jobs.check_text("value", text)
+    except ConfigurationError:
+        return False
+    return True
 
 
 # -- the parser ---------------------------------------------------------------------------------
@@ -199,8 +250,15 @@ def _add_schema_commands(commands: Any) -> None:
 
 
 def _add_defer_command(commands: Any) -> None:
-    defer = _leaf(commands, "defer", "defer a job of a task, by task name (no app import needed)", json=True)
+    defer = _leaf(commands, "defer", "defer a job of a task, by task name (no app import needed without --app)", json=True)
     defer.add_argument("task_name", metavar="TASK", type=non_empty, help="the task's name")
+    defer.add_argument(
+        "--app",
+        type=non_empty,
+        metavar="MODULE[:ATTR]",
+        help="the app's TaskManager, as for cabbage-supervisor: TASK must be one of its tasks, and the task's "
+        "queue, lock and retry limit apply unless given",
+    )
     defer.add_argument(
         "--args",
         dest="task_arguments",
@@ -209,18 +267,20 @@ def _add_defer_command(commands: Any) -> None:
         metavar="JSON",
         help='a JSON list (positional) or object (keyword arguments), e.g. \'["a"]\' or \'{"floor": "a"}\'',
     )
-    defer.add_argument("--queue", type=non_empty, default=DEFAULT_QUEUE, help=f"queue (default {DEFAULT_QUEUE})")
-    defer.add_argument("--lock", type=non_empty, help="lock: jobs sharing it run one at a time, in order")
+    defer.add_argument("--queue", type=non_empty, help=f"queue (default: the task's with --app, else {DEFAULT_QUEUE})")
+    defer.add_argument(
+        "--lock", type=non_empty, help="lock: jobs sharing it run one at a time, in order (default: the task's with --app)"
+    )
     defer.add_argument(
         "--max-attempts",
         type=max_attempts,
-        default=1,
+        default=argparse.SUPPRESS,  # absent, not None: None is 'unlimited' (commands.job_to_defer)
         metavar="N",
-        help="attempts the job may use, first included, or 'unlimited' (default 1: the job keeps this "
-        "limit, whatever the task's retry= says)",
+        help="attempts the job may use, first included, or 'unlimited' (default: the task's retry= with --app, "
+        "else 1; the job keeps this limit, whatever the task's retry= says when it runs)",
     )
     when = defer.add_mutually_exclusive_group()
-    when.add_argument("--schedule-in", type=duration, metavar="DURATION", help="run after a delay: 90s, 15m, 1h30m, 7d")
+    when.add_argument("--schedule-in", type=delay, metavar="DURATION", help="run after a delay: 90s, 15m, 1h30m, 7d")
     when.add_argument("--schedule-at", type=aware_datetime, metavar="ISO", help="run at 2038-01-19T03:14:07+00:00")
 
 

@@ -72,6 +72,22 @@ SELECT cabbage_defer_job_v1(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)
                          %(scheduled_at)s::timestamptz, %(months)s::integer,
                          %(seconds)s::double precision, %(max_attempts)s::integer);
 
+-- name: open_defer_savepoint
+-- Sent with a defer that joins the caller's transaction (connection=), in the same round trip:
+-- a database refusal of the defer then undoes the defer alone (undo_defer).
+SAVEPOINT cabbage_defer;
+
+-- name: release_defer_savepoint
+-- After a defer in the caller's transaction went through: its rows stay in that transaction,
+-- to commit or roll back with the caller's own.
+RELEASE SAVEPOINT cabbage_defer;
+
+-- name: undo_defer
+-- After a defer in the caller's transaction was refused: back to the savepoint, then without it,
+-- so the caller's transaction is usable again, as it was before the defer.
+ROLLBACK TO SAVEPOINT cabbage_defer;
+RELEASE SAVEPOINT cabbage_defer;
+
 -- name: prepare_worker_statements
 -- The worker's two hot statements, prepared once per session: the server then neither parses
 -- nor plans them on each call (about a tenth of a job's time on the server; measured in

@@ -27,9 +27,9 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from cabbage.cli import main
-from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK
+from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from cabbage.jobs import Status
-from cabbage.schema import CURRENT_VERSION
+from cabbage.schema import CURRENT_VERSION, apply_schema
 from tests.integration.job_states import age_finished_jobs, execute
 
 CABBAGE_SCRIPT = Path(sys.executable).parent / "cabbage"
@@ -52,10 +52,12 @@ def run(db_dsn: str, capsys: pytest.CaptureFixture[str]):
     return run_command
 
 
-def run_script(*argv: str, dsn: str) -> subprocess.CompletedProcess[str]:
+def run_script(*argv: str, dsn: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     assert CABBAGE_SCRIPT.exists(), f"the cabbage script is not installed next to {sys.executable}"
     environment = {**os.environ, "CABBAGE_DSN": dsn}
-    return subprocess.run([str(CABBAGE_SCRIPT), *argv], env=environment, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(CABBAGE_SCRIPT), *argv], env=environment, capture_output=True, text=True, timeout=60, cwd=cwd
+    )
 
 
 @pytest.fixture
@@ -140,6 +142,94 @@ def test_defer_with_keyword_arguments_at_a_given_time(run, jobs):
 def test_defer_with_bad_json_inserts_nothing(run, jobs):
     status, out, err = run("defer", "clean", "--args", "[1,")
     assert status == 2 and "not valid JSON" in err
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+MAIL_APP = """
+import cabbage
+
+task_manager = cabbage.TaskManager()
+
+
+@task_manager.task(queue="mail", lock="smtp", retry=2)
+def send(to):
+    pass
+"""
+
+
+def test_defer_with_app_takes_the_tasks_queue_lock_and_retry_limit(db_dsn, jobs, tmp_path):
+    (tmp_path / "mailapp.py").write_text(MAIL_APP)
+    result = run_script("defer", "mailapp.send", "--app", "mailapp", "--args", '["ann@example.org"]', "--json", dsn=db_dsn, cwd=tmp_path)
+    assert result.returncode == EXIT_OK, result.stderr
+    job = jobs.store.get_job(json.loads(result.stdout)["job_id"])
+    assert (job.queue, job.lock, job.max_attempts, job.args) == ("mail", "smtp", 3, ("ann@example.org",))
+    given = run_script(
+        "defer", "mailapp.send", "--app", "mailapp:task_manager", "--queue", "urgent", "--max-attempts", "1", "--json",
+        dsn=db_dsn, cwd=tmp_path,
+    )
+    job = jobs.store.get_job(json.loads(given.stdout)["job_id"])
+    assert (job.queue, job.lock, job.max_attempts) == ("urgent", "smtp", 1)
+
+
+def test_defer_with_app_refuses_a_task_the_app_does_not_declare(db_dsn, jobs, tmp_path):
+    (tmp_path / "mailapp.py").write_text(MAIL_APP)
+    refused = run_script("defer", "mailapp.sned", "--app", "mailapp", dsn=db_dsn, cwd=tmp_path)
+    assert (refused.returncode, refused.stdout) == (EXIT_USAGE, "")
+    assert refused.stderr == "cabbage: task 'mailapp.sned' is not declared in this app (known: mailapp.send)\n"
+    missing = run_script("defer", "mailapp.send", "--app", "nosuchapp", dsn=db_dsn, cwd=tmp_path)
+    assert missing.returncode == EXIT_FAILED
+    assert missing.stderr == "cabbage: cannot import app 'nosuchapp': No module named 'nosuchapp'\n"
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--schedule-at", "9999-12-31T23:59:59-05:00", "schedule_at 9999-12-31T23:59:59-05:00 is outside the times a job can be scheduled at"),
+        ("--schedule-at", "0001-01-01T00:00:00+14:00", "schedule_at 0001-01-01T00:00:00+14:00 is outside the times a job can be scheduled at"),
+        ("--schedule-in", "500000w", "ends after 9999-12-30T23:59:59.999999+00:00, the latest a job can be scheduled at"),
+    ],
+)
+def test_defer_refuses_a_schedule_outside_the_range_and_inserts_nothing(run, jobs, option, value, message):
+    status, out, err = run("defer", "clean", option, value)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith(f"cabbage defer: argument {option}: ") and message in err and err.count("\n") == 1
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ('{"floor": 1, "floor": 2}', "cabbage defer: argument --args: has the key 'floor' more than once; JSON would keep only its last value"),
+        (f"[{'9' * 4301}]", "cabbage defer: argument --args: has an int of 4301 digits, more than a job can carry (4300); pass it as a string"),
+        ("[" * 20_000 + "]" * 20_000, "cabbage defer: argument --args: nests lists and objects more than 100 deep, more than a job can carry"),
+        ("[" * 102 + "]" * 102, "cabbage: argument 1 of clean is not JSON-serialisable (lists and dicts nested more than 100 deep"),
+        ('["\\ud800"]', "cabbage: argument 1 of clean is not JSON-serialisable (str with the surrogate '\\ud800', which UTF-8 cannot encode)"),
+        ('{"floor": "a\\u0000"}', "cabbage: argument 'floor' of clean is not JSON-serialisable (str with a NUL character"),
+    ],
+    ids=["repeated-key", "long-int", "too-deep-to-read", "too-deep", "surrogate", "nul"],
+)
+def test_defer_refuses_arguments_a_job_cannot_carry_in_one_line(run, jobs, args, message):
+    status, out, err = run("defer", "clean", "--args", args)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith(message) and err.count("\n") == 1
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+def test_defer_refuses_arguments_over_a_megabyte(run, jobs):
+    status, _, err = run("defer", "clean", "--args", json.dumps(["x" * 1_000_000]))
+    assert status == EXIT_USAGE
+    assert err == (
+        "cabbage: arguments of clean are 1,000,006 bytes of JSON, over the store's max_arguments_bytes of 1,000,000; "
+        "store large data elsewhere and pass its key, or raise max_arguments_bytes\n"
+    )
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
+
+
+def test_defer_refuses_a_queue_that_is_not_utf_8(run, jobs):
+    status, _, err = run("defer", "clean", "--queue", os.fsdecode(b"mail\xff"))
+    assert status == EXIT_USAGE
+    assert err.startswith("cabbage defer: argument --queue: must be a non-empty text without NUL characters or bytes that are not UTF-8")
     assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(0,)]
 
 
@@ -332,10 +422,33 @@ def test_stats_counts_by_queue_and_status_with_the_oldest_waiting_job(run, jobs)
     assert table[-1] == "jobs per minute (last 5m): 0.2"
 
 
-def test_commands_on_a_database_without_schema_say_how_to_fix_it(run, empty_dsn):
-    status, _, err = run("jobs", "list", dsn=empty_dsn)
-    assert status == EXIT_FAILED
-    assert err.startswith("cabbage: the cabbage schema is missing") and err.endswith("run 'cabbage schema apply'\n")
+NO_SCHEMA = f"database has no cabbage schema, this cabbage needs version {CURRENT_VERSION}: run 'cabbage schema apply'\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stats"], ["workers"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "retry", "1"],
+        ["jobs", "retry", "--status", "failed"], ["jobs", "cancel", "1"], ["jobs", "prune", "--older-than", "7d"],
+        ["defer", "clean"], ["schema", "check"], ["schema", "dump"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_on_a_database_without_schema_names_the_command_that_fixes_it(empty_dsn, argv):
+    result = run_script(*argv, dsn=empty_dsn)
+    assert (result.returncode, result.stdout, result.stderr) == (EXIT_FAILED, "", f"cabbage: {NO_SCHEMA}")
+
+
+def test_healthcheck_on_a_database_without_schema_is_unhealthy_with_the_fix(empty_dsn):
+    result = run_script("healthcheck", dsn=empty_dsn)
+    assert (result.returncode, result.stdout, result.stderr) == (EXIT_FAILED, f"unhealthy: {NO_SCHEMA}", "")
+
+
+def test_a_command_on_an_older_schema_names_its_version_and_the_fix(empty_dsn):
+    apply_schema(empty_dsn, target_version=1)
+    result = run_script("defer", "clean", dsn=empty_dsn)
+    assert result.returncode == EXIT_FAILED
+    assert result.stderr == f"cabbage: database schema is at version 1, this cabbage needs {CURRENT_VERSION}: run 'cabbage schema apply'\n"
 
 
 # -- web ----------------------------------------------------------------------------------------

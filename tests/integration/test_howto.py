@@ -60,6 +60,7 @@ SNIPPETS = {
     "schedule_at": "create_bug.configure(schedule_at=dt)",
     "schedule_in": "clean.configure(schedule_in=",
     "middleware": "def task(*args, **kwargs):",
+    "middleware_api": "@task_manager.middleware",
     "testing": "if running_tests:",
 }
 
@@ -141,7 +142,7 @@ def _run_worker_until_terminated(task_manager: cabbage.TaskManager) -> None:
 def test_a_lock_runs_the_alphabet_in_order_across_four_workers(examples: types.ModuleType) -> None:
     task_manager = examples.task_manager
     namespace = run_snippet(snippet("lock"), write_alphabet=examples.write_alphabet)
-    assert namespace["job_descritption"].lock == "/tmp/alphabet.txt"
+    assert namespace["job_description"].lock == "/tmp/alphabet.txt"
 
     context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_run_worker_until_terminated, args=(task_manager,)) for _ in range(4)]
@@ -204,17 +205,51 @@ def test_the_middleware_wraps_every_task(db_dsn: str, monkeypatch: pytest.Monkey
     def shout(word: str) -> None:
         calls.append(word.upper())
 
-    job_id = shout.defer("cabbage")
-    assert cabbage.Worker(task_manager).process_jobs() == 1
-    assert task_manager.store.get_job(job_id).status is Status.SUCCEEDED  # type: ignore[union-attr]
-    assert calls == ["before", "CABBAGE"]  # as written, the line after `return` never runs
+    @namespace["task"](queue="queue")  # "to all of the tasks": a second one, and more, work too
+    def whisper(word: str) -> None:
+        calls.append(word.lower())
+
+    local = f"{__name__}.test_the_middleware_wraps_every_task.<locals>"
+    assert (shout.name, whisper.name) == (f"{local}.shout", f"{local}.whisper")
+    job_ids = [shout.defer("Cabbage"), whisper.defer("Cabbage")]
+    assert cabbage.Worker(task_manager).process_jobs() == 2
+    assert [task_manager.store.get_job(job_id).status for job_id in job_ids] == [Status.SUCCEEDED] * 2  # type: ignore[union-attr]
+    assert calls == ["before", "CABBAGE", "before", "cabbage"]  # as written, the line after `return` never runs
+
+
+def test_the_middleware_api_logs_before_and_after_every_task(examples: types.ModuleType) -> None:
+    calls: list[str] = []
+    task_manager = cabbage.TaskManager(store_class=InMemoryJobStore)
+    run_snippet(
+        snippet("middleware_api"),
+        task_manager=task_manager,
+        log_something=lambda: calls.append("before"),
+        log_something_else=lambda: calls.append("after"),
+    )
+
+    @task_manager.task(queue="queue")
+    def shout(word: str) -> None:
+        calls.append(word.upper())
+
+    @task_manager.task(queue="queue")
+    def crash() -> None:
+        raise RuntimeError("boom")
+
+    shout.defer("cabbage")
+    crash.defer()
+    assert cabbage.Worker(task_manager).process_jobs() == 2
+    assert calls == ["before", "CABBAGE", "after", "before", "after"]  # after a failure too
+    assert [job.status for job in task_manager.store.jobs] == [Status.SUCCEEDED, Status.FAILED]  # type: ignore[attr-defined]
 
 
 def test_the_middleware_example_module(examples: types.ModuleType) -> None:
     middleware = importlib.import_module("examples.middleware")
-    job_id = middleware.shout.defer("cabbage")
-    assert cabbage.Worker(examples.task_manager).process_jobs() == 1
-    assert examples.task_manager.store.get_job(job_id).status is Status.SUCCEEDED
+    assert (middleware.shout.name, middleware.whisper.name) == ("examples.middleware.shout", "examples.middleware.whisper")
+    wrapper = textwrap.dedent(inspect.getsource(middleware.task)).strip()
+    assert wrapper == snippet("middleware"), "examples/middleware.py uses the how-to's wrapper as written"
+    job_ids = [middleware.shout.defer("cabbage"), middleware.whisper.defer("CABBAGE")]
+    assert cabbage.Worker(examples.task_manager).process_jobs() == 2
+    assert [examples.task_manager.store.get_job(job_id).status for job_id in job_ids] == [Status.SUCCEEDED] * 2
 
 
 # -- "Test your code that uses cabbage" --------------------------------------------------------------

@@ -150,9 +150,41 @@ def test_a_refused_defer_on_the_callers_connection_raises_a_cabbage_error(
         assert not isinstance(raised.value, psycopg2.Error)
 
 
+def test_a_refused_defer_leaves_the_callers_transaction_usable(store: PostgresJobStore, db_dsn: str) -> None:
+    # max_attempts 0 is refused by the database alone (cabbage_jobs_max_attempts_positive): it
+    # stands for every refusal only the database can make, such as a unique index's.
+    refused = new_job(max_attempts=0)
+    deferrals = [
+        lambda caller: store.defer_job(refused, connection=caller),
+        lambda caller: store.defer_jobs([new_job(), refused], connection=caller),
+        lambda caller: store.defer_calls(refused, [((), {}), (("a",), {})], connection=caller),
+    ]
+    with closing(psycopg2.connect(db_dsn)) as caller, caller.cursor() as cursor:
+        cursor.execute("CREATE TABLE orders (id integer)")
+        caller.commit()
+        for number, defer in enumerate(deferrals, start=1):
+            cursor.execute("INSERT INTO orders VALUES (%s)", (number,))
+            with pytest.raises(StoreError, match="cabbage_jobs_max_attempts_positive"):
+                defer(caller)
+            cursor.execute("INSERT INTO orders VALUES (%s)", (-number,))  # the transaction still takes work
+        kept = store.defer_job(new_job(args=("kept",)), connection=caller)
+        caller.commit()
+        assert sorted(row for (row,) in query(caller, "SELECT id FROM orders")) == [-3, -2, -1, 1, 2, 3]
+    assert store.count_jobs()[Status.TODO] == 1 and store.get_job(kept).args == ("kept",)  # type: ignore[union-attr]
+
+
+def test_a_defer_on_an_autocommit_connection_commits_at_once(store: PostgresJobStore, db_dsn: str) -> None:
+    with closing(psycopg2.connect(db_dsn)) as caller:
+        caller.autocommit = True  # no transaction to keep usable: no savepoint either
+        job_id = store.defer_job(new_job(), connection=caller)
+        with pytest.raises(StoreError, match="cabbage_jobs_max_attempts_positive"):
+            store.defer_jobs([new_job(), new_job(max_attempts=0)], connection=caller)
+    assert store.get_job(job_id) is not None and store.count_jobs()[Status.TODO] == 1
+
+
 @pytest.mark.parametrize("count", [1, 3], ids=["single", "bulk"])
 def test_a_nul_character_is_refused_by_name_and_a_backslash_is_kept(store: PostgresJobStore, count: int) -> None:
-    with pytest.raises(UnserialisableArgumentError, match="arguments of write_alphabet contain a NUL character"):
+    with pytest.raises(UnserialisableArgumentError, match=r"argument 1 of write_alphabet is not JSON-serialisable \(str with a NUL character"):
         store.defer_jobs([new_job(args=("a\x00b",))] * count)
     literal = "C:\\u0000 is a path, not a NUL"
     job_ids = store.defer_jobs([new_job(args=(literal,), kwargs={literal: literal})] * count)
@@ -175,6 +207,12 @@ class CountingConnection(psycopg2.extensions.connection):
         return super().cursor(*args, **kwargs)
 
 
+def assert_one_defer_statement_and_its_savepoint(executed: list[str], query_name: str) -> None:
+    """In the caller's transaction, a defer of any number of jobs is two round trips: the
+    savepoint with the one insert, then the savepoint's release."""
+    assert executed == [queries["open_defer_savepoint"] + "\n" + queries[query_name], queries["release_defer_savepoint"]]
+
+
 def test_a_bulk_defer_is_one_statement_and_one_notification_per_queue(
     store: PostgresJobStore, db_dsn: str
 ) -> None:
@@ -186,7 +224,7 @@ def test_a_bulk_defer_is_one_statement_and_one_notification_per_queue(
         query(listener, "LISTEN cabbage_jobs; SELECT 1")
         caller.executed = []  # type: ignore[attr-defined]
         job_ids = store.defer_jobs(jobs, connection=caller)
-        assert len(caller.executed) == 1  # type: ignore[attr-defined]
+        assert_one_defer_statement_and_its_savepoint(caller.executed, "defer_jobs")  # type: ignore[attr-defined]
         caller.commit()
 
         def notified() -> list[str]:
@@ -241,7 +279,7 @@ def test_deferring_calls_is_one_statement_and_one_notification(store: PostgresJo
     ) as caller:
         caller.executed = []  # type: ignore[attr-defined]
         job_ids = store.defer_calls(new_job(queue="mail"), calls, connection=caller)
-        assert len(caller.executed) == 1  # type: ignore[attr-defined]
+        assert_one_defer_statement_and_its_savepoint(caller.executed, "defer_calls")  # type: ignore[attr-defined]
         caller.commit()
         store.defer_job(new_job(queue="sms"))
         # Notifications arrive in commit order: a second one for mail would come before sms.

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 import pendulum
 import pytest
 
-from cabbage.exceptions import CabbageError, JobNotFound, JobStateError
+from cabbage import schedules
+from cabbage.exceptions import ArgumentsTooLargeError, CabbageError, JobNotFound, JobStateError, ScheduleError
 from cabbage.jobs import FINISHED_STATUSES, Job, JobError, NewJob, Outcome, Status
 from cabbage.retention import prune_in_batches
 from cabbage.store import JobStore
@@ -43,6 +44,24 @@ def store(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[JobSto
     postgres_store = PostgresJobStore(request.getfixturevalue("db_dsn"))
     yield postgres_store
     postgres_store.close()
+
+
+@pytest.fixture
+def store_with_limit(request: pytest.FixtureRequest, store: JobStore, clock: ManualClock) -> Iterator[Callable[[int], JobStore]]:
+    """Makes a store of the same kind as ``store``, with another ``max_arguments_bytes``."""
+    made: list[JobStore] = []
+
+    def make(max_arguments_bytes: int) -> JobStore:
+        if isinstance(store, InMemoryJobStore):
+            return InMemoryJobStore(clock=clock, max_arguments_bytes=max_arguments_bytes)
+        from cabbage.postgres import PostgresJobStore
+
+        made.append(PostgresJobStore(request.getfixturevalue("db_dsn"), max_arguments_bytes=max_arguments_bytes))
+        return made[-1]
+
+    yield make
+    for other in made:
+        other.close()
 
 
 @pytest.fixture
@@ -115,6 +134,16 @@ def run_line(store: JobStore, worker_id: int) -> list[int]:
         assert store.finish_job(job.id, worker_id, job.attempts, Outcome.succeeded())
         order.append(job.id)
     return order
+
+
+def every_defer_path(store: JobStore, job: NewJob) -> list[Callable[[], object]]:
+    """The ways ``job`` reaches a store: alone, in a batch after a good job, and as the
+    second call of a defer_calls whose first is good (the batch must then insert nothing)."""
+    return [
+        lambda: store.defer_job(job),
+        lambda: store.defer_jobs([new_job(), job]),
+        lambda: store.defer_calls(job, [((), {}), (job.args, job.kwargs)]),
+    ]
 
 
 def assert_close(actual: datetime.datetime, expected: datetime.datetime, within_s: float = 60.0) -> None:
@@ -354,6 +383,16 @@ def test_scheduled_in_the_future_is_not_claimable(store: JobStore, worker_id: in
     assert claim_one(store, worker_id) is None
     job = store.get_job(job_id)
     assert job is not None and job.scheduled_at == at and job.status is Status.TODO
+
+
+def test_the_first_and_last_times_of_the_schedule_range_are_kept(store: JobStore, worker_id: int) -> None:
+    earliest, latest = store.defer_jobs(
+        [new_job(scheduled_at=schedules.EARLIEST_SCHEDULED_AT), new_job(scheduled_at=schedules.LATEST_SCHEDULED_AT)]
+    )
+    assert store.get_job(earliest).scheduled_at == schedules.EARLIEST_SCHEDULED_AT  # type: ignore[union-attr]
+    assert store.get_job(latest).scheduled_at == schedules.LATEST_SCHEDULED_AT  # type: ignore[union-attr]
+    assert claim_one(store, worker_id).id == earliest  # type: ignore[union-attr]
+    assert claim_one(store, worker_id) is None
 
 
 @pytest.mark.parametrize(
@@ -801,6 +840,93 @@ def test_a_job_the_store_cannot_keep_is_refused_with_its_batch(store: JobStore, 
     with pytest.raises(CabbageError):
         store.defer_jobs([new_job(), bad_job])
     assert store.count_jobs() == {status: 0 for status in Status}
+
+
+def nested(depth: int) -> Any:
+    value: Any = "floor"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"kwargs": {"floor": {1: "a", "1": "b"}}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key 1, which JSON would turn into the str '1'); use str keys"),
+        ({"args": ({True: 1},)}, "argument 1 of write_alphabet is not JSON-serialisable (dict key True, which JSON would turn into the str 'true')"),
+        ({"args": ("ok", "\udcff")}, "argument 2 of write_alphabet is not JSON-serialisable (str with the surrogate '\\udcff', which UTF-8 cannot encode)"),
+        ({"kwargs": {"floor": 10**4300}}, "argument 'floor' of write_alphabet is not JSON-serialisable (int of more than 4300 digits); pass str(value)"),
+        ({"args": (nested(101),)}, "argument 1 of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep"),
+        ({"queue": "mail\x00"}, "queue 'mail\\x00' contains a NUL character, which PostgreSQL cannot store; remove it"),
+        ({"lock": "\ud800"}, "lock '\\ud800' contains the surrogate '\\ud800', which UTF-8 cannot encode; remove it"),
+        ({"task_name": "tasks.\x00clean"}, "task name 'tasks.\\x00clean' contains a NUL character"),
+    ],
+    ids=["int-key", "bool-key", "surrogate", "long-int", "too-deep", "nul-queue", "surrogate-lock", "nul-task-name"],
+)
+def test_what_a_job_cannot_carry_is_refused_naming_it_on_every_defer_path(
+    store: JobStore, arguments: dict[str, Any], message: str
+) -> None:
+    for defer in every_defer_path(store, new_job(**arguments)):
+        with pytest.raises(CabbageError) as raised:
+            defer()
+        assert message in str(raised.value)
+    assert store.count_jobs() == {status: 0 for status in Status}
+
+
+def test_what_a_job_can_carry_at_the_limits_comes_back_unchanged(store: JobStore) -> None:
+    largest = 10**4300 - 1  # 4300 digits: Python's default limit for reading an int from text
+    arguments = (largest, -largest, nested(100), "é\U0001f600", {"": None})
+    job = store.get_job(store.defer_job(new_job(args=arguments, kwargs={"floor": nested(99)})))
+    assert job is not None
+    assert job.args == (largest, -largest, nested(100), "é\U0001f600", {"": None}) and job.kwargs == {"floor": nested(99)}
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"scheduled_at": datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone(datetime.timedelta(hours=-5)))},
+        {"scheduled_at": datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=14)))},
+        {"schedule_in": {"years": 8000}},
+        {"schedule_in": {"months": 8000 * 12, "seconds": 1.0}},
+        {"schedule_in": {"seconds": 1e300}},
+    ],
+    ids=["after-9999-in-utc", "before-year-1-in-utc", "in-8000-years", "in-96000-months", "in-1e300-s"],
+)
+def test_a_schedule_outside_the_range_is_refused_on_every_defer_path(store: JobStore, schedule: dict[str, Any]) -> None:
+    for defer in every_defer_path(store, new_job(**schedule)):
+        with pytest.raises(ScheduleError, match="pick a time in that range$|pass a shorter delay$"):
+            defer()
+    assert store.count_jobs() == {status: 0 for status in Status}
+
+
+def test_arguments_of_the_default_limit_are_kept_and_one_byte_more_is_refused(store: JobStore) -> None:
+    assert store.max_arguments_bytes == 1_000_000
+    # '["xx...x"]' and '{}': the text of both, 1,000,000 bytes in all.
+    at_the_limit = new_job(args=("x" * (1_000_000 - len('[""]{}')),))
+    over_it = new_job(kwargs={"floor": "é" * 166_664 + "xyz"})  # é is 6 bytes of JSON text (\\u00e9): 1,000,001 in all
+    job_id = store.defer_job(at_the_limit)
+    assert store.get_job(job_id).args == at_the_limit.args  # type: ignore[union-attr]
+    for defer in every_defer_path(store, over_it):
+        with pytest.raises(ArgumentsTooLargeError) as raised:
+            defer()
+        assert str(raised.value) == (
+            "arguments of write_alphabet are 1,000,001 bytes of JSON, over the store's max_arguments_bytes of "
+            "1,000,000; store large data elsewhere and pass its key, or raise max_arguments_bytes"
+        )
+        assert isinstance(raised.value, ValueError)
+    assert store.count_jobs()[Status.TODO] == 1
+
+
+def test_the_limit_is_a_store_option_and_holds_for_each_call_of_a_batch(store_with_limit: Callable[[int], JobStore]) -> None:
+    limited = store_with_limit(100)
+    calls = [((f"{letter * 90}",), {}) for letter in "abc"]  # 96 bytes each, 288 in all
+    assert len(limited.defer_calls(new_job(), calls)) == 3
+    assert len(limited.defer_jobs([new_job(args=args) for args, _ in calls])) == 3
+    with pytest.raises(ArgumentsTooLargeError, match="are 101 bytes of JSON, over the store's max_arguments_bytes of 100"):
+        limited.defer_calls(new_job(), [*calls, (("d" * 95,), {})])
+    with pytest.raises(ArgumentsTooLargeError, match="are 101 bytes of JSON"):
+        limited.defer_jobs([new_job(), new_job(kwargs={"floor": "d" * 87})])
+    assert limited.count_jobs()[Status.TODO] == 6
 
 
 def test_unknown_job_ids_are_answered_not_raised(store: JobStore, worker_id: int) -> None:

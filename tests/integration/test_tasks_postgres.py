@@ -9,8 +9,11 @@ from typing import Iterator
 
 import psycopg2
 import pytest
+from psycopg2.extensions import make_dsn
 
 import cabbage
+from cabbage import schedules
+from cabbage.admin import Admin, JobFilter
 from cabbage.exceptions import UnserialisableArgumentError
 from cabbage.jobs import Status
 
@@ -107,3 +110,31 @@ def test_schedule_in_with_calendar_units_uses_the_database_clock(
     later = job.scheduled_at - job.created_at
     assert datetime.timedelta(days=29) <= later <= datetime.timedelta(days=32)
     assert cabbage.Worker(task_manager).process_jobs() == 0
+
+
+@pytest.mark.parametrize("time_zone", ["Pacific/Kiritimati", "Etc/GMT+12", "Asia/Kathmandu"])
+def test_the_ends_of_the_schedule_range_read_back_in_any_session_time_zone(db_dsn: str, time_zone: str) -> None:
+    # psycopg2 reads a timestamptz in the session's time zone: 9999-12-31T23:00Z in Kiritimati
+    # (+14) would be in year 10000 and could not be read, by a worker, `cabbage jobs list` or /jobs.
+    dsn = make_dsn(db_dsn, options=f"-c TimeZone={time_zone}")
+    task_manager = cabbage.TaskManager(dsn=dsn)
+    ran: list[str] = []
+
+    @task_manager.task
+    def write_alphabet(floor: str) -> None:
+        ran.append(floor)
+
+    moments = (schedules.EARLIEST_SCHEDULED_AT, schedules.LATEST_SCHEDULED_AT)
+    ids = [write_alphabet.configure(schedule_at=moment).defer(floor) for moment, floor in zip(moments, "az")]
+    try:
+        assert cabbage.Worker(task_manager).process_jobs() == 1
+        assert [task_manager.store.get_job(job_id).scheduled_at for job_id in ids] == list(moments)  # type: ignore[union-attr]
+    finally:
+        task_manager.store.close()
+    assert ran == ["a"]
+    admin = Admin.connect(dsn)
+    try:
+        assert sorted(job.id for job in admin.list_jobs(JobFilter()).jobs) == ids
+        assert admin.get_job(ids[1]).scheduled_at == schedules.LATEST_SCHEDULED_AT
+    finally:
+        admin.close()

@@ -11,11 +11,14 @@ import socket
 
 import pytest
 
+import cabbage
 from cabbage.cli import main
+from cabbage.cli.commands import job_to_defer
 from cabbage.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from cabbage.cli.output import Output, fit_widths, printable
 from cabbage.cli.parser import default_log_level, parse_arguments
 from cabbage.exceptions import ConfigurationError
+from cabbage.testing import InMemoryJobStore
 
 UNREACHABLE_DSN = "host=127.0.0.1 port=1 connect_timeout=1"  # never reached: parsing fails first
 
@@ -101,13 +104,27 @@ def test_defer_options_parse_to_arguments_and_schedule():
     assert arguments.task_name == "proj.tasks.clean"
     assert arguments.task_arguments == ((), {"floor": "a"})
     assert arguments.schedule_in == 5400.0
-    assert arguments.queue == "default" and arguments.lock is None and arguments.max_attempts == 1
-    assert parse_arguments(["defer", "t", "--max-attempts", "unlimited"]).max_attempts is None
-    assert parse_arguments(["defer", "t", "--max-attempts", "4"]).max_attempts == 4
+    job = job_to_defer(arguments, task=None)
+    assert (job.queue, job.lock, job.max_attempts, job.kwargs) == ("default", None, 1, {"floor": "a"})
+    assert job_to_defer(parse_arguments(["defer", "t", "--max-attempts", "unlimited"]), None).max_attempts is None
+    assert job_to_defer(parse_arguments(["defer", "t", "--max-attempts", "4"]), None).max_attempts == 4
 
     positional = parse_arguments(["defer", "t", "--args", '["a", 1, null]', "--schedule-at", "2038-01-19T03:14:07Z"])
     assert positional.task_arguments == (("a", 1, None), {})
     assert positional.schedule_at.utcoffset().total_seconds() == 0
+
+
+def test_defer_with_an_app_takes_the_tasks_options_unless_given():
+    task_manager = cabbage.TaskManager(store_class=InMemoryJobStore)
+
+    @task_manager.task(queue="mail", lock="smtp", retry=2)
+    def send() -> None: ...
+
+    task_defaults = job_to_defer(parse_arguments(["defer", send.name, "--app", "proj"]), send)
+    assert (task_defaults.queue, task_defaults.lock, task_defaults.max_attempts) == ("mail", "smtp", 3)
+    argv = ["defer", send.name, "--app", "proj", "--queue", "q", "--lock", "L", "--max-attempts", "unlimited"]
+    given = job_to_defer(parse_arguments(argv), send)
+    assert (given.queue, given.lock, given.max_attempts) == ("q", "L", None)
 
 
 @pytest.mark.parametrize(

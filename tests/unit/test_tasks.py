@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import decimal
+import enum
+import functools
 import logging
 import math
+import re
 import subprocess
 import sys
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import structlog
 
 import cabbage
-from cabbage import store
+from cabbage import schedules, store
 from cabbage.exceptions import (
     CabbageError,
     ConfigurationError,
@@ -25,7 +29,7 @@ from cabbage.exceptions import (
     UnserialisableArgumentError,
 )
 from cabbage.jobs import Status
-from cabbage.testing import InMemoryJobStore
+from cabbage.testing import InMemoryJobStore, ManualClock
 
 UTC = datetime.timezone.utc
 
@@ -78,6 +82,101 @@ def test_the_bare_decorator_names_the_task_after_module_and_qualname(task_manage
     assert clean.retry_policy.max_attempts == 1
     assert clean.timeout_s is None
     assert task_manager.get_task(clean.name) is clean
+
+
+def howto_task_decorator(task_manager: cabbage.TaskManager, calls: list[str]) -> Callable[..., Any]:
+    """The how-to's own ``@task`` wrapper, as written there (its logging made observable)."""
+    log_something = functools.partial(calls.append, "before")
+    log_something_else = functools.partial(calls.append, "after")
+
+    def task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+        def wrap(func: Callable[..., Any]) -> cabbage.Task:
+            def new_func(*job_args: Any, **job_kwargs: Any) -> Any:
+                log_something()
+                return func(*job_args, **job_kwargs)
+                log_something_else()
+
+            return task_manager.task(*args, **kwargs)(new_func)
+        return wrap
+
+    return task
+
+
+def test_tasks_made_by_one_wrapper_are_named_after_their_own_functions(task_manager: cabbage.TaskManager, memory: InMemoryJobStore) -> None:
+    calls: list[str] = []
+    task = howto_task_decorator(task_manager, calls)
+
+    @task(queue="queue")
+    def shout(word: str) -> None:
+        calls.append(word.upper())
+
+    @task(queue="queue")
+    def whisper(word: str) -> None:
+        calls.append(word.lower())
+
+    where = f"{__name__}.test_tasks_made_by_one_wrapper_are_named_after_their_own_functions.<locals>"
+    assert (shout.name, whisper.name) == (f"{where}.shout", f"{where}.whisper")
+    assert (shout.__name__, whisper.__name__) == ("shout", "whisper")  # type: ignore[attr-defined]
+    shout.defer("Cabbage")
+    whisper.defer("Cabbage")
+    assert cabbage.Worker(task_manager).process_jobs() == 2
+    assert calls == ["before", "CABBAGE", "before", "cabbage"]
+    with pytest.raises(UnserialisableArgumentError, match=r"^argument 1 of shout is not JSON-serialisable \(set\)"):
+        shout.defer({"a"})
+
+
+def test_a_task_under_functools_wraps_and_the_howto_wrapper_is_named_after_the_users_function(task_manager: cabbage.TaskManager) -> None:
+    task = howto_task_decorator(task_manager, [])
+
+    def logged(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def logging_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, **kwargs)
+
+        return logging_wrapper
+
+    @task()
+    @logged
+    def clean() -> None: ...
+
+    assert clean.name.endswith(".<locals>.clean") and clean.__name__ == "clean"  # type: ignore[attr-defined]
+
+
+def test_a_task_of_its_own_that_calls_a_local_function_keeps_its_own_name(task_manager: cabbage.TaskManager) -> None:
+    def helper(floor: str) -> str:
+        return floor
+
+    @task_manager.task
+    def write(floor: str) -> str:  # takes its own arguments: not a wrapper of helper
+        return helper(floor)
+
+    @task_manager.task
+    def forward(*args: Any, **kwargs: Any) -> Any:  # closes over itself: followed once, no further
+        return forward(*args, **kwargs) if args else None
+
+    assert write.name.endswith(".<locals>.write") and forward.name.endswith(".<locals>.forward")
+
+
+def test_a_wrapper_of_several_functions_needs_a_name(task_manager: cabbage.TaskManager) -> None:
+    def before() -> None: ...
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        def new_func(*args: Any, **kwargs: Any) -> Any:
+            before()
+            return func(*args, **kwargs)
+
+        return new_func
+
+    def send() -> None: ...
+
+    with pytest.raises(ConfigurationError) as raised:
+        task_manager.task(wrap(send))
+    assert str(raised.value) == (
+        "cannot tell which function new_func(*args, **kwargs) wraps, to name the task after it: "
+        "it closes over before, send; pass name=, or decorate the wrapper with functools.wraps(...)"
+    )
+    assert task_manager.tasks == {}
+    assert task_manager.task(name="mail.send")(wrap(send)).name == "mail.send"
 
 
 def test_calling_a_task_runs_the_function_here(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
@@ -245,6 +344,20 @@ def test_connection_is_refused_by_the_memory_store(write_alphabet: cabbage.Task,
 # -- bad input: nothing inserted ------------------------------------------------------------------
 
 
+def nested(depth: int, innermost: Any = "floor") -> Any:
+    """``innermost`` inside ``depth`` lists and dicts, alternately."""
+    value = innermost
+    for level in range(depth):
+        value = [value] if level % 2 else {"level": value}
+    return value
+
+
+def holding_itself() -> list[Any]:
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
@@ -259,6 +372,20 @@ def test_connection_is_refused_by_the_memory_store(write_alphabet: cabbage.Task,
         (("a\x00b",), {}, "argument 1 of write_alphabet is not JSON-serialisable (str with a NUL character \\x00); PostgreSQL cannot"),
         ((), {"floor": {"k\x00": 1}}, "argument 'floor' of write_alphabet is not JSON-serialisable (str with a NUL character"),
         ((), {"floor": {(1, 2): "tuple key"}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key of type tuple); use str keys"),
+        ((), {"floor": {1: "a"}}, "argument 'floor' of write_alphabet is not JSON-serialisable (dict key 1, which JSON would turn into the str '1'); use str keys"),
+        (({True: 1},), {}, "argument 1 of write_alphabet is not JSON-serialisable (dict key True, which JSON would turn into the str 'true'); use str keys"),
+        (({None: 2},), {}, "(dict key None, which JSON would turn into the str 'null'); use str keys"),
+        (({1.5: 2},), {}, "(dict key 1.5, which JSON would turn into the str '1.5'); use str keys"),
+        (({1: "a", "1": "b"},), {}, "argument 1 of write_alphabet is not JSON-serialisable (dict key 1, which JSON would"),
+        (({"1": "b", 1: "a"},), {}, "argument 1 of write_alphabet is not JSON-serialisable (dict key 1, which JSON would"),
+        (("a\ud800b",), {}, "argument 1 of write_alphabet is not JSON-serialisable (str with the surrogate '\\ud800', which UTF-8 cannot encode); fix how"),
+        ((), {"floor": ["ok", {"k\udcff": 1}]}, "argument 'floor' of write_alphabet is not JSON-serialisable (str with the surrogate '\\udcff'"),
+        (("\ud83d\ude00",), {}, "(str with the surrogate '\\ud83d', which UTF-8 cannot encode)"),  # a pair in UTF-16, two code points here
+        ((10**4300,), {}, "argument 1 of write_alphabet is not JSON-serialisable (int of more than 4300 digits); pass str(value)"),
+        ((), {"floor": [-(10**5000)]}, "argument 'floor' of write_alphabet is not JSON-serialisable (int of more than 4300 digits)"),
+        ((nested(101),), {}, "argument 1 of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep, or one that holds itself); flatten it"),
+        ((), {"floor": nested(100, {"deeper": []})}, "argument 'floor' of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep"),
+        ((holding_itself(),), {}, "argument 1 of write_alphabet is not JSON-serialisable (lists and dicts nested more than 100 deep, or one that holds itself)"),
     ],
 )
 def test_an_argument_json_cannot_carry_is_refused(
@@ -269,6 +396,93 @@ def test_an_argument_json_cannot_carry_is_refused(
     assert message in str(raised.value)
     assert isinstance(raised.value, TypeError) and isinstance(raised.value, CabbageError)
     assert memory.jobs == ()
+
+
+def test_what_a_job_can_carry_at_the_limits_comes_back_unchanged(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    largest, smallest = 10**4300 - 1, -(10**4300 - 1)  # 4300 digits, Python's default limit
+    deepest = nested(100)
+    job = memory.get_job(write_alphabet.defer(largest, smallest, deepest, "é\U0001f600", floor={"": 0}))
+    assert job is not None
+    assert job.args == (largest, smallest, deepest, "é\U0001f600") and job.kwargs == {"floor": {"": 0}}
+
+
+def test_subclasses_of_json_types_are_carried_as_their_base_types(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    class Word(str):
+        pass
+
+    job = memory.get_job(write_alphabet.defer(Colour.RED, Word("a"), collections.OrderedDict(b=2)))
+    assert job is not None and job.args == (1, "a", {"b": 2})
+    with pytest.raises(UnserialisableArgumentError, match=r"argument 2 of write_alphabet is not JSON-serialisable \(str with a NUL"):
+        write_alphabet.defer(Colour.RED, Word("a\x00"))
+
+
+@pytest.mark.skipif(not hasattr(sys, "set_int_max_str_digits"), reason="Python without an int digit limit (before 3.11)")
+def test_a_long_int_is_refused_even_where_this_process_reads_any_length(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore
+) -> None:
+    # This process may lift its own limit; the worker that reads the job back has the default.
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with pytest.raises(UnserialisableArgumentError, match="argument 1 of write_alphabet .*int of more than 4300 digits"):
+            write_alphabet.defer(10**5000)
+    finally:
+        sys.set_int_max_str_digits(previous)
+    assert memory.jobs == ()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queue": "mail\x00"}, "queue 'mail\\x00' contains a NUL character, which PostgreSQL cannot store; remove it"),
+        ({"lock": "/tmp/\x00"}, "lock '/tmp/\\x00' contains a NUL character, which PostgreSQL cannot store; remove it"),
+        ({"queue": "mail\udcff"}, "queue 'mail\\udcff' contains the surrogate '\\udcff', which UTF-8 cannot encode; remove it"),
+        ({"lock": "\ud800"}, "lock '\\ud800' contains the surrogate '\\ud800', which UTF-8 cannot encode; remove it"),
+    ],
+)
+def test_a_queue_or_lock_postgresql_cannot_store_is_refused(
+    task_manager: cabbage.TaskManager, write_alphabet: cabbage.Task, memory: InMemoryJobStore, options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        write_alphabet.configure(**options)
+    assert str(raised.value) == message
+    with pytest.raises(ConfigurationError) as raised:
+        task_manager.task(**options)(lambda: None)
+    assert str(raised.value) == message
+    assert memory.jobs == ()
+
+
+@pytest.mark.parametrize("name", ["tasks.\x00clean", "tasks.\udcffclean"])
+def test_a_task_name_postgresql_cannot_store_is_refused_at_declaration(task_manager: cabbage.TaskManager, name: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"^task name '.*' contains (a NUL character|the surrogate)"):
+        task_manager.task(name=name)(lambda: None)
+    assert task_manager.tasks == {}
+
+
+def test_max_arguments_bytes_is_a_task_manager_option_passed_to_its_store() -> None:
+    task_manager = cabbage.TaskManager(store_class=InMemoryJobStore, max_arguments_bytes=20)
+
+    @task_manager.task(name="tasks.write")
+    def write(floor: str) -> None: ...
+
+    write.defer("a" * 14)  # '["aa...a"]{}': 20 bytes
+    with pytest.raises(cabbage.ArgumentsTooLargeError) as raised:
+        write.defer_many([["b"], ["a" * 15]])
+    assert str(raised.value).startswith("arguments of tasks.write are 21 bytes of JSON, over the store's max_arguments_bytes of 20;")
+    assert len(task_manager.store.jobs) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2**28, 1.5, True, "1MB", None])
+def test_max_arguments_bytes_must_be_a_size_jsonb_can_hold(limit: Any) -> None:
+    from cabbage.postgres import PostgresJobStore  # constructing it opens nothing
+
+    message = rf"^max_arguments_bytes must be a whole number of bytes from 1 to 268435455 \(jsonb's own limit\), got {re.escape(repr(limit))}$"
+    for store_class in (InMemoryJobStore, PostgresJobStore):
+        with pytest.raises(ConfigurationError, match=message):
+            cabbage.TaskManager(store_class=store_class, max_arguments_bytes=limit)
 
 
 def test_one_bad_call_in_defer_many_inserts_nothing(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
@@ -323,6 +537,67 @@ def test_a_bad_schedule_in_is_refused(
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
     assert memory.jobs == ()
+
+
+def test_schedule_at_at_either_end_of_the_range_is_kept(write_alphabet: cabbage.Task, memory: InMemoryJobStore) -> None:
+    earliest = datetime.datetime(1, 1, 2, tzinfo=UTC)
+    latest = datetime.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+    assert (earliest, latest) == (schedules.EARLIEST_SCHEDULED_AT, schedules.LATEST_SCHEDULED_AT)
+    ids = [write_alphabet.configure(schedule_at=moment).defer("a") for moment in (earliest, latest)]
+    assert [memory.get_job(job_id).scheduled_at for job_id in ids] == [earliest, latest]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "schedule_at",
+    [
+        datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+        datetime.datetime(1, 1, 1, 0, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=14))),
+        datetime.datetime.max.replace(tzinfo=UTC),
+        datetime.datetime(9999, 12, 31, tzinfo=UTC),
+    ],
+    ids=["year-10000-in-utc", "year-0-in-utc", "datetime-max", "a-day-from-the-end"],
+)
+def test_a_schedule_at_outside_the_range_is_refused(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore, schedule_at: datetime.datetime
+) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        write_alphabet.configure(schedule_at=schedule_at).defer("a")
+    assert str(raised.value) == (
+        f"schedule_at {schedule_at.isoformat()} is outside the times a job can be scheduled at "
+        "(from 0001-01-02T00:00:00+00:00 to 9999-12-30T23:59:59.999999+00:00, UTC); pick a time in that range"
+    )
+    assert isinstance(raised.value, ValueError)
+    assert memory.jobs == ()
+
+
+@pytest.mark.parametrize(
+    "schedule_in",
+    [{"years": 8000}, {"months": 96000}, {"years": 10**30}, {"weeks": 1e300}, {"days": 3_000_000}, {"seconds": 1e18}],
+)
+def test_a_schedule_in_ending_outside_the_range_is_refused(
+    write_alphabet: cabbage.Task, memory: InMemoryJobStore, schedule_in: dict[str, float]
+) -> None:
+    with pytest.raises(ScheduleError, match=r"^schedule_in=.* from \S+ ends after 9999-12-30T23:59:59.999999\+00:00, "
+                       "the latest a job can be scheduled at; pass a shorter delay$"):
+        write_alphabet.configure(schedule_in=schedule_in).defer("a")
+    assert memory.jobs == ()
+
+
+def test_a_description_kept_until_its_delay_ends_past_the_range_is_refused_at_defer() -> None:
+    # The store counts schedule_in from its own clock at each defer: a description configured
+    # in time can still be refused later, by the store, and then inserts nothing.
+    clock = ManualClock()
+    task_manager = cabbage.TaskManager(store_class=InMemoryJobStore, clock=clock)
+
+    @task_manager.task
+    def clean() -> None: ...
+
+    description = clean.configure(schedule_in={"years": 9998 - clock.now.year})
+    assert task_manager.store.get_job(description.defer()).scheduled_at.year == 9998  # type: ignore[union-attr]
+    clock.advance(2 * 366 * 86400)
+    with pytest.raises(ScheduleError, match="ends after 9999-12-30"):
+        description.defer()
+    assert len(task_manager.store.jobs) == 1  # type: ignore[attr-defined]
 
 
 def test_a_bad_lock_or_queue_in_configure_is_refused(write_alphabet: cabbage.Task) -> None:
