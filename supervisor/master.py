@@ -333,18 +333,21 @@ class Master:
         now = time.monotonic()
         is_stopping = self.phase.is_stopping
         running = self.running_children()
-        workers = len(self.children) if is_stopping else len(running)
         is_starting = not is_stopping and (self.phase is Phase.RELOADING or not self.is_ready_sent)
-        note = "stopping" if is_stopping else "starting" if is_starting else None
+        becomes_ready = is_starting and (len(running) >= self.wanted or now >= self.ready_deadline)
+        if becomes_ready:
+            self.is_ready_sent = True
+            self.phase = Phase.RUNNING
+        # The title first: by the time systemd (or anyone) hears READY=1, ps shows it too.
+        workers = len(self.children) if is_stopping else len(running)
+        note = "stopping" if is_stopping else "starting" if is_starting and not becomes_ready else None
         title = proctitle.master_title(self.app.spec, workers, note)
         if title != self.title:
             proctitle.set_title(title)
             self.title = title
         status = self.status_line()
-        if is_starting and (len(running) >= self.wanted or now >= self.ready_deadline):
+        if becomes_ready:
             self.notifier.ready(status)  # children run (again): READY=1
-            self.is_ready_sent = True
-            self.phase = Phase.RUNNING
         else:
             self.notifier.status(status)
         interval_s = self.notifier.watchdog_interval_s
