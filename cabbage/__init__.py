@@ -16,6 +16,7 @@ __version__ = "0.2.0"
 
 from cabbage import store
 from cabbage.exceptions import (
+    AlreadyEnqueued,
     AppImportError,
     ArgumentsTooLargeError,
     CabbageError,
@@ -47,6 +48,7 @@ __all__ = [
     "Job",
     "JobContext",
     "store",
+    "AlreadyEnqueued",
     "AppImportError",
     "ArgumentsTooLargeError",
     "CabbageError",

@@ -6,6 +6,9 @@ inherits it too, so callers can catch either (``except TypeError`` keeps working
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Sequence
+
 
 class CabbageError(Exception):
     """Something cabbage cannot do; the message says what is wrong and what to do."""
@@ -27,6 +30,53 @@ class ArgumentsTooLargeError(CabbageError, ValueError):
 class ScheduleError(CabbageError, ValueError):
     """``schedule_at`` / ``schedule_in`` are missing a timezone, conflicting, use an unknown unit, or
     fall outside the times a job can be scheduled at (``cabbage.schedules``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueingLockClash:
+    """A job of a defer that its queueing lock refused, and why.
+
+    ``position`` is its place in the defer, from 1 (1 for a single defer). It clashes either
+    with ``waiting_job_id``, the ``todo`` job holding the key (None when that job was deferred
+    by another transaction at the same moment, so its id is not known), or with the job at
+    ``earlier_position`` of the same defer.
+    """
+
+    position: int
+    queueing_lock: str
+    waiting_job_id: int | None = None
+    earlier_position: int | None = None
+
+
+class AlreadyEnqueued(CabbageError):
+    """A job with the same queueing lock is already waiting (``todo``): nothing was deferred.
+
+    Plain ``CabbageError``: no built-in kind fits a key that is taken for now (it is not bad
+    input, which ``ValueError`` catches, and deferring again later may succeed).
+
+    ``clashes`` names each refused job of the defer (``QueueingLockClash``); ``queueing_lock``
+    and ``job_id`` are the first one's key and waiting job (None when not known).
+
+    >>> try:
+    ...     refresh.configure(queueing_lock="user-42").defer(42)
+    ... except cabbage.AlreadyEnqueued as refused:
+    ...     print(refused.job_id)   # the job that will do it
+    """
+
+    def __init__(self, message: str, clashes: Sequence[QueueingLockClash] = ()) -> None:
+        super().__init__(message)
+        self.clashes = tuple(clashes)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.clashes)
+
+    @property
+    def queueing_lock(self) -> str | None:
+        return self.clashes[0].queueing_lock if self.clashes else None
+
+    @property
+    def job_id(self) -> int | None:
+        return self.clashes[0].waiting_job_id if self.clashes else None
 
 
 class TaskNotFound(CabbageError, LookupError):

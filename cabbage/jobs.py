@@ -29,6 +29,12 @@ FINISHED_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED
 # How an attempt may end: a finish, or TODO for a retry.
 OUTCOME_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TODO})
 
+# A job's priority is a PostgreSQL integer; higher runs first, 0 by default.
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+DEFAULT_PRIORITY = 0
+# How many attempts of a job are kept (cabbage_attempts): the last ones; older ones are deleted.
+KEPT_ATTEMPTS = 20
+
 
 @dataclasses.dataclass(frozen=True)
 class JobError:
@@ -46,9 +52,18 @@ class JobError:
         """What a reclaimed attempt records: its worker died, hung, or stopped holding it."""
         return cls(WORKER_LOST_ERROR_TYPE, f"worker lost: {reason}")
 
+    @classmethod
+    def superseded(cls, waiting_job_id: int) -> "JobError":
+        """What a job records when it would have gone back to ``todo`` (a retry, a reclaim, a
+        reserved job given back) while a newer job of its queueing lock waits: it ends
+        cancelled, since the waiting job does the same work (``cabbage_superseded_error``)."""
+        return cls(SUPERSEDED_ERROR_TYPE, f"not run again: job {waiting_job_id} with the same queueing lock is waiting")
+
 
 # The error type of an attempt whose worker was lost (reclaimed by a supervisor or at unregister).
 WORKER_LOST_ERROR_TYPE = "WorkerLost"
+# The error type of a job a newer job of its queueing lock superseded (migration 0007).
+SUPERSEDED_ERROR_TYPE = "Superseded"
 # Why a worker that unregisters while it still holds a started job loses it.
 UNREGISTERED_REASON = "worker unregistered while holding the job"
 
@@ -61,6 +76,8 @@ class NewJob:
     *its own* clock (the database clock for PostgreSQL), as ``{"months": 1, "seconds": 5400.0}``:
     calendar units (years, months) stay separate, the rest is folded into seconds.
     At most one of the two is set; neither means "due now".
+    ``priority``: higher is claimed first (a PostgreSQL integer). ``queueing_lock``: at most one
+    ``todo`` job per queueing lock; a defer while one waits raises ``AlreadyEnqueued``.
     """
 
     queue: str
@@ -71,6 +88,8 @@ class NewJob:
     scheduled_at: datetime.datetime | None = None
     schedule_in: Mapping[str, float] | None = None
     max_attempts: int | None = 1  # None: retry without limit
+    priority: int = DEFAULT_PRIORITY
+    queueing_lock: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +111,8 @@ class Job:
     started_at: datetime.datetime | None = None
     finished_at: datetime.datetime | None = None
     last_error: JobError | None = None
+    priority: int = DEFAULT_PRIORITY
+    queueing_lock: str | None = None
 
     @property
     def is_started(self) -> bool:
@@ -138,6 +159,31 @@ class Outcome:
         return cls(Status.TODO, error, retry_in_s)
 
 
+class AttemptOutcome(str, enum.Enum):
+    """How an attempt ended; the values are the strings stored in ``cabbage_attempts``."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # and no retry followed
+    RETRIED = "retried"  # failed, and a retry was scheduled
+    LOST = "lost"  # reclaimed: its worker died, hung, or stopped holding it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job, as kept in its history (the last ``KEPT_ATTEMPTS``)."""
+
+    job_id: int
+    attempt: int  # its number: 1 for the first
+    worker_id: int | None
+    started_at: datetime.datetime
+    finished_at: datetime.datetime
+    outcome: AttemptOutcome
+    error: JobError | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
     """A registered worker and what it is doing, as seen on the store's clock."""
@@ -163,7 +209,7 @@ class ReclaimedJob:
     lock: str | None
     worker_id: int
     attempts: int
-    status: Status  # TODO (retry, or never started) or FAILED
+    status: Status  # TODO (retry, or never started), FAILED, or CANCELLED (superseded)
     was_started: bool
 
 

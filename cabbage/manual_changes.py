@@ -3,7 +3,8 @@ the all-or-nothing refusal that both stores give, with the same message.
 
 ``cabbage.admin.Admin`` (PostgreSQL) and ``cabbage.testing.InMemoryJobStore`` lock or read the
 named jobs, then call ``refuse_ineligible``: when any id is unknown or in a status that does not
-allow the change, it raises naming each such id, and no job is changed.
+allow the change, it raises naming each such id, and no job is changed. A retry also calls
+``refuse_taken_queueing_locks``: a retried job would be a second ``todo`` job of its queueing lock.
 """
 
 from __future__ import annotations
@@ -54,4 +55,25 @@ def refuse_ineligible(verb: str, wanted: Sequence[int], found: Mapping[int, Stat
     raise JobNotFound(message) if missing and not wrong else JobStateError(message)
 
 
-__all__ = ["RETRYABLE_STATUSES", "CANCELLABLE_STATUSES", "check_job_id", "wanted_job_ids", "refuse_ineligible", "MAX_JOB_ID"]
+def refuse_taken_queueing_locks(wanted_locks: Mapping[int, str], waiting: Mapping[str, int]) -> None:
+    """Raises JobStateError, naming each job, when retrying them would make a second todo job of
+    a queueing lock: one held by a waiting job, or shared by two of them. ``wanted_locks``: the
+    queueing lock of each job to retry that has one; ``waiting``: the todo job holding a key."""
+    problems = []
+    first_with: dict[str, int] = {}
+    for job_id in sorted(wanted_locks):
+        queueing_lock = wanted_locks[job_id]
+        if queueing_lock in waiting:
+            problems.append(f"job {job_id}'s queueing lock {queueing_lock!r} is held by waiting job {waiting[queueing_lock]}")
+        elif queueing_lock in first_with:
+            problems.append(f"jobs {first_with[queueing_lock]} and {job_id} share the queueing lock {queueing_lock!r}")
+        else:
+            first_with[queueing_lock] = job_id
+    if problems:
+        raise JobStateError(
+            f"cannot retry: {'; '.join(problems)} (one todo job per queueing lock); no job was changed"
+        )
+
+
+__all__ = ["RETRYABLE_STATUSES", "CANCELLABLE_STATUSES", "check_job_id", "wanted_job_ids", "refuse_ineligible",
+           "refuse_taken_queueing_locks", "MAX_JOB_ID"]

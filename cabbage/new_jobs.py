@@ -17,6 +17,9 @@ A job whose arguments are longer, as JSON text (positional and keyword arguments
 compact, non-ASCII characters written as ``\\uXXXX``), than its store's ``max_arguments_bytes``
 (``DEFAULT_MAX_ARGUMENTS_BYTES``, 1 MB, unless the store was made with another) is refused too:
 arguments travel with every claim and every admin page, and large data belongs elsewhere.
+
+A job's priority must be a whole number in PostgreSQL's integer range, and its queueing lock a
+non-empty str that PostgreSQL can store (``check_options``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from cabbage.exceptions import ArgumentsTooLargeError, ConfigurationError, UnserialisableArgumentError
-from cabbage.jobs import NewJob
+from cabbage.jobs import MAX_PRIORITY, MIN_PRIORITY, NewJob
 
 # Python's default limit on the digits of an int read from text (sys.int_info
 # .default_max_str_digits, 3.11+): a worker with that default can decode every stored int.
@@ -207,6 +210,37 @@ def check_job_texts(jobs: Sequence[NewJob]) -> None:
         for value in values:
             if isinstance(value, str):
                 check_text(field, value)
+
+
+def check_priority(priority: Any) -> int:
+    """The priority, or ConfigurationError: a whole number in PostgreSQL's integer range."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY} (higher runs first), "
+            f"got {priority!r} ({type(priority).__name__})"
+        )
+    return priority
+
+
+def check_queueing_lock(queueing_lock: Any) -> str | None:
+    """The queueing lock (None: none), or ConfigurationError: a non-empty str, as ``check_text``."""
+    if queueing_lock is None:
+        return None
+    if not isinstance(queueing_lock, str) or not queueing_lock:
+        raise ConfigurationError(
+            "queueing_lock must be a non-empty string naming what may wait only once, "
+            f"got {queueing_lock!r} ({type(queueing_lock).__name__}); pass str(...)"
+        )
+    return check_text("queueing lock", queueing_lock)
+
+
+def check_options(jobs: Sequence[NewJob]) -> None:
+    """Refuses the batch when a job's priority or queueing lock cannot be stored."""
+    for job in jobs:
+        if job.priority.__class__ is not int or not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:
+            check_priority(job.priority)
+        if job.queueing_lock is not None:
+            check_queueing_lock(job.queueing_lock)
 
 
 # -- the JSON text ---------------------------------------------------------------------------------

@@ -21,13 +21,14 @@ import weakref
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from cabbage import dsn as dsn_module
-from cabbage import new_jobs, rows
+from cabbage import new_jobs, queueing_locks, rows
 from cabbage import schema
-from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, StoreError
-from cabbage.jobs import ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, QueueingLockClash, StoreError
+from cabbage.jobs import Attempt, ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.sql import queries
 from cabbage.notifications import Listener
 from cabbage.postgres_async import DEFAULT_POOL_SIZE, AsyncPool
@@ -161,13 +162,23 @@ class PostgresJobStore(JobStore):
         if len(jobs) == 1:
             return [self.defer_job(jobs[0], connection)]
         parameters = rows.defer_parameters(jobs, self.max_arguments_bytes)
-        with self._deferring(connection) as execute:
-            return [job_id for (job_id,) in execute(queries["defer_jobs"], parameters).fetchall()]
+        keys = [job.queueing_lock for job in jobs]
+        _refuse_clashes_within(keys)
+        found = self._execute_defer(connection, queries["defer_jobs"], parameters, keys)
+        # Rows: the new ids, or (none inserted) the position and waiting job of each clash.
+        clashes = [
+            QueueingLockClash(position, keys[position - 1], waiting_job_id)  # type: ignore[arg-type]
+            for _, position, waiting_job_id in found
+            if waiting_job_id is not None
+        ]
+        if clashes:
+            queueing_locks.refuse(clashes)
+        return [job_id for job_id, _, _ in found]
 
     def defer_job(self, job: NewJob, connection: Any = None) -> int:
         parameters = rows.defer_one_parameters(job, self.max_arguments_bytes)
-        with self._deferring(connection) as execute:
-            (job_id,) = execute(queries["defer_job"], parameters).fetchone()
+        ((job_id, waiting_job_id),) = self._execute_defer(connection, queries["defer_job"], parameters, [job.queueing_lock])
+        _refuse_if_waiting(job, waiting_job_id)
         return job_id
 
     def defer_calls(
@@ -176,8 +187,33 @@ class PostgresJobStore(JobStore):
         if not calls:
             return []
         parameters = rows.defer_calls_parameters(job, calls, self.max_arguments_bytes)
-        with self._deferring(connection) as execute:
-            return [job_id for (job_id,) in execute(queries["defer_calls"], parameters).fetchall()]
+        keys = [job.queueing_lock] * len(calls)
+        _refuse_clashes_within(keys)
+        found = self._execute_defer(connection, queries["defer_calls"], parameters, keys)
+        _refuse_if_waiting(job, next((waiting for _, waiting in found if waiting is not None), None))
+        return [job_id for job_id, _ in found]
+
+    def _execute_defer(
+        self, connection: Any, statement: str, parameters: Mapping[str, Any], keys: Sequence[str | None]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of a defer statement, run as ``_deferring`` runs it. The statement looks for
+        the waiting job of its queueing locks first and inserts nothing when there is one. One
+        that raced another transaction's defer of a key is refused by the unique index instead,
+        having inserted nothing (the savepoint undoes it in the caller's transaction): it runs
+        once more, and then finds the winner waiting (or, claimed meanwhile, the key free)."""
+        for attempt in (1, 2):
+            try:
+                with self._deferring(connection) as execute:
+                    try:
+                        return execute(statement, parameters).fetchall()
+                    except psycopg2.errors.UniqueViolation as exc:
+                        if exc.diag.constraint_name != queueing_locks.QUEUEING_LOCK_INDEX:
+                            raise
+                        raise queueing_locks.QueueingLockRace() from None
+            except queueing_locks.QueueingLockRace:
+                if attempt == 2:
+                    queueing_locks.refuse_race(keys)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     @contextlib.contextmanager
     def _deferring(self, connection: Any) -> Iterator[Callable[[str, Mapping[str, Any]], Any]]:
@@ -212,16 +248,33 @@ class PostgresJobStore(JobStore):
 
     async def defer_job_async(self, job: NewJob) -> int:
         parameters = rows.defer_one_parameters(job, self.max_arguments_bytes)
-        async with self._async_pool().session() as session:
-            ((job_id,),) = await session.fetch_all(queries["defer_job"], parameters)
+        ((job_id, waiting_job_id),) = await self._execute_defer_async(queries["defer_job"], parameters, [job.queueing_lock])
+        _refuse_if_waiting(job, waiting_job_id)
         return job_id
 
     async def defer_calls_async(self, job: NewJob, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[int]:
         if not calls:
             return []
         parameters = rows.defer_calls_parameters(job, calls, self.max_arguments_bytes)
-        async with self._async_pool().session() as session:
-            return [job_id for (job_id,) in await session.fetch_all(queries["defer_calls"], parameters)]
+        keys = [job.queueing_lock] * len(calls)
+        _refuse_clashes_within(keys)
+        found = await self._execute_defer_async(queries["defer_calls"], parameters, keys)
+        _refuse_if_waiting(job, next((waiting for _, waiting in found if waiting is not None), None))
+        return [job_id for job_id, _ in found]
+
+    async def _execute_defer_async(
+        self, statement: str, parameters: Mapping[str, Any], keys: Sequence[str | None]
+    ) -> list[tuple[Any, ...]]:
+        """``_execute_defer`` on the running loop's sessions (autocommit: a refused statement
+        inserted nothing)."""
+        for attempt in (1, 2):
+            try:
+                async with self._async_pool().session() as session:
+                    return await session.fetch_all(statement, parameters)
+            except queueing_locks.QueueingLockRace:
+                if attempt == 2:
+                    queueing_locks.refuse_race(keys)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _async_pool(self) -> AsyncPool:
         """The sessions of the running event loop (each loop has its own: a session's socket is
@@ -401,6 +454,11 @@ class PostgresJobStore(JobStore):
             found = rows.jobs_from(cursor)
         return found[0] if found else None
 
+    def list_attempts(self, job_id: int) -> list[Attempt]:
+        with self._cursor() as cursor:
+            cursor.execute(queries["list_attempts"], {"job_id": job_id})
+            return rows.attempts_from(cursor)
+
     def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
         counts = {status: 0 for status in Status}
         with self._cursor() as cursor:
@@ -411,6 +469,19 @@ class PostgresJobStore(JobStore):
 
 
 # -- rows and parameters ---------------------------------------------------------------------------
+
+
+def _refuse_clashes_within(keys: Sequence[str | None]) -> None:
+    """A defer whose jobs repeat a queueing lock is refused before it is sent."""
+    clashes = queueing_locks.clashes_within(keys)
+    if clashes:
+        queueing_locks.refuse(clashes)
+
+
+def _refuse_if_waiting(job: NewJob, waiting_job_id: int | None) -> None:
+    """A defer of ``job`` (or of calls like it) found a todo job holding its queueing lock."""
+    if waiting_job_id is not None:
+        queueing_locks.refuse([QueueingLockClash(1, job.queueing_lock, waiting_job_id)])  # type: ignore[arg-type]
 
 
 def _is_session_lost(exc: psycopg2.Error, connection: Any = None) -> bool:

@@ -21,8 +21,10 @@ import psycopg2.extensions
 
 from cabbage import dsn as dsn_module
 from cabbage.exceptions import DatabaseUnavailable, StoreError
+from cabbage.queueing_locks import QUEUEING_LOCK_INDEX, QueueingLockRace
 
 DEFAULT_POOL_SIZE = 4
+UNIQUE_VIOLATION = "23505"
 
 
 async def _wait(connection: psycopg2.extensions.connection) -> None:
@@ -74,6 +76,8 @@ class AsyncSession:
                 await _wait(self.connection)
                 return cursor.fetchall() if cursor.description else []
         except psycopg2.Error as exc:
+            if exc.pgcode == UNIQUE_VIOLATION and getattr(exc.diag, "constraint_name", None) == QUEUEING_LOCK_INDEX:
+                raise QueueingLockRace() from None  # a defer that raced another for its key: run again
             reason = dsn_module.reason_of(exc, self.dsn)
             lost_by_libpq = exc.pgcode is None and type(exc) in (psycopg2.DatabaseError, psycopg2.OperationalError, psycopg2.InterfaceError)
             if self.is_broken or lost_by_libpq or (exc.pgcode or "").startswith(("08", "57P")):

@@ -10,7 +10,7 @@ import json
 from typing import Any, Mapping, Protocol, Sequence
 
 from cabbage import new_jobs, schedules
-from cabbage.jobs import Job, JobError, NewJob, ReclaimedJob, Status
+from cabbage.jobs import Attempt, AttemptOutcome, Job, JobError, NewJob, ReclaimedJob, Status
 
 
 class Cursor(Protocol):
@@ -56,7 +56,28 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
             if error_type is not None
             else None
         ),
+        priority=row["priority"],
+        queueing_lock=row["queueing_lock"],
     )
+
+
+def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
+    """A ``cabbage_attempts`` row (by column name) as an Attempt."""
+    error_type = row["error_type"]
+    return Attempt(
+        job_id=row["job_id"],
+        attempt=row["attempt"],
+        worker_id=row["worker_id"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        outcome=AttemptOutcome(row["outcome"]),
+        error=JobError(error_type, row["error"] or "", row["traceback"]) if error_type is not None else None,
+    )
+
+
+def attempts_from(cursor: Cursor) -> list[Attempt]:
+    columns = column_names(cursor)
+    return [attempt_from_row(dict(zip(columns, row))) for row in cursor.fetchall()]
 
 
 def reclaimed_from(cursor: Cursor) -> list[ReclaimedJob]:
@@ -68,6 +89,7 @@ def reclaimed_from(cursor: Cursor) -> list[ReclaimedJob]:
 def defer_parameters(jobs: Sequence[NewJob], max_arguments_bytes: int) -> dict[str, str]:
     """One JSON array per column: the server unpacks them side by side, in input order."""
     new_jobs.check_job_texts(jobs)
+    new_jobs.check_options(jobs)
     schedules = [schedule_of(job) for job in jobs]
     args, kwargs = new_jobs.encode_arguments_of_many(
         [job.task_name for job in jobs], [job.args for job in jobs], [job.kwargs for job in jobs], max_arguments_bytes
@@ -82,11 +104,14 @@ def defer_parameters(jobs: Sequence[NewJob], max_arguments_bytes: int) -> dict[s
         "months": json.dumps([months for _, months, _ in schedules]),
         "seconds": json.dumps([seconds for _, _, seconds in schedules]),
         "max_attempts": json.dumps([job.max_attempts for job in jobs]),
+        "priorities": json.dumps([int(job.priority) for job in jobs]),
+        "queueing_locks": json.dumps([job.queueing_lock for job in jobs]),
     }
 
 
 def defer_one_parameters(job: NewJob, max_arguments_bytes: int) -> dict[str, Any]:
     new_jobs.check_job_texts([job])
+    new_jobs.check_options([job])
     scheduled_at, months, seconds = schedule_of(job)
     args, kwargs = new_jobs.encode_job_arguments(job, max_arguments_bytes)
     return {
@@ -99,6 +124,8 @@ def defer_one_parameters(job: NewJob, max_arguments_bytes: int) -> dict[str, Any
         "months": months,
         "seconds": seconds,
         "max_attempts": job.max_attempts,
+        "priority": int(job.priority),
+        "queueing_lock": job.queueing_lock,
     }
 
 
@@ -122,6 +149,7 @@ def defer_calls_parameters(
 ) -> dict[str, Any]:
     """The parameters of ``defer_calls``: one job's options, and an array of each call's arguments."""
     new_jobs.check_job_texts([job])
+    new_jobs.check_options([job])
     scheduled_at, months, seconds = schedule_of(job)
     # The calls' arguments are refused in the job's name.
     args, kwargs = new_jobs.encode_arguments_of_many(
@@ -137,4 +165,6 @@ def defer_calls_parameters(
         "months": months,
         "seconds": seconds,
         "max_attempts": job.max_attempts,
+        "priority": int(job.priority),
+        "queueing_lock": job.queueing_lock,
     }

@@ -15,7 +15,20 @@ import importlib
 from typing import Any, Collection, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
-from cabbage.jobs import UNREGISTERED_REASON, ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.jobs import (
+    KEPT_ATTEMPTS,
+    UNREGISTERED_REASON,
+    Attempt,
+    AttemptOutcome,
+    ConnectionLimits,
+    Job,
+    JobError,
+    NewJob,
+    Outcome,
+    ReclaimedJob,
+    Status,
+    WorkerInfo,
+)
 from cabbage.new_jobs import DEFAULT_MAX_ARGUMENTS_BYTES
 
 
@@ -49,7 +62,10 @@ class JobStore(abc.ABC):
 
         A job with a lock queues behind the earlier jobs of that lock (creation order).
         A job whose arguments or options it cannot keep (``cabbage.new_jobs``,
-        ``cabbage.schedules``) is refused, and then none of the jobs is inserted.
+        ``cabbage.schedules``) is refused, and then none of the jobs is inserted. A job with a
+        queueing lock held by a ``todo`` job, or repeating the queueing lock of an earlier job of
+        the same call, is refused too: ``AlreadyEnqueued`` names each such job (by position, from
+        1) and the job it clashes with, and nothing is inserted, whatever the races.
         With ``connection`` (a psycopg2 connection, PostgreSQL store only), the insert joins
         the caller's transaction and is committed or rolled back with it; a refused insert
         leaves that transaction as it was before, usable. Otherwise it is committed before
@@ -85,8 +101,8 @@ class JobStore(abc.ABC):
         """Claims up to ``limit`` due jobs of ``queues`` (all queues when None) for a worker.
 
         Only the head of each lock's line is claimable, so no two jobs of one lock are ever
-        ``doing``, and a lock's jobs start in creation order. Due jobs come in
-        ``scheduled_at`` order, then creation order. Each claimed job is ``doing`` and held by
+        ``doing``, and a lock's jobs start in creation order whatever their priorities. Due
+        jobs come by ``priority`` (highest first), then ``scheduled_at``, then creation order. Each claimed job is ``doing`` and held by
         ``worker_id``. The *first* job returned is started: its attempt number
         (``attempts``) is incremented and ``started_at`` set. The others are only reserved
         (``started_at`` None, ``attempts`` unchanged) until ``start_job``; if the worker is
@@ -108,8 +124,10 @@ class JobStore(abc.ABC):
 
         ``outcome.status`` SUCCEEDED or FAILED ends the job (``finished_at`` set) and frees its
         lock for the next job of the line; TODO puts it back, due ``outcome.retry_in_s`` from
-        now, keeping its place at the head of its lock's line. The error, if any, is stored.
-        Returns False, changing nothing, when the attempt is no longer this worker's
+        now, keeping its priority and its place at the head of its lock's line; but when a
+        ``todo`` job holds its queueing lock, it ends ``cancelled`` instead, its error
+        ``JobError.superseded``. The error, if any, is stored. The attempt is added to the
+        job's history (``list_attempts``). Returns False, changing nothing, when the attempt is no longer this worker's
         (reclaimed meanwhile): the fence of invariant 5.
         """
 
@@ -143,7 +161,9 @@ class JobStore(abc.ABC):
     def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
         """Gives back jobs this worker reserved but did not start: ``todo`` again, no attempt used.
 
-        Returns how many were released (a job reclaimed meanwhile is skipped).
+        A job whose queueing lock a newer job holds (``todo``, or given back in the same call)
+        ends ``cancelled`` instead, superseded. Returns how many were released (a job
+        reclaimed meanwhile is skipped).
         """
 
     @abc.abstractmethod
@@ -184,8 +204,11 @@ class JobStore(abc.ABC):
 
         A started job goes back to ``todo``, due now, when its retry policy allows another attempt, else
         ``failed``; either way its error says ``worker lost: <reason>`` and its lock is free
-        for its line. A reserved job goes back to ``todo`` without using an attempt. Each job is
-        reclaimed by one caller only, even when several race; the others get an empty list.
+        for its line. A reserved job goes back to ``todo`` without using an attempt. A started
+        attempt is added to the job's history as ``lost``. A job going back whose queueing lock
+        a newer job holds (``todo``, or going back with it) is ``cancelled`` instead, superseded.
+        Each job is reclaimed by one caller only, even when several race; the others get an
+        empty list.
         """
 
     @abc.abstractmethod
@@ -209,6 +232,12 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def get_job(self, job_id: int) -> Job | None:
         """The job with that id, or None."""
+
+    @abc.abstractmethod
+    def list_attempts(self, job_id: int) -> list[Attempt]:
+        """The job's attempts that ended (finished or reclaimed), oldest first: the last
+        ``KEPT_ATTEMPTS`` of them, each with its worker, times, outcome and error. Empty for a
+        job without any, or no such job; pruning a job deletes its attempts."""
 
     @abc.abstractmethod
     def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
@@ -249,4 +278,16 @@ def load_store_from_path(path: str) -> type[JobStore]:
     return store_class
 
 
-__all__ = ["JobStore", "load_store_from_path", "Job", "JobError", "NewJob", "Outcome", "ReclaimedJob", "WorkerInfo"]
+__all__ = [
+    "JobStore",
+    "load_store_from_path",
+    "Attempt",
+    "AttemptOutcome",
+    "Job",
+    "JobError",
+    "KEPT_ATTEMPTS",
+    "NewJob",
+    "Outcome",
+    "ReclaimedJob",
+    "WorkerInfo",
+]

@@ -29,10 +29,21 @@ import threading
 import time
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
-from cabbage import new_jobs, schedules
+from cabbage import new_jobs, queueing_locks, schedules
 from cabbage.exceptions import ConfigurationError
-from cabbage.manual_changes import refuse_ineligible, wanted_job_ids
-from cabbage.jobs import Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.manual_changes import refuse_ineligible, refuse_taken_queueing_locks, wanted_job_ids
+from cabbage.jobs import (
+    KEPT_ATTEMPTS,
+    Attempt,
+    AttemptOutcome,
+    Job,
+    JobError,
+    NewJob,
+    Outcome,
+    ReclaimedJob,
+    Status,
+    WorkerInfo,
+)
 from cabbage.store import JobStore
 
 JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
@@ -82,6 +93,8 @@ class _StoredJob:
     started_at: datetime.datetime | None = None
     finished_at: datetime.datetime | None = None
     last_error: JobError | None = None
+    priority: int = 0
+    queueing_lock: str | None = None
 
     def to_job(self) -> Job:
         """The row as a ``Job``, its arguments decoded from JSON as PostgreSQL returns them."""
@@ -104,6 +117,10 @@ class _StoredJob:
 
     def may_retry(self) -> bool:
         return self.max_attempts is None or self.attempts < self.max_attempts
+
+    def claim_order(self) -> tuple[int, datetime.datetime, int]:
+        """Highest priority first, then by scheduled_at, then in creation order."""
+        return -self.priority, self.scheduled_at, self.id
 
 
 @dataclasses.dataclass
@@ -153,6 +170,8 @@ class InMemoryJobStore(JobStore):
         """Forgets every job and worker, as a fresh store; ids start again from 1."""
         with self._condition:
             self._jobs: dict[int, _StoredJob] = {}
+            # Each job's attempts that ended, oldest first: the last KEPT_ATTEMPTS (cabbage_attempts).
+            self._attempts: dict[int, list[Attempt]] = {}
             self._workers: dict[int, _StoredWorker] = {}
             self._last_job_id = 0
             self._last_worker_id = 0
@@ -167,10 +186,14 @@ class InMemoryJobStore(JobStore):
         """Sends failed or cancelled jobs back to ``todo``, due now, attempts kept.
 
         A re-queued job takes the place its id gives it in its lock's line: behind the current
-        head, if the line has one. All or nothing, as ``Admin.retry_jobs``.
+        head, if the line has one. All or nothing, as ``Admin.retry_jobs``; refused, too, when
+        it would make a second ``todo`` job of a queueing lock.
         """
         with self._condition:
             rows = self._rows_to_change("retry", job_ids)
+            wanted_locks = {row.id: row.queueing_lock for row in rows if row.queueing_lock is not None}
+            waiting = {key: self._waiting_job_with(key) for key in set(wanted_locks.values())}
+            refuse_taken_queueing_locks(wanted_locks, {key: job_id for key, job_id in waiting.items() if job_id})
             now = self._clock()
             for row in rows:
                 row.scheduled_at, row.worker_id, row.started_at, row.finished_at = now, None, None, None
@@ -206,7 +229,11 @@ class InMemoryJobStore(JobStore):
             now = self._clock()
             # Every row is built first, so that one job the store cannot keep inserts none.
             new_jobs.check_job_texts(jobs)
+            new_jobs.check_options(jobs)
             rows = [_new_row(job, now, self.max_arguments_bytes) for job in jobs]
+            clashes = queueing_locks.find_clashes([job.queueing_lock for job in jobs], self._waiting_job_with)
+            if clashes:
+                queueing_locks.refuse(clashes)
             for row in rows:
                 self._insert(row)
             self._wake_queues(row.queue for row in rows if row.is_head)
@@ -223,6 +250,48 @@ class InMemoryJobStore(JobStore):
         row.id = self._last_job_id  # ids give the order of each lock's line
         row.is_head = self._line_is_empty(row.lock)
         self._jobs[row.id] = row
+
+    # -- queueing locks: the unique index, and who gives way ----------------------------------
+
+    def _waiting_job_with(self, queueing_lock: str) -> int | None:
+        """The todo job holding a queueing lock (at most one: cabbage_jobs_one_todo_per_queueing_lock)."""
+        return next(
+            (row.id for row in self._jobs.values() if row.status is Status.TODO and row.queueing_lock == queueing_lock),
+            None,
+        )
+
+    def _superseders(self, returning: Sequence[_StoredJob]) -> dict[int, int]:
+        """Of jobs about to go back to todo together, those that a newer job of their queueing
+        lock supersedes, and by which: the todo job holding the key, else the newest of them."""
+        newest: dict[str, int] = {}
+        for row in returning:
+            if row.queueing_lock is not None:
+                newest[row.queueing_lock] = max(newest.get(row.queueing_lock, 0), row.id)
+        superseded = {}
+        for row in returning:
+            if row.queueing_lock is None:
+                continue
+            waiting = self._waiting_job_with(row.queueing_lock)
+            by = waiting if waiting is not None else newest[row.queueing_lock]
+            if by != row.id:
+                superseded[row.id] = by
+        return superseded
+
+    def _supersede(self, row: _StoredJob, by: int) -> None:
+        """A job that would go back to todo while job ``by`` holds its queueing lock ends."""
+        row.finished_at = self._clock()
+        row.last_error = JobError.superseded(by)
+        self._set_status(row, Status.CANCELLED)
+
+    # -- attempts: cabbage_attempts --------------------------------------------------------------
+
+    def _record_attempt(
+        self, row: _StoredJob, worker_id: int, outcome: AttemptOutcome, error: JobError | None
+    ) -> None:
+        assert row.started_at is not None, "only a started attempt ends"
+        kept = [attempt for attempt in self._attempts.get(row.id, []) if attempt.attempt > row.attempts - KEPT_ATTEMPTS]
+        kept.append(Attempt(row.id, row.attempts, worker_id, row.started_at, self._clock(), outcome, error))
+        self._attempts[row.id] = kept
 
     # -- lock lines: the schema's triggers, one method each ------------------------------------
 
@@ -264,8 +333,7 @@ class InMemoryJobStore(JobStore):
         with self._condition:
             now = self._clock()
             due = sorted(
-                (row for row in self._jobs.values() if row.is_claimable(queues, now)),
-                key=lambda row: (row.scheduled_at, row.id),
+                (row for row in self._jobs.values() if row.is_claimable(queues, now)), key=_StoredJob.claim_order
             )[: max(limit, 0)]
             for position, row in enumerate(due):
                 row.status = Status.DOING  # a head stays head: no line change
@@ -294,14 +362,25 @@ class InMemoryJobStore(JobStore):
             if row is None or not row.is_started_by(worker_id) or row.attempts != attempt:
                 return False
             now = self._clock()
+            superseded_by = None
+            if outcome.status is Status.TODO and row.queueing_lock is not None:
+                superseded_by = self._waiting_job_with(row.queueing_lock)
+            if outcome.status is not Status.TODO:
+                attempt_outcome = AttemptOutcome(outcome.status.value)
+            else:  # a retry, unless superseded: then the attempt's failure was its last
+                attempt_outcome = AttemptOutcome.RETRIED if superseded_by is None else AttemptOutcome.FAILED
+            self._record_attempt(row, worker_id, attempt_outcome, outcome.error)
             if outcome.error is not None:
                 row.last_error = outcome.error
-            if outcome.status is Status.TODO:
+            if superseded_by is not None:
+                self._supersede(row, superseded_by)  # it keeps its worker_id, as a finished job does
+            elif outcome.status is Status.TODO:
                 row.worker_id = None
                 row.scheduled_at = now + datetime.timedelta(seconds=outcome.retry_in_s or 0.0)
+                self._set_status(row, outcome.status)
             else:
                 row.finished_at = now
-            self._set_status(row, outcome.status)
+                self._set_status(row, outcome.status)
             return True
 
     def finish_and_start(
@@ -319,15 +398,20 @@ class InMemoryJobStore(JobStore):
     def held_jobs(self, worker_id: int) -> list[Job]:
         with self._condition:
             held = [row for row in self._jobs.values() if row.status is Status.DOING and row.worker_id == worker_id]
-            return [row.to_job() for row in sorted(held, key=lambda row: (row.scheduled_at, row.id))]
+            return [row.to_job() for row in sorted(held, key=_StoredJob.claim_order)]
 
     def release_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
         with self._condition:
             released = [
                 row for row in map(self._jobs.get, job_ids) if row is not None and row.is_reserved_by(worker_id)
             ]
+            superseded = self._superseders(released)
             for row in released:
-                self._put_back(row)
+                if row.id in superseded:
+                    row.worker_id = None
+                    self._supersede(row, superseded[row.id])
+                else:
+                    self._put_back(row)
             return len(released)
 
     def _put_back(self, row: _StoredJob) -> None:
@@ -427,12 +511,21 @@ class InMemoryJobStore(JobStore):
             for worker_id in lost:
                 self._workers.pop(worker_id, None)
             held = [row for row in self._jobs.values() if row.status is Status.DOING and row.worker_id in lost]
-            return [self._reclaim(row, reason) for row in held]
+            going_back = [row for row in held if row.started_at is None or row.may_retry()]
+            superseded = self._superseders(going_back)
+            return [self._reclaim(row, reason, superseded.get(row.id)) for row in held]
 
-    def _reclaim(self, row: _StoredJob, reason: str) -> ReclaimedJob:
+    def _reclaim(self, row: _StoredJob, reason: str, superseded_by: int | None) -> ReclaimedJob:
         worker_id, was_started = row.worker_id, row.started_at is not None
         assert worker_id is not None  # a doing job always has a worker (a schema CHECK)
-        if not was_started:
+        if was_started:
+            self._record_attempt(row, worker_id, AttemptOutcome.LOST, JobError.worker_lost(reason))
+        if superseded_by is not None:
+            row.worker_id = None
+            if was_started:
+                row.scheduled_at = self._clock()
+            self._supersede(row, superseded_by)
+        elif not was_started:
             self._put_back(row)
         else:
             row.last_error = JobError.worker_lost(reason)
@@ -477,6 +570,7 @@ class InMemoryJobStore(JobStore):
             ][:batch_size]
             for job_id in old:
                 del self._jobs[job_id]  # a finished job heads no line: nothing to promote
+                self._attempts.pop(job_id, None)  # as the foreign key's ON DELETE CASCADE
             return len(old)
 
     # -- inspection ------------------------------------------------------------------------------
@@ -485,6 +579,10 @@ class InMemoryJobStore(JobStore):
         with self._condition:
             row = self._jobs.get(job_id)
             return row.to_job() if row is not None else None
+
+    def list_attempts(self, job_id: int) -> list[Attempt]:
+        with self._condition:
+            return list(self._attempts.get(job_id, []))
 
     def count_jobs(self, queue: str | None = None) -> dict[Status, int]:
         with self._condition:
@@ -524,6 +622,8 @@ def _new_row(job: NewJob, now: datetime.datetime, max_arguments_bytes: int) -> _
         max_attempts=job.max_attempts,
         worker_id=None,
         created_at=now,
+        priority=int(job.priority),
+        queueing_lock=job.queueing_lock,
     )
 
 

@@ -13,9 +13,10 @@ from typing import Any, Iterator, Sequence
 import structlog
 
 from cabbage import dsn as dsn_module
-from cabbage.rows import job_from_row
+from cabbage.rows import attempt_from_row, job_from_row
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
+    MAX_ATTEMPT_CHARS,
     MAX_PAGE_SIZE,
     MAX_LISTED_ERROR_CHARS,
     MAX_SHOWN_CHARS,
@@ -23,9 +24,11 @@ from cabbage.admin.records import (
     JobDetail,
     JobFilter,
     JobPage,
+    JobState,
     LockLine,
     MinuteThroughput,
     QueueCount,
+    TodoCount,
     WaitingJob,
     WorkerCounts,
     detail_of,
@@ -40,14 +43,23 @@ from cabbage.exceptions import (
     SchemaError,
     StoreError,
 )
-from cabbage.jobs import Job, Status, WorkerInfo
-from cabbage.manual_changes import MAX_JOB_ID, RETRYABLE_STATUSES, check_job_id, refuse_ineligible, wanted_job_ids
+from cabbage.jobs import Attempt, Job, Status, WorkerInfo
+from cabbage.manual_changes import (
+    MAX_JOB_ID,
+    RETRYABLE_STATUSES,
+    check_job_id,
+    refuse_ineligible,
+    refuse_taken_queueing_locks,
+    wanted_job_ids,
+)
+from cabbage.queueing_locks import QUEUEING_LOCK_INDEX
 from cabbage.sql import queries
 
 log = structlog.get_logger()
 
 RATE_WINDOW_S = 300.0  # jobs per minute are averaged over the last five minutes
 UNDEFINED_TABLE, UNDEFINED_OBJECT = "42P01", "42704"  # SQLSTATEs of a database without the schema
+UNIQUE_VIOLATION = "23505"
 
 
 class Admin:
@@ -117,19 +129,38 @@ class Admin:
             limit=limit + 1,  # one more tells whether a next page exists
             max_chars=MAX_LISTED_ERROR_CHARS,
         )
-        jobs = [summary_of(job_from_cut_row({**row, "args": [], "kwargs": {}})) for row in rows[:limit]]
+        jobs = [
+            summary_of(job_from_cut_row({**row, "args": [], "kwargs": {}}), JobState(row["state"]),
+                       row["waiting_behind_job_id"])
+            for row in rows[:limit]
+        ]
         next_cursor = jobs[-1].id if len(rows) > limit else None
         return JobPage(jobs, next_cursor)
 
     def get_job(self, job_id: int) -> JobDetail:
-        """One job, its arguments, error message and traceback cut in the database (MAX_SHOWN_CHARS)."""
+        """One job, its arguments, error message and traceback cut in the database (MAX_SHOWN_CHARS),
+        and its kept attempts (MAX_ATTEMPT_CHARS)."""
         rows = self._fetch_all("admin_get_job", job_id=check_job_id(job_id), max_chars=MAX_SHOWN_CHARS)
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
         (row,) = rows
         preview = marked_as_cut(row["arguments_shown"], row["arguments_chars"])
         job = job_from_cut_row({**row, "args": row["args"] or [], "kwargs": row["kwargs"] or {}})
-        return detail_of(job, preview)
+        return detail_of(job, preview, JobState(row["state"]), row["waiting_behind_job_id"], self.list_attempts(job_id))
+
+    def list_attempts(self, job_id: int) -> list[Attempt]:
+        """A job's kept attempts, oldest first, error messages and tracebacks cut (MAX_ATTEMPT_CHARS)."""
+        rows = self._fetch_all("admin_list_attempts", job_id=check_job_id(job_id), max_chars=MAX_ATTEMPT_CHARS)
+        return [
+            attempt_from_row(
+                {
+                    **row,
+                    "error": marked_as_cut(row["error"], row["error_chars"]),
+                    "traceback": marked_as_cut(row["traceback"], row["traceback_chars"]),
+                }
+            )
+            for row in rows
+        ]
 
     def get_job_arguments(self, job_id: int) -> str:
         """A job's whole arguments as JSON text, ``{"args": [...], "kwargs": {...}}``, however long."""
@@ -161,8 +192,13 @@ class Admin:
         wanted = wanted_job_ids(verb, job_ids)
         with self._transaction() as cursor:
             cursor.execute(queries["admin_lock_jobs_for_change"], {"job_ids": wanted})
-            found = {job_id: Status(status) for job_id, status in cursor.fetchall()}
-            refuse_ineligible(verb, wanted, found)
+            locked = cursor.fetchall()
+            refuse_ineligible(verb, wanted, {job_id: Status(status) for job_id, status, _, _ in locked})
+            if verb == "retry":
+                refuse_taken_queueing_locks(
+                    {job_id: key for job_id, _, key, _ in locked if key is not None},
+                    {key: waiting_job_id for _, _, key, waiting_job_id in locked if waiting_job_id is not None},
+                )
             cursor.execute(queries[query], {"job_ids": wanted})
             return sorted(job_id for (job_id,) in cursor.fetchall())
 
@@ -180,6 +216,11 @@ class Admin:
     def count_jobs(self) -> list[QueueCount]:
         rows = self._fetch_all("admin_count_jobs_by_queue_and_status")
         return [QueueCount(row["queue"], Status(row["status"]), row["jobs"]) for row in rows]
+
+    def count_todo_jobs(self) -> list[TodoCount]:
+        """Todo jobs by queue and state: waiting, scheduled, behind a lock."""
+        rows = self._fetch_all("admin_count_todo_jobs_by_state")
+        return [TodoCount(row["queue"], JobState(row["state"]), row["jobs"]) for row in rows]
 
     def oldest_waiting_jobs(self) -> list[WaitingJob]:
         return [WaitingJob(**row) for row in self._fetch_all("admin_oldest_waiting_jobs")]
@@ -226,6 +267,13 @@ def job_from_cut_row(row: dict[str, Any]) -> Job:
 
 def error_from_driver(exc: Exception, dsn: str) -> StoreError:
     reason = dsn_module.reason_of(exc, dsn)
+    constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
+    if getattr(exc, "pgcode", None) == UNIQUE_VIOLATION and constraint == QUEUEING_LOCK_INDEX:
+        # A retry whose job's queueing lock a job deferred meanwhile took (the check found none).
+        return JobStateError(
+            "cannot retry: a job with the same queueing lock was deferred meanwhile (one todo job per "
+            "queueing lock); no job was changed"
+        )
     if getattr(exc, "pgcode", None) in (UNDEFINED_TABLE, UNDEFINED_OBJECT):
         return SchemaError(f"the cabbage schema is missing from {dsn_module.describe(dsn)} ({reason}): run 'cabbage schema apply'")
     return StoreError(f"the database refused an admin query: {reason}")

@@ -13,7 +13,7 @@ import enum
 from typing import Any, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
-from cabbage.jobs import Job, JobError, Status
+from cabbage.jobs import Attempt, Job, JobError, Status
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -21,6 +21,30 @@ MAX_PAGE_SIZE = 500
 # this many characters each: nearly every real traceback fits, and a page stays light.
 MAX_SHOWN_CHARS = 20_000
 MAX_LISTED_ERROR_CHARS = 200  # the error message in a listing, one table cell
+# Each kept attempt's error message and traceback, on a job's page and API answer: up to 20
+# attempts are shown, so less than the last error's MAX_SHOWN_CHARS.
+MAX_ATTEMPT_CHARS = 4_000
+
+
+class JobState(str, enum.Enum):
+    """What a job is doing, as the admin views show it: its status, with ``todo`` told apart.
+
+    The values are the strings ``cabbage_job_state`` returns (migration 0007).
+    """
+
+    WAITING = "waiting"  # todo, due, at the head of its line: the next free worker takes it
+    SCHEDULED = "scheduled"  # todo, not due yet
+    BEHIND_LOCK = "behind_lock"  # todo, behind the head job of its lock's line
+    DOING = "doing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TODO_STATES = (JobState.WAITING, JobState.SCHEDULED, JobState.BEHIND_LOCK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +76,8 @@ class JobFilter:
 @dataclasses.dataclass(frozen=True)
 class JobSummary:
     """A job as listings show it: no arguments and no traceback; ``last_error.message`` cut to
-    MAX_LISTED_ERROR_CHARS, marked where it was."""
+    MAX_LISTED_ERROR_CHARS, marked where it was. ``state`` tells todo jobs apart; for one
+    behind its lock, ``waiting_behind_job_id`` is the head job of the line."""
 
     id: int
     queue: str
@@ -67,6 +92,17 @@ class JobSummary:
     started_at: datetime.datetime | None
     finished_at: datetime.datetime | None
     last_error: JobError | None
+    priority: int
+    queueing_lock: str | None
+    state: JobState
+    waiting_behind_job_id: int | None
+
+    @property
+    def state_text(self) -> str:
+        """The state in words: ``waiting behind job #12`` for a job behind its lock."""
+        if self.state is JobState.BEHIND_LOCK:
+            return f"waiting behind job #{self.waiting_behind_job_id}"
+        return self.state.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +111,15 @@ class JobDetail(JobSummary):
 
     Arguments whose JSON text (``{"args": ..., "kwargs": ...}``) fits come whole in ``args``
     and ``kwargs``; longer ones leave both None and ``arguments_preview`` holds the first
-    MAX_SHOWN_CHARS characters of that text, marked.
+    MAX_SHOWN_CHARS characters of that text, marked. ``attempt_history``: its kept attempts
+    (``attempts`` counts them all), oldest first, their error messages and tracebacks cut to
+    MAX_ATTEMPT_CHARS, marked.
     """
 
     args: tuple[Any, ...] | None
     kwargs: Mapping[str, Any] | None
     arguments_preview: str | None
+    attempt_history: tuple[Attempt, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +138,17 @@ class QueueCount:
 
 
 @dataclasses.dataclass(frozen=True)
+class TodoCount:
+    """How many todo jobs of a queue are in one of the todo states."""
+
+    queue: str
+    state: JobState
+    jobs: int
+
+
+@dataclasses.dataclass(frozen=True)
 class WaitingJob:
-    """The oldest due ``todo`` job of a queue."""
+    """The oldest waiting job of a queue: ``todo``, due, at the head of its line."""
 
     queue: str
     job_id: int
@@ -157,23 +205,47 @@ def marked_as_cut(shown: str | None, whole_chars: int | None) -> str | None:
     return f"{shown}… [cut: {whole_chars - len(shown):,} more characters, {whole_chars:,} in all]"
 
 
-def summary_of(job: Job) -> JobSummary:
-    return JobSummary(**_summary_fields(job))
+def summary_of(job: Job, state: JobState, waiting_behind_job_id: int | None) -> JobSummary:
+    return JobSummary(**_summary_fields(job), state=state, waiting_behind_job_id=waiting_behind_job_id)
 
 
-def detail_of(job: Job, arguments_preview: str | None) -> JobDetail:
+def detail_of(
+    job: Job,
+    arguments_preview: str | None,
+    state: JobState,
+    waiting_behind_job_id: int | None,
+    attempt_history: Sequence[Attempt] = (),
+) -> JobDetail:
     """The detail of ``job``; ``arguments_preview`` set means its arguments were cut."""
     whole = arguments_preview is None
     return JobDetail(
         **_summary_fields(job),
+        state=state,
+        waiting_behind_job_id=waiting_behind_job_id,
         args=job.args if whole else None,
         kwargs=job.kwargs if whole else None,
         arguments_preview=arguments_preview,
+        attempt_history=tuple(attempt_history),
     )
 
 
+_COMPUTED_FIELDS = ("state", "waiting_behind_job_id")  # from the query, not the Job
+
+
 def _summary_fields(job: Job) -> dict[str, Any]:
-    return {field.name: getattr(job, field.name) for field in dataclasses.fields(JobSummary)}
+    return {
+        field.name: getattr(job, field.name)
+        for field in dataclasses.fields(JobSummary)
+        if field.name not in _COMPUTED_FIELDS
+    }
+
+
+def todo_counts_by_queue(counts: Sequence[TodoCount]) -> dict[str, dict[JobState, int]]:
+    """{queue: {todo state: jobs}}, queues in name order, every todo state present."""
+    table: dict[str, dict[JobState, int]] = {}
+    for count in sorted(counts, key=lambda count: count.queue):
+        table.setdefault(count.queue, dict.fromkeys(TODO_STATES, 0))[count.state] = count.jobs
+    return table
 
 
 def counts_by_queue(counts: Sequence[QueueCount]) -> dict[str, dict[Status, int]]:

@@ -3,35 +3,56 @@
 
 -- name: admin_list_jobs
 -- Jobs newest first, filtered, one page after a keyset cursor on id (never an offset); without
--- the arguments and the traceback, which listings do not show, and the error message cut.
-SELECT id, queue, task_name, lock, status, scheduled_at, attempts, max_attempts, worker_id,
-       created_at, started_at, finished_at, last_error_type,
-       left(last_error, %(max_chars)s) AS last_error, length(last_error) AS last_error_chars,
-       NULL AS last_error_traceback
-  FROM cabbage_jobs
- WHERE (%(status)s::cabbage_job_status IS NULL OR status = %(status)s::cabbage_job_status)
-   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-   AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s::text)
-   AND (%(lock)s::text IS NULL OR lock = %(lock)s::text)
-   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
- ORDER BY id DESC
+-- the arguments and the traceback, which listings do not show, and the error message cut. Each
+-- with its state (cabbage_job_state: a todo job is waiting, scheduled or behind_lock), and for
+-- one behind its lock, the head job of the line (waiting_behind_job_id, by the one-head index).
+SELECT j.id, j.queue, j.task_name, j.lock, j.status, j.scheduled_at, j.attempts, j.max_attempts, j.worker_id,
+       j.created_at, j.started_at, j.finished_at, j.last_error_type,
+       left(j.last_error, %(max_chars)s) AS last_error, length(j.last_error) AS last_error_chars,
+       NULL AS last_error_traceback, j.priority, j.queueing_lock,
+       cabbage_job_state(j.status, j.is_head, j.scheduled_at) AS state,
+       CASE WHEN j.status = 'todo' AND NOT j.is_head THEN
+            (SELECT head.id FROM cabbage_jobs AS head WHERE head.lock = j.lock AND head.is_head) END
+           AS waiting_behind_job_id
+  FROM cabbage_jobs AS j
+ WHERE (%(status)s::cabbage_job_status IS NULL OR j.status = %(status)s::cabbage_job_status)
+   AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+   AND (%(task_name)s::text IS NULL OR j.task_name = %(task_name)s::text)
+   AND (%(lock)s::text IS NULL OR j.lock = %(lock)s::text)
+   AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s::bigint)
+ ORDER BY j.id DESC
  LIMIT %(limit)s;
 
 -- name: admin_get_job
 -- One job for its page and the API, its arguments (as JSON text), error message and traceback
 -- cut here to max_chars each, with their whole lengths: a 100 MB argument never leaves the
--- database. The arguments come whole only when they fit.
-SELECT id, queue, task_name, lock, status, scheduled_at, attempts, max_attempts, worker_id,
-       created_at, started_at, finished_at, last_error_type,
-       left(last_error, %(max_chars)s) AS last_error, length(last_error) AS last_error_chars,
-       left(last_error_traceback, %(max_chars)s) AS last_error_traceback,
-       length(last_error_traceback) AS last_error_traceback_chars,
-       CASE WHEN length(arguments.text) <= %(max_chars)s THEN args END AS args,
-       CASE WHEN length(arguments.text) <= %(max_chars)s THEN kwargs END AS kwargs,
+-- database. The arguments come whole only when they fit. With its state, as admin_list_jobs.
+SELECT j.id, j.queue, j.task_name, j.lock, j.status, j.scheduled_at, j.attempts, j.max_attempts, j.worker_id,
+       j.created_at, j.started_at, j.finished_at, j.last_error_type,
+       left(j.last_error, %(max_chars)s) AS last_error, length(j.last_error) AS last_error_chars,
+       left(j.last_error_traceback, %(max_chars)s) AS last_error_traceback,
+       length(j.last_error_traceback) AS last_error_traceback_chars,
+       CASE WHEN length(arguments.text) <= %(max_chars)s THEN j.args END AS args,
+       CASE WHEN length(arguments.text) <= %(max_chars)s THEN j.kwargs END AS kwargs,
        CASE WHEN length(arguments.text) > %(max_chars)s THEN left(arguments.text, %(max_chars)s) END AS arguments_shown,
-       length(arguments.text) AS arguments_chars
-  FROM cabbage_jobs, LATERAL (SELECT jsonb_build_object('args', args, 'kwargs', kwargs)::text AS text) AS arguments
- WHERE id = %(job_id)s;
+       length(arguments.text) AS arguments_chars, j.priority, j.queueing_lock,
+       cabbage_job_state(j.status, j.is_head, j.scheduled_at) AS state,
+       CASE WHEN j.status = 'todo' AND NOT j.is_head THEN
+            (SELECT head.id FROM cabbage_jobs AS head WHERE head.lock = j.lock AND head.is_head) END
+           AS waiting_behind_job_id
+  FROM cabbage_jobs AS j,
+       LATERAL (SELECT jsonb_build_object('args', j.args, 'kwargs', j.kwargs)::text AS text) AS arguments
+ WHERE j.id = %(job_id)s;
+
+-- name: admin_list_attempts
+-- A job's kept attempts (the last 20), oldest first, each error message and traceback cut to
+-- max_chars, with their whole lengths.
+SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error_type,
+       left(error, %(max_chars)s) AS error, length(error) AS error_chars,
+       left(traceback, %(max_chars)s) AS traceback, length(traceback) AS traceback_chars
+  FROM cabbage_attempts
+ WHERE job_id = %(job_id)s
+ ORDER BY attempt;
 
 -- name: admin_get_job_arguments
 -- A job's whole arguments as the JSON text {"args": ..., "kwargs": ...} (the download a
@@ -42,12 +63,15 @@ SELECT jsonb_build_object('args', args, 'kwargs', kwargs)::text AS arguments
 
 -- name: admin_lock_jobs_for_change
 -- Locks the named jobs and reads their status, so a multi-id retry or cancel checks every id
--- before it changes any; in id order, so two operators cannot deadlock each other.
-SELECT id, status
-  FROM cabbage_jobs
- WHERE id = ANY(%(job_ids)s::bigint[])
- ORDER BY id
-   FOR UPDATE;
+-- before it changes any; in id order, so two operators cannot deadlock each other. With each
+-- job's queueing lock and the todo job holding it, if any: a retry must not make a second one.
+SELECT j.id, j.status, j.queueing_lock,
+       (SELECT waiting.id FROM cabbage_jobs AS waiting
+         WHERE waiting.queueing_lock = j.queueing_lock AND waiting.status = 'todo') AS waiting_job_id
+  FROM cabbage_jobs AS j
+ WHERE j.id = ANY(%(job_ids)s::bigint[])
+ ORDER BY j.id
+   FOR UPDATE OF j;
 
 -- name: admin_retry_jobs
 -- A manual retry: todo again and due now, attempts kept; the triggers put each job back in its
@@ -59,13 +83,21 @@ UPDATE cabbage_jobs
 RETURNING id;
 
 -- name: admin_retry_jobs_matching
--- Retries every job with the given finished status (failed or cancelled), of one task if named.
-UPDATE cabbage_jobs
+-- Retries every job with the given finished status (failed or cancelled), of one task if named;
+-- of those with a queueing lock, only the newest of each, and none whose key a todo job holds
+-- (one todo job per queueing lock).
+UPDATE cabbage_jobs AS j
    SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL
- WHERE status = %(status)s::cabbage_job_status
-   AND status IN ('failed', 'cancelled')
-   AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s::text)
-RETURNING id;
+ WHERE j.status = %(status)s::cabbage_job_status
+   AND j.status IN ('failed', 'cancelled')
+   AND (%(task_name)s::text IS NULL OR j.task_name = %(task_name)s::text)
+   AND (j.queueing_lock IS NULL
+        OR NOT EXISTS (SELECT FROM cabbage_jobs AS other
+                        WHERE other.queueing_lock = j.queueing_lock
+                          AND (other.status = 'todo'
+                               OR (other.status = j.status AND other.id > j.id
+                                   AND (%(task_name)s::text IS NULL OR other.task_name = %(task_name)s::text)))))
+RETURNING j.id;
 
 -- name: admin_cancel_jobs
 -- Cancels jobs still waiting (todo); a doing job is never touched: its worker owns it.
@@ -82,11 +114,21 @@ SELECT queue, status, count(*) AS jobs
  GROUP BY queue, status
  ORDER BY queue, status;
 
+-- name: admin_count_todo_jobs_by_state
+-- How many todo jobs each queue holds in each state: waiting (due, claimable), scheduled (not
+-- due yet), behind_lock (behind the head of their lock's line); on the database clock.
+SELECT queue, cabbage_job_state(status, is_head, scheduled_at) AS state, count(*) AS jobs
+  FROM cabbage_jobs
+ WHERE status = 'todo'
+ GROUP BY 1, 2
+ ORDER BY 1, 2;
+
 -- name: admin_oldest_waiting_jobs
--- The oldest due todo job of each queue and how long it has waited, on the database clock.
+-- The oldest waiting job of each queue (todo, due, at the head of its line: what a worker would
+-- take) and how long it has waited, on the database clock.
 SELECT DISTINCT ON (queue) queue, id AS job_id, EXTRACT(EPOCH FROM now() - scheduled_at)::float8 AS waiting_s
   FROM cabbage_jobs
- WHERE status = 'todo' AND scheduled_at <= now()
+ WHERE status = 'todo' AND is_head AND scheduled_at <= now()
  ORDER BY queue, scheduled_at, id;
 
 -- name: admin_throughput_per_minute

@@ -11,15 +11,21 @@
 -- Inserts many jobs in one statement from one JSON array per column, and returns their ids in
 -- input order: ids are drawn in that order, and a lock's line is ordered by id (invariant 2).
 -- Schedules count from the database clock (invariant 7). Wakes the idle workers of each queue
--- that has a new job at the head of its line, once per queue.
-WITH new_jobs AS (
-    INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
+-- that has a new job at the head of its line, once per queue. When a todo job holds the queueing
+-- lock of any of them, inserts none and answers, for each such job (by its 1-based position),
+-- the waiting job's id instead (a racing defer is refused by the unique index).
+WITH waiting AS (
+    SELECT k.position, held.id AS waiting_job_id
+      FROM json_array_elements_text(%(queueing_locks)s::json) WITH ORDINALITY AS k(queueing_lock, position)
+      JOIN cabbage_jobs AS held ON held.queueing_lock = k.queueing_lock AND held.status = 'todo'
+), new_jobs AS (
+    INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts, priority, queueing_lock)
     SELECT j.queue, j.task_name, j.args::jsonb, j.kwargs::jsonb, j.lock,
            coalesce(j.scheduled_at::timestamptz,
                     -- Months are added in UTC, whatever the session's TimeZone.
                     ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(j.months::integer, 0)))
                         AT TIME ZONE 'UTC' + make_interval(secs => coalesce(j.seconds::double precision, 0))),
-           j.max_attempts::integer
+           j.max_attempts::integer, j.priority::integer, j.queueing_lock
       FROM ROWS FROM (json_array_elements_text(%(queues)s::json),
                       json_array_elements_text(%(task_names)s::json),
                       json_array_elements(%(args)s::json),
@@ -28,49 +34,68 @@ WITH new_jobs AS (
                       json_array_elements_text(%(scheduled_at)s::json),
                       json_array_elements_text(%(months)s::json),
                       json_array_elements_text(%(seconds)s::json),
-                      json_array_elements_text(%(max_attempts)s::json))
+                      json_array_elements_text(%(max_attempts)s::json),
+                      json_array_elements_text(%(priorities)s::json),
+                      json_array_elements_text(%(queueing_locks)s::json))
            WITH ORDINALITY
-           AS j(queue, task_name, args, kwargs, lock, scheduled_at, months, seconds, max_attempts, position)
+           AS j(queue, task_name, args, kwargs, lock, scheduled_at, months, seconds, max_attempts, priority,
+                queueing_lock, position)
+     WHERE NOT EXISTS (SELECT FROM waiting)
      ORDER BY j.position
     RETURNING id, queue, is_head
 ), notified AS (
     SELECT count(pg_notify('cabbage_jobs', queue)) AS queues
       FROM (SELECT DISTINCT queue FROM new_jobs WHERE is_head) AS woken_queues
 )
-SELECT id FROM new_jobs, notified ORDER BY id;
+SELECT id, NULL::bigint AS position, NULL::bigint AS waiting_job_id FROM new_jobs, notified
+UNION ALL
+SELECT NULL, position, waiting_job_id FROM waiting
+ORDER BY id, position;
 
 -- name: defer_calls
 -- defer_jobs for the jobs of one defer_many: they differ only in their arguments, so only the
 -- arguments come as arrays (one of positional lists, one of keyword objects) and the schedule
 -- is computed once (invariant 7). Ids in input order (invariant 2); one notification per queue.
+-- When a todo job holds their queueing lock, inserts none and answers that job's id instead.
 WITH schedule AS MATERIALIZED (
     SELECT coalesce(%(scheduled_at)s::timestamptz,
                     -- Months are added in UTC, whatever the session's TimeZone.
                     ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(%(months)s::integer, 0)))
                         AT TIME ZONE 'UTC' + make_interval(secs => coalesce(%(seconds)s::double precision, 0)))
            AS scheduled_at
+), waiting AS (
+    SELECT held.id AS waiting_job_id
+      FROM cabbage_jobs AS held
+     WHERE held.queueing_lock = %(queueing_lock)s AND held.status = 'todo'
 ), new_jobs AS (
-    INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts)
+    INSERT INTO cabbage_jobs (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts, priority, queueing_lock)
     SELECT %(queue)s, %(task_name)s, j.args::jsonb, j.kwargs::jsonb, %(lock)s, schedule.scheduled_at,
-           %(max_attempts)s::integer
+           %(max_attempts)s::integer, %(priority)s::integer, %(queueing_lock)s
       FROM schedule,
            ROWS FROM (json_array_elements(%(args)s::json), json_array_elements(%(kwargs)s::json))
            WITH ORDINALITY AS j(args, kwargs, position)
+     WHERE NOT EXISTS (SELECT FROM waiting)
      ORDER BY j.position
     RETURNING id, queue, is_head
 ), notified AS (
     SELECT count(pg_notify('cabbage_jobs', queue)) AS queues
       FROM (SELECT DISTINCT queue FROM new_jobs WHERE is_head) AS woken_queues
 )
-SELECT id FROM new_jobs, notified ORDER BY id;
+SELECT id, NULL::bigint AS waiting_job_id FROM new_jobs, notified
+UNION ALL
+SELECT NULL, waiting_job_id FROM waiting
+ORDER BY id;
 
 -- name: defer_job
--- Inserts one job through cabbage_defer_job_v1, whose INSERT is planned once per session: it
+-- Inserts one job through cabbage_defer_job_v2, whose INSERT is planned once per session: it
 -- places the job in its lock's line (invariant 2), schedules it on the database clock
--- (invariant 7) and wakes the idle workers of its queue when it heads its line.
-SELECT cabbage_defer_job_v1(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
-                         %(scheduled_at)s::timestamptz, %(months)s::integer,
-                         %(seconds)s::double precision, %(max_attempts)s::integer);
+-- (invariant 7) and wakes the idle workers of its queue when it heads its line. One row: the
+-- new job's id, or, when a todo job holds its queueing lock, none and that job's id.
+SELECT job_id, waiting_job_id
+  FROM cabbage_defer_job_v2(%(queue)s, %(task_name)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(lock)s,
+                            %(scheduled_at)s::timestamptz, %(months)s::integer,
+                            %(seconds)s::double precision, %(max_attempts)s::integer,
+                            %(priority)s::integer, %(queueing_lock)s);
 
 -- name: open_defer_savepoint
 -- Sent with a defer that joins the caller's transaction (connection=), in the same round trip:
@@ -93,34 +118,34 @@ RELEASE SAVEPOINT cabbage_defer;
 -- nor plans them on each call (about a tenth of a job's time on the server; measured in
 -- docs/performance.md). Sent on a connection's first claim or finish.
 --
--- cabbage_claim_jobs: up to $3 due head jobs of queues $2 (NULL: all) for worker $1, claimed in
--- one atomic statement, the first started and the rest reserved, in (scheduled_at, id) order:
--- cabbage_claim_jobs_v1 of migration 0004 keeps its plan on the claimable partial indexes
--- (invariants 1, 3, 4, 6).
+-- cabbage_claim_jobs: up to $3 due head jobs of queues $2 (NULL: all) for worker $1, claimed
+-- atomically, the first started and the rest reserved, the highest priority first, then in
+-- (scheduled_at, id) order: cabbage_claim_jobs_v2 of migration 0007 keeps its plans on the
+-- claimable partial indexes (invariants 1, 3, 4, 6).
 --
--- cabbage_finish_job: how an attempt ended, fenced by its owner (invariant 5), and with a next
--- job id $9, the start of that reserved job in the same round trip: cabbage_finish_job_v1 of
--- migration 0004. One row: whether the attempt was finished, then the started job's columns
--- (NULL: none).
+-- cabbage_finish_job: how an attempt ended, fenced by its owner (invariant 5), recorded with
+-- the attempt, and with a next job id $9, the start of that reserved job in the same round
+-- trip. One row: whether the attempt was finished, then the started job's columns (NULL: none).
 --
 -- cabbage_finish_and_claim: the same finish, then a claim of up to $10 jobs of queues $9 (NULL:
--- all) in the same round trip: cabbage_finish_job_v2 of migration 0006. Rows: whether the
--- attempt was finished, then the columns of each claimed job; one row of NULL columns when
--- there is none. (v2 also starts a named next job, but through v1 directly that costs less.)
+-- all) in the same round trip. Rows: whether the attempt was finished, then the columns of each
+-- claimed job; one row of NULL columns when there is none.
+--
+-- Both finishes are cabbage_finish_job_v3 of migration 0007.
 --
 -- DEALLOCATE first: a PREPARE that failed half-way (a schema being migrated) may have left the
 -- first statement behind, and preparing it again would fail.
 DEALLOCATE ALL;
 PREPARE cabbage_claim_jobs (bigint, text[], integer) AS
-    SELECT * FROM cabbage_claim_jobs_v1($1, $2, $3);
+    SELECT * FROM cabbage_claim_jobs_v2($1, $2, $3);
 PREPARE cabbage_finish_job (bigint, bigint, integer, cabbage_job_status, double precision,
                             text, text, text, bigint) AS
-    SELECT result.finished, (result.started).*
-      FROM cabbage_finish_job_v1($1, $2, $3, $4, $5, $6, $7, $8, $9) AS result;
+    SELECT result.finished, (result.job).*
+      FROM cabbage_finish_job_v3($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0) AS result;
 PREPARE cabbage_finish_and_claim (bigint, bigint, integer, cabbage_job_status, double precision,
                                   text, text, text, text[], integer) AS
     SELECT result.finished, (result.job).*
-      FROM cabbage_finish_job_v2($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) AS result;
+      FROM cabbage_finish_job_v3($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) AS result;
 
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs (prepare_worker_statements).
@@ -128,7 +153,7 @@ EXECUTE cabbage_claim_jobs(%(worker_id)s, %(queues)s, %(limit)s);
 
 -- name: start_job
 -- Begins the attempt of a job this worker reserved; nothing when it was reclaimed (invariant 5).
--- The fence is compared as one row, as in cabbage_finish_job_v1, so that the job is found by its
+-- The fence is compared as one row, as in cabbage_finish_job_v3, so that the job is found by its
 -- primary key rather than among every job the worker holds (a large batch's reservations).
 UPDATE cabbage_jobs
    SET attempts = attempts + 1, started_at = clock_timestamp()
@@ -153,7 +178,7 @@ EXECUTE cabbage_finish_and_claim(%(job_id)s, %(worker_id)s, %(attempt)s, %(statu
 -- connection broke left to the worker (started or reserved).
 SELECT * FROM cabbage_jobs
  WHERE worker_id = %(worker_id)s AND status = 'doing'
- ORDER BY scheduled_at, id;
+ ORDER BY priority DESC, scheduled_at, id;
 
 -- name: commit_without_waiting
 -- Sent before a worker's claim or finish when the store was made with synchronous_commit off:
@@ -163,16 +188,38 @@ SET LOCAL synchronous_commit = off;
 
 -- name: release_jobs
 -- Gives back jobs this worker reserved but did not start: todo again, no attempt used, still
--- at the head of their lines (invariants 2, 4); idle workers of their queues are woken.
-WITH released AS (
-    UPDATE cabbage_jobs
-       SET status = 'todo', worker_id = NULL
-     WHERE id = ANY (%(job_ids)s::bigint[]) AND worker_id = %(worker_id)s
-       AND status = 'doing' AND started_at IS NULL
-    RETURNING queue
+-- at the head of their lines (invariants 2, 4); idle workers of their queues are woken. One
+-- whose queueing lock a newer job holds, waiting or given back with it, ends instead: cancelled
+-- as superseded (migration 0007). Returns how many the worker no longer holds.
+WITH reserved AS (
+    SELECT r.id, r.queueing_lock
+      FROM cabbage_jobs AS r
+     WHERE r.id = ANY (%(job_ids)s::bigint[]) AND r.worker_id = %(worker_id)s
+       AND r.status = 'doing' AND r.started_at IS NULL
+       FOR UPDATE
+), fates AS (
+    SELECT reserved.id,
+           CASE WHEN reserved.queueing_lock IS NOT NULL THEN
+               coalesce((SELECT waiting.id FROM cabbage_jobs AS waiting
+                          WHERE waiting.queueing_lock = reserved.queueing_lock AND waiting.status = 'todo'),
+                        nullif(max(reserved.id) OVER (PARTITION BY reserved.queueing_lock), reserved.id))
+           END AS superseded_by
+      FROM reserved
+), released AS (
+    UPDATE cabbage_jobs AS j
+       SET status = CASE WHEN f.superseded_by IS NULL THEN 'todo' ELSE 'cancelled' END::cabbage_job_status,
+           worker_id = NULL,
+           finished_at = CASE WHEN f.superseded_by IS NOT NULL THEN now() END,
+           last_error_type = CASE WHEN f.superseded_by IS NULL THEN j.last_error_type ELSE 'Superseded' END,
+           last_error = CASE WHEN f.superseded_by IS NULL THEN j.last_error
+                             ELSE cabbage_superseded_error(f.superseded_by) END,
+           last_error_traceback = CASE WHEN f.superseded_by IS NULL THEN j.last_error_traceback END
+      FROM fates AS f
+     WHERE j.id = f.id
+    RETURNING j.queue, j.status
 ), notified AS (
     SELECT count(pg_notify('cabbage_jobs', queue)) AS queues
-      FROM (SELECT DISTINCT queue FROM released) AS released_queues
+      FROM (SELECT DISTINCT queue FROM released WHERE status = 'todo') AS released_queues
 )
 SELECT (SELECT count(*) FROM released) AS released FROM notified;
 
@@ -190,6 +237,11 @@ DELETE FROM cabbage_jobs
 -- name: get_job
 -- One job by id (inspection).
 SELECT * FROM cabbage_jobs WHERE id = %(job_id)s;
+
+-- name: list_attempts
+-- A job's attempt history, oldest first: the last 20 attempts, kept by the finish and the
+-- reclaim (migration 0007), deleted with the job.
+SELECT * FROM cabbage_attempts WHERE job_id = %(job_id)s ORDER BY attempt;
 
 -- name: count_jobs
 -- How many jobs each status has, in one queue or all (inspection; statuses absent are zero).

@@ -35,7 +35,9 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.started_at, w.last_heartbeat_at,
 -- %(heartbeat_timeout_s)s on the database clock (NULL: whatever its age; invariant 7).
 -- A reserved job goes back to todo without using an attempt; a started one to todo (due now)
 -- when it has attempts left, else failed; either way with the worker-lost error given
--- (%(error_type)s, %(error)s: cabbage.jobs.JobError.worker_lost). The worker rows
+-- (%(error_type)s, %(error)s: cabbage.jobs.JobError.worker_lost), and the attempt is kept as
+-- lost in cabbage_attempts. One going back whose queueing lock a newer job holds is cancelled
+-- as superseded instead (migration 0007). The worker rows
 -- are locked first, in id order: of several callers racing, one reclaims each job and the
 -- others find nothing, and a worker that beats while waiting for its row lock is not stale
 -- any more (the lock's recheck spares it). Doing jobs of these ids whose worker row is already
@@ -61,27 +63,52 @@ WITH lost_workers AS (
        AND j.worker_id <> ALL (%(excluding)s::bigint[])
        AND NOT EXISTS (SELECT FROM cabbage_workers AS w WHERE w.id = j.worker_id)
 ), held AS (
-    SELECT j.id, j.worker_id, j.started_at IS NOT NULL AS was_started
+    SELECT j.id, j.worker_id, j.attempts, j.started_at, j.queueing_lock, j.started_at IS NOT NULL AS was_started,
+           -- Back to todo: a reserved job, or a started one with attempts left.
+           (j.started_at IS NULL OR j.max_attempts IS NULL OR j.attempts < j.max_attempts) AS goes_back
       FROM cabbage_jobs AS j
      WHERE j.status = 'doing'
        AND j.worker_id IN (SELECT id FROM lost_workers UNION ALL SELECT id FROM orphaned_workers)
      ORDER BY j.id
        FOR UPDATE OF j
+), fates AS (
+    -- A job going back whose queueing lock a newer job holds, waiting or going back with it,
+    -- ends instead: cancelled as superseded (migration 0007).
+    SELECT held.*,
+           CASE WHEN held.goes_back AND held.queueing_lock IS NOT NULL THEN
+               coalesce((SELECT waiting.id FROM cabbage_jobs AS waiting
+                          WHERE waiting.queueing_lock = held.queueing_lock AND waiting.status = 'todo'),
+                        nullif(max(held.id) FILTER (WHERE held.goes_back) OVER (PARTITION BY held.queueing_lock),
+                               held.id))
+           END AS superseded_by
+      FROM held
 ), reclaimed AS (
     UPDATE cabbage_jobs AS j
-       SET status = CASE WHEN NOT h.was_started OR j.max_attempts IS NULL OR j.attempts < j.max_attempts
-                         THEN 'todo' ELSE 'failed' END::cabbage_job_status,
+       SET status = CASE WHEN NOT f.goes_back THEN 'failed'
+                         WHEN f.superseded_by IS NOT NULL THEN 'cancelled'
+                         ELSE 'todo' END::cabbage_job_status,
            worker_id = NULL,
-           scheduled_at = CASE WHEN h.was_started THEN now() ELSE j.scheduled_at END,
-           finished_at = CASE WHEN h.was_started AND j.max_attempts IS NOT NULL
-                                   AND j.attempts >= j.max_attempts
-                              THEN now() END,
-           last_error_type = CASE WHEN h.was_started THEN %(error_type)s ELSE j.last_error_type END,
-           last_error = CASE WHEN h.was_started THEN %(error)s ELSE j.last_error END,
-           last_error_traceback = CASE WHEN h.was_started THEN NULL ELSE j.last_error_traceback END
-      FROM held AS h
-     WHERE j.id = h.id
-    RETURNING j.id AS job_id, j.task_name, j.queue, j.lock, h.worker_id, j.attempts, j.status, h.was_started
+           scheduled_at = CASE WHEN f.was_started THEN now() ELSE j.scheduled_at END,
+           finished_at = CASE WHEN NOT f.goes_back OR f.superseded_by IS NOT NULL THEN now() END,
+           last_error_type = CASE WHEN f.superseded_by IS NOT NULL THEN 'Superseded'
+                                  WHEN f.was_started THEN %(error_type)s ELSE j.last_error_type END,
+           last_error = CASE WHEN f.superseded_by IS NOT NULL THEN cabbage_superseded_error(f.superseded_by)
+                             WHEN f.was_started THEN %(error)s ELSE j.last_error END,
+           last_error_traceback = CASE WHEN f.superseded_by IS NOT NULL OR f.was_started THEN NULL
+                                       ELSE j.last_error_traceback END
+      FROM fates AS f
+     WHERE j.id = f.id
+    RETURNING j.id AS job_id, j.task_name, j.queue, j.lock, f.worker_id, j.attempts, j.status, f.was_started
+), recorded AS (
+    -- A started attempt is kept as lost, with why (the last 20 per job, as the finish keeps them).
+    INSERT INTO cabbage_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error_type, error)
+    SELECT f.id, f.attempts, f.worker_id, f.started_at, now(), 'lost', %(error_type)s, %(error)s
+      FROM fates AS f
+     WHERE f.was_started
+), trimmed AS (
+    DELETE FROM cabbage_attempts AS a
+     USING fates AS f
+     WHERE f.was_started AND a.job_id = f.id AND a.attempt <= f.attempts - 20
 ), notified AS (
     -- Jobs back in todo are claimable at once: wake the idle workers of their queues.
     SELECT count(pg_notify('cabbage_jobs', queue)) AS queues

@@ -20,8 +20,14 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from cabbage.exceptions import DatabaseUnavailable, StoreError, UnserialisableArgumentError
-from cabbage.jobs import Outcome, Status
+from cabbage.exceptions import (
+    AlreadyEnqueued,
+    DatabaseUnavailable,
+    QueueingLockClash,
+    StoreError,
+    UnserialisableArgumentError,
+)
+from cabbage.jobs import AttemptOutcome, JobError, Outcome, Status
 from cabbage.postgres import PostgresJobStore
 from cabbage.sql import queries
 from tests.integration.new_jobs import new_job
@@ -518,3 +524,168 @@ def test_a_refused_statement_is_a_store_error_and_the_session_goes_on(store: Pos
         store.register_worker("test-host", 2**40, None)  # pid is an integer column
     assert not isinstance(raised.value, (psycopg2.Error, DatabaseUnavailable))
     assert store.register_worker("test-host", 1, None) > 0
+
+
+# -- queueing locks: the caller's transaction and races between sessions --------------------------
+
+
+def waiting_on_a_lock(sql: psycopg2.extensions.connection) -> int:
+    return query(sql, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND wait_event_type = 'Lock'")[0][0]
+
+
+def test_a_refused_defer_on_the_callers_connection_leaves_its_transaction_going(
+    store: PostgresJobStore, db_dsn: str
+) -> None:
+    waiting = store.defer_job(new_job(queueing_lock="k"))
+    with closing(psycopg2.connect(db_dsn)) as caller:
+        with caller.cursor() as cursor:
+            cursor.execute("CREATE TABLE orders (id integer)")
+            cursor.execute("INSERT INTO orders VALUES (1)")
+        for defer in (
+            lambda: store.defer_job(new_job(queueing_lock="k"), connection=caller),
+            lambda: store.defer_jobs([new_job(), new_job(queueing_lock="k")], connection=caller),
+            lambda: store.defer_calls(new_job(queueing_lock="k"), [((), {})], connection=caller),
+        ):
+            with pytest.raises(AlreadyEnqueued) as refused:
+                defer()
+            assert refused.value.job_id == waiting
+        job_id = store.defer_job(new_job(queueing_lock="other"), connection=caller)
+        caller.commit()
+        assert query(caller, "SELECT count(*) FROM orders") == [(1,)]
+    assert store.get_job(job_id) is not None and store.count_jobs()[Status.TODO] == 2
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+@pytest.mark.parametrize("first_commits", [True, False], ids=["first-commits", "first-rolls-back"])
+def test_a_defer_racing_another_for_a_queueing_lock_waits_for_it(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection, db_dsn: str, bulk: bool, first_commits: bool
+) -> None:
+    # The first defer has inserted its job but not committed: the second one's look-up cannot see
+    # it, and the unique index makes its insert wait for the first transaction's end.
+    outcome: dict[str, Any] = {}
+
+    def second_defer() -> None:
+        with closing(PostgresJobStore(db_dsn)) as second:
+            jobs = [new_job(), new_job(queueing_lock="k")] if bulk else [new_job(queueing_lock="k")]
+            try:
+                outcome["job_ids"] = second.defer_jobs(jobs)
+            except AlreadyEnqueued as refused:
+                outcome["refused"] = refused
+
+    with closing(psycopg2.connect(db_dsn)) as first:
+        first_job = store.defer_job(new_job(queueing_lock="k"), connection=first)
+        racer = threading.Thread(target=second_defer)
+        racer.start()
+        wait_for(lambda: waiting_on_a_lock(sql) == 1, 10, "the second defer to wait for the first one's key")
+        if first_commits:
+            first.commit()
+        else:
+            first.rollback()
+        racer.join()
+    if first_commits:
+        refused = outcome["refused"]
+        assert refused.clashes == (QueueingLockClash(2 if bulk else 1, "k", waiting_job_id=first_job),)
+        assert store.count_jobs()[Status.TODO] == 1
+    else:
+        assert len(outcome["job_ids"]) == (2 if bulk else 1)
+        assert store.get_job(outcome["job_ids"][-1]).queueing_lock == "k"  # type: ignore[union-attr]
+
+
+def test_a_defer_in_the_callers_transaction_that_loses_a_race_names_the_winner_and_leaves_it_going(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection, db_dsn: str
+) -> None:
+    outcome: dict[str, Any] = {}
+
+    def second_defer(caller: psycopg2.extensions.connection) -> None:
+        try:
+            store.defer_job(new_job(queueing_lock="k"), connection=caller)
+        except AlreadyEnqueued as refused:
+            outcome["refused"] = refused
+
+    with closing(psycopg2.connect(db_dsn)) as first, closing(psycopg2.connect(db_dsn)) as caller:
+        query(caller, "CREATE TABLE orders (id integer); INSERT INTO orders VALUES (1); SELECT 1")
+        first_job = store.defer_job(new_job(queueing_lock="k"), connection=first)
+        racer = threading.Thread(target=second_defer, args=(caller,))
+        racer.start()
+        wait_for(lambda: waiting_on_a_lock(sql) == 1, 10, "the caller's defer to wait for the first one's key")
+        first.commit()
+        racer.join()
+        # The index refused the caller's insert; its savepoint undid it, and the defer, run once
+        # more in the same transaction, found the winner waiting.
+        assert outcome["refused"].clashes == (QueueingLockClash(1, "k", waiting_job_id=first_job),)
+        caller.commit()
+    assert query(sql, "SELECT count(*) FROM orders") == [(1,)]
+    assert [job.id for job in store.claim_jobs(store.register_worker("test-host", 1, None), None, limit=5)] == [first_job]
+
+
+def test_concurrent_defers_of_one_queueing_lock_let_exactly_one_through(store: PostgresJobStore, db_dsn: str) -> None:
+    sessions, rounds = 6, 15
+    start = threading.Barrier(sessions)
+    results: list[tuple[int, str, int | None]] = []
+
+    def defer_rounds(number: int) -> None:
+        with closing(PostgresJobStore(db_dsn)) as session:
+            for round_number in range(rounds):
+                start.wait()
+                try:
+                    job_ids = session.defer_jobs([new_job(queueing_lock=f"key-{round_number}", args=(number,))])
+                    results.append((round_number, "deferred", job_ids[0]))
+                except AlreadyEnqueued as refused:
+                    results.append((round_number, "refused", refused.job_id))
+
+    threads = [threading.Thread(target=defer_rounds, args=(number,)) for number in range(sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for round_number in range(rounds):
+        deferred = [job_id for number, what, job_id in results if number == round_number and what == "deferred"]
+        refused_with = {job_id for number, what, job_id in results if number == round_number and what == "refused"}
+        assert len(deferred) == 1 and refused_with == set(deferred), (round_number, results)
+    assert store.count_jobs()[Status.TODO] == rounds
+
+
+def test_a_retry_racing_a_defer_of_its_queueing_lock_gives_way(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection, db_dsn: str
+) -> None:
+    worker_id = store.register_worker("test-host", 1, None)
+    job_id = store.defer_job(new_job(queueing_lock="k", max_attempts=3))
+    (claimed,) = store.claim_jobs(worker_id, None)
+    finished: list[bool] = []
+    with closing(psycopg2.connect(db_dsn)) as deferrer:
+        newer = store.defer_job(new_job(queueing_lock="k"), connection=deferrer)  # not committed yet
+        boom = Outcome.retry(JobError("RuntimeError", "boom"), retry_in_s=0)
+        finisher = threading.Thread(target=lambda: finished.append(store.finish_job(job_id, worker_id, 1, boom)))
+        finisher.start()
+        wait_for(lambda: waiting_on_a_lock(sql) == 1, 10, "the retry to wait for the defer's key")
+        deferrer.commit()
+        finisher.join()
+    assert finished == [True], "the finish gives way, it does not fail"
+    superseded = store.get_job(job_id)
+    assert superseded is not None and superseded.status is Status.CANCELLED
+    assert superseded.last_error == JobError.superseded(newer)
+    assert [attempt.outcome for attempt in store.list_attempts(job_id)] == [AttemptOutcome.FAILED]
+
+
+# -- the previous release's functions (rolling upgrade) ------------------------------------------
+
+
+def test_the_previous_releases_claim_and_finish_apply_the_new_rules(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection
+) -> None:
+    worker_id = store.register_worker("test-host", 1, None)
+    low, high, next_high = store.defer_jobs([new_job(priority=-1), new_job(priority=5), new_job(priority=4)])
+    # As a worker of the previous release prepared them (migrations 0004 and 0006).
+    (claimed,) = query(sql, "SELECT id FROM cabbage_claim_jobs_v1(%s, NULL, 1)", (worker_id,))
+    assert claimed == (high,)
+    rows = query(sql, "SELECT finished, (job).id FROM cabbage_finish_job_v2(%s, %s, 1, 'succeeded', NULL, NULL, NULL,"
+                      " NULL, NULL, NULL, 1)", (high, worker_id))
+    assert rows == [(True, next_high)]
+    rows = query(sql, "SELECT finished, (started).id FROM cabbage_finish_job_v1(%s, %s, 1, 'failed', NULL, 'E', 'boom',"
+                      " NULL, NULL)", (next_high, worker_id))
+    assert rows == [(True, None)]
+    assert [attempt.outcome for job_id in (high, next_high) for attempt in store.list_attempts(job_id)] == [
+        AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED
+    ]
+    assert store.get_job(low).status is Status.TODO  # type: ignore[union-attr]

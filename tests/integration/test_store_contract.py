@@ -9,6 +9,7 @@ sleeps: the in-memory store's ManualClock moves forward, the database's rows mov
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import threading
 from contextlib import closing
@@ -18,8 +19,16 @@ import pendulum
 import pytest
 
 from cabbage import schedules
-from cabbage.exceptions import ArgumentsTooLargeError, CabbageError, JobNotFound, JobStateError, ScheduleError
-from cabbage.jobs import FINISHED_STATUSES, Job, JobError, NewJob, Outcome, Status
+from cabbage.exceptions import (
+    AlreadyEnqueued,
+    ArgumentsTooLargeError,
+    CabbageError,
+    JobNotFound,
+    JobStateError,
+    QueueingLockClash,
+    ScheduleError,
+)
+from cabbage.jobs import FINISHED_STATUSES, KEPT_ATTEMPTS, AttemptOutcome, Job, JobError, NewJob, Outcome, Status
 from cabbage.retention import prune_in_batches
 from cabbage.store import JobStore
 from cabbage.testing import InMemoryJobStore, ManualClock
@@ -808,6 +817,287 @@ def test_an_interrupt_before_the_wait_ends_the_next_wait_only(store: JobStore) -
     assert waits_for_a_deferral(store)
 
 
+# -- priorities ---------------------------------------------------------------------------------
+
+
+def test_due_jobs_come_by_priority_then_scheduled_at_then_creation_order(store: JobStore, worker_id: int) -> None:
+    an_hour_ago = utcnow() - datetime.timedelta(hours=1)
+    low = store.defer_job(new_job(priority=-5, scheduled_at=an_hour_ago))
+    default = store.defer_job(new_job())
+    urgent = store.defer_job(new_job(priority=10))
+    urgent_older = store.defer_job(new_job(priority=10, scheduled_at=an_hour_ago))
+    default_older = store.defer_job(new_job(scheduled_at=an_hour_ago))
+    highest = store.defer_job(new_job(priority=2**31 - 1))
+    assert run_line(store, worker_id) == [highest, urgent_older, urgent, default_older, default, low]
+    assert store.get_job(highest).priority == 2**31 - 1  # type: ignore[union-attr]
+
+
+def test_a_higher_priority_job_not_due_yet_lets_due_ones_run(store: JobStore, worker_id: int) -> None:
+    tomorrow = utcnow() + datetime.timedelta(days=1)
+    store.defer_jobs([new_job(priority=10, scheduled_at=tomorrow) for _ in range(3)])
+    due = store.defer_jobs([new_job(priority=-1), new_job(priority=5)])
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=10)] == [due[1], due[0]]
+
+
+def test_a_lock_line_keeps_creation_order_whatever_the_priorities(store: JobStore, worker_id: int) -> None:
+    head, behind = store.defer_jobs([new_job(lock="L", priority=-10), new_job(lock="L", priority=10)])
+    free = store.defer_job(new_job(priority=5))
+    # The job behind the head is never claimable, whatever its priority; the head only by its own.
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=10)] == [free, head]
+    finished, started = store.finish_and_start(free, worker_id, 1, Outcome.succeeded(), head)
+    assert finished and started is not None
+    assert store.finish_job(head, worker_id, started.attempts, Outcome.succeeded())
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=10)] == [behind]
+
+
+def test_a_retried_job_keeps_its_priority_and_its_place(store: JobStore, worker_id: int) -> None:
+    retried, behind = store.defer_jobs([new_job(lock="L", priority=3, max_attempts=2), new_job(lock="L", priority=9)])
+    assert claim_one(store, worker_id).id == retried  # type: ignore[union-attr]
+    assert store.finish_job(retried, worker_id, 1, Outcome.retry(BOOM, retry_in_s=0))
+    other = store.defer_job(new_job(priority=2))
+    again = store.claim_jobs(worker_id, None, limit=10)
+    assert [(job.id, job.priority, job.attempts) for job in again] == [(retried, 3, 2), (other, 2, 0)]
+    assert store.get_job(behind).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_a_batch_claim_goes_down_the_priority_levels_and_starts_the_highest(store: JobStore, worker_id: int) -> None:
+    low, middle, high, also_middle = store.defer_jobs(
+        [new_job(priority=1), new_job(priority=2), new_job(priority=3), new_job(priority=2)]
+    )
+    claimed = store.claim_jobs(worker_id, None, limit=3)
+    assert [job.id for job in claimed] == [high, middle, also_middle]
+    assert [job.is_started for job in claimed] == [True, False, False]
+    assert store.held_jobs(worker_id) == claimed
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=3)] == [low]
+
+
+def test_a_claim_by_queue_takes_the_highest_priority_of_those_queues(store: JobStore, worker_id: int) -> None:
+    store.defer_job(new_job(queue="other", priority=100))
+    mail, sms, also_mail = store.defer_jobs(
+        [new_job(queue="mail", priority=1), new_job(queue="sms", priority=7), new_job(queue="mail", priority=7)]
+    )
+    assert [job.id for job in store.claim_jobs(worker_id, ["mail"], limit=5)] == [also_mail, mail]
+    store.defer_job(new_job(queue="mail", priority=8))
+    assert [job.priority for job in store.claim_jobs(worker_id, ["sms", "mail"], limit=5)] == [8, 7]
+
+
+def test_finish_and_claim_takes_the_highest_priority_next(store: JobStore, worker_id: int) -> None:
+    first = store.defer_job(new_job())
+    (claimed,) = store.claim_jobs(worker_id, None)
+    low, high = store.defer_jobs([new_job(priority=-1), new_job(priority=1)])
+    finished, next_jobs = store.finish_and_claim(first, worker_id, 1, Outcome.succeeded(), None, 2)
+    assert finished and [job.id for job in next_jobs] == [high, low]
+
+
+# -- queueing locks -----------------------------------------------------------------------------
+
+
+def test_a_defer_while_a_job_of_its_queueing_lock_waits_is_refused(store: JobStore) -> None:
+    waiting = store.defer_job(new_job(queueing_lock="refresh-42", args=("first",)))
+    with pytest.raises(AlreadyEnqueued) as refused:
+        store.defer_job(new_job(queueing_lock="refresh-42", args=("second",)))
+    assert (refused.value.queueing_lock, refused.value.job_id) == ("refresh-42", waiting)
+    assert str(refused.value).startswith(f"queueing lock 'refresh-42' is held by job {waiting}, which is waiting")
+    assert "nothing was deferred" in str(refused.value)
+    assert isinstance(refused.value, CabbageError)
+    assert store.count_jobs()[Status.TODO] == 1
+    other_key = store.defer_job(new_job(queueing_lock="refresh-43"))
+    assert store.get_job(other_key).queueing_lock == "refresh-43"  # type: ignore[union-attr]
+
+
+def test_an_awaited_defer_keeps_priority_and_queueing_lock(store: JobStore) -> None:
+    async def defer_twice() -> tuple[int, AlreadyEnqueued]:
+        job_id = await store.defer_job_async(new_job(priority=7, queueing_lock="k"))
+        try:
+            await store.defer_calls_async(new_job(queueing_lock="k"), [((), {})])
+        except AlreadyEnqueued as refused:
+            return job_id, refused
+        raise AssertionError("the second defer was not refused")
+
+    job_id, refused = asyncio.run(defer_twice())
+    assert refused.clashes == (QueueingLockClash(1, "k", waiting_job_id=job_id),)
+    job = store.get_job(job_id)
+    assert job is not None and (job.priority, job.queueing_lock) == (7, "k")
+    assert store.count_jobs()[Status.TODO] == 1
+
+
+def test_a_job_leaving_todo_frees_its_queueing_lock(store: JobStore, operator: Any, worker_id: int) -> None:
+    claimed = store.defer_job(new_job(queueing_lock="k"))
+    assert claim_one(store, worker_id).id == claimed  # type: ignore[union-attr]
+    cancelled = store.defer_job(new_job(queueing_lock="k"))  # the first one is doing: free
+    assert operator.cancel_jobs([cancelled]) == [cancelled]
+    again = store.defer_job(new_job(queueing_lock="k"))
+    assert {store.get_job(job_id).status for job_id in (claimed, cancelled, again)} == {  # type: ignore[union-attr]
+        Status.DOING, Status.CANCELLED, Status.TODO
+    }
+
+
+def test_a_defer_of_many_is_refused_whole_naming_each_clash_with_a_waiting_job(store: JobStore) -> None:
+    held_a, held_b = store.defer_jobs([new_job(queueing_lock="a"), new_job(queueing_lock="b")])
+    with pytest.raises(AlreadyEnqueued) as refused:
+        store.defer_jobs([new_job(), new_job(queueing_lock="b"), new_job(queueing_lock="c"), new_job(queueing_lock="a")])
+    assert refused.value.clashes == (
+        QueueingLockClash(2, "b", waiting_job_id=held_b),
+        QueueingLockClash(4, "a", waiting_job_id=held_a),
+    )
+    assert str(refused.value) == (
+        f"cannot defer: job 2 (queueing lock 'b') clashes with waiting job {held_b}; job 4 (queueing lock 'a') "
+        f"clashes with waiting job {held_a}; nothing was deferred (one todo job per queueing lock)"
+    )
+    assert store.count_jobs()[Status.TODO] == 2
+
+
+def test_jobs_of_one_defer_that_share_a_queueing_lock_are_refused(store: JobStore) -> None:
+    with pytest.raises(AlreadyEnqueued) as refused:
+        store.defer_jobs([new_job(queueing_lock="a"), new_job(queueing_lock="b"), new_job(queueing_lock="a")])
+    assert refused.value.clashes == (QueueingLockClash(3, "a", earlier_position=1),)
+    assert "job 3 repeats the queueing lock 'a' of job 1" in str(refused.value)
+    template = new_job(queueing_lock="a")
+    with pytest.raises(AlreadyEnqueued, match="job 2 repeats the queueing lock 'a' of job 1"):
+        store.defer_calls(template, [(["x"], {}), (["y"], {})])
+    assert store.count_jobs()[Status.TODO] == 0
+    (job_id,) = store.defer_calls(template, [(["x"], {})])
+    with pytest.raises(AlreadyEnqueued) as refused_call:
+        store.defer_calls(template, [(["y"], {})])
+    assert refused_call.value.clashes == (QueueingLockClash(1, "a", waiting_job_id=job_id),)
+
+
+def test_a_queueing_lock_and_a_lock_combine(store: JobStore, worker_id: int) -> None:
+    running = store.defer_job(new_job(lock="L", queueing_lock="Q"))
+    assert claim_one(store, worker_id).id == running  # type: ignore[union-attr]
+    waiting = store.defer_job(new_job(lock="L", queueing_lock="Q"))  # one runs, one waits behind it
+    with pytest.raises(AlreadyEnqueued):
+        store.defer_job(new_job(lock="L", queueing_lock="Q"))
+    assert claim_one(store, worker_id) is None, "the waiting job queues behind the lock's running head"
+    assert store.finish_job(running, worker_id, 1, Outcome.succeeded())
+    assert claim_one(store, worker_id).id == waiting  # type: ignore[union-attr]
+
+
+def test_a_retry_gives_way_to_a_waiting_job_of_its_queueing_lock(store: JobStore, worker_id: int) -> None:
+    first = store.defer_job(new_job(lock="L", queueing_lock="Q", max_attempts=3))
+    assert claim_one(store, worker_id).id == first  # type: ignore[union-attr]
+    newer = store.defer_job(new_job(lock="L", queueing_lock="Q"))
+    assert store.finish_job(first, worker_id, 1, Outcome.retry(BOOM, retry_in_s=0))
+    superseded = store.get_job(first)
+    assert superseded is not None and superseded.status is Status.CANCELLED and superseded.finished_at is not None
+    assert superseded.last_error == JobError.superseded(newer)
+    assert superseded.last_error.message == f"not run again: job {newer} with the same queueing lock is waiting"
+    (attempt,) = store.list_attempts(first)
+    assert (attempt.outcome, attempt.error) == (AttemptOutcome.FAILED, BOOM)
+    assert claim_one(store, worker_id).id == newer, "the newer job took the line"  # type: ignore[union-attr]
+
+
+def test_a_reclaimed_job_gives_way_to_a_waiting_job_of_its_queueing_lock(store: JobStore, worker_id: int) -> None:
+    started, reserved = store.defer_jobs([new_job(queueing_lock="S", max_attempts=2), new_job(queueing_lock="R")])
+    assert len(store.claim_jobs(worker_id, None, limit=2)) == 2
+    newer_started, newer_reserved = store.defer_jobs([new_job(queueing_lock="S"), new_job(queueing_lock="R")])
+    reclaimed = store.reclaim_jobs_of([worker_id], "killed")
+    assert {(job.job_id, job.status) for job in reclaimed} == {(started, Status.CANCELLED), (reserved, Status.CANCELLED)}
+    for job_id, newer in ((started, newer_started), (reserved, newer_reserved)):
+        job = store.get_job(job_id)
+        assert job is not None and (job.status, job.last_error) == (Status.CANCELLED, JobError.superseded(newer))
+    assert [attempt.outcome for attempt in store.list_attempts(started)] == [AttemptOutcome.LOST]
+    assert store.list_attempts(reserved) == [], "a reserved job made no attempt"
+
+
+def test_of_jobs_going_back_together_with_one_queueing_lock_the_newest_goes_back(store: JobStore, worker_id: int) -> None:
+    older = store.defer_job(new_job(queueing_lock="Q", max_attempts=2))
+    assert claim_one(store, worker_id).id == older  # type: ignore[union-attr]
+    newer = store.defer_job(new_job(queueing_lock="Q", max_attempts=2))
+    free = store.defer_job(new_job())
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=5)] == [newer, free]
+    store.reclaim_jobs_of([worker_id], "killed")
+    assert [store.get_job(job_id).status for job_id in (older, newer, free)] == [  # type: ignore[union-attr]
+        Status.CANCELLED, Status.TODO, Status.TODO
+    ]
+    assert store.get_job(older).last_error == JobError.superseded(newer)  # type: ignore[union-attr]
+
+
+def test_a_reserved_job_given_back_gives_way_to_a_waiting_job_of_its_queueing_lock(
+    store: JobStore, worker_id: int
+) -> None:
+    store.defer_jobs([new_job(), new_job(queueing_lock="Q")])
+    _, reserved = store.claim_jobs(worker_id, None, limit=2)
+    waiting = store.defer_job(new_job(queueing_lock="Q"))
+    assert store.release_jobs([reserved.id], worker_id) == 1
+    given_back = store.get_job(reserved.id)
+    assert given_back is not None and (given_back.status, given_back.worker_id) == (Status.CANCELLED, None)
+    assert given_back.last_error == JobError.superseded(waiting)
+    assert store.held_jobs(worker_id)[0].id != reserved.id
+
+
+def test_a_retry_by_hand_that_would_make_a_second_todo_job_of_a_queueing_lock_is_refused(
+    store: JobStore, operator: Any, worker_id: int
+) -> None:
+    failed = [finish_one(store, worker_id, Outcome.failed(BOOM), queueing_lock=key) for key in ("A", "A", "B")]
+    waiting = store.defer_job(new_job(queueing_lock="B"))
+    with pytest.raises(JobStateError) as refused:
+        operator.retry_jobs(failed)
+    assert str(refused.value) == (
+        f"cannot retry: jobs {failed[0]} and {failed[1]} share the queueing lock 'A'; job {failed[2]}'s queueing lock "
+        f"'B' is held by waiting job {waiting} (one todo job per queueing lock); no job was changed"
+    )
+    assert {store.get_job(job_id).status for job_id in failed} == {Status.FAILED}  # type: ignore[union-attr]
+    assert operator.retry_jobs([failed[1]]) == [failed[1]]
+
+
+# -- attempts -----------------------------------------------------------------------------------
+
+
+def test_every_attempt_is_kept_with_its_worker_times_outcome_and_error(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=3))
+    assert store.list_attempts(job_id) == []
+    for outcome in (Outcome.retry(BOOM, retry_in_s=0), Outcome.failed(JobError("ValueError", "bad", None))):
+        job = claim_one(store, worker_id)
+        assert job is not None and store.finish_job(job_id, worker_id, job.attempts, outcome)
+    other_worker = store.register_worker("test-host", 4243, None)
+    assert claim_one(store, other_worker) is None
+    first, second = store.list_attempts(job_id)
+    assert (first.job_id, first.attempt, first.worker_id, first.outcome, first.error) == (
+        job_id, 1, worker_id, AttemptOutcome.RETRIED, BOOM
+    )
+    assert (second.attempt, second.outcome, second.error) == (2, AttemptOutcome.FAILED, JobError("ValueError", "bad"))
+    assert first.started_at <= first.finished_at <= second.started_at <= second.finished_at
+    assert second.finished_at == store.get_job(job_id).finished_at  # type: ignore[union-attr]
+
+    succeeded = finish_one(store, worker_id, Outcome.succeeded())
+    (attempt,) = store.list_attempts(succeeded)
+    assert (attempt.outcome, attempt.error) == (AttemptOutcome.SUCCEEDED, None)
+
+
+def test_a_reclaimed_attempt_is_kept_as_lost_with_why(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=2))
+    assert claim_one(store, worker_id) is not None
+    store.reclaim_jobs_of([worker_id], "child 3 killed by SIGKILL")
+    (lost,) = store.list_attempts(job_id)
+    assert (lost.attempt, lost.worker_id, lost.outcome) == (1, worker_id, AttemptOutcome.LOST)
+    assert lost.error == JobError("WorkerLost", "worker lost: child 3 killed by SIGKILL")
+    assert not store.finish_job(job_id, worker_id, 1, Outcome.succeeded())
+    assert len(store.list_attempts(job_id)) == 1, "a fenced finish records nothing"
+
+
+def test_only_the_last_attempts_of_a_job_are_kept(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=None))
+    for _ in range(KEPT_ATTEMPTS + 3):
+        job = claim_one(store, worker_id)
+        assert job is not None and store.finish_job(job_id, worker_id, job.attempts, Outcome.retry(BOOM, retry_in_s=0))
+    job = claim_one(store, worker_id)
+    assert job is not None
+    store.reclaim_jobs_of([worker_id], "lost")
+    kept = store.list_attempts(job_id)
+    assert [attempt.attempt for attempt in kept] == list(range(5, KEPT_ATTEMPTS + 5))
+    assert kept[-1].outcome is AttemptOutcome.LOST
+
+
+def test_pruning_a_job_deletes_its_attempts(store: JobStore, worker_id: int, time_passes: Callable[[float], None]) -> None:
+    old = finish_one(store, worker_id, Outcome.succeeded())
+    time_passes(2 * 86400)
+    kept = finish_one(store, worker_id, Outcome.succeeded())
+    assert store.prune_finished_jobs(86400, FINISHED_STATUSES, batch_size=10) == 1
+    assert store.list_attempts(old) == []
+    assert len(store.list_attempts(kept)) == 1
+
+
 # -- counting and bad input ---------------------------------------------------------------------
 
 
@@ -833,8 +1123,14 @@ def test_count_jobs_counts_every_status(store: JobStore, worker_id: int) -> None
         new_job(scheduled_at=datetime.datetime(2038, 1, 19, 3, 14, 7)),
         new_job(schedule_in={"weeks": 1.0}),
         new_job(schedule_in={"months": 1.5}),
+        new_job(priority=2**31),
+        new_job(priority=True),
+        new_job(priority=1.5),
+        new_job(queueing_lock=""),
+        new_job(queueing_lock="a\x00b"),
     ],
-    ids=["nul", "nan", "naive", "unknown-unit", "half-month"],
+    ids=["nul", "nan", "naive", "unknown-unit", "half-month", "priority-too-high", "priority-bool", "priority-float",
+         "empty-queueing-lock", "nul-in-queueing-lock"],
 )
 def test_a_job_the_store_cannot_keep_is_refused_with_its_batch(store: JobStore, bad_job: NewJob) -> None:
     with pytest.raises(CabbageError):

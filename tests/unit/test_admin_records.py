@@ -27,7 +27,10 @@ def test_a_cut_text_says_how_much_was_cut(shown, whole_chars, marked):
 
 
 def selected_columns(query: str) -> str:
-    return re.search(r"SELECT(.*?)\bFROM\b", queries[query], re.DOTALL).group(1)
+    """The select list, up to the FROM that starts a line (a subquery's FROM does not), with
+    the table alias dropped."""
+    columns = re.search(r"SELECT(.*?)\n\s*FROM\b", queries[query], re.DOTALL).group(1)
+    return columns.replace("j.", "")
 
 
 def test_the_listing_reads_no_arguments_and_no_traceback():
@@ -43,4 +46,9 @@ def test_one_job_has_its_texts_cut_in_the_database():
         assert cut in columns
     # The arguments come as jsonb only inside a CASE that checks they fit.
     assert re.findall(r"THEN (args|kwargs) END", columns) == ["args", "kwargs"]
+
+
+def test_attempts_have_their_texts_cut_in_the_database():
+    columns = selected_columns("admin_list_attempts")
+    assert "left(error, %(max_chars)s)" in columns and "left(traceback, %(max_chars)s)" in columns
     assert MAX_SHOWN_CHARS == 20_000  # the size docs/monitoring.md documents

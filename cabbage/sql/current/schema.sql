@@ -1,4 +1,4 @@
--- The cabbage schema as it stands at version 6: every cabbage_ object, read back from
+-- The cabbage schema as it stands at version 7: every cabbage_ object, read back from
 -- the catalog of a database that ran the migrations (`cabbage schema dump`). Generated, do not
 -- edit: the migrations in cabbage/sql/migrations/ are the source, and
 -- tests/integration/test_schema.py checks that this is what they build.
@@ -8,12 +8,29 @@
 -- migration 4: 0004_claim_and_finish_functions.sql
 -- migration 5: 0005_claim_fetches_by_id.sql
 -- migration 6: 0006_finish_and_claim.sql
+-- migration 7: 0007_priorities_queueing_locks_and_attempts.sql
+
+CREATE TYPE cabbage_attempt_outcome AS ENUM ('succeeded', 'failed', 'retried', 'lost');
 
 CREATE TYPE cabbage_job_status AS ENUM ('todo', 'doing', 'succeeded', 'failed', 'cancelled');
 
 CREATE SEQUENCE cabbage_jobs_id_seq AS bigint INCREMENT 1 CACHE 1;
 
 CREATE SEQUENCE cabbage_workers_id_seq AS bigint INCREMENT 1 CACHE 1;
+
+CREATE TABLE cabbage_attempts (
+    job_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    worker_id bigint,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    outcome cabbage_attempt_outcome NOT NULL,
+    error_type text,
+    error text,
+    traceback text,
+    CONSTRAINT cabbage_attempts_deleted_with_their_job FOREIGN KEY (job_id) REFERENCES cabbage_jobs(id) ON DELETE CASCADE,
+    CONSTRAINT cabbage_attempts_one_row_per_attempt PRIMARY KEY (job_id, attempt)
+);
 
 CREATE TABLE cabbage_jobs (
     id bigint NOT NULL DEFAULT nextval('cabbage_jobs_id_seq'::regclass),
@@ -34,6 +51,8 @@ CREATE TABLE cabbage_jobs (
     last_error_type text,
     last_error text,
     last_error_traceback text,
+    priority integer NOT NULL DEFAULT 0,
+    queueing_lock text,
     CONSTRAINT cabbage_jobs_args_is_array CHECK ((jsonb_typeof(args) = ANY (ARRAY['array'::text, 'object'::text]))),
     CONSTRAINT cabbage_jobs_attempts_positive CHECK ((attempts >= 0)),
     CONSTRAINT cabbage_jobs_doing_has_worker CHECK (((status <> 'doing'::cabbage_job_status) OR (worker_id IS NOT NULL))),
@@ -59,9 +78,9 @@ CREATE TABLE cabbage_workers (
     CONSTRAINT cabbage_workers_pkey PRIMARY KEY (id)
 );
 
-CREATE INDEX cabbage_jobs_claimable ON public.cabbage_jobs USING btree (scheduled_at, id) WHERE ((status = 'todo'::cabbage_job_status) AND is_head);
+CREATE INDEX cabbage_jobs_claimable ON public.cabbage_jobs USING btree (priority DESC, scheduled_at, id) WHERE ((status = 'todo'::cabbage_job_status) AND is_head);
 
-CREATE INDEX cabbage_jobs_claimable_by_queue ON public.cabbage_jobs USING btree (queue, scheduled_at, id) WHERE ((status = 'todo'::cabbage_job_status) AND is_head);
+CREATE INDEX cabbage_jobs_claimable_by_queue ON public.cabbage_jobs USING btree (queue, priority DESC, scheduled_at, id) WHERE ((status = 'todo'::cabbage_job_status) AND is_head);
 
 CREATE INDEX cabbage_jobs_finished ON public.cabbage_jobs USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
@@ -73,25 +92,62 @@ CREATE UNIQUE INDEX cabbage_jobs_one_doing_per_lock ON public.cabbage_jobs USING
 
 CREATE UNIQUE INDEX cabbage_jobs_one_head_per_lock ON public.cabbage_jobs USING btree (lock) WHERE (is_head AND (lock IS NOT NULL));
 
+CREATE UNIQUE INDEX cabbage_jobs_one_todo_per_queueing_lock ON public.cabbage_jobs USING btree (queueing_lock) WHERE ((status = 'todo'::cabbage_job_status) AND (queueing_lock IS NOT NULL));
+
 CREATE INDEX cabbage_workers_by_heartbeat ON public.cabbage_workers USING btree (last_heartbeat_at);
 
 CREATE OR REPLACE FUNCTION public.cabbage_claim_jobs_v1(p_worker_id bigint, p_queues text[], p_limit integer)
  RETURNS SETOF cabbage_jobs
  LANGUAGE plpgsql
- SET enable_bitmapscan TO 'off'
- SET plan_cache_mode TO 'force_generic_plan'
- SET enable_hashjoin TO 'off'
- SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
-    IF p_queues IS NULL THEN
+    RETURN QUERY SELECT * FROM cabbage_claim_jobs_v2(p_worker_id, p_queues, p_limit);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_claim_jobs_v2(p_worker_id bigint, p_queues text[], p_limit integer)
+ RETURNS SETOF cabbage_jobs
+ LANGUAGE plpgsql
+ SET enable_bitmapscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+    -- The level last visited; bigint, so that the first probe also finds the highest integer.
+    below bigint := 2147483648;
+    priority_level integer;
+    wanted integer := p_limit;
+    claimed integer;
+    starts boolean := true;  -- the first job claimed is started, the others reserved
+BEGIN
+    WHILE wanted > 0 LOOP
+        IF p_queues IS NULL THEN
+            SELECT j.priority INTO priority_level
+              FROM cabbage_jobs AS j
+             WHERE j.status = 'todo' AND j.is_head AND j.priority < below
+             ORDER BY j.priority DESC
+             LIMIT 1;
+        ELSE
+            -- One probe per queue: the by-queue index gives each queue's highest level.
+            SELECT max(top.priority) INTO priority_level
+              FROM unnest(p_queues) AS asked(queue),
+                   LATERAL (SELECT j.priority
+                              FROM cabbage_jobs AS j
+                             WHERE j.status = 'todo' AND j.is_head AND j.queue = asked.queue
+                               AND j.priority < below
+                             ORDER BY j.priority DESC
+                             LIMIT 1) AS top;
+        END IF;
+        EXIT WHEN priority_level IS NULL;
         RETURN QUERY
         WITH candidates AS (
-            SELECT id, scheduled_at
-              FROM cabbage_jobs
-             WHERE status = 'todo' AND is_head AND scheduled_at <= now()
-             ORDER BY scheduled_at, id
-             LIMIT p_limit
+            SELECT j.id, j.scheduled_at
+              FROM cabbage_jobs AS j
+             WHERE j.status = 'todo' AND j.is_head AND j.priority = priority_level
+               AND j.scheduled_at <= now() AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+             ORDER BY j.scheduled_at, j.id
+             LIMIT wanted
                FOR UPDATE SKIP LOCKED
         ), claimed AS (
             UPDATE cabbage_jobs AS j
@@ -99,34 +155,19 @@ BEGIN
                    worker_id = p_worker_id,
                    attempts = j.attempts + CASE WHEN c.starts_now THEN 1 ELSE 0 END,
                    started_at = CASE WHEN c.starts_now THEN clock_timestamp() END
-              FROM (SELECT id, row_number() OVER (ORDER BY scheduled_at, id) = 1 AS starts_now
+              FROM (SELECT id, starts AND row_number() OVER (ORDER BY scheduled_at, id) = 1 AS starts_now
                       FROM candidates) AS c
              WHERE j.id = c.id
             RETURNING j.*
         )
         SELECT * FROM claimed ORDER BY scheduled_at, id;
-    ELSE
-        RETURN QUERY
-        WITH candidates AS (
-            SELECT id, scheduled_at
-              FROM cabbage_jobs
-             WHERE status = 'todo' AND is_head AND scheduled_at <= now() AND queue = ANY (p_queues)
-             ORDER BY scheduled_at, id
-             LIMIT p_limit
-               FOR UPDATE SKIP LOCKED
-        ), claimed AS (
-            UPDATE cabbage_jobs AS j
-               SET status = 'doing',
-                   worker_id = p_worker_id,
-                   attempts = j.attempts + CASE WHEN c.starts_now THEN 1 ELSE 0 END,
-                   started_at = CASE WHEN c.starts_now THEN clock_timestamp() END
-              FROM (SELECT id, row_number() OVER (ORDER BY scheduled_at, id) = 1 AS starts_now
-                      FROM candidates) AS c
-             WHERE j.id = c.id
-            RETURNING j.*
-        )
-        SELECT * FROM claimed ORDER BY scheduled_at, id;
-    END IF;
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+        IF claimed > 0 THEN
+            wanted := wanted - claimed;
+            starts := false;
+        END IF;
+        below := priority_level;
+    END LOOP;
 END
 $function$;
 
@@ -153,57 +194,153 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION public.cabbage_defer_job_v2(p_queue text, p_task_name text, p_args jsonb, p_kwargs jsonb, p_lock text, p_scheduled_at timestamp with time zone, p_months integer, p_seconds double precision, p_max_attempts integer, p_priority integer, p_queueing_lock text)
+ RETURNS TABLE(job_id bigint, waiting_job_id bigint)
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    heads_its_line boolean;
+BEGIN
+    IF p_queueing_lock IS NOT NULL THEN
+        SELECT j.id INTO waiting_job_id
+          FROM cabbage_jobs AS j
+         WHERE j.queueing_lock = p_queueing_lock AND j.status = 'todo';
+        IF waiting_job_id IS NOT NULL THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO cabbage_jobs AS j (queue, task_name, args, kwargs, lock, scheduled_at, max_attempts,
+                                   priority, queueing_lock)
+    VALUES (p_queue, p_task_name, p_args,
+            p_kwargs, p_lock,
+            coalesce(p_scheduled_at,
+                     ((now() AT TIME ZONE 'UTC') + make_interval(months => coalesce(p_months, 0)))
+                         AT TIME ZONE 'UTC' + make_interval(secs => coalesce(p_seconds, 0))),
+            p_max_attempts, p_priority, p_queueing_lock)
+    RETURNING j.id, j.is_head INTO job_id, heads_its_line;
+    IF heads_its_line THEN
+        PERFORM pg_notify('cabbage_jobs', p_queue);
+    END IF;
+    RETURN NEXT;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION public.cabbage_finish_job_v1(p_job_id bigint, p_worker_id bigint, p_attempt integer, p_status cabbage_job_status, p_retry_in_s double precision, p_error_type text, p_error text, p_traceback text, p_next_job_id bigint)
  RETURNS TABLE(finished boolean, started cabbage_jobs)
  LANGUAGE plpgsql
- SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 BEGIN
-    -- The fence is compared as one row so that the job is found by its primary key: with a
-    -- bare status = 'doing' the planner may read the whole held-by-worker partial index
-    -- (every job any worker holds) and filter it.
-    UPDATE cabbage_jobs
-       SET status = p_status,
-           worker_id = CASE WHEN p_status = 'todo' THEN NULL ELSE worker_id END,
-           is_head = CASE WHEN p_status = 'todo' THEN is_head ELSE false END,
-           scheduled_at = CASE WHEN p_status = 'todo'
-                               THEN now() + make_interval(secs => coalesce(p_retry_in_s, 0))
-                               ELSE scheduled_at END,
-           finished_at = CASE WHEN p_status = 'todo' THEN NULL ELSE clock_timestamp() END,
-           -- An outcome without an error (a success) keeps the last attempt's error.
-           last_error_type = coalesce(p_error_type, last_error_type),
-           last_error = CASE WHEN p_error_type IS NULL THEN last_error ELSE p_error END,
-           last_error_traceback = CASE WHEN p_error_type IS NULL THEN last_error_traceback
-                                       ELSE p_traceback END
-     WHERE id = p_job_id AND started_at IS NOT NULL
-       AND (worker_id, attempts, status) IS NOT DISTINCT FROM (p_worker_id, p_attempt, 'doing'::cabbage_job_status);
-    finished := FOUND;
-    IF p_next_job_id IS NOT NULL AND p_next_job_id <> p_job_id THEN
-        UPDATE cabbage_jobs AS j
-           SET attempts = j.attempts + 1, started_at = clock_timestamp()
-         WHERE j.id = p_next_job_id AND j.started_at IS NULL
-           AND (j.worker_id, j.status) IS NOT DISTINCT FROM (p_worker_id, 'doing'::cabbage_job_status)
-        RETURNING j.* INTO started;
-    END IF;
-    RETURN NEXT;
+    RETURN QUERY SELECT result.finished, result.job
+                   FROM cabbage_finish_job_v3(p_job_id, p_worker_id, p_attempt, p_status, p_retry_in_s,
+                                              p_error_type, p_error, p_traceback, p_next_job_id, NULL, 0)
+                        AS result;
 END
 $function$;
 
 CREATE OR REPLACE FUNCTION public.cabbage_finish_job_v2(p_job_id bigint, p_worker_id bigint, p_attempt integer, p_status cabbage_job_status, p_retry_in_s double precision, p_error_type text, p_error text, p_traceback text, p_next_job_id bigint, p_queues text[], p_claim_limit integer)
  RETURNS TABLE(finished boolean, job cabbage_jobs)
  LANGUAGE plpgsql
+AS $function$
+BEGIN
+    RETURN QUERY SELECT * FROM cabbage_finish_job_v3(p_job_id, p_worker_id, p_attempt, p_status, p_retry_in_s,
+                                                      p_error_type, p_error, p_traceback, p_next_job_id,
+                                                      p_queues, p_claim_limit);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_finish_job_v3(p_job_id bigint, p_worker_id bigint, p_attempt integer, p_status cabbage_job_status, p_retry_in_s double precision, p_error_type text, p_error text, p_traceback text, p_next_job_id bigint, p_queues text[], p_claim_limit integer)
+ RETURNS TABLE(finished boolean, job cabbage_jobs)
+ LANGUAGE plpgsql
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 DECLARE
-    ended record;
+    ended_at timestamptz := clock_timestamp();
+    attempt_started_at timestamptz;
+    attempt_outcome cabbage_attempt_outcome :=
+        CASE WHEN p_status = 'todo' THEN 'retried' ELSE p_status::text END::cabbage_attempt_outcome;
+    ending cabbage_job_status := p_status;
+    ending_error_type text := p_error_type;
+    ending_error text := p_error;
+    ending_traceback text := p_traceback;
+    superseded_by bigint;
     claimed_any boolean := false;
 BEGIN
-    SELECT * INTO ended
-      FROM cabbage_finish_job_v1(p_job_id, p_worker_id, p_attempt, p_status, p_retry_in_s,
-                                 p_error_type, p_error, p_traceback, p_next_job_id);
-    finished := ended.finished;
-    IF p_next_job_id IS NULL AND finished AND p_claim_limit > 0 THEN
-        FOR job IN SELECT * FROM cabbage_claim_jobs_v1(p_worker_id, p_queues, p_claim_limit) LOOP
+    finished := false;
+    IF p_status = 'todo' THEN
+        FOR pass IN 1..2 LOOP
+            SELECT waiting.id INTO superseded_by
+              FROM cabbage_jobs AS j
+              JOIN cabbage_jobs AS waiting ON waiting.queueing_lock = j.queueing_lock AND waiting.status = 'todo'
+             WHERE j.id = p_job_id;
+            EXIT WHEN superseded_by IS NOT NULL;
+            BEGIN
+                -- The fence is compared as one row so that the job is found by its primary key
+                -- (as in cabbage_finish_job_v1).
+                UPDATE cabbage_jobs
+                   SET status = 'todo',
+                       worker_id = NULL,
+                       scheduled_at = now() + make_interval(secs => coalesce(p_retry_in_s, 0)),
+                       finished_at = NULL,
+                       last_error_type = coalesce(p_error_type, last_error_type),
+                       last_error = CASE WHEN p_error_type IS NULL THEN last_error ELSE p_error END,
+                       last_error_traceback = CASE WHEN p_error_type IS NULL THEN last_error_traceback
+                                                   ELSE p_traceback END
+                 WHERE id = p_job_id AND started_at IS NOT NULL
+                   AND (worker_id, attempts, status) IS NOT DISTINCT FROM (p_worker_id, p_attempt, 'doing'::cabbage_job_status)
+                RETURNING started_at INTO attempt_started_at;
+                finished := FOUND;
+                EXIT;
+            EXCEPTION WHEN unique_violation THEN
+                -- A defer of the same queueing lock committed since the look-up above: the next
+                -- pass sees its job waiting. Twice is not that race.
+                IF pass = 2 THEN
+                    RAISE;
+                END IF;
+            END;
+        END LOOP;
+        IF superseded_by IS NOT NULL THEN
+            attempt_outcome := 'failed';
+            ending := 'cancelled';
+            ending_error_type := 'Superseded';
+            ending_error := cabbage_superseded_error(superseded_by);
+            ending_traceback := NULL;
+        END IF;
+    END IF;
+    IF ending <> 'todo' THEN
+        UPDATE cabbage_jobs
+           SET status = ending,
+               is_head = false,
+               finished_at = ended_at,
+               -- An outcome without an error (a success) keeps the last attempt's error.
+               last_error_type = coalesce(ending_error_type, last_error_type),
+               last_error = CASE WHEN ending_error_type IS NULL THEN last_error ELSE ending_error END,
+               last_error_traceback = CASE WHEN ending_error_type IS NULL THEN last_error_traceback
+                                           ELSE ending_traceback END
+         WHERE id = p_job_id AND started_at IS NOT NULL
+           AND (worker_id, attempts, status) IS NOT DISTINCT FROM (p_worker_id, p_attempt, 'doing'::cabbage_job_status)
+        RETURNING started_at INTO attempt_started_at;
+        finished := FOUND;
+    END IF;
+    IF finished THEN
+        INSERT INTO cabbage_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
+                                      error_type, error, traceback)
+        VALUES (p_job_id, p_attempt, p_worker_id, attempt_started_at, ended_at, attempt_outcome,
+                p_error_type, p_error, p_traceback);
+        IF p_attempt > 20 THEN
+            DELETE FROM cabbage_attempts WHERE job_id = p_job_id AND attempt <= p_attempt - 20;
+        END IF;
+    END IF;
+    IF p_next_job_id IS NOT NULL THEN
+        IF p_next_job_id <> p_job_id THEN
+            UPDATE cabbage_jobs AS j
+               SET attempts = j.attempts + 1, started_at = clock_timestamp()
+             WHERE j.id = p_next_job_id AND j.started_at IS NULL
+               AND (j.worker_id, j.status) IS NOT DISTINCT FROM (p_worker_id, 'doing'::cabbage_job_status)
+            RETURNING j.* INTO job;
+        END IF;
+    ELSIF finished AND p_claim_limit > 0 THEN
+        FOR job IN SELECT * FROM cabbage_claim_jobs_v2(p_worker_id, p_queues, p_claim_limit) LOOP
             claimed_any := true;
             RETURN NEXT;
         END LOOP;
@@ -211,10 +348,18 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    job := ended.started;
     RETURN NEXT;
 END
 $function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_job_state(status cabbage_job_status, is_head boolean, scheduled_at timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ STABLE PARALLEL SAFE
+AS $function$ SELECT CASE WHEN status <> 'todo' THEN status::text
+                      WHEN NOT is_head THEN 'behind_lock'
+                      WHEN scheduled_at > now() THEN 'scheduled'
+                      ELSE 'waiting' END $function$;
 
 CREATE OR REPLACE FUNCTION public.cabbage_jobs_after_line_change()
  RETURNS trigger
@@ -297,6 +442,12 @@ BEGIN
     END IF;
 END
 $function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_superseded_error(waiting_job_id bigint)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$ SELECT 'not run again: job ' || waiting_job_id || ' with the same queueing lock is waiting' $function$;
 
 CREATE TRIGGER cabbage_jobs_after_delete AFTER DELETE ON public.cabbage_jobs FOR EACH ROW WHEN ((old.is_head AND (old.lock IS NOT NULL))) EXECUTE FUNCTION cabbage_jobs_after_line_change();
 
