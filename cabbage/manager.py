@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, overload
 
 from cabbage.exceptions import TaskAlreadyRegistered, TaskNotFound
+from cabbage.jobs import DEFAULT_PRIORITY
 from cabbage.middleware import Middleware, MiddlewareChain
 from cabbage.retry import RetrySpec, make_retry_policy
 from cabbage.store import JobStore
@@ -56,6 +57,7 @@ class TaskManager:
         retry: RetrySpec = None,
         timeout: float | None = None,
         lock: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -67,6 +69,7 @@ class TaskManager:
         retry: RetrySpec = None,
         timeout: float | None = None,
         lock: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Declares a task; usable bare (``@task_manager.task``) or with options.
 
@@ -74,7 +77,8 @@ class TaskManager:
         ``module.qualname`` of the function, under any decorator that wraps it: see
         ``cabbage.tasks.wrapped_function``); ``retry``: a number of retries, True (no limit) or a
         ``RetryPolicy``; ``timeout``: seconds one attempt may run before the supervisor kills
-        its worker; ``lock``: the default lock of its jobs.
+        its worker; ``lock``: the default lock of its jobs; ``priority``: the default priority of
+        its jobs (higher claimed first, 0 unless set).
 
         >>> @task_manager.task(queue="queue", retry=3, timeout=60)
         ... def write_alphabet(floor): ...
@@ -90,6 +94,7 @@ class TaskManager:
                 retry_policy=retry_policy,
                 timeout_s=timeout,
                 lock=lock,
+                priority=priority,
             )
             existing = self.tasks.get(task.name)
             if existing is not None:

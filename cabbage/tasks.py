@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import structlog
 
 from cabbage import new_jobs
-from cabbage.exceptions import ConfigurationError, UnserialisableArgumentError
-from cabbage.jobs import NewJob
+from cabbage.exceptions import AlreadyEnqueued, ConfigurationError, UnserialisableArgumentError
+from cabbage.jobs import DEFAULT_PRIORITY, NewJob
 from cabbage.retry import RetryPolicy
 from cabbage.schedules import check_schedule
 from cabbage.store import JobStore
@@ -42,6 +42,7 @@ class Task:
     >>> write_alphabet("a")                 # runs the function now, in this process
     >>> write_alphabet.defer("a")           # stores a job; returns its id
     >>> write_alphabet.configure(lock="/tmp/alphabet.txt").defer("b")
+    >>> write_alphabet.configure(priority=10, queueing_lock="alphabet").defer("c")
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Task:
         retry_policy: RetryPolicy,
         timeout_s: float | None,
         lock: str | None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> None:
         # The user's function, not a decorator's wrapper: its name, docstring and signature.
         functools.update_wrapper(self, wrapped_function(func))
@@ -64,6 +66,7 @@ class Task:
         self.retry_policy = retry_policy
         self.timeout_s = _check_timeout(timeout_s)
         self.lock = _check_lock(lock)
+        self.priority = new_jobs.check_priority(priority)
         self._default_description: JobDescription | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -80,10 +83,16 @@ class Task:
         schedule_in: Mapping[str, float] | None = None,
         queue: str | None = None,
         connection: Any = None,
+        priority: int | None = None,
+        queueing_lock: str | None = None,
     ) -> "JobDescription":
         """Options for the jobs deferred through the result; unset ones keep the task's.
 
         ``lock``: jobs sharing it run one at a time, in creation order.
+        ``priority``: a whole number, higher claimed first among due jobs (default: the task's, 0);
+        a lock's line still runs in creation order.
+        ``queueing_lock``: at most one job with it may wait (``todo``); while one does, a defer
+        raises ``cabbage.AlreadyEnqueued`` naming it and stores nothing.
         ``schedule_at``: a timezone-aware datetime; ``schedule_in``: a delay in pendulum duration
         units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both. Either
         must fall within ``cabbage.schedules.EARLIEST_SCHEDULED_AT`` and ``LATEST_SCHEDULED_AT``
@@ -92,6 +101,7 @@ class Task:
         savepoint: a defer the database refuses leaves that transaction usable.
 
         >>> write_alphabet.configure(schedule_in={"minutes": 5}).defer("e")
+        >>> write_alphabet.configure(queueing_lock="refresh", priority=5).defer("f")
         """
         return JobDescription(
             self,
@@ -99,6 +109,8 @@ class Task:
             queue=self.queue if queue is None else _check_queue(queue),
             schedule=check_schedule(schedule_at, schedule_in),
             connection=connection,
+            priority=self.priority if priority is None else new_jobs.check_priority(priority),
+            queueing_lock=new_jobs.check_queueing_lock(queueing_lock),
         )
 
     def defer(self, *args: Any, **kwargs: Any) -> int:
@@ -198,10 +210,14 @@ class JobDescription:
         queue: str,
         schedule: tuple[datetime.datetime | None, Mapping[str, float] | None],
         connection: Any,
+        priority: int = DEFAULT_PRIORITY,
+        queueing_lock: str | None = None,
     ) -> None:
         self.task = task
         self.lock = lock
         self.queue = queue
+        self.priority = priority
+        self.queueing_lock = queueing_lock
         self.scheduled_at, self.schedule_in = schedule
         self.connection = connection
 
@@ -217,6 +233,10 @@ class JobDescription:
         except UnserialisableArgumentError:
             self._name_unserialisable_argument([(args, kwargs)])
             raise
+        except AlreadyEnqueued as refused:
+            _debug("job_already_enqueued", task_name=job.task_name, queue=job.queue,
+                   queueing_lock=job.queueing_lock, waiting_job_id=refused.job_id)
+            raise
         _debug("job_deferred", job_id=job_id, task_name=job.task_name, queue=job.queue, lock=job.lock)
         return job_id
 
@@ -224,7 +244,8 @@ class JobDescription:
         """Stores one job per call in one round trip and returns their ids, in order.
 
         A mapping is a call's keyword arguments, a list or tuple its positional arguments.
-        If any call is refused, none is stored.
+        If any call is refused, none is stored. With a queueing lock, only one call can be
+        stored (one todo job per queueing lock): more raise ``AlreadyEnqueued`` naming them.
 
         >>> write_alphabet.configure(lock="/tmp/alphabet.txt").defer_many([["a"], ["b"], {"floor": "c"}])
         """
@@ -236,6 +257,10 @@ class JobDescription:
             job_ids = self.task.store.defer_calls(self._new_job((), {}), split_calls, connection=self.connection)
         except UnserialisableArgumentError:
             self._name_unserialisable_argument(split_calls)
+            raise
+        except AlreadyEnqueued as refused:
+            _debug("job_already_enqueued", task_name=self.task.name, queue=self.queue,
+                   queueing_lock=self.queueing_lock, waiting_job_id=refused.job_id, job_count=len(split_calls))
             raise
         _debug("jobs_deferred", job_count=len(job_ids), task_name=self.task.name, queue=self.queue, lock=self.lock)
         return job_ids
@@ -293,6 +318,8 @@ class JobDescription:
             scheduled_at=self.scheduled_at,
             schedule_in=self.schedule_in,
             max_attempts=self.task.retry_policy.max_attempts,
+            priority=self.priority,
+            queueing_lock=self.queueing_lock,
         )
 
 
