@@ -15,14 +15,14 @@ from typing import Callable
 
 import setproctitle
 
-from cabbage.admin import Admin, JobDetail, JobFilter, counts_by_queue
+from cabbage.admin import TODO_STATES, Admin, JobDetail, JobFilter, counts_by_queue, todo_counts_by_queue
 from cabbage.admin.operations import RATE_WINDOW_S
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cabbage.cli.output import Output
 from cabbage.cli.parser import DEFAULT_QUEUE
 from cabbage.durations import format_duration
 from cabbage.exceptions import ConfigurationError, DatabaseUnavailable, SchemaError
-from cabbage.jobs import FINISHED_STATUSES, NewJob, Status
+from cabbage.jobs import DEFAULT_PRIORITY, FINISHED_STATUSES, NewJob, Status
 from cabbage.new_jobs import DEFAULT_MAX_ARGUMENTS_BYTES
 from cabbage.tasks import Task
 
@@ -99,6 +99,8 @@ def job_to_defer(arguments: argparse.Namespace, task: Task | None) -> NewJob:
         max_attempts=vars(arguments).get("max_attempts", max_attempts),
         scheduled_at=arguments.schedule_at,
         schedule_in={"seconds": arguments.schedule_in} if arguments.schedule_in is not None else None,
+        priority=arguments.priority if arguments.priority is not None else (task.priority if task else DEFAULT_PRIORITY),
+        queueing_lock=arguments.queueing_lock,
     )
 
 
@@ -122,10 +124,11 @@ def jobs_list(arguments: argparse.Namespace, admin: Admin, output: Output) -> in
     if output.as_json:
         output.json({"jobs": page.jobs, "next_cursor": page.next_cursor})
         return EXIT_OK
-    headers = ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED (UTC)", "LAST ERROR"]
+    headers = ["ID", "STATE", "PRIORITY", "QUEUE", "TASK", "LOCK", "QUEUEING LOCK", "ATTEMPTS", "CREATED (UTC)",
+               "LAST ERROR"]
     rows = [
-        [job.id, job.status.value, job.queue, job.task_name, job.lock, job.attempts, short_time(job.created_at),
-         job.last_error]
+        [job.id, job.state_text, job.priority, job.queue, job.task_name, job.lock, job.queueing_lock, job.attempts,
+         short_time(job.created_at), job.last_error]
         for job in page.jobs
     ]
     output.table(headers, rows, empty="no job matches")
@@ -146,7 +149,10 @@ def jobs_show(arguments: argparse.Namespace, admin: Admin, output: Output) -> in
             ("task", job.task_name),
             ("queue", job.queue),
             ("lock", job.lock),
+            ("queueing lock", job.queueing_lock),
+            ("priority", job.priority),
             ("status", job.status.value),
+            ("state", job.state_text),
             ("args", describe_arguments(job) or "(none)"),
             ("attempts", f"{job.attempts} of {job.max_attempts or 'unlimited'}"),
             ("worker", job.worker_id),
@@ -158,6 +164,18 @@ def jobs_show(arguments: argparse.Namespace, admin: Admin, output: Output) -> in
             ("traceback", error.traceback if error else None),
         ]
     )
+    if job.attempt_history:
+        output.message(f"\nattempts (the last {len(job.attempt_history)} of {job.attempts}):")
+        output.table(
+            ["ATTEMPT", "OUTCOME", "WORKER", "STARTED (UTC)", "FINISHED (UTC)", "DURATION", "ERROR"],
+            [
+                [attempt.attempt, attempt.outcome.value, attempt.worker_id, short_time(attempt.started_at),
+                 short_time(attempt.finished_at),
+                 format_duration((attempt.finished_at - attempt.started_at).total_seconds()), attempt.error]
+                for attempt in job.attempt_history
+            ],
+            empty="no attempt",
+        )
     return EXIT_OK
 
 
@@ -214,16 +232,22 @@ def workers(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
 
 def stats(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
     counts = admin.count_jobs()
+    todo = admin.count_todo_jobs()
     waiting = admin.oldest_waiting_jobs()
     jobs_per_minute = admin.jobs_per_minute()
     if output.as_json:
-        output.json({"counts": counts, "oldest_waiting": waiting, "jobs_per_minute": jobs_per_minute})
+        output.json({"counts": counts, "todo": todo, "oldest_waiting": waiting, "jobs_per_minute": jobs_per_minute})
         return EXIT_OK
-    statuses = list(Status)
+    # Todo is told apart: waiting (due, claimable), scheduled (not due yet), behind a lock.
+    statuses = [status for status in Status if status is not Status.TODO]
     oldest = {job.queue: job for job in waiting}
-    headers = ["QUEUE"] + [status.value.upper() for status in statuses] + ["OLDEST TODO", "JOB"]
+    todo_by_queue = todo_counts_by_queue(todo)
+    no_todo = dict.fromkeys(TODO_STATES, 0)
+    headers = (["QUEUE"] + [state.value.replace("_", " ").upper() for state in TODO_STATES]
+               + [status.value.upper() for status in statuses] + ["OLDEST WAITING", "JOB"])
     rows = [
-        [queue, *(numbers[status] for status in statuses),
+        [queue, *(todo_by_queue.get(queue, no_todo)[state] for state in TODO_STATES),
+         *(numbers[status] for status in statuses),
          format_duration(oldest[queue].waiting_s) if queue in oldest else None,
          oldest[queue].job_id if queue in oldest else None]
         for queue, numbers in counts_by_queue(counts).items()

@@ -20,7 +20,7 @@ from cabbage.durations import parse_duration
 from cabbage.exceptions import ConfigurationError, ScheduleError
 from cabbage.logconfig import LEVELS
 from cabbage.retention import PRUNE_BATCH_SIZE
-from cabbage.jobs import FINISHED_STATUSES, Status
+from cabbage.jobs import FINISHED_STATUSES, MAX_PRIORITY, MIN_PRIORITY, Status
 
 DEFAULT_QUEUE = "default"  # the column default of cabbage_jobs.queue
 LOG_LEVELS = tuple(LEVELS)
@@ -140,6 +140,19 @@ def max_attempts(text: str) -> int | None:
     if not text.isascii() or not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1, or 'unlimited', got {text!r}")
     return int(text)
+
+
+def priority(text: str) -> int:
+    """``--priority``: a whole number in PostgreSQL's integer range, higher first."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY} (higher runs first), got {text!r}"
+        )
+    return value
 
 
 def port_number(text: str) -> int:
@@ -270,6 +283,16 @@ def _add_defer_command(commands: Any) -> None:
     defer.add_argument("--queue", type=non_empty, help=f"queue (default: the task's with --app, else {DEFAULT_QUEUE})")
     defer.add_argument(
         "--lock", type=non_empty, help="lock: jobs sharing it run one at a time, in order (default: the task's with --app)"
+    )
+    defer.add_argument(
+        "--queueing-lock",
+        type=non_empty,
+        metavar="KEY",
+        help="at most one waiting (todo) job per key: refused, exit 1, while one waits",
+    )
+    defer.add_argument(
+        "--priority", type=priority, metavar="N",
+        help="higher is claimed first among due jobs (default: the task's with --app, else 0)"
     )
     defer.add_argument(
         "--max-attempts",

@@ -28,9 +28,9 @@ from psycopg2.extensions import make_dsn, parse_dsn
 
 from cabbage.cli import main
 from cabbage.cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from cabbage.jobs import Status
+from cabbage.jobs import Outcome, Status
 from cabbage.schema import CURRENT_VERSION, apply_schema
-from tests.integration.job_states import age_finished_jobs, execute
+from tests.integration.job_states import BOOM, TRACEBACK, age_finished_jobs, execute
 
 CABBAGE_SCRIPT = Path(sys.executable).parent / "cabbage"
 DAY_S = 86400.0
@@ -137,6 +137,21 @@ def test_defer_with_keyword_arguments_at_a_given_time(run, jobs):
     job = jobs.store.get_job(int(out.split()[2].rstrip(":")))
     assert job.kwargs == {"crash_everything": True} and job.args == ()
     assert job.scheduled_at == datetime.datetime(2038, 1, 19, 3, 14, 7, tzinfo=datetime.timezone.utc)
+
+
+def test_defer_with_a_priority_and_a_queueing_lock(run, jobs):
+    status, out, err = run("defer", "refresh", "--priority", "-7", "--queueing-lock", "user-42", "--json")
+    assert status == EXIT_OK, err
+    job = jobs.store.get_job(json.loads(out)["job_id"])
+    assert (job.priority, job.queueing_lock) == (-7, "user-42")
+
+    status, out, err = run("defer", "refresh", "--queueing-lock", "user-42")
+    assert (status, out) == (EXIT_FAILED, "")
+    assert err == (
+        f"cabbage: queueing lock 'user-42' is held by job {job.id}, which is waiting; nothing was deferred (one todo "
+        f"job per queueing lock: defer again once job {job.id} has started or was cancelled)\n"
+    )
+    assert execute(jobs.dsn, "SELECT count(*) FROM cabbage_jobs") == [(1,)]
 
 
 def test_defer_with_bad_json_inserts_nothing(run, jobs):
@@ -264,9 +279,25 @@ def test_jobs_list_table(run, jobs):
     job_id = jobs.todo("tasks.a", args=("x",), lock="\x1b[31mred")
     status, out, _ = run("jobs", "list")
     header, row = out.splitlines()
-    assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "LOCK", "ATTEMPTS", "CREATED", "(UTC)", "LAST", "ERROR"]
-    assert row.split()[:5] == [str(job_id), "todo", "default", "tasks.a", "\\x1b[31mred"]  # escaped, not obeyed
+    assert header.split() == ["ID", "STATE", "PRIORITY", "QUEUE", "TASK", "LOCK", "QUEUEING", "LOCK", "ATTEMPTS",
+                              "CREATED", "(UTC)", "LAST", "ERROR"]
+    assert row.split()[:6] == [str(job_id), "waiting", "0", "default", "tasks.a", "\\x1b[31mred"]  # escaped, not obeyed
     assert run("jobs", "list", "--status", "failed")[1] == "(no job matches)\n"
+
+
+def test_jobs_list_tells_todo_jobs_apart_and_shows_priorities_and_queueing_locks(run, jobs):
+    head = jobs.todo("tasks.a", lock="L", priority=3, scheduled_at=datetime.datetime(2038, 1, 19, tzinfo=datetime.timezone.utc))
+    behind = jobs.todo("tasks.a", lock="L", queueing_lock="Q")
+    due = jobs.todo("tasks.b", priority=-1)
+    listed = {job["id"]: job for job in json.loads(run("jobs", "list", "--json")[1])["jobs"]}
+    assert [(listed[job_id]["state"], listed[job_id]["waiting_behind_job_id"]) for job_id in (head, behind, due)] == [
+        ("scheduled", None), ("behind_lock", head), ("waiting", None)
+    ]
+    assert (listed[head]["priority"], listed[behind]["queueing_lock"], listed[due]["status"]) == (3, "Q", "todo")
+    rows = {line.split()[0]: line for line in run("jobs", "list")[1].splitlines()[1:]}
+    assert rows[str(behind)].split()[:6] == [str(behind), "waiting", "behind", "job", f"#{head}", "0"]
+    assert rows[str(head)].split()[:3] == [str(head), "scheduled", "3"]
+    assert rows[str(due)].split()[:3] == [str(due), "waiting", "-1"]
 
 
 def test_filters_with_sql_are_values_not_statements(run, jobs):
@@ -280,13 +311,32 @@ def test_jobs_show_a_failed_job_with_its_traceback(run, jobs):
     job_id = jobs.failed("tasks.crash", args=("a",), kwargs={"floor": 3})
     status, out, _ = run("jobs", "show", str(job_id))
     assert status == EXIT_OK
-    assert f"id:           {job_id}" in out
-    assert "args:         \"a\", floor=3" in out
-    assert "attempts:     1 of 1" in out
-    assert "last error:   RuntimeError: boom" in out
+    assert f"id:            {job_id}" in out
+    assert "args:          \"a\", floor=3" in out
+    assert "attempts:      1 of 1" in out
+    assert "last error:    RuntimeError: boom" in out
     assert "traceback:\n    Traceback (most recent call last):\n" in out
     shown = json.loads(run("jobs", "show", str(job_id), "--json")[1])
     assert shown["status"] == "failed" and shown["last_error"]["traceback"].endswith("RuntimeError: boom\n")
+
+
+def test_jobs_show_lists_the_attempts(run, jobs):
+    job_id = jobs.todo("tasks.flaky", queue="flaky", max_attempts=3, priority=2, queueing_lock="flaky-1")
+    for outcome in (Outcome.retry(BOOM, retry_in_s=0), Outcome.succeeded()):
+        (claimed,) = jobs.store.claim_jobs(jobs.worker_id, ["flaky"])
+        assert jobs.store.finish_job(job_id, jobs.worker_id, claimed.attempts, outcome)
+    status, out, _ = run("jobs", "show", str(job_id))
+    assert status == EXIT_OK
+    assert "queueing lock: flaky-1" in out and "priority:      2" in out and "state:         succeeded" in out
+    table = out[out.index("attempts (the last 2 of 2):"):].splitlines()
+    assert table[1].split() == ["ATTEMPT", "OUTCOME", "WORKER", "STARTED", "(UTC)", "FINISHED", "(UTC)", "DURATION",
+                                "ERROR"]
+    assert table[2].split()[:3] == ["1", "retried", str(jobs.worker_id)] and table[2].endswith("RuntimeError: boom")
+    assert table[3].split()[:3] == ["2", "succeeded", str(jobs.worker_id)]
+    shown = json.loads(run("jobs", "show", str(job_id), "--json")[1])
+    assert [(attempt["attempt"], attempt["outcome"], attempt["error"]) for attempt in shown["attempt_history"]] == [
+        (1, "retried", {"type": "RuntimeError", "message": "boom", "traceback": TRACEBACK}), (2, "succeeded", None)
+    ]
 
 
 def test_jobs_show_cuts_huge_arguments_and_errors_and_says_so(run, jobs):
@@ -417,8 +467,9 @@ def test_stats_counts_by_queue_and_status_with_the_oldest_waiting_job(run, jobs)
     assert stats["jobs_per_minute"] == 0.2  # one job in the last five minutes
 
     table = run("stats")[1].splitlines()
-    assert table[0].split() == ["QUEUE", "TODO", "DOING", "SUCCEEDED", "FAILED", "CANCELLED", "OLDEST", "TODO", "JOB"]
-    assert table[2].split()[:3] == ["mail", "2", "0"] and table[2].split()[-1] == str(oldest)
+    assert table[0].split() == ["QUEUE", "WAITING", "SCHEDULED", "BEHIND", "LOCK", "DOING", "SUCCEEDED", "FAILED",
+                                "CANCELLED", "OLDEST", "WAITING", "JOB"]
+    assert table[2].split()[:5] == ["mail", "2", "0", "0", "0"] and table[2].split()[-1] == str(oldest)
     assert table[-1] == "jobs per minute (last 5m): 0.2"
 
 

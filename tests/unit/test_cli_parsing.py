@@ -51,6 +51,9 @@ def no_configured_database(monkeypatch: pytest.MonkeyPatch) -> None:
         (["defer", ""], "must be a non-empty text"),
         (["defer", "t", "--max-attempts", "0"], "must be a whole number from 1, or 'unlimited', got '0'"),
         (["defer"], "the following arguments are required: TASK"),
+        (["defer", "t", "--priority", "high"], "argument --priority: must be a whole number from -2147483648 to 2147483647"),
+        (["defer", "t", "--priority", "2147483648"], "(higher runs first), got '2147483648'"),
+        (["defer", "t", "--queueing-lock", ""], "argument --queueing-lock: must be a non-empty text"),
         (["jobs", "show", "abc"], "job id must be a whole number, got 'abc'"),
         (["jobs", "show", "0"], "job id must be between 1 and"),
         (["jobs", "show", "99999999999999999999"], "job id must be between 1 and"),
@@ -108,6 +111,9 @@ def test_defer_options_parse_to_arguments_and_schedule():
     assert (job.queue, job.lock, job.max_attempts, job.kwargs) == ("default", None, 1, {"floor": "a"})
     assert job_to_defer(parse_arguments(["defer", "t", "--max-attempts", "unlimited"]), None).max_attempts is None
     assert job_to_defer(parse_arguments(["defer", "t", "--max-attempts", "4"]), None).max_attempts == 4
+    assert (job.priority, job.queueing_lock) == (0, None)
+    keyed = job_to_defer(parse_arguments(["defer", "t", "--priority", "-3", "--queueing-lock", "user-42"]), None)
+    assert (keyed.priority, keyed.queueing_lock) == (-3, "user-42")
 
     positional = parse_arguments(["defer", "t", "--args", '["a", 1, null]', "--schedule-at", "2038-01-19T03:14:07Z"])
     assert positional.task_arguments == (("a", 1, None), {})
