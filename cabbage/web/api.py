@@ -98,6 +98,7 @@ def stats() -> ResponseReturnValue:
     return as_json(
         {
             "counts": admin.count_jobs(),
+            "todo": admin.count_todo_jobs(),
             "oldest_waiting": admin.oldest_waiting_jobs(),
             "jobs_per_minute": admin.jobs_per_minute(),
             "throughput": admin.throughput(THROUGHPUT_MINUTES),

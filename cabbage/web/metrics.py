@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cabbage.admin import Admin, counts_by_queue
+from cabbage.admin import TODO_STATES, Admin, counts_by_queue, todo_counts_by_queue
 from cabbage.exceptions import CabbageError
 from cabbage.web.database import get_admin
 
@@ -57,9 +57,21 @@ class DatabaseCollector(Collector):
                 jobs.add_metric([queue, status.value], jobs_in_status)
         yield jobs
 
+        todo = GaugeMetricFamily(
+            "cabbage_jobs_todo",
+            "Todo jobs by queue and state: waiting (due, claimable), scheduled (not due yet), behind_lock",
+            labels=["queue", "state"],
+        )
+        todo_by_queue = todo_counts_by_queue(admin.count_todo_jobs())
+        for queue in by_queue:
+            for state in TODO_STATES:
+                todo.add_metric([queue, state.value], todo_by_queue.get(queue, {}).get(state, 0))
+        yield todo
+
         oldest = GaugeMetricFamily(
             "cabbage_oldest_todo_age_seconds",
-            "How long the oldest due todo job of each queue has waited (0: none waiting)",
+            "How long the oldest waiting job of each queue (todo, due, at the head of its line) has waited "
+            "(0: none waiting)",
             labels=["queue"],
         )
         waiting = {job.queue: job.waiting_s for job in admin.oldest_waiting_jobs()}

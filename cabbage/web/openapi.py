@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from cabbage.admin import DEFAULT_PAGE_SIZE, MAX_JOB_ID, MAX_LISTED_ERROR_CHARS, MAX_PAGE_SIZE, MAX_SHOWN_CHARS
-from cabbage.jobs import FINISHED_STATUSES, Status
+from cabbage.admin import (
+    DEFAULT_PAGE_SIZE,
+    MAX_ATTEMPT_CHARS,
+    MAX_JOB_ID,
+    MAX_LISTED_ERROR_CHARS,
+    MAX_PAGE_SIZE,
+    MAX_SHOWN_CHARS,
+    TODO_STATES,
+    JobState,
+)
+from cabbage.jobs import FINISHED_STATUSES, KEPT_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, AttemptOutcome, Status
 from cabbage.web.throttle import WINDOW_S, WRONG_TOKENS_ALLOWED
 
 MAX_IDS_PER_CHANGE = 1000
 STATUSES = [status.value for status in Status]
+STATES = [state.value for state in JobState]
 TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
 JOB_ID = {"type": "integer", "minimum": 1, "maximum": MAX_JOB_ID}
@@ -48,6 +58,19 @@ JOB_SUMMARY: dict[str, Any] = {
     "started_at": OPTIONAL_TIME,
     "finished_at": OPTIONAL_TIME,
     "last_error": {"oneOf": [ref("JobError"), {"type": "null"}]},
+    "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY,
+                 "description": "higher is claimed first among due jobs"},
+    "queueing_lock": {"type": ["string", "null"], "description": "at most one todo job per queueing lock"},
+    "state": {
+        "type": "string",
+        "enum": STATES,
+        "description": "the status, with todo told apart: waiting (due, claimable), scheduled (not due yet), "
+        "behind_lock (behind the head job of its lock's line)",
+    },
+    "waiting_behind_job_id": {
+        "type": ["integer", "null"],
+        "description": "for a job behind its lock: the head job of the line; else null",
+    },
 }
 
 
@@ -73,8 +96,31 @@ SCHEMAS: dict[str, Any] = {
                 f'{MAX_SHOWN_CHARS:,} characters of {{"args": ..., "kwargs": ...}} and a marker saying how many were '
                 "cut; GET /jobs/{job_id}/arguments has them whole",
             },
+            "attempt_history": {
+                "type": "array",
+                "items": ref("Attempt"),
+                "maxItems": KEPT_ATTEMPTS,
+                "description": f"the job's last {KEPT_ATTEMPTS} attempts that ended, oldest first",
+            },
         },
         f"one job; its error message and traceback cut to {MAX_SHOWN_CHARS:,} characters each, marked where cut",
+    ),
+    "Attempt": record(
+        {
+            "job_id": JOB_ID,
+            "attempt": {"type": "integer", "minimum": 1},
+            "worker_id": {"type": ["integer", "null"]},
+            "started_at": TIME,
+            "finished_at": TIME,
+            "outcome": {
+                "type": "string",
+                "enum": [outcome.value for outcome in AttemptOutcome],
+                "description": "retried: failed, and a retry was scheduled; lost: its worker was lost (reclaimed)",
+            },
+            "error": {"oneOf": [ref("JobError"), {"type": "null"}]},
+        },
+        f"one attempt of a job; its error message and traceback cut to {MAX_ATTEMPT_CHARS:,} characters each, "
+        "marked where cut",
     ),
     "Arguments": record(
         {
@@ -100,9 +146,17 @@ SCHEMAS: dict[str, Any] = {
     "QueueCount": record(
         {"queue": {"type": "string"}, "status": {"type": "string", "enum": STATUSES}, "jobs": {"type": "integer"}}
     ),
+    "TodoCount": record(
+        {
+            "queue": {"type": "string"},
+            "state": {"type": "string", "enum": [state.value for state in TODO_STATES]},
+            "jobs": {"type": "integer"},
+        },
+        "todo jobs of a queue in one state",
+    ),
     "WaitingJob": record(
         {"queue": {"type": "string"}, "job_id": JOB_ID, "waiting_s": {"type": "number"}},
-        "the oldest due todo job of a queue",
+        "the oldest waiting job of a queue: todo, due, at the head of its lock's line",
     ),
     "MinuteThroughput": record(
         {
@@ -113,6 +167,11 @@ SCHEMAS: dict[str, Any] = {
     "Stats": record(
         {
             "counts": {"type": "array", "items": ref("QueueCount")},
+            "todo": {
+                "type": "array",
+                "items": ref("TodoCount"),
+                "description": "the todo jobs of counts, by state: waiting, scheduled, behind_lock",
+            },
             "oldest_waiting": {"type": "array", "items": ref("WaitingJob")},
             "jobs_per_minute": {"type": "number", "description": "averaged over the last five minutes"},
             "throughput": {"type": "array", "items": ref("MinuteThroughput"), "description": "the last hour"},
@@ -240,7 +299,9 @@ def build_document() -> dict[str, Any]:
         "servers": [{"url": "/api/v1"}],
         "paths": {
             "/jobs": read("jobs newest first, filtered, one page", "JobPage", listing),
-            "/jobs/{job_id}": read("one job, with its last error and traceback", "Job", ["job_id"], not_found=True),
+            "/jobs/{job_id}": read(
+                "one job, with its last error and traceback, and its last attempts", "Job", ["job_id"], not_found=True
+            ),
             "/jobs/{job_id}/arguments": whole_arguments(),
             "/jobs/{job_id}/retry": write("send a failed or cancelled job back to todo", "Retried", by_path=True),
             "/jobs/{job_id}/cancel": write("cancel a todo job", "Cancelled", by_path=True),

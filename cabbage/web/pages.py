@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import flask
 from flask.typing import ResponseReturnValue
 
-from cabbage.admin import RETRYABLE_STATUSES, counts_by_queue
+from cabbage.admin import RETRYABLE_STATUSES, TODO_STATES, counts_by_queue, todo_counts_by_queue
 from cabbage.exceptions import JobStateError
 from cabbage.jobs import Status
 from cabbage.web import auth
@@ -29,12 +29,17 @@ def overview() -> ResponseReturnValue:
     admin = get_admin()
     by_queue = counts_by_queue(admin.count_jobs())
     totals = {status: sum(numbers[status] for numbers in by_queue.values()) for status in Status}
+    todo_by_queue = todo_counts_by_queue(admin.count_todo_jobs())
+    todo_totals = {state: sum(numbers[state] for numbers in todo_by_queue.values()) for state in TODO_STATES}
     throughput = admin.throughput(CHART_MINUTES)
     return flask.render_template(
         "overview.html",
         statuses=list(Status),
+        todo_states=TODO_STATES,
         by_queue=by_queue.items(),
+        todo_by_queue=todo_by_queue,
         totals=totals,
+        todo_totals=todo_totals,
         waiting=admin.oldest_waiting_jobs(),
         chart=throughput_chart(throughput),
         finished_last_hour=sum(minute.finished for minute in throughput),

@@ -52,6 +52,10 @@ def test_metrics_match_the_database(jobs):
     assert abs(metrics["cabbage_oldest_todo_age_seconds"][(("queue", "mail"),)] - float(oldest_s)) < 5
     assert metrics["cabbage_oldest_todo_age_seconds"][(("queue", "busy"),)] == 0.0  # its only job is doing
 
+    todo = {labels: value for labels, value in metrics["cabbage_jobs_todo"].items() if value}
+    assert todo == {(("queue", "mail"), ("state", "waiting")): 3.0}
+    assert metrics["cabbage_jobs_todo"][(("queue", "busy"), ("state", "behind_lock"))] == 0.0
+
     assert metrics["cabbage_workers_alive"] == {(): 1.0}
     assert metrics["cabbage_workers_registered"] == {(): 2.0}
     assert metrics["cabbage_jobs_finished_recently"] == {

@@ -28,10 +28,10 @@ from openapi_spec_validator import validate
 from werkzeug.serving import make_server
 
 from cabbage.admin import MAX_LISTED_ERROR_CHARS, MAX_SHOWN_CHARS
-from cabbage.jobs import Status
+from cabbage.jobs import JobError, Outcome, Status
 from cabbage.web import create_app
 from cabbage.web.database import pool_of
-from tests.integration.job_states import execute
+from tests.integration.job_states import BOOM, TRACEBACK, execute
 from tests.waiting import wait_for
 
 TOKEN = "correct-horse-battery-staple"
@@ -188,6 +188,57 @@ def test_one_job_with_its_error_and_traceback(client, jobs, document):
 
     page = client.get(f"/jobs/{job_id}").text
     assert "RuntimeError" in page and "Traceback (most recent call last):" in page and "&#34;floor&#34;" in page
+
+
+def test_one_job_with_its_priority_queueing_lock_and_attempts(client, jobs, document):
+    job_id = jobs.todo("tasks.flaky", queue="flaky", max_attempts=2, priority=4, queueing_lock="flaky-1")
+    for outcome in (Outcome.retry(BOOM, retry_in_s=0), Outcome.failed(JobError("ValueError", "<b>bad</b>"))):
+        (claimed,) = jobs.store.claim_jobs(jobs.worker_id, ["flaky"])
+        assert jobs.store.finish_job(job_id, jobs.worker_id, claimed.attempts, outcome)
+    answer = client.get(f"/api/v1/jobs/{job_id}")
+    assert_matches_document(document, "/jobs/{job_id}", "get", answer)
+    job = answer.json
+    assert (job["priority"], job["queueing_lock"], job["state"], job["waiting_behind_job_id"]) == (
+        4, "flaky-1", "failed", None
+    )
+    assert [(attempt["attempt"], attempt["outcome"], attempt["worker_id"]) for attempt in job["attempt_history"]] == [
+        (1, "retried", jobs.worker_id), (2, "failed", jobs.worker_id)
+    ]
+    assert job["attempt_history"][0]["error"] == {"type": "RuntimeError", "message": "boom", "traceback": TRACEBACK}
+
+    page = client.get(f"/jobs/{job_id}").text
+    assert 'id="attempt-1"' in page and 'id="attempt-2"' in page and "(the last 2 of 2)" in page
+    assert "outcome-retried" in page and "&lt;b&gt;bad&lt;/b&gt;" in page and "<b>bad</b>" not in page
+    assert "<dt>queueing lock</dt><dd>flaky-1</dd>" in page and "<dt>priority</dt><dd>4</dd>" in page
+
+
+def test_the_job_list_tells_todo_jobs_apart(client, jobs, document):
+    running = jobs.doing("tasks.slow", lock="printer")
+    behind = jobs.todo(queue="busy", lock="printer", queueing_lock="print-1")
+    scheduled = jobs.todo(schedule_in={"seconds": 3600.0}, priority=-2)
+    waiting = jobs.todo(priority=9)
+    answer = client.get("/api/v1/jobs")
+    assert_matches_document(document, "/jobs", "get", answer)
+    listed = {job["id"]: job for job in answer.json["jobs"]}
+    assert [(listed[job_id]["state"], listed[job_id]["waiting_behind_job_id"]) for job_id in (running, behind, scheduled, waiting)] == [
+        ("doing", None), ("behind_lock", running), ("scheduled", None), ("waiting", None)
+    ]
+    page = client.get("/jobs").text
+    assert f'waiting behind <a href="/jobs/{running}">job #{running}</a>' in page
+    assert '<span class="state state-scheduled">scheduled</span>' in page and "print-1" in page
+    assert '<td class="number">-2</td>' in page and '<td class="number">9</td>' in page
+    assert f'waiting behind <a href="/jobs/{running}">job #{running}</a>' in client.get(f"/jobs/{behind}").text
+
+    stats = client.get("/api/v1/stats")
+    assert_matches_document(document, "/stats", "get", stats)
+    assert sorted((count["queue"], count["state"], count["jobs"]) for count in stats.json["todo"]) == [
+        ("busy", "behind_lock", 1), ("default", "scheduled", 1), ("default", "waiting", 1)
+    ]
+    (oldest,) = stats.json["oldest_waiting"]
+    assert oldest["job_id"] == waiting, "a job behind its lock or not due yet is not waiting for a worker"
+    overview = client.get("/").text
+    assert re.search(r'id="todo-waiting">\s*<span class="figure">1</span>', overview)
+    assert re.search(r'id="todo-behind_lock">\s*<span class="figure">1</span>', overview)
 
 
 def test_job_pages_and_api_answers_are_never_stored_and_never_framed(client, jobs):
