@@ -104,8 +104,11 @@ CREATE FUNCTION cabbage_superseded_error(waiting_job_id bigint) RETURNS text
 
 -- Claims up to p_limit due head jobs of p_queues (NULL: all) for a worker, the highest priority
 -- first, then in (scheduled_at, id) order: the first started (attempt + 1), the rest reserved
--- (invariants 1, 3, 4). One priority level at a time, highest first (see the header); within a
--- level, one range of the claimable index, FOR UPDATE SKIP LOCKED (invariants 3, 6).
+-- (invariants 1, 3, 4). One priority level at a time, highest first (see the header): each
+-- statement finds the highest level below `below` with a claimable head and claims that level's
+-- due jobs as one range of the claimable index, FOR UPDATE SKIP LOCKED (invariants 3, 6). The
+-- common claim is that one statement. A level that gave nothing (its heads not due, or being
+-- claimed by others) is looked up once more, to go below it.
 CREATE FUNCTION cabbage_claim_jobs_v2(p_worker_id bigint, p_queues text[], p_limit integer)
     RETURNS SETOF cabbage_jobs
     LANGUAGE plpgsql
@@ -117,7 +120,8 @@ CREATE FUNCTION cabbage_claim_jobs_v2(p_worker_id bigint, p_queues text[], p_lim
     SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    -- The level last visited; bigint, so that the first probe also finds the highest integer.
+    -- Levels strictly below this one are looked at; bigint, so that the first look also finds
+    -- the highest integer.
     below bigint := 2147483648;
     priority_level integer;
     wanted integer := p_limit;
@@ -125,29 +129,26 @@ DECLARE
     starts boolean := true;  -- the first job claimed is started, the others reserved
 BEGIN
     WHILE wanted > 0 LOOP
-        IF p_queues IS NULL THEN
-            SELECT j.priority INTO priority_level
-              FROM cabbage_jobs AS j
-             WHERE j.status = 'todo' AND j.is_head AND j.priority < below
-             ORDER BY j.priority DESC
-             LIMIT 1;
-        ELSE
-            -- One probe per queue: the by-queue index gives each queue's highest level.
-            SELECT max(top.priority) INTO priority_level
-              FROM unnest(p_queues) AS asked(queue),
-                   LATERAL (SELECT j.priority
-                              FROM cabbage_jobs AS j
-                             WHERE j.status = 'todo' AND j.is_head AND j.queue = asked.queue
-                               AND j.priority < below
-                             ORDER BY j.priority DESC
-                             LIMIT 1) AS top;
-        END IF;
-        EXIT WHEN priority_level IS NULL;
         RETURN QUERY
-        WITH candidates AS (
+        WITH top_level AS (
+            -- The highest level with a claimable head: one probe of the claimable index, or one
+            -- of the by-queue index per queue asked for.
+            SELECT CASE WHEN p_queues IS NULL THEN
+                       (SELECT j.priority FROM cabbage_jobs AS j
+                         WHERE j.status = 'todo' AND j.is_head AND j.priority < below
+                         ORDER BY j.priority DESC LIMIT 1)
+                   ELSE
+                       (SELECT max(top.priority)
+                          FROM unnest(p_queues) AS asked(queue),
+                               LATERAL (SELECT j.priority FROM cabbage_jobs AS j
+                                         WHERE j.status = 'todo' AND j.is_head AND j.queue = asked.queue
+                                           AND j.priority < below
+                                         ORDER BY j.priority DESC LIMIT 1) AS top)
+                   END AS priority
+        ), candidates AS (
             SELECT j.id, j.scheduled_at
               FROM cabbage_jobs AS j
-             WHERE j.status = 'todo' AND j.is_head AND j.priority = priority_level
+             WHERE j.status = 'todo' AND j.is_head AND j.priority = (SELECT priority FROM top_level)
                AND j.scheduled_at <= now() AND (p_queues IS NULL OR j.queue = ANY (p_queues))
              ORDER BY j.scheduled_at, j.id
              LIMIT wanted
@@ -166,9 +167,26 @@ BEGIN
         SELECT * FROM claimed ORDER BY scheduled_at, id;
         GET DIAGNOSTICS claimed = ROW_COUNT;
         IF claimed > 0 THEN
+            -- The same level again, for what is left to claim: it gives nothing more, or it
+            -- was emptied and the next one is the highest.
             wanted := wanted - claimed;
             starts := false;
+            CONTINUE;
         END IF;
+        IF p_queues IS NULL THEN
+            SELECT j.priority INTO priority_level
+              FROM cabbage_jobs AS j
+             WHERE j.status = 'todo' AND j.is_head AND j.priority < below
+             ORDER BY j.priority DESC
+             LIMIT 1;
+        ELSE
+            SELECT max(top.priority) INTO priority_level
+              FROM unnest(p_queues) AS asked(queue),
+                   LATERAL (SELECT j.priority FROM cabbage_jobs AS j
+                             WHERE j.status = 'todo' AND j.is_head AND j.queue = asked.queue AND j.priority < below
+                             ORDER BY j.priority DESC LIMIT 1) AS top;
+        END IF;
+        EXIT WHEN priority_level IS NULL;
         below := priority_level;
     END LOOP;
 END
