@@ -59,6 +59,9 @@ SNIPPETS = {
     "lock": 'write_alphabet.configure(lock="/tmp/alphabet.txt")',
     "schedule_at": "create_bug.configure(schedule_at=dt)",
     "schedule_in": "clean.configure(schedule_in=",
+    "priority": "def send_password_reset(address):",
+    "queueing_lock": "def on_profile_change(user_id):",
+    "attempts": "def call_the_api():",
     "middleware": "def task(*args, **kwargs):",
     "middleware_api": "@task_manager.middleware",
     "testing": "if running_tests:",
@@ -185,6 +188,51 @@ def _all_jobs(task_manager: cabbage.TaskManager) -> list[Any]:
     with contextlib.closing(psycopg2.connect(os.environ["CABBAGE_DSN"])) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT id FROM cabbage_jobs ORDER BY id")
         return [task_manager.store.get_job(job_id) for (job_id,) in cursor.fetchall()]
+
+
+# -- "Run some jobs before others", "Defer a job only if none is waiting already", "See what each
+# attempt did" ---------------------------------------------------------------------------------------
+
+
+def store_of_kind(store_class: type, db_dsn: str) -> cabbage.TaskManager:
+    return cabbage.TaskManager(store_class=store_class, **({"dsn": db_dsn} if store_class is PostgresJobStore else {}))
+
+
+def printed_into(lines: list[str]) -> Any:
+    """A print for a snippet that keeps its lines apart from the worker's log lines on stdout."""
+    return lambda *values: lines.append(" ".join(map(str, values)))
+
+
+@pytest.mark.parametrize("store_class", [InMemoryJobStore, PostgresJobStore])
+def test_higher_priorities_run_first(db_dsn: str, store_class: type) -> None:
+    task_manager, printed = store_of_kind(store_class, db_dsn), []
+    run_snippet(snippet("priority"), task_manager=task_manager, print=printed_into(printed))
+    assert cabbage.Worker(task_manager).process_jobs() == 3
+    assert printed == ["reset link sent to ada@example.com", "newsletter 41 sent", "newsletter 42 sent"]
+    task_manager.store.close()
+
+
+@pytest.mark.parametrize("store_class", [InMemoryJobStore, PostgresJobStore])
+def test_a_queueing_lock_defers_once_while_a_job_waits(db_dsn: str, store_class: type) -> None:
+    task_manager, printed = store_of_kind(store_class, db_dsn), []
+    namespace = run_snippet(snippet("queueing_lock"), task_manager=task_manager, print=printed_into(printed))
+    worker_id = task_manager.store.register_worker("test-host", 1, None)
+    (waiting,) = task_manager.store.claim_jobs(worker_id, None)
+    assert printed == [f"job {waiting.id} will refresh the stats of user 42"]
+    namespace["on_profile_change"](42)  # the waiting job started: a new one is deferred
+    assert len(printed) == 1 and task_manager.store.count_jobs()[Status.TODO] == 1
+    task_manager.store.close()
+
+
+@pytest.mark.parametrize("store_class", [InMemoryJobStore, PostgresJobStore])
+def test_each_attempt_is_kept(db_dsn: str, store_class: type) -> None:
+    task_manager, printed = store_of_kind(store_class, db_dsn), []
+    run_snippet(snippet("attempts"), task_manager=task_manager, print=printed_into(printed))
+    assert printed == [
+        f"{number} {outcome} ConnectionError: the API is down"
+        for number, outcome in ((1, "retried"), (2, "retried"), (3, "failed"))
+    ]
+    task_manager.store.close()
 
 
 # -- "Add a task middleware" ---------------------------------------------------------------------------
