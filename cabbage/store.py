@@ -16,10 +16,8 @@ from typing import Any, Collection, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError
 from cabbage.jobs import (
-    KEPT_ATTEMPTS,
     UNREGISTERED_REASON,
     Attempt,
-    AttemptOutcome,
     ConnectionLimits,
     Job,
     JobError,
@@ -236,7 +234,7 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def list_attempts(self, job_id: int) -> list[Attempt]:
         """The job's attempts that ended (finished or reclaimed), oldest first: the last
-        ``KEPT_ATTEMPTS`` of them, each with its worker, times, outcome and error. Empty for a
+        ``cabbage.jobs.KEPT_ATTEMPTS`` (20) of them, each with its worker, times, outcome and error. Empty for a
         job without any, or no such job; pruning a job deletes its attempts."""
 
     @abc.abstractmethod
@@ -279,15 +277,5 @@ def load_store_from_path(path: str) -> type[JobStore]:
 
 
 __all__ = [
-    "JobStore",
-    "load_store_from_path",
-    "Attempt",
-    "AttemptOutcome",
-    "Job",
-    "JobError",
-    "KEPT_ATTEMPTS",
-    "NewJob",
-    "Outcome",
-    "ReclaimedJob",
-    "WorkerInfo",
+    "JobStore", "load_store_from_path", "Attempt", "Job", "JobError", "NewJob", "Outcome", "ReclaimedJob", "WorkerInfo"
 ]

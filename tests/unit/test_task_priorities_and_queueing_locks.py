@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 import cabbage
-from cabbage import store
 from cabbage.exceptions import AlreadyEnqueued, CabbageError, ConfigurationError, QueueingLockClash
 from cabbage.jobs import MAX_PRIORITY, MIN_PRIORITY
 from cabbage.testing import InMemoryJobStore
@@ -19,21 +18,17 @@ from cabbage.testing import InMemoryJobStore
 
 @pytest.fixture
 def task_manager() -> cabbage.TaskManager:
-    return cabbage.TaskManager(store_class=store.load_store_from_path("cabbage.testing.InMemoryJobStore"))
+    return cabbage.TaskManager(store_class=InMemoryJobStore)
 
 
 @pytest.fixture
 def memory(task_manager: cabbage.TaskManager) -> InMemoryJobStore:
-    assert isinstance(task_manager.store, InMemoryJobStore)
-    return task_manager.store
+    return task_manager.store  # type: ignore[return-value]
 
 
 @pytest.fixture
 def refresh(task_manager: cabbage.TaskManager) -> cabbage.Task:
-    @task_manager.task(queue="queue")
-    def refresh(user_id: int) -> None: ...
-
-    return refresh
+    return task_manager.task(queue="queue", name="refresh")(lambda user_id: None)
 
 
 def test_priority_comes_from_the_task_unless_configured(task_manager: cabbage.TaskManager, memory: InMemoryJobStore) -> None:
