@@ -1,8 +1,8 @@
 """Finding an app's TaskManager from ``module`` or ``module:attribute``, for the commands that import apps.
 
 Without ``:attribute``, the module's ``task_manager`` is used, else its only TaskManager.
-``cabbage-supervisor --app`` (``supervisor.app_import``, which also renews the app on reload)
-and ``cabbage defer --app`` find it the same way.
+``cabbage-supervisor --app`` (``supervisor.app_import``, which also renews the app on reload),
+``cabbage defer --app`` and ``cabbage periodic list --app`` find it the same way.
 
 >>> module, task_manager = import_task_manager("proj.tasks")
 """

@@ -79,6 +79,11 @@ class AlreadyEnqueued(CabbageError):
         return self.clashes[0].waiting_job_id if self.clashes else None
 
 
+class PeriodicScheduleError(ConfigurationError):
+    """A periodic schedule cabbage cannot run: a bad cron expression, an unknown timezone, a task
+    that needs arguments a tick cannot give, or a second schedule of a task under one periodic_id."""
+
+
 class TaskNotFound(CabbageError, LookupError):
     """A job names a task that the running app does not declare."""
 

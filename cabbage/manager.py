@@ -1,10 +1,12 @@
-"""TaskManager: the task registry, the store it defers into, and the ``@task`` decorator."""
+"""TaskManager: the task and periodic registries, the store it defers into, and the ``@task``
+and ``@periodic`` decorators."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, overload
 
-from cabbage.exceptions import TaskAlreadyRegistered, TaskNotFound
+from cabbage import periodic as periodic_schedules
+from cabbage.exceptions import PeriodicScheduleError, TaskAlreadyRegistered, TaskNotFound
 from cabbage.jobs import DEFAULT_PRIORITY
 from cabbage.middleware import Middleware, MiddlewareChain
 from cabbage.retry import RetrySpec, make_retry_policy
@@ -40,6 +42,8 @@ class TaskManager:
         self.store: JobStore = store_class(**store_options)
         self.tasks: dict[str, Task] = {}
         self.middleware = MiddlewareChain(middleware)
+        # (task name, periodic id) -> schedule; the supervisors defer their ticks.
+        self.periodic_schedules: dict[tuple[str, str], periodic_schedules.PeriodicSchedule] = {}
 
     def __repr__(self) -> str:
         return f"<TaskManager {type(self.store).__name__} tasks={len(self.tasks)}>"
@@ -106,6 +110,52 @@ class TaskManager:
             return task
 
         return declare if func is None else declare(func)
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        timezone: str = "UTC",
+        periodic_id: str = "",
+        catch_up: float = periodic_schedules.DEFAULT_CATCH_UP_S,
+    ) -> Callable[[Task], Task]:
+        """Runs a task on a cron schedule; goes above ``@task_manager.task``.
+
+        ``cron``: 5 fields (minute hour day month weekday), or 6 with the seconds first.
+        ``timezone``: an IANA name the expression is read in (default UTC). ``periodic_id``
+        tells apart two schedules of one task. Each tick is deferred once as an ordinary job of
+        the task, whatever the number of supervisors, on the database clock; a task that takes
+        a ``timestamp`` keyword gets the tick's time (epoch seconds). A tick missed while no
+        supervisor ran is deferred late if it is at most ``catch_up`` seconds old, else skipped
+        and logged (``periodic_ticks_skipped``).
+
+        >>> @task_manager.periodic(cron="*/5 * * * *")
+        ... @task_manager.task
+        ... def clean(timestamp): ...
+        """
+        # Checked now, so that a bad expression fails at the line that has it.
+        periodic_schedules.check_schedule("", cron, timezone=timezone, periodic_id=periodic_id, catch_up=catch_up)
+
+        def declare(task: Task) -> Task:
+            if not isinstance(task, Task) or self.tasks.get(task.name) is not task:
+                raise PeriodicScheduleError(
+                    f"@periodic must go above @task_manager.task of this TaskManager, got {task!r}; "
+                    "write @task_manager.periodic(cron=...) on the line above @task_manager.task"
+                )
+            periodic_schedules.check_task_takes_no_arguments(task)
+            schedule = periodic_schedules.check_schedule(
+                task.name, cron, timezone=timezone, periodic_id=periodic_id, catch_up=catch_up
+            )
+            existing = self.periodic_schedules.get(schedule.key)
+            if existing is not None:
+                raise PeriodicScheduleError(
+                    f"task {task.name} already has a schedule with periodic_id {periodic_id!r} ({existing.cron!r}); "
+                    "pass periodic_id= to tell the two apart"
+                )
+            self.periodic_schedules[schedule.key] = schedule
+            return task
+
+        return declare
 
     def get_task(self, name: str) -> Task:
         """The task declared under ``name``; TaskNotFound if this app has none."""

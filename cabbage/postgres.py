@@ -29,6 +29,7 @@ from cabbage import new_jobs, queueing_locks, rows
 from cabbage import schema
 from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, QueueingLockClash, StoreError
 from cabbage.jobs import Attempt, ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
+from cabbage.periodic import PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
 from cabbage.sql import queries
 from cabbage.notifications import Listener
 from cabbage.postgres_async import DEFAULT_POOL_SIZE, AsyncPool
@@ -445,6 +446,30 @@ class PostgresJobStore(JobStore):
             cursor.execute(queries["connection_limits"])
             columns = rows.column_names(cursor)
             return ConnectionLimits(**dict(zip(columns, cursor.fetchone())))
+
+    # -- periodic tasks ---------------------------------------------------------------------------
+
+    def declare_periodic_schedules(self, schedules: Sequence[PeriodicSchedule]) -> None:
+        if schedules:
+            with self._cursor() as cursor:
+                cursor.execute(queries["declare_periodic_schedules"], {"schedules": rows.schedules_parameter(schedules)})
+
+    def list_periodic_schedules(self) -> PeriodicOverview:
+        with self._cursor() as cursor:
+            cursor.execute(queries["list_periodic_schedules"])
+            return rows.periodic_overview_from(cursor)
+
+    def record_periodic_ticks(self, ticks: Sequence[PeriodicTick]) -> list[RecordedTick]:
+        if not ticks:
+            return []
+        with self._cursor() as cursor:
+            cursor.execute(queries["record_periodic_ticks"], {"ticks": rows.ticks_parameter(ticks, self.max_arguments_bytes)})
+            return rows.recorded_ticks_from(cursor)
+
+    def prune_periodic_ticks(self, older_than_s: float, batch_size: int) -> int:
+        with self._cursor() as cursor:
+            cursor.execute(queries["prune_periodic_ticks"], {"older_than_s": older_than_s, "batch_size": batch_size})
+            return cursor.rowcount
 
     # -- inspection ------------------------------------------------------------------------------
 

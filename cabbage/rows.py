@@ -6,11 +6,13 @@ with ``description`` and ``fetchall()`` (DB-API).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Mapping, Protocol, Sequence
 
 from cabbage import new_jobs, schedules
 from cabbage.jobs import Attempt, AttemptOutcome, Job, JobError, NewJob, ReclaimedJob, Status
+from cabbage.periodic import DeclaredSchedule, PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
 
 
 class Cursor(Protocol):
@@ -168,3 +170,51 @@ def defer_calls_parameters(
         "priority": int(job.priority),
         "queueing_lock": job.queueing_lock,
     }
+
+
+# -- periodic tasks --------------------------------------------------------------------------------
+
+
+def schedules_parameter(schedules: Sequence[PeriodicSchedule]) -> str:
+    """The JSON array ``declare_periodic_schedules`` unpacks, one object of columns per schedule."""
+    return json.dumps([dataclasses.asdict(schedule) for schedule in schedules])
+
+
+def ticks_parameter(ticks: Sequence[PeriodicTick], max_arguments_bytes: int) -> str:
+    """The JSON array ``cabbage_record_periodic_ticks_v1`` unpacks: each tick, with its job's columns."""
+    return "[" + ",".join(_tick_object(tick, max_arguments_bytes) for tick in ticks) + "]"
+
+
+def _tick_object(tick: PeriodicTick, max_arguments_bytes: int) -> str:
+    key = {"task_name": tick.task_name, "periodic_id": tick.periodic_id, "tick_at": tick.tick_at.isoformat()}
+    if tick.job is None:
+        return json.dumps({**key, "skipped_ticks": tick.skipped_ticks})
+    job = tick.job
+    columns = {**key, "queue": job.queue, "lock": job.lock, "max_attempts": job.max_attempts}
+    # The arguments as the JSON text jsonb stores, refused (naming the task) where it would refuse them.
+    args, kwargs = new_jobs.encode_job_arguments(job, max_arguments_bytes)
+    return json.dumps(columns)[:-1] + f',"args":{args},"kwargs":{kwargs}}}'
+
+
+def recorded_ticks_from(cursor: Cursor) -> list[RecordedTick]:
+    columns = column_names(cursor)
+    return [RecordedTick(**dict(zip(columns, row))) for row in cursor.fetchall()]
+
+
+def periodic_overview_from(cursor: Cursor) -> PeriodicOverview:
+    """The rows of ``list_periodic_schedules`` as the clock and the declared schedules."""
+    columns = column_names(cursor)
+    rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    now = rows[0]["database_now"]
+    return PeriodicOverview(now, [_declared_from(row, now) for row in rows if row["task_name"] is not None])
+
+
+def _declared_from(row: Mapping[str, Any], now: Any) -> DeclaredSchedule:
+    schedule = PeriodicSchedule(row["task_name"], row["cron"], row["timezone"], row["periodic_id"], row["catch_up_s"])
+    last_tick = None
+    if row["last_tick_at"] is not None:
+        last_tick = RecordedTick(
+            schedule.task_name, schedule.periodic_id, row["last_tick_at"], row["last_job_id"],
+            row["last_skipped_ticks"], row["last_recorded_at"],
+        )  # fmt: skip
+    return DeclaredSchedule.of(schedule, row["first_declared_at"], row["last_declared_at"], last_tick, now)

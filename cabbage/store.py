@@ -28,6 +28,7 @@ from cabbage.jobs import (
     WorkerInfo,
 )
 from cabbage.new_jobs import DEFAULT_MAX_ARGUMENTS_BYTES
+from cabbage.periodic import PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
 
 
 class JobStore(abc.ABC):
@@ -224,6 +225,38 @@ class JobStore(abc.ABC):
         (finished ones) and that finished more than ``older_than_s`` ago on the store's clock;
         returns how many. Jobs another session holds are skipped, never waited for, so workers
         keep claiming meanwhile. ``cabbage.retention.prune_in_batches`` loops over batches."""
+
+    # -- periodic tasks -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def declare_periodic_schedules(self, schedules: Sequence[PeriodicSchedule]) -> None:
+        """Records the schedules a supervisor runs, so that operators see them without the app:
+        a new one with ``first_declared_at`` now, a known one with its cron, timezone and
+        catch-up replaced and ``last_declared_at`` now (store clock). None is ever removed."""
+
+    @abc.abstractmethod
+    def list_periodic_schedules(self) -> PeriodicOverview:
+        """The store's clock now, and every declared schedule in (task name, periodic id) order,
+        with its newest recorded tick and its next tick after now."""
+
+    @abc.abstractmethod
+    def record_periodic_ticks(self, ticks: Sequence[PeriodicTick]) -> list[RecordedTick]:
+        """Records each tick once, with its job, in one transaction; returns those recorded here.
+
+        A tick is recorded only when it is due on the store's clock (``tick_at`` at or before
+        now) and newer than every tick recorded for its schedule, and only once, whatever the
+        number of callers racing (a unique constraint on task name, periodic id and tick): a
+        caller that loses the race gets nothing back for it. A recorded tick's job is inserted
+        as ``defer_jobs`` would, due at the tick, in the same transaction; a tick whose ``job`` is None
+        records ``skipped_ticks`` and inserts no job. Ticks are taken in (task name, periodic
+        id, tick) order, so racing callers never deadlock.
+        """
+
+    @abc.abstractmethod
+    def prune_periodic_ticks(self, older_than_s: float, batch_size: int) -> int:
+        """Deletes at most ``batch_size`` ticks recorded for a tick more than ``older_than_s``
+        ago (store clock), never a schedule's newest; returns how many. Rows another session
+        holds are skipped. The newest kept, no older tick can ever be recorded again."""
 
     # -- inspection -----------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from cabbage.jobs import (
     Status,
     WorkerInfo,
 )
+from cabbage.periodic import DeclaredSchedule, PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
 from cabbage.store import JobStore
 
 JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
@@ -179,6 +180,10 @@ class InMemoryJobStore(JobStore):
             self._wakeups: collections.Counter[str] = collections.Counter()
             self._interrupts = 0
             self._interrupt_pending = False
+            # Periodic schedules: (task name, periodic id) -> (schedule, first and last declared at),
+            # and each one's recorded ticks by tick time.
+            self._schedules: dict[tuple[str, str], tuple[PeriodicSchedule, datetime.datetime, datetime.datetime]] = {}
+            self._ticks: dict[tuple[str, str], dict[datetime.datetime, RecordedTick]] = {}
 
     # -- what an operator does (``cabbage jobs retry|cancel``), as ``cabbage.admin.Admin`` -------
 
@@ -571,6 +576,57 @@ class InMemoryJobStore(JobStore):
             for job_id in old:
                 del self._jobs[job_id]  # a finished job heads no line: nothing to promote
                 self._attempts.pop(job_id, None)  # as the foreign key's ON DELETE CASCADE
+            return len(old)
+
+    # -- periodic tasks ---------------------------------------------------------------------------
+
+    def declare_periodic_schedules(self, schedules: Sequence[PeriodicSchedule]) -> None:
+        with self._condition:
+            now = self._clock()
+            for schedule in schedules:
+                known = self._schedules.get(schedule.key)
+                self._schedules[schedule.key] = (schedule, known[1] if known else now, now)
+
+    def list_periodic_schedules(self) -> PeriodicOverview:
+        with self._condition:
+            now = self._clock()
+            declared = []
+            for key, (schedule, first_declared_at, last_declared_at) in sorted(self._schedules.items()):
+                ticks = self._ticks.get(key, {})
+                last_tick = ticks[max(ticks)] if ticks else None
+                declared.append(DeclaredSchedule.of(schedule, first_declared_at, last_declared_at, last_tick, now))
+            return PeriodicOverview(now, declared)
+
+    def record_periodic_ticks(self, ticks: Sequence[PeriodicTick]) -> list[RecordedTick]:
+        with self._condition:  # one transaction, as the PostgreSQL function
+            now = self._clock()
+            # Every job row is built first, so that one job the store cannot keep records no tick.
+            rows = [(tick, _new_row(tick.job, now, self.max_arguments_bytes) if tick.job is not None else None) for tick in ticks]
+            recorded = []
+            for tick, row in sorted(rows, key=lambda pair: (pair[0].task_name, pair[0].periodic_id, pair[0].tick_at)):
+                schedule_ticks = self._ticks.setdefault((tick.task_name, tick.periodic_id), {})
+                if tick.tick_at > now or (schedule_ticks and max(schedule_ticks) >= tick.tick_at):
+                    continue
+                if row is not None:
+                    self._insert(row)
+                    self._wake_queues([row.queue] if row.is_head else [])
+                schedule_ticks[tick.tick_at] = RecordedTick(
+                    tick.task_name, tick.periodic_id, tick.tick_at, row.id if row else None, tick.skipped_ticks, now
+                )
+                recorded.append(schedule_ticks[tick.tick_at])
+            return recorded
+
+    def prune_periodic_ticks(self, older_than_s: float, batch_size: int) -> int:
+        with self._condition:
+            cutoff = self._clock() - datetime.timedelta(seconds=older_than_s)
+            old = [
+                (schedule_ticks, tick_at)
+                for schedule_ticks in self._ticks.values()
+                for tick_at in sorted(schedule_ticks)[:-1]  # never a schedule's newest
+                if tick_at < cutoff
+            ][:batch_size]
+            for schedule_ticks, tick_at in old:
+                del schedule_ticks[tick_at]
             return len(old)
 
     # -- inspection ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Imports the app named by ``--app`` (``module`` or ``module:attribute``); a fresh import on reload.
 
 The app is the module holding the TaskManager, found by ``cabbage.apps`` (as ``cabbage defer
---app`` finds it). On reload (HUP) the app's own modules
+--app`` and ``cabbage periodic list --app`` find it). On reload (HUP) the app's own modules
 are taken out of ``sys.modules`` and imported again from disk: the module's package, and
 every module first imported with it that does not live in the standard library or
 site-packages (libraries are kept: upgrading one needs a restart). A failed fresh import puts

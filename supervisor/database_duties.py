@@ -1,12 +1,12 @@
 """The master's duties in the database, on a thread of their own: reclaiming the jobs of lost
-children and of stale workers of every host, retention, and saying what limit refused the
-children a connection.
+children and of stale workers of every host, retention, saying what limit refused the
+children a connection, and deferring the ticks of periodic tasks (``supervisor.periodic_duty``).
 
 The master's loop never waits for the database: a cut network can hold a query for as long as
 TCP takes to give up, and the loop must go on reaping, and killing a child whose lease is about
 to end, meanwhile. So these duties run on the "database thread", through the JobStore contract:
 the loop only queues what it learns (a lost child to reclaim, its live children's worker ids,
-a child refused a connection) and reads what the thread found (whether the database is down,
+a child refused a connection, the app whose schedules to run) and reads what the thread found (whether the database is down,
 whether an outage just ended). While the database is unreachable the duties back off together
 (``health.DatabaseLink``), the outage is logged once (``database_unreachable``) and its end once
 (``database_reconnected``); the reclaims of children lost meanwhile wait in the queue. A
@@ -23,13 +23,14 @@ from typing import Any, Callable, Sequence
 
 import structlog
 
-from cabbage import retention
+from cabbage import TaskManager, retention
 from cabbage.dsn import SLOTS_ADVICE
 from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable
 from cabbage.jobs import ReclaimedJob, Status
 from cabbage.store import JobStore
 from supervisor import health
 from supervisor.config import SupervisorConfig
+from supervisor.periodic_duty import PeriodicDuty
 
 # With --retention: how often a master looks for old finished jobs once none were left, and
 # how soon it takes the next batch while some are.
@@ -53,7 +54,7 @@ class PendingReclaim:
 class DatabaseDuties:
     """The database thread and the little state it shares with the master's loop, under a lock.
 
-    Loop side: ``start``, ``queue_reclaim``, ``set_live_worker_ids``,
+    Loop side: ``start``, ``queue_reclaim``, ``set_live_worker_ids``, ``set_periodic_app``,
     ``note_connection_slots_exhausted``, ``note_all_registered``, ``is_down``,
     ``take_reconnected``, ``close``. Everything else runs on the thread.
     """
@@ -74,6 +75,8 @@ class DatabaseDuties:
         self.stale_reclaims_resume_at = 0.0  # after an outage: see _reclaim_lost_workers
         self.next_heartbeat_check = 0.0
         self.next_prune_at = 0.0
+        self.periodic = PeriodicDuty(store)
+        self._periodic_app: TaskManager | None = None  # the current generation's app (set by the loop)
         # When a step last got an answer: the master checked the schema just before it starts us.
         self.answered_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="cabbage-master-database", daemon=True)
@@ -107,6 +110,13 @@ class DatabaseDuties:
         """Our children alive and not being killed: never reclaimed for their heartbeats' age."""
         with self._lock:
             self._live_worker_ids = tuple(worker_ids)
+
+    def set_periodic_app(self, task_manager: TaskManager) -> None:
+        """The app whose schedules' ticks to defer; a new one (a reload) is run at once."""
+        with self._lock:
+            is_new, self._periodic_app = task_manager is not self._periodic_app, task_manager
+        if is_new:
+            self._wake.set()
 
     def note_connection_slots_exhausted(self, workers_wanted: int) -> None:
         """A child gave up for want of a free connection slot: one error line per episode."""
@@ -156,6 +166,8 @@ class DatabaseDuties:
         due = [max(self.next_heartbeat_check, self.link.retry_at)]
         if self.config.retention_s is not None:
             due.append(max(self.next_prune_at, self.link.retry_at))
+        if self._periodic_app is not None:  # set_periodic_app wakes the thread for the first one
+            due.append(max(self.periodic.next_run_at, self.link.retry_at))  # within milliseconds of a tick
         return max(0.0, min(due) - time.monotonic())
 
     def _do_what_is_due(self, now: float) -> None:
@@ -168,6 +180,10 @@ class DatabaseDuties:
             self._reclaim_lost_workers(now)
         if self.config.retention_s is not None and now >= max(self.next_prune_at, self.link.retry_at):
             self._prune_finished_jobs()
+        with self._lock:
+            app = self._periodic_app
+        if app is not None and self.periodic.is_due(time.monotonic(), app):
+            self._run_step(lambda: self.periodic.run(app))  # each due tick deferred once across hosts
 
     def _reclaim_lost_workers(self, now: float) -> None:
         """Our own lost children first, so that their jobs carry the precise reason, then the

@@ -13,7 +13,8 @@ from typing import Any, Iterator, Sequence
 import structlog
 
 from cabbage import dsn as dsn_module
-from cabbage.rows import attempt_from_row, job_from_row
+from cabbage.periodic import PeriodicOverview
+from cabbage.rows import attempt_from_row, job_from_row, periodic_overview_from
 from cabbage.admin.records import (
     DEFAULT_PAGE_SIZE,
     MAX_ATTEMPT_CHARS,
@@ -248,6 +249,12 @@ class Admin:
 
     def list_busy_locks(self, limit: int = 200) -> list[LockLine]:
         return [LockLine(**row) for row in self._fetch_all("admin_list_busy_locks", limit=limit)]
+
+    def list_periodic_schedules(self) -> PeriodicOverview:
+        """The declared schedules with their last and next ticks, by the store's own query (one definition)."""
+        with self._transaction() as cursor:
+            cursor.execute(queries["list_periodic_schedules"])
+            return periodic_overview_from(cursor)
 
     def database_now(self) -> datetime.datetime:
         (row,) = self._fetch_all("admin_database_clock")

@@ -24,6 +24,7 @@ from cabbage.durations import format_duration
 from cabbage.exceptions import ConfigurationError, DatabaseUnavailable, SchemaError
 from cabbage.jobs import DEFAULT_PRIORITY, FINISHED_STATUSES, NewJob, Status
 from cabbage.new_jobs import DEFAULT_MAX_ARGUMENTS_BYTES
+from cabbage.periodic import DeclaredSchedule, declared_as_in_app
 from cabbage.tasks import Task
 
 TOKEN_VARIABLE = "CABBAGE_WEB_TOKEN"
@@ -211,6 +212,46 @@ def jobs_prune(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
     return EXIT_OK
 
 
+# -- periodic -----------------------------------------------------------------------------------
+
+
+def periodic_list(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    overview = admin.list_periodic_schedules()
+    schedules = overview.schedules
+    if arguments.app:
+        from cabbage.apps import import_task_manager
+
+        # As `python -m` would, and as cabbage-supervisor does: the working directory first.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        _, task_manager = import_task_manager(arguments.app)
+        stored = overview.by_key()
+        schedules = [
+            declared_as_in_app(schedule, stored.get(schedule.key), overview.now)
+            for schedule in task_manager.periodic_schedules.values()
+        ]
+    if output.as_json:
+        output.json({"database_now": overview.now, "schedules": schedules})
+        return EXIT_OK
+    headers = ["TASK", "PERIODIC ID", "CRON", "TIMEZONE", "LAST TICK (UTC)", "JOB", "NEXT TICK (UTC)", "DECLARED"]
+    rows = [
+        [declared.task_name, declared.periodic_id or None, declared.cron, declared.timezone, describe_last_tick(declared),
+         declared.last_tick.job_id if declared.last_tick else None, short_time(declared.next_tick_at),
+         f"{format_duration((overview.now - declared.last_declared_at).total_seconds())} ago" if declared.last_declared_at else "never"]
+        for declared in schedules
+    ]  # fmt: skip
+    output.table(headers, rows, empty="no periodic schedule" + ("" if arguments.app else " was declared by a supervisor"))
+    return EXIT_OK
+
+
+def describe_last_tick(declared: DeclaredSchedule) -> str | None:
+    tick = declared.last_tick
+    if tick is None:
+        return None
+    when = short_time(tick.tick_at) or ""
+    return when if tick.skipped_ticks is None else f"{when} ({tick.skipped_ticks} skipped)"
+
+
 # -- workers, stats, health ---------------------------------------------------------------------
 
 
@@ -293,6 +334,7 @@ ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin, Output], int]] = 
     "jobs_show": jobs_show,
     "jobs_retry": jobs_retry,
     "jobs_cancel": jobs_cancel,
+    "periodic_list": periodic_list,
     "stats": stats,
     "workers": workers,
 }

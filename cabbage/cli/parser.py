@@ -198,6 +198,7 @@ def build_parser() -> CommandParser:
     _add_schema_commands(commands)
     _add_defer_command(commands)
     _add_jobs_commands(commands)
+    _add_periodic_commands(commands)
     _leaf(commands, "workers", "list the registered workers: host, pid, heartbeat age, current job", json=True)
     _leaf(commands, "stats", "jobs by queue and status, oldest waiting job, jobs per minute", json=True)
     _leaf(commands, "healthcheck", "exit 0 only if the database answers and its schema is current", json=True)
@@ -347,6 +348,19 @@ def _add_jobs_commands(commands: Any) -> None:
     )
     prune.add_argument(
         "--batch-size", type=int, default=PRUNE_BATCH_SIZE, help=f"rows deleted per statement (default {PRUNE_BATCH_SIZE})"
+    )
+
+
+def _add_periodic_commands(commands: Any) -> None:
+    periodic = commands.add_parser("periodic", help="the periodic schedules, their last and next ticks")
+    actions = periodic.add_subparsers(dest="periodic_command", required=True, metavar="list", parser_class=CommandParser)
+    listing = _leaf(actions, "list", "periodic schedules: cron, timezone, last tick recorded, next tick", json=True)
+    listing.set_defaults(action="periodic_list")
+    listing.add_argument(
+        "--app",
+        type=non_empty,
+        metavar="MODULE[:ATTR]",
+        help="import this app and show its schedules (default: those the supervisors declared in the database)",
     )
 
 

@@ -114,3 +114,9 @@ def workers() -> ResponseReturnValue:
 @blueprint.route("/locks")
 def locks() -> ResponseReturnValue:
     return as_json({"locks": get_admin().list_busy_locks()})
+
+
+@blueprint.route("/periodic")
+def periodic() -> ResponseReturnValue:
+    overview = get_admin().list_periodic_schedules()
+    return as_json({"database_now": overview.now, "schedules": overview.schedules})

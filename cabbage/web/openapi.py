@@ -198,6 +198,38 @@ SCHEMAS: dict[str, Any] = {
             "oldest_waiting_s": {"type": ["number", "null"]},
         }
     ),
+    "PeriodicTick": record(
+        {
+            "task_name": {"type": "string"},
+            "periodic_id": {"type": "string"},
+            "tick_at": TIME,
+            "job_id": {"type": ["integer", "null"], "description": "the tick's job; null for skipped ticks"},
+            "skipped_ticks": {
+                "type": ["integer", "null"],
+                "description": "null for a deferred tick; else how many ticks up to tick_at were skipped (missed by "
+                "more than the catch-up while no supervisor ran), counted up to 10,000",
+            },
+            "recorded_at": TIME,
+        },
+        "a tick recorded in the database, once",
+    ),
+    "PeriodicSchedule": record(
+        {
+            "task_name": {"type": "string"},
+            "periodic_id": {"type": "string"},
+            "cron": {"type": "string", "description": "5 fields, or 6 with the seconds first"},
+            "timezone": {"type": "string", "description": "the IANA time zone the expression is read in"},
+            "catch_up_s": {"type": "number", "description": "ticks missed by more are skipped, not deferred late"},
+            "first_declared_at": OPTIONAL_TIME,
+            "last_declared_at": {**OPTIONAL_TIME, "description": "supervisors running it declare it every minute"},
+            "last_tick": {"oneOf": [ref("PeriodicTick"), {"type": "null"}]},
+            "next_tick_at": {**OPTIONAL_TIME, "description": "after database_now; null if it never fires again"},
+        },
+        "a schedule the supervisors declared, with its last recorded and next ticks",
+    ),
+    "Periodic": record(
+        {"database_now": TIME, "schedules": {"type": "array", "items": ref("PeriodicSchedule")}}
+    ),
     "Workers": listing_of("workers", "Worker"),
     "Locks": listing_of("locks", "Lock"),
 }
@@ -293,7 +325,7 @@ def build_document() -> dict[str, Any]:
         "info": {
             "title": "cabbage admin API",
             "version": "1",
-            "description": "Jobs, workers, locks and statistics of a cabbage database. Reads are open; "
+            "description": "Jobs, workers, locks, periodic schedules and statistics of a cabbage database. Reads are open; "
             "writes need `Authorization: Bearer <CABBAGE_WEB_TOKEN>`.",
         },
         "servers": [{"url": "/api/v1"}],
@@ -310,6 +342,7 @@ def build_document() -> dict[str, Any]:
             "/stats": read("counts by queue and status, oldest waiting jobs, throughput", "Stats"),
             "/workers": read("registered workers, heartbeat ages and current jobs", "Workers"),
             "/locks": read("locks with a running job or jobs waiting behind them", "Locks"),
+            "/periodic": read("periodic schedules with their last recorded and next ticks", "Periodic"),
         },
         "components": {
             "schemas": SCHEMAS,

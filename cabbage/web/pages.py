@@ -1,4 +1,5 @@
-"""The admin website's pages: overview, jobs, one job, workers, locks; retry and cancel forms.
+"""The admin website's pages: overview, jobs, one job, workers, locks, periodic schedules; retry
+and cancel forms.
 
 Server-rendered HTML (Jinja, autoescaped: whatever a job carries is shown as text). A write is
 a POST form that ``auth.require_page_writer`` checks, then redirects back with a message.
@@ -103,3 +104,9 @@ def workers() -> ResponseReturnValue:
 @blueprint.route("/locks")
 def locks() -> ResponseReturnValue:
     return flask.render_template("locks.html", locks=get_admin().list_busy_locks())
+
+
+@blueprint.route("/periodic")
+def periodic() -> ResponseReturnValue:
+    overview = get_admin().list_periodic_schedules()
+    return flask.render_template("periodic.html", overview=overview)

@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import zoneinfo
 from contextlib import closing
 from pathlib import Path
 from typing import Iterator
@@ -640,3 +641,86 @@ def test_web_logs_each_request_as_json_without_its_token_or_query(db_dsn, jobs):
     assert WEB_TOKEN not in everything and "wrong-token-guessed-here" not in everything
     assert "\x1b" not in everything and "\\u001b" not in everything
     assert not [line for line in lines if line.get("logger") == "werkzeug"]
+
+
+# -- periodic list -------------------------------------------------------------------------------
+
+
+def declare_report_schedule(dsn: str) -> int:
+    """What a supervisor running a report every five minutes leaves in the database: its
+    schedule, and a tick recorded with its job; returns the job id."""
+    import cabbage
+    from cabbage.periodic import PeriodicSchedule, PeriodicTick, tick_job
+    from cabbage.postgres import PostgresJobStore
+
+    store = PostgresJobStore(dsn)
+    try:
+        app = cabbage.TaskManager(dsn=dsn)
+
+        @app.task(name="proj.tasks.report")
+        def report(timestamp: int) -> None: ...
+
+        store.declare_periodic_schedules([PeriodicSchedule("proj.tasks.report", "*/5 * * * *", "Europe/Paris")])
+        tick_at = datetime.datetime(2026, 1, 1, 12, 5, tzinfo=datetime.timezone.utc)
+        (recorded,) = store.record_periodic_ticks([PeriodicTick("proj.tasks.report", "", tick_at, tick_job(report, tick_at))])
+        assert recorded.job_id is not None
+        return recorded.job_id
+    finally:
+        store.close()
+
+
+def test_periodic_list_shows_the_declared_schedules_with_last_and_next_ticks(run, db_dsn):
+    status, out, _ = run("periodic", "list")
+    assert (status, out) == (EXIT_OK, "(no periodic schedule was declared by a supervisor)\n")
+    job_id = declare_report_schedule(db_dsn)
+    status, out, _ = run("periodic", "list")
+    header, row = out.splitlines()
+    assert header.split() == ["TASK", "PERIODIC", "ID", "CRON", "TIMEZONE", "LAST", "TICK", "(UTC)", "JOB", "NEXT", "TICK", "(UTC)", "DECLARED"]
+    assert row.startswith("proj.tasks.report  -  ") and "*/5 * * * *" in row and "Europe/Paris" in row
+    assert f"2026-01-01 12:05:00  {job_id}  " in row and row.endswith("ago")
+
+    status, out, _ = run("periodic", "list", "--json")
+    listing = json.loads(out)
+    (schedule,) = listing["schedules"]
+    now = datetime.datetime.fromisoformat(listing["database_now"])
+    next_tick = datetime.datetime.fromisoformat(schedule["next_tick_at"])
+    assert now < next_tick <= now + datetime.timedelta(minutes=5) and next_tick.minute % 5 == 0
+    assert schedule["last_tick"] == {
+        "task_name": "proj.tasks.report",
+        "periodic_id": "",
+        "tick_at": "2026-01-01T12:05:00+00:00",
+        "job_id": job_id,
+        "skipped_ticks": None,
+        "recorded_at": schedule["last_tick"]["recorded_at"],
+    }
+    assert (schedule["cron"], schedule["timezone"], schedule["catch_up_s"]) == ("*/5 * * * *", "Europe/Paris", 600.0)
+
+
+def test_periodic_list_of_an_app_shows_its_own_schedules(run, db_dsn, tmp_path, monkeypatch):
+    declare_report_schedule(db_dsn)
+    (tmp_path / "periodic_app.py").write_text(
+        "import cabbage\n"
+        "task_manager = cabbage.TaskManager()\n"
+        "@task_manager.periodic(cron='0 3 * * *', timezone='Europe/Paris', periodic_id='night')\n"
+        "@task_manager.periodic(cron='*/5 * * * *', timezone='Europe/Paris')\n"
+        "@task_manager.task(name='proj.tasks.report')\n"
+        "def report(): ...\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [path for path in sys.path if path != str(tmp_path)])
+    status, out, _ = run("periodic", "list", "--app", "periodic_app", "--json")
+    assert status == EXIT_OK
+    schedules = {schedule["periodic_id"]: schedule for schedule in json.loads(out)["schedules"]}
+    assert schedules["night"]["last_declared_at"] is None and schedules["night"]["last_tick"] is None
+    night_tick = datetime.datetime.fromisoformat(schedules["night"]["next_tick_at"])
+    assert night_tick.astimezone(zoneinfo.ZoneInfo("Europe/Paris")).hour == 3
+    assert schedules[""]["last_tick"]["tick_at"] == "2026-01-01T12:05:00+00:00"  # the database's record of it
+    status, out, _ = run("periodic", "list", "--app", "periodic_app")
+    rows = {line.split()[1]: line for line in out.splitlines()[1:]}
+    assert rows["night"].endswith("never") and not rows["-"].endswith("never")  # no supervisor declared it yet
+
+
+def test_periodic_list_of_an_app_that_cannot_be_imported_says_why(run):
+    status, out, err = run("periodic", "list", "--app", "no_such_app_module")
+    assert (status, out) == (EXIT_FAILED, "")
+    assert err == "cabbage: cannot import app 'no_such_app_module': No module named 'no_such_app_module'\n"

@@ -29,6 +29,7 @@ from cabbage.exceptions import (
     ScheduleError,
 )
 from cabbage.jobs import FINISHED_STATUSES, KEPT_ATTEMPTS, AttemptOutcome, Job, JobError, NewJob, Outcome, Status
+from cabbage.periodic import PeriodicSchedule, PeriodicTick
 from cabbage.retention import prune_in_batches
 from cabbage.store import JobStore
 from cabbage.testing import InMemoryJobStore, ManualClock
@@ -113,6 +114,12 @@ queries_moving_time_back = """
            scheduled_at = scheduled_at - make_interval(secs => %(seconds)s),
            started_at = started_at - make_interval(secs => %(seconds)s),
            finished_at = finished_at - make_interval(secs => %(seconds)s);
+    UPDATE cabbage_periodic_schedules
+       SET first_declared_at = first_declared_at - make_interval(secs => %(seconds)s),
+           last_declared_at = last_declared_at - make_interval(secs => %(seconds)s);
+    UPDATE cabbage_periodic_ticks
+       SET tick_at = tick_at - make_interval(secs => %(seconds)s),
+           recorded_at = recorded_at - make_interval(secs => %(seconds)s);
 """
 
 
@@ -1239,3 +1246,123 @@ def test_unknown_workers_are_answered_not_raised(store: JobStore) -> None:
     assert store.reclaim_jobs_of([999_999], "gone") == []
     store.unregister_worker(999_999)
     assert store.list_workers() == []
+
+
+# -- periodic tasks ------------------------------------------------------------------------------
+
+REPORT = PeriodicSchedule("report", "*/5 * * * *", "Europe/Paris", periodic_id="hourly", catch_up_s=600.0)
+
+
+def store_now(store: JobStore) -> datetime.datetime:
+    return store.list_periodic_schedules().now
+
+
+def tick_of(tick_at: datetime.datetime, schedule: PeriodicSchedule = REPORT, **job_fields: object) -> PeriodicTick:
+    job = new_job(schedule.task_name, kwargs={"timestamp": int(tick_at.timestamp())}, scheduled_at=tick_at, **job_fields)
+    return PeriodicTick(schedule.task_name, schedule.periodic_id, tick_at, job)
+
+
+def whole_seconds_ago(store: JobStore, seconds: float) -> datetime.datetime:
+    return (store_now(store) - datetime.timedelta(seconds=seconds)).replace(microsecond=0)
+
+
+def test_a_tick_is_recorded_once_with_its_job(store: JobStore) -> None:
+    tick_at = whole_seconds_ago(store, 5)
+    (recorded,) = store.record_periodic_ticks([tick_of(tick_at)])
+    assert (recorded.task_name, recorded.periodic_id, recorded.tick_at) == ("report", "hourly", tick_at)
+    assert recorded.job_id is not None and recorded.skipped_ticks is None
+    assert store.record_periodic_ticks([tick_of(tick_at)]) == []  # the same tick again: nothing
+    assert store.count_jobs()[Status.TODO] == 1
+
+
+def test_a_ticks_job_is_an_ordinary_job_due_at_the_tick(store: JobStore, worker_id: int) -> None:
+    tick_at = whole_seconds_ago(store, 5)
+    (recorded,) = store.record_periodic_ticks([tick_of(tick_at, lock="reports", max_attempts=3)])
+    assert recorded.job_id is not None
+    job = store.get_job(recorded.job_id)
+    assert job is not None
+    assert (job.task_name, job.queue, job.lock, job.max_attempts) == ("report", "queue", "reports", 3)
+    assert (job.args, job.kwargs, job.scheduled_at) == ((), {"timestamp": int(tick_at.timestamp())}, tick_at)
+    claimed = claim_one(store, worker_id)
+    assert claimed is not None and claimed.id == job.id
+
+
+def test_a_tick_not_yet_due_on_the_store_clock_is_not_recorded(store: JobStore) -> None:
+    tick_at = whole_seconds_ago(store, -60)  # a minute ahead of the store's clock
+    assert store.record_periodic_ticks([tick_of(tick_at)]) == []
+    assert store.count_jobs()[Status.TODO] == 0
+
+
+def test_a_tick_older_than_its_schedules_newest_is_never_recorded(store: JobStore) -> None:
+    older, newer = whole_seconds_ago(store, 20), whole_seconds_ago(store, 10)
+    assert len(store.record_periodic_ticks([tick_of(newer)])) == 1
+    assert store.record_periodic_ticks([tick_of(older)]) == []
+    # Another schedule of the same task is another line of ticks.
+    other = PeriodicSchedule("report", "*/5 * * * *", periodic_id="daily")
+    assert len(store.record_periodic_ticks([tick_of(older, other)])) == 1
+
+
+def test_ticks_of_one_call_are_recorded_in_tick_order(store: JobStore) -> None:
+    ticks = [whole_seconds_ago(store, seconds) for seconds in (10, 30, 20)]
+    recorded = store.record_periodic_ticks([tick_of(tick_at) for tick_at in ticks])
+    assert [tick.tick_at for tick in recorded] == sorted(ticks)
+    assert sorted(recorded, key=lambda tick: tick.job_id or 0) == recorded  # jobs in tick order too
+
+
+def test_skipped_ticks_are_recorded_without_a_job(store: JobStore) -> None:
+    skipped_until, due = whole_seconds_ago(store, 900), whole_seconds_ago(store, 60)
+    marker = PeriodicTick("report", "hourly", skipped_until, None, skipped_ticks=12)
+    recorded = store.record_periodic_ticks([marker, tick_of(due)])
+    assert [(tick.tick_at, tick.job_id is None, tick.skipped_ticks) for tick in recorded] == [
+        (skipped_until, True, 12),
+        (due, False, None),
+    ]
+    assert store.count_jobs()[Status.TODO] == 1
+
+
+def test_declared_schedules_are_listed_with_their_last_and_next_ticks(
+    store: JobStore, time_passes: Callable[[float], None]
+) -> None:
+    other = PeriodicSchedule("cleanup", "0 3 * * *")
+    store.declare_periodic_schedules([REPORT, other])
+    first = store.list_periodic_schedules()
+    assert [(declared.task_name, declared.periodic_id) for declared in first.schedules] == [("cleanup", ""), ("report", "hourly")]
+    cleanup, report = first.schedules
+    assert report.schedule == REPORT and report.last_tick is None
+    assert report.first_declared_at is not None and report.last_declared_at == report.first_declared_at
+    assert report.next_tick_at == REPORT.next_tick_after(first.now)
+    assert cleanup.next_tick_at == other.next_tick_after(first.now)
+
+    older, newer = whole_seconds_ago(store, 20), whole_seconds_ago(store, 10)
+    store.record_periodic_ticks([tick_of(older), tick_of(newer)])
+    time_passes(30)
+    changed = PeriodicSchedule("report", "* * * * *", "UTC", periodic_id="hourly", catch_up_s=60.0)
+    store.declare_periodic_schedules([changed])
+    overview = store.list_periodic_schedules()
+    later = overview.by_key()[("report", "hourly")]
+    assert later.schedule == changed
+    assert later.last_declared_at is not None and later.first_declared_at is not None
+    assert (later.last_declared_at - later.first_declared_at).total_seconds() >= 30  # the first one is kept
+    assert later.last_tick is not None
+    assert_close(overview.now - later.last_tick.tick_at, datetime.timedelta(seconds=40), within_s=2)
+
+
+def test_no_declared_schedule_still_reads_the_store_clock(store: JobStore) -> None:
+    overview = store.list_periodic_schedules()
+    assert overview.schedules == []
+    assert_close(overview.now, utcnow())
+
+
+def test_pruning_ticks_keeps_each_schedules_newest(store: JobStore, time_passes: Callable[[float], None]) -> None:
+    daily = PeriodicSchedule("report", "*/5 * * * *", periodic_id="daily")
+    store.record_periodic_ticks([tick_of(whole_seconds_ago(store, seconds)) for seconds in (30, 20, 10)])
+    store.record_periodic_ticks([tick_of(whole_seconds_ago(store, 30), daily)])
+    time_passes(2 * 86400)
+    assert store.prune_periodic_ticks(86400, batch_size=1) == 1
+    assert store.prune_periodic_ticks(86400, batch_size=10) == 1  # the daily schedule's only tick stays
+    assert store.prune_periodic_ticks(86400, batch_size=10) == 0
+    store.declare_periodic_schedules([REPORT, daily])
+    last_ticks = {key: declared.last_tick for key, declared in store.list_periodic_schedules().by_key().items()}
+    assert all(tick is not None for tick in last_ticks.values())
+    # The pruned ticks were older than the newest kept: they can never be recorded again.
+    assert store.record_periodic_ticks([tick_of(whole_seconds_ago(store, 2 * 86400 + 30))]) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import http.cookiejar
 import json
 import re
@@ -28,7 +29,7 @@ from openapi_spec_validator import validate
 from werkzeug.serving import make_server
 
 from cabbage.admin import MAX_LISTED_ERROR_CHARS, MAX_SHOWN_CHARS
-from cabbage.jobs import JobError, Outcome, Status
+from cabbage.jobs import JobError, NewJob, Outcome, Status
 from cabbage.web import create_app
 from cabbage.web.database import pool_of
 from tests.integration.job_states import BOOM, TRACEBACK, execute
@@ -682,3 +683,41 @@ def test_the_api_answers_generated_requests_within_its_document(client, jobs, do
 
     answers_within_document()
     assert count_jobs(jobs.dsn) == jobs_before  # writes may change statuses, never add or delete jobs
+
+
+# -- periodic schedules ---------------------------------------------------------------------------
+
+
+def test_periodic_schedules_with_their_last_and_next_ticks(client, db_dsn, document):
+    from cabbage.periodic import PeriodicSchedule, PeriodicTick
+    from cabbage.postgres import PostgresJobStore
+
+    empty = client.get("/api/v1/periodic")
+    assert_matches_document(document, "/periodic", "get", empty)
+    assert empty.json["schedules"] == []
+    assert "No periodic schedule was declared" in client.get("/periodic").text
+
+    store = PostgresJobStore(db_dsn)
+    try:
+        report = PeriodicSchedule("proj.tasks.report", "*/5 * * * *", "Europe/Paris", periodic_id="<b>often</b>")
+        store.declare_periodic_schedules([report, PeriodicSchedule("proj.tasks.clean", "0 3 * * *")])
+        tick_at = datetime.datetime(2026, 1, 1, 12, 5, tzinfo=datetime.timezone.utc)
+        job = NewJob("default", report.task_name, scheduled_at=tick_at)
+        (recorded,) = store.record_periodic_ticks([PeriodicTick(*report.key, tick_at, job)])
+        skipped_at = datetime.datetime(2026, 1, 1, 3, 0, tzinfo=datetime.timezone.utc)
+        store.record_periodic_ticks([PeriodicTick("proj.tasks.clean", "", skipped_at, None, skipped_ticks=4)])
+    finally:
+        store.close()
+
+    answer = client.get("/api/v1/periodic")
+    assert_matches_document(document, "/periodic", "get", answer)
+    clean, often = answer.json["schedules"]
+    assert (often["cron"], often["timezone"], often["last_tick"]["job_id"]) == ("*/5 * * * *", "Europe/Paris", recorded.job_id)
+    assert (clean["last_tick"]["job_id"], clean["last_tick"]["skipped_ticks"]) == (None, 4)
+    now = datetime.datetime.fromisoformat(answer.json["database_now"])
+    assert now < datetime.datetime.fromisoformat(often["next_tick_at"]) <= now + datetime.timedelta(minutes=5)
+
+    page = client.get("/periodic").text
+    assert "&lt;b&gt;often&lt;/b&gt;" in page and "<b>often</b>" not in page  # shown as text
+    assert f'href="/jobs/{recorded.job_id}"' in page and "2026-01-01 12:05:00 UTC" in page
+    assert "(4 skipped)" in page and 'href="/periodic"' in page

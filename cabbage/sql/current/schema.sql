@@ -1,4 +1,4 @@
--- The cabbage schema as it stands at version 7: every cabbage_ object, read back from
+-- The cabbage schema as it stands at version 8: every cabbage_ object, read back from
 -- the catalog of a database that ran the migrations (`cabbage schema dump`). Generated, do not
 -- edit: the migrations in cabbage/sql/migrations/ are the source, and
 -- tests/integration/test_schema.py checks that this is what they build.
@@ -9,6 +9,7 @@
 -- migration 5: 0005_claim_fetches_by_id.sql
 -- migration 6: 0006_finish_and_claim.sql
 -- migration 7: 0007_priorities_queueing_locks_and_attempts.sql
+-- migration 8: 0008_periodic_tasks.sql
 
 CREATE TYPE cabbage_attempt_outcome AS ENUM ('succeeded', 'failed', 'retried', 'lost');
 
@@ -59,6 +60,28 @@ CREATE TABLE cabbage_jobs (
     CONSTRAINT cabbage_jobs_kwargs_is_object CHECK ((jsonb_typeof(kwargs) = 'object'::text)),
     CONSTRAINT cabbage_jobs_max_attempts_positive CHECK (((max_attempts IS NULL) OR (max_attempts >= 1))),
     CONSTRAINT cabbage_jobs_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE cabbage_periodic_schedules (
+    task_name text NOT NULL,
+    periodic_id text NOT NULL DEFAULT ''::text,
+    cron text NOT NULL,
+    timezone text NOT NULL DEFAULT 'UTC'::text,
+    catch_up_s double precision NOT NULL,
+    first_declared_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_declared_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT cabbage_periodic_schedules_one_per_task_and_id PRIMARY KEY (task_name, periodic_id)
+);
+
+CREATE TABLE cabbage_periodic_ticks (
+    task_name text NOT NULL,
+    periodic_id text NOT NULL DEFAULT ''::text,
+    tick_at timestamp with time zone NOT NULL,
+    job_id bigint,
+    skipped_ticks integer,
+    recorded_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT cabbage_periodic_ticks_once_per_tick PRIMARY KEY (task_name, periodic_id, tick_at),
+    CONSTRAINT cabbage_periodic_ticks_skipped_have_no_job CHECK (((skipped_ticks IS NULL) OR ((job_id IS NULL) AND (skipped_ticks > 0))))
 );
 
 CREATE TABLE cabbage_schema_version (
@@ -455,6 +478,42 @@ BEGIN
         PERFORM pg_notify('cabbage_jobs', (SELECT queue FROM cabbage_jobs
                                             WHERE lock = lock_name AND is_head));
     END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_record_periodic_ticks_v1(p_ticks jsonb)
+ RETURNS SETOF cabbage_periodic_ticks
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    tick record;
+    recorded cabbage_periodic_ticks;
+BEGIN
+    FOR tick IN
+        SELECT t.*
+          FROM jsonb_to_recordset(p_ticks) AS t(task_name text, periodic_id text, tick_at timestamptz,
+                                                skipped_ticks integer, queue text, args jsonb, kwargs jsonb,
+                                                lock text, max_attempts integer)
+         ORDER BY t.task_name, t.periodic_id, t.tick_at
+    LOOP
+        CONTINUE WHEN tick.tick_at > now() OR EXISTS (
+            SELECT FROM cabbage_periodic_ticks AS known
+             WHERE known.task_name = tick.task_name AND known.periodic_id = tick.periodic_id
+               AND known.tick_at >= tick.tick_at);
+        INSERT INTO cabbage_periodic_ticks (task_name, periodic_id, tick_at, skipped_ticks)
+        VALUES (tick.task_name, tick.periodic_id, tick.tick_at, tick.skipped_ticks)
+        ON CONFLICT ON CONSTRAINT cabbage_periodic_ticks_once_per_tick DO NOTHING
+        RETURNING * INTO recorded;
+        CONTINUE WHEN NOT FOUND;  -- another supervisor recorded it first
+        IF tick.skipped_ticks IS NULL THEN
+            recorded.job_id := cabbage_defer_job_v1(tick.queue, tick.task_name, tick.args, tick.kwargs, tick.lock,
+                                                    tick.tick_at, NULL, NULL, tick.max_attempts);
+            UPDATE cabbage_periodic_ticks AS t
+               SET job_id = recorded.job_id
+             WHERE t.task_name = tick.task_name AND t.periodic_id = tick.periodic_id AND t.tick_at = tick.tick_at;
+        END IF;
+        RETURN NEXT recorded;
+    END LOOP;
 END
 $function$;
 
