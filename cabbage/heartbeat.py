@@ -136,7 +136,7 @@ class HeartbeatThread:
 
     def _beat(self, store: JobStore) -> bool:
         """Records one heartbeat; False when the worker's row is gone and the thread must end."""
-        sent_at = time.monotonic()
+        sent_at = self.lease.clock() if self.lease is not None else time.monotonic()
         try:
             is_registered = store.record_heartbeat(self.worker_id)
         except Exception as exc:  # a boundary: an outage must not end the heartbeats

@@ -75,7 +75,7 @@ class JobTaking:
             return True
         assert self.worker_id is not None
         worker_id = self.worker_id
-        sent_at = time.monotonic()
+        sent_at = self.lease.clock()
         try:
             is_registered = self._until_it_answers(lambda: self.store.record_heartbeat(worker_id), self._is_stopping)
         except DatabaseUnavailable:
