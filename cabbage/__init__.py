@@ -34,7 +34,7 @@ from cabbage.exceptions import (
 )
 from cabbage.jobs import Job, Status
 from cabbage.manager import TaskManager
-from cabbage.middleware import JobContext
+from cabbage.job_context import JobAborted, JobContext, NoCurrentJob, current_job
 from cabbage.retry import RetryPolicy
 from cabbage.tasks import Task
 from cabbage.worker import Worker
@@ -48,6 +48,9 @@ __all__ = [
     "Status",
     "Job",
     "JobContext",
+    "current_job",
+    "JobAborted",
+    "NoCurrentJob",
     "store",
     "AlreadyEnqueued",
     "AppImportError",

@@ -4,7 +4,9 @@ logged on one line inside the job's log context.
 
 Worker threads and the event loop run attempts; the worker loop records their outcomes. A
 task's exception is recorded whatever it is (``cabbage.task_errors``): a task that raises
-KeyboardInterrupt or calls sys.exit() fails its job like any other error.
+KeyboardInterrupt or calls sys.exit() fails its job like any other error. The task runs as
+``cabbage.current_job()``; an attempt whose abort was requested (``cabbage.job_context``) and
+that ends short of success ends aborted: its job is cancelled, not retried.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import structlog
 
 from cabbage.exceptions import TaskNotFound
+from cabbage.job_context import AbortRequest, JobContext, running
 from cabbage.jobs import Job, JobError, Outcome
-from cabbage.middleware import JobContext, run_with_middleware
+from cabbage.middleware import run_with_middleware
 from cabbage.task_errors import describe_exception
 
 if TYPE_CHECKING:
@@ -61,36 +64,49 @@ def is_async(task_manager: "TaskManager", job: Job) -> bool:
     return task is not None and inspect.iscoroutinefunction(task.func)
 
 
-def run_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any]) -> Attempt:
-    """Runs a job's ``def`` task here and now; ``context``: the log fields to bind (the worker's)."""
+def run_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any], abort: AbortRequest) -> Attempt:
+    """Runs a job's ``def`` task here and now; ``context``: the log fields to bind (the worker's);
+    ``abort``: the attempt's abort request, which the worker sets."""
     with structlog.contextvars.bound_contextvars(**context, **job.log_context()):
         started, resolved = _begin(task_manager, job)
         if isinstance(resolved, Attempt):
             return resolved
         task, args, kwargs = resolved
+        job_context = JobContext(job, task, abort)
         try:
-            run_with_middleware(task_manager.middleware, JobContext(job, task), args, kwargs)
+            with running(job_context):
+                run_with_middleware(task_manager.middleware, job_context, args, kwargs)
         except TASK_EXCEPTIONS as exc:  # the boundary around the user's code
-            return _failed(job, task, exc, started)
+            return _failed(job, task, exc, started, abort)
         return _succeeded(job, started)
 
 
-async def run_async_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any]) -> Attempt:
-    """Runs a job's ``async def`` task on the running event loop, cancelled at its timeout."""
+async def run_async_attempt(task_manager: "TaskManager", job: Job, context: Mapping[str, Any], abort: AbortRequest) -> Attempt:
+    """Runs a job's ``async def`` task on the running event loop, cancelled at its timeout, or
+    by the worker when its abort is requested (``LoopExecutor.cancel``)."""
     with structlog.contextvars.bound_contextvars(**context, **job.log_context()):
         started, resolved = _begin(task_manager, job)
         if isinstance(resolved, Attempt):
             return resolved
         task, args, kwargs = resolved
+        job_context = JobContext(job, task, abort)
         try:
-            # wait_for cancels the task at the deadline: CancelledError is raised inside it.
-            running = run_with_middleware(task_manager.middleware, JobContext(job, task), args, kwargs)
-            await asyncio.wait_for(running, timeout=task.timeout_s)
+            with running(job_context):
+                # wait_for cancels the task at the deadline: CancelledError is raised inside it.
+                coroutine = run_with_middleware(task_manager.middleware, job_context, args, kwargs)
+                await asyncio.wait_for(coroutine, timeout=task.timeout_s)
         except asyncio.TimeoutError:
             timed_out = TaskTimedOut(f"job {job.id} ({job.task_name}) timed out after {task.timeout_s:g} s and was cancelled")
-            return _failed(job, task, timed_out, started)
+            return _failed(job, task, timed_out, started, abort)
+        except asyncio.CancelledError as exc:
+            if not abort.is_requested:
+                raise  # the loop is shutting down: not the task's outcome to record
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()  # the cancellation was ours, and it is over
+            return _failed(job, task, exc, started, abort)
         except TASK_EXCEPTIONS as exc:  # the boundary; asyncio's loop must never see these
-            return _failed(job, task, exc, started)
+            return _failed(job, task, exc, started, abort)
         return _succeeded(job, started)
 
 
@@ -138,15 +154,19 @@ def _unrunnable(job: Job, exc: UnrunnableJob, started: float) -> Attempt:
     return Attempt(job, Outcome.failed(exc.error))
 
 
-def _failed(job: Job, task: "Task", exc: BaseException, started: float) -> Attempt:
+def _failed(job: Job, task: "Task", exc: BaseException, started: float, abort: AbortRequest) -> Attempt:
     error = describe_exception(exc)
+    interrupt = exc if isinstance(exc, KeyboardInterrupt) else None
+    if abort.is_requested:
+        log.warning("job_aborted", aborted_by=abort.by, error_type=error.type, error=error.message,
+                    duration_ms=_ms_since(started))  # fmt: skip
+        return Attempt(job, Outcome.aborted(JobError.aborted(abort.by, error.traceback)), interrupt)
     policy = task.retry_policy
     if policy.max_attempts != job.max_attempts:
         # The job keeps the limit it was deferred with, as reclaim does.
         policy = dataclasses.replace(policy, max_attempts=job.max_attempts)
     retry_in_s = policy.retry_in_s(job.attempts, exc)
     fields = {"error_type": error.type, "error": error.message, "duration_ms": _ms_since(started), "exc_info": exc}
-    interrupt = exc if isinstance(exc, KeyboardInterrupt) else None
     if retry_in_s is None:
         log.error("job_failed", **fields)
         return Attempt(job, Outcome.failed(error), interrupt)

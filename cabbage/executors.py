@@ -1,8 +1,8 @@
 """Where a worker's attempts run: in the worker's own thread (one job at a time), in a pool of
 threads (``def`` tasks, several at once), or on one event loop (``async def`` tasks).
 
-Each executor takes a job and a function to call with its Attempt once it ended; the worker
-loop records outcomes in its own thread, in the order the attempts end. Threads do not
+Each executor takes a job, its abort request, and a function to call with its Attempt once it
+ended; the worker loop records outcomes in its own thread, in the order the attempts end. Threads do not
 inherit context variables: each attempt binds the log fields the worker had bound (its role,
 number, worker id) with its job's.
 """
@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from cabbage.attempts import Attempt, run_async_attempt, run_attempt
+from cabbage.job_context import AbortRequest
 from cabbage.jobs import Job
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ class InlineExecutor:
     def __init__(self, task_manager: "TaskManager") -> None:
         self.task_manager = task_manager
 
-    def submit(self, job: Job, context: Mapping[str, Any], done: Done) -> None:
-        done(run_attempt(self.task_manager, job, context))
+    def submit(self, job: Job, context: Mapping[str, Any], abort: AbortRequest, done: Done) -> None:
+        done(run_attempt(self.task_manager, job, context, abort))
 
     def close(self) -> None:
         pass
@@ -43,8 +44,8 @@ class ThreadExecutor:
         self.task_manager = task_manager
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cabbage-job")
 
-    def submit(self, job: Job, context: Mapping[str, Any], done: Done) -> None:
-        self._pool.submit(lambda: done(run_attempt(self.task_manager, job, context)))
+    def submit(self, job: Job, context: Mapping[str, Any], abort: AbortRequest, done: Done) -> None:
+        self._pool.submit(lambda: done(run_attempt(self.task_manager, job, context, abort)))
 
     def close(self) -> None:
         # Not waiting: a task past its timeout may never return, and its process is replaced.
@@ -59,11 +60,40 @@ class LoopExecutor:
         self.task_manager = task_manager
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._tasks: dict[int, asyncio.Task[Attempt]] = {}  # job id -> its attempt; the loop's own
 
-    def submit(self, job: Job, context: Mapping[str, Any], done: Done) -> None:
+    def submit(self, job: Job, context: Mapping[str, Any], abort: AbortRequest, done: Done) -> None:
         loop = self._running_loop()
-        future = asyncio.run_coroutine_threadsafe(run_async_attempt(self.task_manager, job, context), loop)
+        future = asyncio.run_coroutine_threadsafe(self._run(job, context, abort), loop)
         future.add_done_callback(lambda finished: done(finished.result()))
+
+    async def _run(self, job: Job, context: Mapping[str, Any], abort: AbortRequest) -> Attempt:
+        current = asyncio.current_task()
+        assert current is not None
+        self._tasks[job.id] = current
+        if abort.is_requested:
+            current.cancel()  # asked before it began: a cancel sent earlier found no task
+        try:
+            return await run_async_attempt(self.task_manager, job, context, abort)
+        finally:
+            self._tasks.pop(job.id, None)
+
+    def cancel(self, job_id: int) -> None:
+        """Cancels the attempt of a job from any thread (its abort was requested): CancelledError
+        is raised inside its task, and the attempt ends aborted."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def cancel_in_loop() -> None:
+            task = self._tasks.get(job_id)
+            if task is not None:
+                task.cancel()
+
+        try:
+            loop.call_soon_threadsafe(cancel_in_loop)
+        except RuntimeError:
+            pass  # the loop is closed: its attempts have ended
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

@@ -4,7 +4,9 @@ A worker is a row in the store's workers table. While it runs, a daemon thread w
 store (its own connection) records a heartbeat every interval, so a long job keeps its worker
 alive; a worker whose heartbeats stop is reclaimed by a supervisor (ARCHITECTURE invariant 4).
 The same thread watches the master: the master holds the write end of a pipe, the child the
-read end, and EOF on it means the master died.
+read end, and EOF on it means the master died. And it carries operators' aborts to the worker:
+it listens for them on its connection (``JobStore.watch_aborts``) and looks on each heartbeat
+too, in case a notification was lost with a connection.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import select
 import socket
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import structlog
 
 from cabbage.lease import Lease
-from cabbage.store import JobStore
+from cabbage.store import AbortNotices, JobStore
 
 # The defaults of every component that beats or judges heartbeats (the supervisor's
 # --heartbeat-interval and --heartbeat-timeout, a worker that registers itself, /metrics).
@@ -42,7 +44,9 @@ class HeartbeatThread:
     function that exits the process). ``on_row_lost`` is called when the worker's row is gone
     (it was reclaimed). Either ends the thread. When the store fails (an outage), the thread
     logs ``heartbeat_failed`` once, keeps trying every interval, and logs ``heartbeat_resumed``
-    once one is accepted again.
+    once one is accepted again. ``on_abort_requests`` is called with the worker's running jobs
+    whose abort was requested (job id -> who asked), at each notification and each heartbeat
+    that finds some.
 
     >>> heartbeat = HeartbeatThread(store.open_sibling(), worker_id, interval_s=5.0)
     >>> heartbeat.start()
@@ -60,6 +64,7 @@ class HeartbeatThread:
         master_alive_fd: int | None = None,
         on_master_lost: Callable[[], None] | None = None,
         on_row_lost: Callable[[], None] | None = None,
+        on_abort_requests: Callable[[Mapping[int, str | None]], None] | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -68,6 +73,8 @@ class HeartbeatThread:
         self.master_alive_fd = master_alive_fd
         self.on_master_lost = on_master_lost
         self.on_row_lost = on_row_lost
+        self.on_abort_requests = on_abort_requests
+        self._abort_notices: AbortNotices | None = None
         # Threads do not inherit context variables: the thread logs through a logger bound
         # with what the starting thread had bound (role, worker_number) and its worker_id.
         self.log = structlog.get_logger().bind(**{**structlog.contextvars.get_contextvars(), "worker_id": worker_id})
@@ -102,9 +109,13 @@ class HeartbeatThread:
 
     def _run(self) -> None:
         try:
+            if self.on_abort_requests is not None:
+                self._abort_notices = self.store.watch_aborts(self.worker_id)
             while self._wait_interval() and self._beat(self.store):
                 pass
         finally:
+            if self._abort_notices is not None:
+                self._abort_notices.close()
             self.store.close()  # its own: the caller passes a sibling store
             with self._pipe_lock:
                 self._pipe_closed = True
@@ -112,11 +123,54 @@ class HeartbeatThread:
                 os.close(self._wakeup_write_fd)
 
     def _wait_interval(self) -> bool:
-        """Waits one interval; False when the thread must end (stop, or the master is gone)."""
-        watched = [self._wakeup_read_fd]
-        if self.master_alive_fd is not None:
-            watched.append(self.master_alive_fd)
-        readable, _, _ = select.select(watched, [], [], self.interval_s)
+        """Waits one interval, passing on the aborts notified meanwhile; False when the thread
+        must end (stop, or the master is gone)."""
+        deadline = time.monotonic() + self.interval_s
+        while True:
+            watched = [self._wakeup_read_fd]
+            if self.master_alive_fd is not None:
+                watched.append(self.master_alive_fd)
+            notices_fd = self._abort_notices_fd()
+            if notices_fd is not None:
+                watched.append(notices_fd)
+            readable, _, _ = select.select(watched, [], [], max(0.0, deadline - time.monotonic()))
+            if notices_fd is not None and notices_fd in readable:
+                self._take_abort_notices()
+            if not self._is_to_go_on(readable):
+                return False
+            if time.monotonic() >= deadline:
+                return True
+
+    def _abort_notices_fd(self) -> int | None:
+        if self._abort_notices is None:
+            return None
+        try:
+            return self._abort_notices.fileno()
+        except Exception:  # a boundary: the heartbeats look for aborts anyway
+            return None
+
+    def _take_abort_notices(self) -> None:
+        assert self._abort_notices is not None
+        try:
+            notified = self._abort_notices.take()
+        except Exception:  # a boundary, as above
+            return
+        if notified:
+            self._pass_on_aborts(self.store)
+
+    def _pass_on_aborts(self, store: JobStore) -> None:
+        """Hands the worker its running jobs whose abort was requested, if any."""
+        if self.on_abort_requests is None:
+            return
+        try:
+            requests = store.abort_requests_of(self.worker_id)
+        except Exception:  # a boundary: an outage must not end the heartbeats; the next beat looks again
+            return
+        if requests:
+            self.on_abort_requests(requests)
+
+    def _is_to_go_on(self, readable: Sequence[int]) -> bool:
+        """False when the thread must end: asked to stop, or its master is gone."""
         if self._wakeup_read_fd in readable:
             return False
         if self.master_alive_fd in readable and self._is_master_gone():
@@ -150,6 +204,7 @@ class HeartbeatThread:
         if is_registered:
             if self.lease is not None:
                 self.lease.renew(sent_at)
+            self._pass_on_aborts(store)
             return True
         self.log.warning("worker_reclaimed", reason="the worker's row is gone: its jobs were taken back")
         if self.on_row_lost is not None:

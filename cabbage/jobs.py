@@ -26,8 +26,8 @@ class Status(str, enum.Enum):
 
 
 FINISHED_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
-# How an attempt may end: a finish, or TODO for a retry.
-OUTCOME_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TODO})
+# How an attempt may end: a finish, TODO for a retry, or CANCELLED when it was aborted.
+OUTCOME_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TODO, Status.CANCELLED})
 
 # A job's priority is a PostgreSQL integer; higher runs first, 0 by default.
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
@@ -59,11 +59,19 @@ class JobError:
         cancelled, since the waiting job does the same work (``cabbage_superseded_error``)."""
         return cls(SUPERSEDED_ERROR_TYPE, f"not run again: job {waiting_job_id} with the same queueing lock is waiting")
 
+    @classmethod
+    def aborted(cls, aborted_by: str | None, traceback: str | None = None) -> "JobError":
+        """What a job records when its attempt ended short of success after an operator asked to
+        abort it (``cabbage_aborted_error``)."""
+        return cls(ABORTED_ERROR_TYPE, f"aborted by {aborted_by or 'an operator'}", traceback)
+
 
 # The error type of an attempt whose worker was lost (reclaimed by a supervisor or at unregister).
 WORKER_LOST_ERROR_TYPE = "WorkerLost"
 # The error type of a job a newer job of its queueing lock superseded (migration 0007).
 SUPERSEDED_ERROR_TYPE = "Superseded"
+# The error type of a job whose running attempt an operator aborted (migration 0009).
+ABORTED_ERROR_TYPE = "Aborted"
 # Why a worker that unregisters while it still holds a started job loses it.
 UNREGISTERED_REASON = "worker unregistered while holding the job"
 
@@ -113,6 +121,9 @@ class Job:
     last_error: JobError | None = None
     priority: int = DEFAULT_PRIORITY
     queueing_lock: str | None = None
+    # An operator's request to abort the job (cabbage jobs abort): when, and who asked.
+    abort_requested_at: datetime.datetime | None = None
+    aborted_by: str | None = None
 
     @property
     def is_started(self) -> bool:
@@ -134,8 +145,10 @@ class Job:
 class Outcome:
     """How an attempt ended, as the worker reports it to the store.
 
-    ``status`` is SUCCEEDED, FAILED, or TODO for a retry that becomes due ``retry_in_s``
-    seconds from now on the store's clock.
+    ``status`` is SUCCEEDED, FAILED, TODO for a retry that becomes due ``retry_in_s``
+    seconds from now on the store's clock, or CANCELLED for an attempt that ended after its
+    abort was requested. The store also ends as cancelled a failed or retried attempt whose
+    abort was requested meanwhile: the request is the store's, not the worker's.
     """
 
     status: Status
@@ -144,7 +157,7 @@ class Outcome:
 
     def __post_init__(self) -> None:
         if self.status not in OUTCOME_STATUSES:
-            raise ValueError(f"an attempt ends succeeded, failed or todo (retry), got {self.status}")
+            raise ValueError(f"an attempt ends succeeded, failed, todo (retry) or cancelled (aborted), got {self.status}")
 
     @classmethod
     def succeeded(cls) -> "Outcome":
@@ -158,6 +171,10 @@ class Outcome:
     def retry(cls, error: JobError, retry_in_s: float) -> "Outcome":
         return cls(Status.TODO, error, retry_in_s)
 
+    @classmethod
+    def aborted(cls, error: JobError) -> "Outcome":
+        return cls(Status.CANCELLED, error)
+
 
 class AttemptOutcome(str, enum.Enum):
     """How an attempt ended; the values are the strings stored in ``cabbage_attempts``."""
@@ -166,6 +183,7 @@ class AttemptOutcome(str, enum.Enum):
     FAILED = "failed"  # and no retry followed
     RETRIED = "retried"  # failed, and a retry was scheduled
     LOST = "lost"  # reclaimed: its worker died, hung, or stopped holding it
+    ABORTED = "aborted"  # ended short of success after an operator asked to abort it
 
     def __str__(self) -> str:
         return self.value
@@ -209,7 +227,7 @@ class ReclaimedJob:
     lock: str | None
     worker_id: int
     attempts: int
-    status: Status  # TODO (retry, or never started), FAILED, or CANCELLED (superseded)
+    status: Status  # TODO (retry, or never started), FAILED, or CANCELLED (superseded, aborted)
     was_started: bool
 
 

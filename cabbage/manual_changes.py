@@ -1,5 +1,5 @@
-"""The changes an operator makes to jobs by hand (retry, cancel): which statuses allow each, and
-the all-or-nothing refusal that both stores give, with the same message.
+"""The changes an operator makes to jobs by hand (retry, cancel, abort): which statuses allow each,
+and the all-or-nothing refusal that both stores give, with the same message.
 
 ``cabbage.admin.Admin`` (PostgreSQL) and ``cabbage.testing.InMemoryJobStore`` lock or read the
 named jobs, then call ``refuse_ineligible``: when any id is unknown or in a status that does not
@@ -9,6 +9,7 @@ allow the change, it raises naming each such id, and no job is changed. A retry 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable, Mapping, Sequence
 
 from cabbage.exceptions import ConfigurationError, JobNotFound, JobStateError
@@ -16,9 +17,20 @@ from cabbage.jobs import Status
 
 RETRYABLE_STATUSES = frozenset({Status.FAILED, Status.CANCELLED})
 CANCELLABLE_STATUSES = frozenset({Status.TODO})
-ALLOWED_STATUSES = {"retry": RETRYABLE_STATUSES, "cancel": CANCELLABLE_STATUSES}
-PAST_PARTICIPLES = {"retry": "retried", "cancel": "cancelled"}
+ABORTABLE_STATUSES = frozenset({Status.TODO, Status.DOING})
+ALLOWED_STATUSES = {"retry": RETRYABLE_STATUSES, "cancel": CANCELLABLE_STATUSES, "abort": ABORTABLE_STATUSES}
+PAST_PARTICIPLES = {"retry": "retried", "cancel": "cancelled", "abort": "aborted"}
+MAX_ABORTED_BY_CHARS = 200
 MAX_JOB_ID = 2**63 - 1  # bigint
+
+
+@dataclasses.dataclass(frozen=True)
+class AbortResult:
+    """What an abort did: jobs cancelled at once (waiting, or only reserved by a worker) and
+    running jobs whose worker was asked to stop them, each in id order."""
+
+    cancelled: list[int]
+    requested: list[int]
 
 
 def check_job_id(job_id: int) -> int:
@@ -47,12 +59,23 @@ def refuse_ineligible(verb: str, wanted: Sequence[int], found: Mapping[int, Stat
     allowed_text = " or ".join(sorted(status.value for status in allowed))
     why = f"only {allowed_text} jobs can be {PAST_PARTICIPLES[verb]}"
     if verb == "cancel" and any(status is Status.DOING for status in found.values()):
-        why += "; a doing job belongs to its worker until its attempt ends"
+        why += "; a doing job belongs to its worker until its attempt ends: abort it instead"
     parts = [f"no job with id {', '.join(map(str, missing))}"] if missing else []
     if wrong:
         parts.append(f"{', '.join(wrong)} ({why})")
     message = f"cannot {verb}: {'; '.join(parts)}; no job was changed"
     raise JobNotFound(message) if missing and not wrong else JobStateError(message)
+
+
+def check_aborted_by(aborted_by: str) -> str:
+    """Who asks for an abort, as stored and shown: a short line of printable text."""
+    if not isinstance(aborted_by, str) or not aborted_by.strip():
+        raise ConfigurationError("an abort must say who asks for it (--by): got an empty name")
+    if len(aborted_by) > MAX_ABORTED_BY_CHARS:
+        raise ConfigurationError(f"the name of who aborts is {len(aborted_by)} characters long; at most {MAX_ABORTED_BY_CHARS}")
+    if not aborted_by.isprintable():  # NUL, newlines, lone surrogates
+        raise ConfigurationError(f"the name of who aborts holds control or unprintable characters: {aborted_by!r}")
+    return aborted_by.strip()
 
 
 def refuse_taken_queueing_locks(wanted_locks: Mapping[int, str], waiting: Mapping[str, int]) -> None:
@@ -75,5 +98,5 @@ def refuse_taken_queueing_locks(wanted_locks: Mapping[int, str], waiting: Mappin
         )
 
 
-__all__ = ["RETRYABLE_STATUSES", "CANCELLABLE_STATUSES", "check_job_id", "wanted_job_ids", "refuse_ineligible",
+__all__ = ["RETRYABLE_STATUSES", "CANCELLABLE_STATUSES", "ABORTABLE_STATUSES", "AbortResult", "check_aborted_by", "check_job_id", "wanted_job_ids", "refuse_ineligible",
            "refuse_taken_queueing_locks", "MAX_JOB_ID"]

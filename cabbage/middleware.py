@@ -30,29 +30,11 @@ The worker runs a task through ``run_with_middleware`` (``cabbage.attempts``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Mapping, Sequence, overload
+from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Sequence, overload
 
 from cabbage.exceptions import ConfigurationError
-from cabbage.jobs import Job
-
-if TYPE_CHECKING:
-    from cabbage.tasks import Task
-
-
-@dataclasses.dataclass(frozen=True)
-class JobContext:
-    """The attempt a middleware wraps: its ``job`` (a ``cabbage.Job``) and ``task``."""
-
-    job: Job
-    task: "Task"
-
-    @property
-    def attempt(self) -> int:
-        """The attempt's number: 1 for the first, 2 for the first retry, ..."""
-        return self.job.attempts
-
+from cabbage.job_context import JobContext
 
 Middleware = Callable[[JobContext], Generator[None, None, None]]
 

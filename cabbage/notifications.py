@@ -1,7 +1,9 @@
 """LISTEN/NOTIFY for idle workers: subscribing a connection, waiting for a job of the wanted
-queues, and the self-pipe that ends a wait early.
+queues, and the self-pipe that ends a wait early; and the abort requests a worker's heartbeat
+connection listens for.
 
-Defers send ``NOTIFY cabbage_jobs, '<queue>'`` for jobs that head their line (sql/jobs.sql). A
+Defers send ``NOTIFY cabbage_jobs, '<queue>'`` for jobs that head their line (sql/jobs.sql); an
+operator's abort sends ``NOTIFY cabbage_aborts, '<worker id>'`` (sql/admin.sql). A
 PostgreSQL store keeps one ``Listener`` for its own connection: LISTEN is sent on the first
 wait of each connection, so a store that reconnected listens again before it next waits.
 Driver errors are left to the store, which turns them into cabbage errors.
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 from cabbage.sql import queries
 
 NOTIFY_CHANNEL = "cabbage_jobs"
+ABORT_CHANNEL = "cabbage_aborts"
 
 
 class WakePipe:
@@ -126,8 +129,18 @@ def _take_notifications(connection: Any, wanted: set[str] | None) -> bool:
     return relevant
 
 
+def take_abort_notifications(connection: Any, worker_id: int) -> bool:
+    """Reads what arrived on a connection that listens for aborts, without blocking, and empties
+    its notification list; True if one named this worker."""
+    connection.poll()
+    notifies = connection.notifies
+    named = any(notify.channel == ABORT_CHANNEL and notify.payload == str(worker_id) for notify in notifies)
+    del notifies[:]
+    return named
+
+
 def _monotonic_ms() -> float:
     return time.monotonic() * 1000
 
 
-__all__ = ["Listener", "NOTIFY_CHANNEL"]
+__all__ = ["Listener", "NOTIFY_CHANNEL", "ABORT_CHANNEL", "take_abort_notifications"]

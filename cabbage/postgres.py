@@ -31,9 +31,9 @@ from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, QueueingLockCl
 from cabbage.jobs import Attempt, ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
 from cabbage.periodic import PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
 from cabbage.sql import queries
-from cabbage.notifications import Listener
+from cabbage.notifications import Listener, take_abort_notifications
 from cabbage.postgres_async import DEFAULT_POOL_SIZE, AsyncPool
-from cabbage.store import JobStore
+from cabbage.store import AbortNotices, JobStore
 
 # SQLSTATE classes that mean the session is gone: connection exceptions, and the server
 # shutting down or terminating the backend (pg_terminate_backend is 57P01).
@@ -400,6 +400,14 @@ class PostgresJobStore(JobStore):
             cursor.execute(queries["record_heartbeat"], {"worker_id": worker_id})
             return cursor.fetchone() is not None
 
+    def abort_requests_of(self, worker_id: int) -> dict[int, str | None]:
+        with self._cursor() as cursor:
+            cursor.execute(queries["abort_requests_of"], {"worker_id": worker_id})
+            return dict(cursor.fetchall())
+
+    def watch_aborts(self, worker_id: int) -> AbortNotices:
+        return _AbortListener(self, worker_id)
+
     def list_workers(self) -> list[WorkerInfo]:
         with self._cursor() as cursor:
             cursor.execute(queries["list_workers"])
@@ -494,6 +502,41 @@ class PostgresJobStore(JobStore):
 
 
 # -- rows and parameters ---------------------------------------------------------------------------
+
+
+class _AbortListener(AbortNotices):
+    """LISTEN cabbage_aborts on a store's own connection (a worker's heartbeat store), sent
+    again on each new connection: a reconnect, or a fork."""
+
+    def __init__(self, store: PostgresJobStore, worker_id: int) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self._listening_on: Any = None
+
+    def fileno(self) -> int | None:
+        try:
+            with self.store._errors_translated():
+                connection = self.store._connect()
+                if connection is not self._listening_on:
+                    with connection.cursor() as cursor:
+                        cursor.execute(queries["listen_for_aborts"])
+                    self._listening_on = connection
+                return int(connection.fileno())
+        except DatabaseUnavailable:
+            return None  # the heartbeats find the requests once the database is back
+
+    def take(self) -> bool:
+        connection = self._listening_on
+        if connection is None or connection is not self.store._connection:
+            return False
+        try:
+            with self.store._errors_translated():
+                return take_abort_notifications(connection, self.worker_id)
+        except DatabaseUnavailable:
+            return False
+
+    def close(self) -> None:
+        self._listening_on = None  # the store's connection closes with the store
 
 
 def _refuse_clashes_within(keys: Sequence[str | None]) -> None:

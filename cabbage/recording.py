@@ -10,7 +10,7 @@ from __future__ import annotations
 import structlog
 
 from cabbage.exceptions import DatabaseUnavailable
-from cabbage.jobs import Job, Outcome, Status
+from cabbage.jobs import ABORTED_ERROR_TYPE, Job, Outcome, Status
 from cabbage.taking import JobTaking
 
 log = structlog.get_logger()
@@ -101,6 +101,9 @@ def _holds_outcome(row: Job | None, attempt_job: Job, outcome: Outcome) -> bool:
     ours = (error.type if error else None) == (outcome.error.type if outcome.error else None)
     if outcome.status is Status.SUCCEEDED:
         return row.status is Status.SUCCEEDED and row.attempts == attempt_job.attempts
+    if row.status is Status.CANCELLED and error is not None and error.type == ABORTED_ERROR_TYPE:
+        # Any other outcome of an attempt whose abort was requested ends it so (migration 0009).
+        return row.attempts == attempt_job.attempts
     if outcome.status is Status.FAILED:
         return row.status is Status.FAILED and row.attempts == attempt_job.attempts and ours
     # A retry: back in line with our error, or already taken by the next attempt.

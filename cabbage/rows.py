@@ -60,6 +60,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         ),
         priority=row["priority"],
         queueing_lock=row["queueing_lock"],
+        abort_requested_at=row["abort_requested_at"],
+        aborted_by=row["aborted_by"],
     )
 
 

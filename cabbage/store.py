@@ -31,6 +31,23 @@ from cabbage.new_jobs import DEFAULT_MAX_ARGUMENTS_BYTES
 from cabbage.periodic import PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
 
 
+class AbortNotices(abc.ABC):
+    """A worker's subscription to its abort notifications (``JobStore.watch_aborts``)."""
+
+    @abc.abstractmethod
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when a notification may have come; None when
+        there is none now (the connection is down: the heartbeats look instead)."""
+
+    @abc.abstractmethod
+    def take(self) -> bool:
+        """Reads what arrived, without blocking: True when an abort was requested of this worker."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Ends the subscription (the heartbeat thread is done)."""
+
+
 class JobStore(abc.ABC):
     """Where jobs live. Stores connect lazily: constructing one opens nothing."""
 
@@ -125,9 +142,12 @@ class JobStore(abc.ABC):
         lock for the next job of the line; TODO puts it back, due ``outcome.retry_in_s`` from
         now, keeping its priority and its place at the head of its lock's line; but when a
         ``todo`` job holds its queueing lock, it ends ``cancelled`` instead, its error
-        ``JobError.superseded``. The error, if any, is stored. The attempt is added to the
-        job's history (``list_attempts``). Returns False, changing nothing, when the attempt is no longer this worker's
-        (reclaimed meanwhile): the fence of invariant 5.
+        ``JobError.superseded``. CANCELLED (an attempt that knew of its abort), and any outcome
+        but SUCCEEDED of an attempt whose abort was requested (``abort_jobs``), ends the job
+        ``cancelled``, not retried, its error ``JobError.aborted`` and the attempt kept as
+        ``aborted``. The error, if any, is stored. The attempt is added to the job's history
+        (``list_attempts``). Returns False, changing nothing, when the attempt is no longer this
+        worker's (reclaimed meanwhile): the fence of invariant 5.
         """
 
     def finish_and_start(
@@ -205,7 +225,9 @@ class JobStore(abc.ABC):
         ``failed``; either way its error says ``worker lost: <reason>`` and its lock is free
         for its line. A reserved job goes back to ``todo`` without using an attempt. A started
         attempt is added to the job's history as ``lost``. A job going back whose queueing lock
-        a newer job holds (``todo``, or going back with it) is ``cancelled`` instead, superseded.
+        a newer job holds (``todo``, or going back with it) is ``cancelled`` instead, superseded;
+        a started job whose abort was requested ends ``cancelled`` as aborted (``JobError.aborted``,
+        its attempt kept as ``aborted``).
         Each job is reclaimed by one caller only, even when several race; the others get an
         empty list.
         """
@@ -216,6 +238,18 @@ class JobStore(abc.ABC):
         every ``doing`` job whose worker has no row any more, but those of ``excluding`` (a
         master's own live children: it judges them from their reports, and a database outage
         makes their heartbeats look old without their having stopped)."""
+
+    # -- aborts -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def abort_requests_of(self, worker_id: int) -> dict[int, str | None]:
+        """The jobs this worker runs whose abort an operator requested (``abort_jobs`` of
+        ``cabbage.admin.Admin``): job id -> who asked."""
+
+    def watch_aborts(self, worker_id: int) -> "AbortNotices | None":
+        """Notifications of aborts requested of this worker's jobs, for its heartbeat thread to
+        wait on; None (the default) when the store sends none: heartbeats look each interval."""
+        return None
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -310,5 +344,5 @@ def load_store_from_path(path: str) -> type[JobStore]:
 
 
 __all__ = [
-    "JobStore", "load_store_from_path", "Attempt", "Job", "JobError", "NewJob", "Outcome", "ReclaimedJob", "WorkerInfo"
+    "JobStore", "AbortNotices", "load_store_from_path", "Attempt", "Job", "JobError", "NewJob", "Outcome", "ReclaimedJob", "WorkerInfo"
 ]

@@ -25,13 +25,20 @@ import dataclasses
 import datetime
 import decimal
 import json
+import os
 import threading
 import time
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 from cabbage import new_jobs, queueing_locks, schedules
 from cabbage.exceptions import ConfigurationError
-from cabbage.manual_changes import refuse_ineligible, refuse_taken_queueing_locks, wanted_job_ids
+from cabbage.manual_changes import (
+    AbortResult,
+    check_aborted_by,
+    refuse_ineligible,
+    refuse_taken_queueing_locks,
+    wanted_job_ids,
+)
 from cabbage.jobs import (
     KEPT_ATTEMPTS,
     Attempt,
@@ -45,7 +52,8 @@ from cabbage.jobs import (
     WorkerInfo,
 )
 from cabbage.periodic import DeclaredSchedule, PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
-from cabbage.store import JobStore
+from cabbage.notifications import WakePipe
+from cabbage.store import AbortNotices, JobStore
 
 JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
@@ -96,6 +104,8 @@ class _StoredJob:
     last_error: JobError | None = None
     priority: int = 0
     queueing_lock: str | None = None
+    abort_requested_at: datetime.datetime | None = None
+    aborted_by: str | None = None
 
     def to_job(self) -> Job:
         """The row as a ``Job``, its arguments decoded from JSON as PostgreSQL returns them."""
@@ -132,6 +142,30 @@ class _StoredWorker:
     queues: tuple[str, ...] | None
     started_at: datetime.datetime
     last_heartbeat_at: datetime.datetime
+
+
+class _InMemoryAbortNotices(AbortNotices):
+    """What LISTEN cabbage_aborts gives a heartbeat, in process: a pipe ``abort_jobs`` writes to."""
+
+    def __init__(self, store: "InMemoryJobStore", worker_id: int) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.wake_pipe = WakePipe()
+
+    def fileno(self) -> int:
+        return self.wake_pipe.reader
+
+    def take(self) -> bool:
+        try:
+            woken = bool(os.read(self.wake_pipe.reader, 4096))
+        except BlockingIOError:
+            return False
+        self.wake_pipe.drain()
+        return woken
+
+    def close(self) -> None:
+        self.store._unwatch_aborts(self)
+        self.wake_pipe.close()
 
 
 class InMemoryJobStore(JobStore):
@@ -184,6 +218,8 @@ class InMemoryJobStore(JobStore):
             # and each one's recorded ticks by tick time.
             self._schedules: dict[tuple[str, str], tuple[PeriodicSchedule, datetime.datetime, datetime.datetime]] = {}
             self._ticks: dict[tuple[str, str], dict[datetime.datetime, RecordedTick]] = {}
+            # The heartbeats waiting for abort notifications, by worker id (NOTIFY cabbage_aborts).
+            self._abort_watches: dict[int, list[_InMemoryAbortNotices]] = {}
 
     # -- what an operator does (``cabbage jobs retry|cancel``), as ``cabbage.admin.Admin`` -------
 
@@ -202,6 +238,7 @@ class InMemoryJobStore(JobStore):
             now = self._clock()
             for row in rows:
                 row.scheduled_at, row.worker_id, row.started_at, row.finished_at = now, None, None, None
+                row.abort_requested_at, row.aborted_by = None, None
                 self._set_status(row, Status.TODO)
             self._wake_queues(row.queue for row in rows if row.is_head)
             return [row.id for row in rows]
@@ -215,6 +252,27 @@ class InMemoryJobStore(JobStore):
                 row.finished_at = now
                 self._set_status(row, Status.CANCELLED)
             return [row.id for row in rows]
+
+    def abort_jobs(self, job_ids: Sequence[int], aborted_by: str) -> AbortResult:
+        """Aborts jobs, as ``Admin.abort_jobs``: a todo or only reserved one is cancelled now; a
+        running one's worker is notified. All or nothing."""
+        aborted_by = check_aborted_by(aborted_by)
+        with self._condition:
+            rows = self._rows_to_change("abort", job_ids)
+            now = self._clock()
+            cancelled, requested = [], []
+            for row in rows:
+                if row.abort_requested_at is None:
+                    row.abort_requested_at, row.aborted_by = now, aborted_by
+                if row.status is Status.DOING and row.started_at is not None:
+                    requested.append(row.id)
+                    for notices in self._abort_watches.get(row.worker_id, ()):
+                        notices.wake_pipe.wake()
+                else:
+                    row.worker_id, row.finished_at = None, now
+                    self._set_status(row, Status.CANCELLED)
+                    cancelled.append(row.id)
+            return AbortResult(cancelled, requested)
 
     def _rows_to_change(self, verb: str, job_ids: Sequence[int]) -> list[_StoredJob]:
         """The jobs to change, or the error naming every one that cannot take the change."""
@@ -367,10 +425,16 @@ class InMemoryJobStore(JobStore):
             if row is None or not row.is_started_by(worker_id) or row.attempts != attempt:
                 return False
             now = self._clock()
+            if outcome.status is not Status.SUCCEEDED and row.abort_requested_at is not None:
+                # The request is the store's: however the attempt failed, it was aborted.
+                traceback = outcome.error.traceback if outcome.error else None
+                outcome = Outcome.aborted(JobError.aborted(row.aborted_by, traceback))
             superseded_by = None
             if outcome.status is Status.TODO and row.queueing_lock is not None:
                 superseded_by = self._waiting_job_with(row.queueing_lock)
-            if outcome.status is not Status.TODO:
+            if outcome.status is Status.CANCELLED:
+                attempt_outcome = AttemptOutcome.ABORTED
+            elif outcome.status is not Status.TODO:
                 attempt_outcome = AttemptOutcome(outcome.status.value)
             else:  # a retry, unless superseded: then the attempt's failure was its last
                 attempt_outcome = AttemptOutcome.RETRIED if superseded_by is None else AttemptOutcome.FAILED
@@ -489,6 +553,28 @@ class InMemoryJobStore(JobStore):
             worker.last_heartbeat_at = self._clock()
             return True
 
+    def abort_requests_of(self, worker_id: int) -> dict[int, str | None]:
+        with self._condition:
+            return {
+                row.id: row.aborted_by
+                for row in sorted(self._jobs.values(), key=lambda row: row.id)
+                if row.is_started_by(worker_id) and row.abort_requested_at is not None
+            }
+
+    def watch_aborts(self, worker_id: int) -> AbortNotices:
+        with self._condition:
+            notices = _InMemoryAbortNotices(self, worker_id)
+            self._abort_watches.setdefault(worker_id, []).append(notices)
+            return notices
+
+    def _unwatch_aborts(self, notices: "_InMemoryAbortNotices") -> None:
+        with self._condition:
+            watches = self._abort_watches.get(notices.worker_id, [])
+            if notices in watches:
+                watches.remove(notices)
+            if not watches:
+                self._abort_watches.pop(notices.worker_id, None)
+
     def list_workers(self) -> list[WorkerInfo]:
         with self._condition:
             now = self._clock()
@@ -516,23 +602,28 @@ class InMemoryJobStore(JobStore):
             for worker_id in lost:
                 self._workers.pop(worker_id, None)
             held = [row for row in self._jobs.values() if row.status is Status.DOING and row.worker_id in lost]
-            going_back = [row for row in held if row.started_at is None or row.may_retry()]
+            going_back = [row for row in held if row.started_at is None or (row.may_retry() and row.abort_requested_at is None)]
             superseded = self._superseders(going_back)
             return [self._reclaim(row, reason, superseded.get(row.id)) for row in held]
 
     def _reclaim(self, row: _StoredJob, reason: str, superseded_by: int | None) -> ReclaimedJob:
         worker_id, was_started = row.worker_id, row.started_at is not None
         assert worker_id is not None  # a doing job always has a worker (a schema CHECK)
-        if was_started:
-            self._record_attempt(row, worker_id, AttemptOutcome.LOST, JobError.worker_lost(reason))
-        if superseded_by is not None:
-            row.worker_id = None
+        if was_started and row.abort_requested_at is not None:
+            row.last_error = JobError.aborted(row.aborted_by)
+            self._record_attempt(row, worker_id, AttemptOutcome.ABORTED, row.last_error)
+            row.worker_id, row.finished_at = None, self._clock()
+            self._set_status(row, Status.CANCELLED)
+        elif superseded_by is not None:
             if was_started:
+                self._record_attempt(row, worker_id, AttemptOutcome.LOST, JobError.worker_lost(reason))
                 row.scheduled_at = self._clock()
+            row.worker_id = None
             self._supersede(row, superseded_by)
         elif not was_started:
             self._put_back(row)
         else:
+            self._record_attempt(row, worker_id, AttemptOutcome.LOST, JobError.worker_lost(reason))
             row.last_error = JobError.worker_lost(reason)
             row.worker_id = None
             if row.may_retry():

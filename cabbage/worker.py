@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import queue
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import structlog
 
@@ -30,6 +30,7 @@ from cabbage.attempts import Attempt, is_async
 from cabbage.exceptions import DatabaseUnavailable
 from cabbage.executors import InlineExecutor, LoopExecutor, ThreadExecutor
 from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HeartbeatThread, register_worker
+from cabbage.job_context import AbortRequest
 from cabbage.jobs import Job
 from cabbage.lease import Lease, margin_for
 from cabbage.recording import OutcomeRecording
@@ -49,12 +50,14 @@ MAX_CONCURRENCY = 10_000
 @dataclasses.dataclass(frozen=True)
 class Running:
     """An attempt in flight: its job, when it began (monotonic), the deadline of a ``def`` task
-    run in a thread (which cannot be stopped), and whether it passed that deadline."""
+    run in a thread (which cannot be stopped), whether it passed that deadline, and its abort
+    request (``cabbage.job_context``)."""
 
     job: Job
     began_at: float
     deadline: float | None = None
     overran: bool = False
+    abort: AbortRequest = dataclasses.field(default_factory=AbortRequest)
 
 
 class Worker(OutcomeRecording):
@@ -68,7 +71,8 @@ class Worker(OutcomeRecording):
     many jobs one claim reserves when the concurrency is 1 (with more, a claim takes the free
     slots). Hooks, each called in the worker loop's thread: ``on_job_started`` and
     ``on_job_finished`` around each attempt, ``on_task_returned`` once its task returned (its
-    outcome may still be on its way to the database), ``on_overrun`` when the only attempts left
+    outcome may still be on its way to the database), ``on_abort_requested`` (in the heartbeat's
+    thread) when an operator asked to abort a running job, ``on_overrun`` when the only attempts left
     are ``def`` tasks of threads past their ``timeout=`` (a thread cannot be stopped: the
     supervisor's child then exits, to be replaced; without the hook they run on, logged once as
     ``job_timed_out``). A KeyboardInterrupt raised inside a task fails its job and, unless
@@ -115,12 +119,16 @@ class Worker(OutcomeRecording):
         self.on_job_finished: Callable[[Job], None] | None = None
         self.on_task_returned: Callable[[Job], None] | None = None
         self.on_overrun: Callable[[Sequence[Job]], None] | None = None
+        self.on_abort_requested: Callable[[Job, str | None], None] | None = None
         self._stopping = False
         self._jobs_left: int | None = None  # run(max_jobs=...)'s budget
         self._started: collections.deque[Job] = collections.deque()  # begun by a claim or a finish, to run next
         self._reserved: collections.deque[Job] = collections.deque()  # claimed, not started
         self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
         self._running: dict[int, Running] = {}  # job id -> the attempt in flight
+        # The heartbeat's last look at the aborts requested of this worker's jobs (job id -> who):
+        # for a job it holds that begins after the look.
+        self._abort_requests: Mapping[int, str | None] = {}
         self._ended: queue.SimpleQueue[Attempt] = queue.SimpleQueue()  # attempts whose outcome is to record
         self._interrupt: KeyboardInterrupt | None = None
         self._overrun_reported = False
@@ -136,6 +144,26 @@ class Worker(OutcomeRecording):
         """Stops taking jobs; the attempts in flight finish. Safe from a signal handler."""
         self._stopping = True
         self.store.interrupt_wait()
+
+    def request_aborts(self, requests: Mapping[int, str | None]) -> None:
+        """The heartbeat found these jobs of this worker asked to abort (job id -> who asked):
+        each running attempt learns it (``should_abort()``), an async one is cancelled. Called
+        from the heartbeat's thread; a request seen again is not acted on twice."""
+        self._abort_requests = dict(requests)
+        for job_id, aborted_by in requests.items():
+            running = self._running.get(job_id)
+            if running is not None:
+                self._abort(running, aborted_by)
+
+    def _abort(self, running: Running, aborted_by: str | None) -> None:
+        if not running.abort.request(aborted_by):
+            return
+        job = running.job
+        log.warning("job_abort_requested", aborted_by=aborted_by, worker_id=self.worker_id, **job.log_context())
+        if is_async(self.task_manager, job):
+            self._loop.cancel(job.id)
+        if self.on_abort_requested is not None:
+            self.on_abort_requested(job, aborted_by)
 
     @property
     def is_stopping(self) -> bool:
@@ -262,7 +290,10 @@ class Worker(OutcomeRecording):
         sent_at = time.monotonic()
         self.worker_id = self._until_it_answers(lambda: register_worker(self.store, self.queues, self.hostname))
         self.lease.renew(sent_at)
-        heartbeat = HeartbeatThread(self.store.open_sibling(), self.worker_id, self.heartbeat_interval_s, lease=self.lease)
+        heartbeat = HeartbeatThread(
+            self.store.open_sibling(), self.worker_id, self.heartbeat_interval_s, lease=self.lease,
+            on_abort_requests=self.request_aborts,
+        )  # fmt: skip
         heartbeat.start()
         interruption: BaseException | None = None
         try:
@@ -308,17 +339,19 @@ class Worker(OutcomeRecording):
         task = self.task_manager.tasks.get(job.task_name)
         threaded = self.concurrency > 1 and not is_coroutine
         deadline = time.monotonic() + task.timeout_s if threaded and task is not None and task.timeout_s else None
-        self._running[job.id] = Running(job, time.monotonic(), deadline)
+        running = self._running[job.id] = Running(job, time.monotonic(), deadline)
         context = {**structlog.contextvars.get_contextvars(), "worker_id": self.worker_id}
         with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
             if self.on_job_started is not None:
                 self.on_job_started(job)
+        if job.id in self._abort_requests:
+            self._abort(running, self._abort_requests[job.id])
         if is_coroutine or threaded:
-            (self._loop if is_coroutine else self._thread_pool()).submit(job, context, self._ended_elsewhere)
+            (self._loop if is_coroutine else self._thread_pool()).submit(job, context, running.abort, self._ended_elsewhere)
         else:
             # Ends before submit returns: nothing to wake, and no wake-up left pending for the
             # next wait (it would cost a claim that finds nothing).
-            self._inline.submit(job, context, self._ended.put)
+            self._inline.submit(job, context, running.abort, self._ended.put)
 
     def _thread_pool(self) -> ThreadExecutor:
         if self._threads is None:

@@ -64,6 +64,8 @@ class RunningJob:
     task_name: str
     started_at: float
     timeout_s: float | None
+    abort_requested_at: float | None = None  # when the child told the task of an abort
+    aborted_by: str | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -102,6 +104,13 @@ class Child:
         if isinstance(report, reports.JobStarted):
             job = RunningJob(report.job_id, report.task_name, report.started_at, report.timeout_s)
             return dataclasses.replace(self, running=(*self.running, job))
+        if isinstance(report, reports.AbortRequested):
+            running = tuple(
+                dataclasses.replace(job, abort_requested_at=report.requested_at, aborted_by=report.aborted_by)
+                if job.job_id == report.job_id and job.abort_requested_at is None else job
+                for job in self.running
+            )  # fmt: skip
+            return dataclasses.replace(self, running=running)
         return dataclasses.replace(self, running=tuple(job for job in self.running if job.job_id != report.job_id))
 
 
@@ -275,6 +284,9 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: r
     worker.on_task_returned = lambda job: reporter.send(reports.JobFinished(job.id))
     worker.on_job_finished = lambda job: _show_state(worker_number, worker)
     worker.on_overrun = lambda jobs: _exit_for_overrun(jobs, reporter)
+    worker.on_abort_requested = lambda job, aborted_by: reporter.send(
+        reports.AbortRequested(job.id, time.monotonic(), aborted_by)
+    )
     logconfig.bind_worker_context(worker_id=worker_id)
     heartbeat = HeartbeatThread(
         heartbeat_store,
@@ -285,6 +297,7 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: r
         on_master_lost=lambda: _exit_without_master(store.open_sibling(), worker_id),
         # Its jobs were taken back while it was frozen or cut off: stop now, not after the job.
         on_row_lost=lambda: _exit_now(exit_codes.CHILD_WORKER_LOST),
+        on_abort_requests=worker.request_aborts,
     )
     heartbeat.start()
     stop.attach(worker)

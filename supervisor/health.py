@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 from cabbage.jobs import WorkerInfo
 
 if TYPE_CHECKING:
-    from supervisor.children import Child
+    from supervisor.children import Child, RunningJob
 
 # A child that lived this long before dying was not crash-looping: the count starts over.
 STABLE_AFTER_S = 10.0
@@ -41,12 +41,14 @@ def match_heartbeats(pids: Iterable[int], workers: Iterable[WorkerInfo], hostnam
 
 
 def find_children_to_kill(
-    children: Iterable[Child], now: float, timeout_s: float, margin_s: float, database_reachable: bool
+    children: Iterable[Child], now: float, timeout_s: float, margin_s: float, database_reachable: bool,
+    abort_timeout_s: float = math.inf,
 ) -> list[Verdict]:
     """Children the master must kill now, each with its reason; all times are this host's
     monotonic clock, as the children report them.
 
     - A job past its task's ``timeout=``: at the deadline.
+    - A job still running ``abort_timeout_s`` after its child told it of an operator's abort.
     - A child running a job whose last accepted heartbeat is older than ``timeout_s - margin_s``:
       its lease is about to end, and any master may reclaim its jobs once the database sees
       the heartbeat older than the timeout; killed first, so that two runs of a lock's jobs never
@@ -66,6 +68,12 @@ def find_children_to_kill(
             verdicts.append(Verdict(child.pid, f"job {overrun.job_id} ({overrun.task_name}) timed out after "
                                                f"{now - overrun.started_at:.1f} s (its task's timeout is {overrun.timeout_s:g} s)"))  # fmt: skip
             continue
+        aborted = next((job for job in child.running if _abort_deadline(job, abort_timeout_s) <= now), None)
+        if aborted is not None:
+            verdicts.append(Verdict(child.pid, f"job {aborted.job_id} ({aborted.task_name}) was aborted by "
+                                               f"{aborted.aborted_by or 'an operator'} and still ran "
+                                               f"{abort_timeout_s:g} s later (the abort timeout)"))  # fmt: skip
+            continue
         silence_s = now - child.last_seen_at
         if child.running and silence_s > timeout_s - margin_s:
             job_ids = ", ".join(str(job.job_id) for job in child.running)
@@ -79,15 +87,21 @@ def find_children_to_kill(
     return verdicts
 
 
-def next_kill_deadline(children: Iterable[Child], timeout_s: float, margin_s: float) -> float:
+def next_kill_deadline(children: Iterable[Child], timeout_s: float, margin_s: float, abort_timeout_s: float = math.inf) -> float:
     """The soonest moment ``find_children_to_kill`` may find a child to kill for its job (a
-    timeout or a lease), for the master's sleep; infinity when no child runs one."""
+    timeout, an abort or a lease), for the master's sleep; infinity when no child runs one."""
     moments = [math.inf]
     for child in children:
         if child.kill_reason is None and child.running:
             moments.append(child.last_seen_at + timeout_s - margin_s)
             moments += [job.deadline for job in child.running if job.deadline is not None]
+            moments += [_abort_deadline(job, abort_timeout_s) for job in child.running]
     return min(moments)
+
+
+def _abort_deadline(job: RunningJob, abort_timeout_s: float) -> float:
+    """When a job whose abort was requested has its child killed; infinity when none was."""
+    return math.inf if job.abort_requested_at is None else job.abort_requested_at + abort_timeout_s
 
 
 def count_early_exits(previous: int, lifetime_s: float) -> int:

@@ -116,7 +116,8 @@ class Master:
             due.append(self.next_watchdog_at)
         alive = [child for child in self.children.values() if child.kill_reason is None]
         due += [child.stop_deadline for child in alive if child.stop_deadline]
-        due.append(health.next_kill_deadline(alive, self.config.heartbeat_timeout_s, self.margin_s))
+        config = self.config
+        due.append(health.next_kill_deadline(alive, config.heartbeat_timeout_s, self.margin_s, config.abort_timeout_s))
         due += [child.last_seen_at + self.config.heartbeat_timeout_s for child in alive]  # hung, if silent
         if not self.is_ready_sent or self.phase is Phase.RELOADING:
             due.append(self.ready_deadline)
@@ -311,13 +312,14 @@ class Master:
                 self.database.note_all_registered()
 
     def kill_children_due(self) -> None:
-        """Kills our children whose job overran its timeout, whose lease is about to end (a
-        heartbeat the database accepted is too long ago while they run a job), or that are hung;
-        their jobs are reclaimed once the database answers."""
+        """Kills our children whose job overran its timeout or its abort timeout, whose lease is
+        about to end (a heartbeat the database accepted is too long ago while they run a job), or
+        that are hung; their jobs are reclaimed once the database answers."""
         verdicts = health.find_children_to_kill(
             self.children.values(), time.monotonic(), self.config.heartbeat_timeout_s, self.margin_s,
             # Heard within two checks: else its silence may be the database's, not the child's.
             database_reachable=self.database.has_answered_within(2 * self.config.heartbeat_interval_s),
+            abort_timeout_s=self.config.abort_timeout_s,
         )  # fmt: skip
         for verdict in verdicts:
             self.kill_child(self.children[verdict.pid], verdict.reason)

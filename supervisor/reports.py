@@ -1,11 +1,12 @@
 """What a child tells its master through its report pipe: that it registered, each heartbeat the
-database accepted, each job it starts and finishes.
+database accepted, each job it starts and finishes, and each abort an operator asked of a job.
 
 The master decides from these, on its own monotonic clock (the same clock as the child's: one
 host), without asking the database: a child whose lease is about to end is killed before it
-does, a job past its task's timeout has its child killed at the deadline, and the master reports
-its children as running as soon as they registered. One JSON object per line, each written
-with one ``write(2)`` shorter than PIPE_BUF, so lines of the child's threads never mix.
+does, a job past its task's timeout (or its abort timeout) has its child killed at the deadline,
+and the master reports its children as running as soon as they registered. One JSON object per
+line, each written with one ``write(2)`` shorter than PIPE_BUF, so lines of the child's threads
+never mix.
 """
 
 from __future__ import annotations
@@ -50,15 +51,25 @@ class JobFinished:
 
 
 @dataclasses.dataclass(frozen=True)
+class AbortRequested:
+    """An operator asked to abort a running job, and the child told its task at ``requested_at``:
+    the master kills the child if the task still runs after the abort timeout."""
+
+    job_id: int
+    requested_at: float
+    aborted_by: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class JobsOverran:
     """Jobs whose def task, run in a thread, passed its timeout; the child exits next."""
 
     job_ids: list[int]
 
 
-Report = Union[Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsOverran]
+Report = Union[Registered, HeartbeatAccepted, JobStarted, JobFinished, AbortRequested, JobsOverran]
 _KINDS: dict[str, type] = {
-    kind.__name__: kind for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsOverran)
+    kind.__name__: kind for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished, AbortRequested, JobsOverran)
 }
 
 
@@ -66,6 +77,8 @@ def encode(report: Report) -> bytes:
     fields = dataclasses.asdict(report)
     if isinstance(report, JobStarted):
         fields["task_name"] = report.task_name[:MAX_TASK_NAME_CHARS]
+    if isinstance(report, AbortRequested) and report.aborted_by is not None:
+        fields["aborted_by"] = report.aborted_by[:MAX_TASK_NAME_CHARS]
     return (json.dumps({"kind": type(report).__name__, **fields}) + "\n").encode()
 
 

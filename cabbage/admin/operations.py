@@ -48,6 +48,8 @@ from cabbage.jobs import Attempt, Job, Status, WorkerInfo
 from cabbage.manual_changes import (
     MAX_JOB_ID,
     RETRYABLE_STATUSES,
+    AbortResult,
+    check_aborted_by,
     check_job_id,
     refuse_ineligible,
     refuse_taken_queueing_locks,
@@ -189,7 +191,23 @@ class Admin:
         log.info("jobs_cancelled", job_ids=changed)
         return changed
 
-    def _change_jobs(self, verb: str, job_ids: Sequence[int], query: str) -> list[int]:
+    def abort_jobs(self, job_ids: Sequence[int], aborted_by: str) -> AbortResult:
+        """Aborts jobs: a waiting one (todo), or one only reserved by a worker, is cancelled now;
+        a running one's worker is told (within a second) and its attempt ends ``cancelled``,
+        'aborted by <aborted_by>'. All or nothing, as ``retry_jobs``: only todo and doing jobs."""
+        aborted_by = check_aborted_by(aborted_by)
+        rows = self._change_jobs("abort", job_ids, "admin_abort_jobs", aborted_by=aborted_by)
+        result = AbortResult(
+            cancelled=sorted(job_id for job_id, is_running in rows if not is_running),
+            requested=sorted(job_id for job_id, is_running in rows if is_running),
+        )
+        log.info("jobs_aborted", cancelled_job_ids=result.cancelled, requested_job_ids=result.requested,
+                 aborted_by=aborted_by)  # fmt: skip
+        return result
+
+    def _change_jobs(self, verb: str, job_ids: Sequence[int], query: str, **params: Any) -> list[Any]:
+        """Locks and checks the jobs (all or nothing), then runs ``query``: the ids it changed,
+        or its rows when it returns more than the id."""
         wanted = wanted_job_ids(verb, job_ids)
         with self._transaction() as cursor:
             cursor.execute(queries["admin_lock_jobs_for_change"], {"job_ids": wanted})
@@ -200,8 +218,9 @@ class Admin:
                     {job_id: key for job_id, _, key, _ in locked if key is not None},
                     {key: waiting_job_id for _, _, key, waiting_job_id in locked if waiting_job_id is not None},
                 )
-            cursor.execute(queries[query], {"job_ids": wanted})
-            return sorted(job_id for (job_id,) in cursor.fetchall())
+            cursor.execute(queries[query], {"job_ids": wanted, **params})
+            changed = cursor.fetchall()
+            return sorted(row[0] if len(row) == 1 else tuple(row) for row in changed)
 
     def retry_matching(self, status: Status, task_name: str | None = None) -> list[int]:
         """Retries every job with a finished ``status`` (failed or cancelled), of one task if named."""

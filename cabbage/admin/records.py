@@ -96,12 +96,17 @@ class JobSummary:
     queueing_lock: str | None
     state: JobState
     waiting_behind_job_id: int | None
+    abort_requested_at: datetime.datetime | None
+    aborted_by: str | None
 
     @property
     def state_text(self) -> str:
-        """The state in words: ``waiting behind job #12`` for a job behind its lock."""
+        """The state in words: ``waiting behind job #12`` for a job behind its lock, ``doing,
+        abort requested by alice`` for a running job an operator aborted."""
         if self.state is JobState.BEHIND_LOCK:
             return f"waiting behind job #{self.waiting_behind_job_id}"
+        if self.status is Status.DOING and self.abort_requested_at is not None:
+            return f"{self.state.value}, abort requested by {self.aborted_by or 'an operator'}"
         return self.state.value
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import getpass
 import json
 import os
+import socket
 import sys
 from typing import Callable
 
@@ -196,6 +198,29 @@ def jobs_cancel(arguments: argparse.Namespace, admin: Admin, output: Output) -> 
     return EXIT_OK
 
 
+def jobs_abort(arguments: argparse.Namespace, admin: Admin, output: Output) -> int:
+    aborted_by = arguments.aborted_by if arguments.aborted_by is not None else _operator_name()
+    result = admin.abort_jobs(arguments.job_ids, aborted_by)
+    parts = []
+    if result.cancelled:
+        parts.append(f"cancelled {len(result.cancelled)} waiting job(s): {', '.join(map(str, result.cancelled))}")
+    if result.requested:
+        parts.append(f"asked the workers of {len(result.requested)} running job(s) to stop them: "
+                     f"{', '.join(map(str, result.requested))}")  # fmt: skip
+    output.result({"cancelled": result.cancelled, "abort_requested": result.requested, "aborted_by": aborted_by},
+                  "; ".join(parts))  # fmt: skip
+    return EXIT_OK
+
+
+def _operator_name() -> str:
+    """Who runs the command, as user@host, for an abort's --by default."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no such uid in the passwords file (containers)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 def jobs_prune(arguments: argparse.Namespace, dsn: str, output: Output) -> int:
     from cabbage.postgres import PostgresJobStore
     from cabbage.retention import prune_in_batches
@@ -334,6 +359,7 @@ ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Admin, Output], int]] = 
     "jobs_show": jobs_show,
     "jobs_retry": jobs_retry,
     "jobs_cancel": jobs_cancel,
+    "jobs_abort": jobs_abort,
     "periodic_list": periodic_list,
     "stats": stats,
     "workers": workers,

@@ -309,8 +309,10 @@ def _add_defer_command(commands: Any) -> None:
 
 
 def _add_jobs_commands(commands: Any) -> None:
-    jobs = commands.add_parser("jobs", help="list, show, retry, cancel and prune jobs")
-    actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="list|show|retry|cancel|prune", parser_class=CommandParser)
+    jobs = commands.add_parser("jobs", help="list, show, retry, cancel, abort and prune jobs")
+    actions = jobs.add_subparsers(
+        dest="jobs_command", required=True, metavar="list|show|retry|cancel|abort|prune", parser_class=CommandParser
+    )
     statuses = [status.value for status in Status]
 
     listing = _leaf(actions, "list", "jobs newest first, filtered", json=True)
@@ -335,6 +337,15 @@ def _add_jobs_commands(commands: Any) -> None:
     cancel = _leaf(actions, "cancel", "cancel jobs still waiting (todo); all or none", json=True)
     cancel.set_defaults(action="jobs_cancel")
     cancel.add_argument("job_ids", metavar="ID", type=job_id, nargs="+")
+
+    abort = _leaf(
+        actions, "abort", "stop jobs: cancel waiting ones, ask the workers of running ones to stop them (all or none)",
+        json=True,
+    )  # fmt: skip
+    abort.set_defaults(action="jobs_abort")
+    abort.add_argument("job_ids", metavar="ID", type=job_id, nargs="+")
+    abort.add_argument("--by", dest="aborted_by", metavar="NAME", default=None,
+                       help="who asks, stored on the job and shown in its error (default: user@host)")  # fmt: skip
 
     prune = _leaf(actions, "prune", "delete finished jobs older than a duration, in batches", json=True)
     prune.set_defaults(action="jobs_prune")

@@ -9,7 +9,7 @@
 SELECT j.id, j.queue, j.task_name, j.lock, j.status, j.scheduled_at, j.attempts, j.max_attempts, j.worker_id,
        j.created_at, j.started_at, j.finished_at, j.last_error_type,
        left(j.last_error, %(max_chars)s) AS last_error, length(j.last_error) AS last_error_chars,
-       NULL AS last_error_traceback, j.priority, j.queueing_lock,
+       NULL AS last_error_traceback, j.priority, j.queueing_lock, j.abort_requested_at, j.aborted_by,
        cabbage_job_state(j.status, j.is_head, j.scheduled_at) AS state,
        CASE WHEN j.status = 'todo' AND NOT j.is_head THEN
             (SELECT head.id FROM cabbage_jobs AS head WHERE head.lock = j.lock AND head.is_head) END
@@ -35,7 +35,7 @@ SELECT j.id, j.queue, j.task_name, j.lock, j.status, j.scheduled_at, j.attempts,
        CASE WHEN length(arguments.text) <= %(max_chars)s THEN j.args END AS args,
        CASE WHEN length(arguments.text) <= %(max_chars)s THEN j.kwargs END AS kwargs,
        CASE WHEN length(arguments.text) > %(max_chars)s THEN left(arguments.text, %(max_chars)s) END AS arguments_shown,
-       length(arguments.text) AS arguments_chars, j.priority, j.queueing_lock,
+       length(arguments.text) AS arguments_chars, j.priority, j.queueing_lock, j.abort_requested_at, j.aborted_by,
        cabbage_job_state(j.status, j.is_head, j.scheduled_at) AS state,
        CASE WHEN j.status = 'todo' AND NOT j.is_head THEN
             (SELECT head.id FROM cabbage_jobs AS head WHERE head.lock = j.lock AND head.is_head) END
@@ -74,10 +74,11 @@ SELECT j.id, j.status, j.queueing_lock,
    FOR UPDATE OF j;
 
 -- name: admin_retry_jobs
--- A manual retry: todo again and due now, attempts kept; the triggers put each job back in its
--- lock's line at the place its id gives it (invariant 2).
+-- A manual retry: todo again and due now, attempts kept, an earlier abort request forgotten; the
+-- triggers put each job back in its lock's line at the place its id gives it (invariant 2).
 UPDATE cabbage_jobs
-   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL
+   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL,
+       abort_requested_at = NULL, aborted_by = NULL
  WHERE id = ANY(%(job_ids)s::bigint[])
    AND status IN ('failed', 'cancelled')
 RETURNING id;
@@ -87,7 +88,8 @@ RETURNING id;
 -- of those with a queueing lock, only the newest of each, and none whose key a todo job holds
 -- (one todo job per queueing lock).
 UPDATE cabbage_jobs AS j
-   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL
+   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL,
+       abort_requested_at = NULL, aborted_by = NULL
  WHERE j.status = %(status)s::cabbage_job_status
    AND j.status IN ('failed', 'cancelled')
    AND (%(task_name)s::text IS NULL OR j.task_name = %(task_name)s::text)
@@ -106,6 +108,29 @@ UPDATE cabbage_jobs
  WHERE id = ANY(%(job_ids)s::bigint[])
    AND status = 'todo'
 RETURNING id;
+
+-- name: admin_abort_jobs
+-- Aborts jobs (migration 0009): one waiting (todo), or only reserved by a worker (doing, its
+-- attempt not begun: the worker's start finds it gone), is cancelled now; for one whose attempt
+-- runs, the request is written (the first one's time and author are kept) and its worker is
+-- notified. The rows were locked and checked first (admin_lock_jobs_for_change).
+WITH changed AS (
+    UPDATE cabbage_jobs
+       SET status = CASE WHEN started_at IS NULL OR status = 'todo' THEN 'cancelled' ELSE status END,
+           finished_at = CASE WHEN started_at IS NULL OR status = 'todo' THEN now() ELSE finished_at END,
+           worker_id = CASE WHEN started_at IS NULL OR status = 'todo' THEN NULL ELSE worker_id END,
+           abort_requested_at = coalesce(abort_requested_at, now()),
+           aborted_by = coalesce(aborted_by, %(aborted_by)s)
+     WHERE id = ANY(%(job_ids)s::bigint[])
+       AND status IN ('todo', 'doing')
+    RETURNING id, status, worker_id
+), notified AS (
+    SELECT count(pg_notify('cabbage_aborts', worker_id::text)) AS workers
+      FROM (SELECT DISTINCT worker_id FROM changed WHERE status = 'doing') AS running
+)
+SELECT changed.id, changed.status = 'doing' AS is_running
+  FROM changed, notified
+ ORDER BY changed.id;
 
 -- name: admin_count_jobs_by_queue_and_status
 -- How many jobs each queue holds in each status (overview, stats, /metrics).

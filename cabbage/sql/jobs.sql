@@ -131,7 +131,7 @@ RELEASE SAVEPOINT cabbage_defer;
 -- all) in the same round trip. Rows: whether the attempt was finished, then the columns of each
 -- claimed job; one row of NULL columns when there is none.
 --
--- Both finishes are cabbage_finish_job_v3 of migration 0007.
+-- Both finishes are cabbage_finish_job_v4 of migration 0009.
 --
 -- DEALLOCATE first: a PREPARE that failed half-way (a schema being migrated) may have left the
 -- first statement behind, and preparing it again would fail.
@@ -141,11 +141,11 @@ PREPARE cabbage_claim_jobs (bigint, text[], integer) AS
 PREPARE cabbage_finish_job (bigint, bigint, integer, cabbage_job_status, double precision,
                             text, text, text, bigint) AS
     SELECT result.finished, (result.job).*
-      FROM cabbage_finish_job_v3($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0) AS result;
+      FROM cabbage_finish_job_v4($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0) AS result;
 PREPARE cabbage_finish_and_claim (bigint, bigint, integer, cabbage_job_status, double precision,
                                   text, text, text, text[], integer) AS
     SELECT result.finished, (result.job).*
-      FROM cabbage_finish_job_v3($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) AS result;
+      FROM cabbage_finish_job_v4($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) AS result;
 
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs (prepare_worker_statements).
@@ -153,7 +153,7 @@ EXECUTE cabbage_claim_jobs(%(worker_id)s, %(queues)s, %(limit)s);
 
 -- name: start_job
 -- Begins the attempt of a job this worker reserved; nothing when it was reclaimed (invariant 5).
--- The fence is compared as one row, as in cabbage_finish_job_v3, so that the job is found by its
+-- The fence is compared as one row, as in cabbage_finish_job_v4, so that the job is found by its
 -- primary key rather than among every job the worker holds (a large batch's reservations).
 UPDATE cabbage_jobs
    SET attempts = attempts + 1, started_at = clock_timestamp()
@@ -253,3 +253,16 @@ SELECT status, count(*) AS jobs
 -- name: listen_for_jobs
 -- Subscribes this session to the notifications of deferred jobs (payload: the queue).
 LISTEN cabbage_jobs;
+
+-- name: abort_requests_of
+-- The running jobs of a worker whose abort an operator requested (migration 0009), and who
+-- asked: what its heartbeat looks for on each beat and on each NOTIFY cabbage_aborts.
+SELECT id AS job_id, aborted_by
+  FROM cabbage_jobs
+ WHERE worker_id = %(worker_id)s AND status = 'doing' AND abort_requested_at IS NOT NULL
+ ORDER BY id;
+
+-- name: listen_for_aborts
+-- Subscribes this session (a worker's heartbeat connection) to abort requests (payload: the
+-- worker id).
+LISTEN cabbage_aborts;

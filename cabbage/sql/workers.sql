@@ -37,7 +37,8 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.started_at, w.last_heartbeat_at,
 -- when it has attempts left, else failed; either way with the worker-lost error given
 -- (%(error_type)s, %(error)s: cabbage.jobs.JobError.worker_lost), and the attempt is kept as
 -- lost in cabbage_attempts. One going back whose queueing lock a newer job holds is cancelled
--- as superseded instead (migration 0007). The worker rows
+-- as superseded instead (migration 0007); a started one whose abort was requested ends
+-- cancelled as aborted, its attempt kept as aborted (migration 0009). The worker rows
 -- are locked first, in id order: of several callers racing, one reclaims each job and the
 -- others find nothing, and a worker that beats while waiting for its row lock is not stale
 -- any more (the lock's recheck spares it). Doing jobs of these ids whose worker row is already
@@ -64,8 +65,11 @@ WITH lost_workers AS (
        AND NOT EXISTS (SELECT FROM cabbage_workers AS w WHERE w.id = j.worker_id)
 ), held AS (
     SELECT j.id, j.worker_id, j.attempts, j.started_at, j.queueing_lock, j.started_at IS NOT NULL AS was_started,
-           -- Back to todo: a reserved job, or a started one with attempts left.
-           (j.started_at IS NULL OR j.max_attempts IS NULL OR j.attempts < j.max_attempts) AS goes_back
+           j.started_at IS NOT NULL AND j.abort_requested_at IS NOT NULL AS was_aborted,
+           cabbage_aborted_error(j.aborted_by) AS aborted_error,
+           -- Back to todo: a reserved job, or a started one with attempts left and no abort asked.
+           (j.started_at IS NULL
+            OR (j.abort_requested_at IS NULL AND (j.max_attempts IS NULL OR j.attempts < j.max_attempts))) AS goes_back
       FROM cabbage_jobs AS j
      WHERE j.status = 'doing'
        AND j.worker_id IN (SELECT id FROM lost_workers UNION ALL SELECT id FROM orphaned_workers)
@@ -84,15 +88,17 @@ WITH lost_workers AS (
       FROM held
 ), reclaimed AS (
     UPDATE cabbage_jobs AS j
-       SET status = CASE WHEN NOT f.goes_back THEN 'failed'
-                         WHEN f.superseded_by IS NOT NULL THEN 'cancelled'
+       SET status = CASE WHEN f.was_aborted OR f.superseded_by IS NOT NULL THEN 'cancelled'
+                         WHEN NOT f.goes_back THEN 'failed'
                          ELSE 'todo' END::cabbage_job_status,
            worker_id = NULL,
            scheduled_at = CASE WHEN f.was_started THEN now() ELSE j.scheduled_at END,
            finished_at = CASE WHEN NOT f.goes_back OR f.superseded_by IS NOT NULL THEN now() END,
-           last_error_type = CASE WHEN f.superseded_by IS NOT NULL THEN 'Superseded'
+           last_error_type = CASE WHEN f.was_aborted THEN 'Aborted'
+                                  WHEN f.superseded_by IS NOT NULL THEN 'Superseded'
                                   WHEN f.was_started THEN %(error_type)s ELSE j.last_error_type END,
-           last_error = CASE WHEN f.superseded_by IS NOT NULL THEN cabbage_superseded_error(f.superseded_by)
+           last_error = CASE WHEN f.was_aborted THEN f.aborted_error
+                             WHEN f.superseded_by IS NOT NULL THEN cabbage_superseded_error(f.superseded_by)
                              WHEN f.was_started THEN %(error)s ELSE j.last_error END,
            last_error_traceback = CASE WHEN f.superseded_by IS NOT NULL OR f.was_started THEN NULL
                                        ELSE j.last_error_traceback END
@@ -100,9 +106,13 @@ WITH lost_workers AS (
      WHERE j.id = f.id
     RETURNING j.id AS job_id, j.task_name, j.queue, j.lock, f.worker_id, j.attempts, j.status, f.was_started
 ), recorded AS (
-    -- A started attempt is kept as lost, with why (the last 20 per job, as the finish keeps them).
+    -- A started attempt is kept as lost, with why, or as aborted (the last 20 per job, as the
+    -- finish keeps them).
     INSERT INTO cabbage_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error_type, error)
-    SELECT f.id, f.attempts, f.worker_id, f.started_at, now(), 'lost', %(error_type)s, %(error)s
+    SELECT f.id, f.attempts, f.worker_id, f.started_at, now(),
+           CASE WHEN f.was_aborted THEN 'aborted' ELSE 'lost' END::cabbage_attempt_outcome,
+           CASE WHEN f.was_aborted THEN 'Aborted' ELSE %(error_type)s END,
+           CASE WHEN f.was_aborted THEN f.aborted_error ELSE %(error)s END
       FROM fates AS f
      WHERE f.was_started
 ), trimmed AS (

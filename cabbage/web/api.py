@@ -20,6 +20,8 @@ from cabbage.web.database import get_admin
 from cabbage.web.openapi import MAX_IDS_PER_CHANGE, build_document
 from cabbage.web.params import read_listing
 
+API_CLIENT = "API client"  # who aborts, when an API call does not say
+
 blueprint = flask.Blueprint("api", __name__, url_prefix="/api/v1")
 
 THROUGHPUT_MINUTES = 60
@@ -75,6 +77,34 @@ def retry_jobs() -> ResponseReturnValue:
 def cancel_jobs() -> ResponseReturnValue:
     auth.require_api_writer()
     return as_json({"cancelled": get_admin().cancel_jobs(job_ids_in_body())})
+
+
+@blueprint.route("/jobs/<int:job_id>/abort", methods=["POST"])
+def abort_job(job_id: int) -> ResponseReturnValue:
+    auth.require_api_writer()
+    return aborted([job_id], aborted_by_in_body())
+
+
+@blueprint.route("/jobs/abort", methods=["POST"])
+def abort_jobs() -> ResponseReturnValue:
+    auth.require_api_writer()
+    return aborted(job_ids_in_body(), aborted_by_in_body())
+
+
+def aborted(job_ids: list[int], aborted_by: str) -> ResponseReturnValue:
+    result = get_admin().abort_jobs(job_ids, aborted_by)
+    return as_json({"cancelled": result.cancelled, "abort_requested": result.requested, "aborted_by": aborted_by})
+
+
+def aborted_by_in_body() -> str:
+    """The ``by`` of an abort's JSON body: who asks (checked by the abort); 'API client' without one."""
+    body = flask.request.get_json(silent=True) if flask.request.content_length else None
+    if body is None:
+        return API_CLIENT
+    by = body.get("by", API_CLIENT) if isinstance(body, dict) else None
+    if not isinstance(by, str):
+        raise ConfigurationError('the body must be a JSON object whose "by" is a string: who asks for the abort')
+    return by
 
 
 def job_ids_in_body() -> list[int]:

@@ -19,6 +19,7 @@ from cabbage.admin import (
     JobState,
 )
 from cabbage.jobs import FINISHED_STATUSES, KEPT_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, AttemptOutcome, Status
+from cabbage.manual_changes import MAX_ABORTED_BY_CHARS
 from cabbage.web.throttle import WINDOW_S, WRONG_TOKENS_ALLOWED
 
 MAX_IDS_PER_CHANGE = 1000
@@ -71,6 +72,8 @@ JOB_SUMMARY: dict[str, Any] = {
         "type": ["integer", "null"],
         "description": "for a job behind its lock: the head job of the line; else null",
     },
+    "abort_requested_at": {**OPTIONAL_TIME, "description": "when an operator first asked to abort the job; else null"},
+    "aborted_by": {"type": ["string", "null"], "description": "who asked to abort the job; else null"},
 }
 
 
@@ -143,6 +146,25 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Retried": record({"retried": {"type": "array", "items": JOB_ID}}),
     "Cancelled": record({"cancelled": {"type": "array", "items": JOB_ID}}),
+    "AbortRequest": {
+        "type": "object",
+        "properties": {
+            "job_ids": {"type": "array", "items": JOB_ID, "minItems": 1, "maxItems": MAX_IDS_PER_CHANGE},
+            "by": {"type": "string", "minLength": 1, "maxLength": MAX_ABORTED_BY_CHARS,
+                   "description": "who asks, stored on the job and shown in its error (default: 'API client')"},
+        },
+        "additionalProperties": False,
+    },
+    "Aborted": record(
+        {
+            "cancelled": {"type": "array", "items": JOB_ID, "description": "waiting or only reserved jobs: cancelled now"},
+            "abort_requested": {
+                "type": "array", "items": JOB_ID,
+                "description": "running jobs: their workers were told, and the jobs end cancelled when their attempts end",
+            },
+            "aborted_by": {"type": "string"},
+        }
+    ),
     "QueueCount": record(
         {"queue": {"type": "string"}, "status": {"type": "string", "enum": STATUSES}, "jobs": {"type": "integer"}}
     ),
@@ -307,6 +329,22 @@ def write(summary: str, schema: str, by_path: bool) -> dict[str, Any]:
     return {"post": operation}
 
 
+def abort(by_path: bool) -> dict[str, Any]:
+    """An abort: a body with ``by`` (and, for several jobs, ``job_ids``)."""
+    summary = "abort a job" if by_path else "abort several jobs: all or none"
+    operation = write(summary, "Aborted", by_path)["post"]
+    operation["description"] = (
+        "A todo job (or one only reserved by a worker) is cancelled at once. A running job's worker learns it "
+        "within a second: a def task sees should_abort(), an async one is cancelled, and after the supervisor's "
+        "--abort-timeout its process is killed; the job ends cancelled, 'Aborted: aborted by <by>', unless its "
+        "attempt succeeded first. Only todo and doing jobs can be aborted."
+    )
+    operation["requestBody"] = {
+        "required": not by_path, "content": {"application/json": {"schema": ref("AbortRequest")}},
+    }
+    return {"post": operation}
+
+
 def whole_arguments() -> dict[str, Any]:
     operation = read("a job's whole arguments, however long", "Arguments", ["job_id"], not_found=True)["get"]
     operation["description"] = (
@@ -339,6 +377,8 @@ def build_document() -> dict[str, Any]:
             "/jobs/{job_id}/cancel": write("cancel a todo job", "Cancelled", by_path=True),
             "/jobs/retry": write("retry several jobs: all or none", "Retried", by_path=False),
             "/jobs/cancel": write("cancel several todo jobs: all or none", "Cancelled", by_path=False),
+            "/jobs/{job_id}/abort": abort(by_path=True),
+            "/jobs/abort": abort(by_path=False),
             "/stats": read("counts by queue and status, oldest waiting jobs, throughput", "Stats"),
             "/workers": read("registered workers, heartbeat ages and current jobs", "Workers"),
             "/locks": read("locks with a running job or jobs waiting behind them", "Locks"),

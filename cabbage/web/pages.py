@@ -23,6 +23,7 @@ from cabbage.web.params import read_listing
 blueprint = flask.Blueprint("pages", __name__)
 
 CHART_MINUTES = 60
+ADMIN_SITE = "the admin website"  # who aborts from a job's page: the site has one token, no user names
 
 
 @blueprint.route("/")
@@ -70,6 +71,7 @@ def job(job_id: int) -> ResponseReturnValue:
         job=found,
         can_retry=found.status in RETRYABLE_STATUSES,
         can_cancel=found.status is Status.TODO,
+        can_abort=found.status is Status.DOING and found.abort_requested_at is None,
     )
 
 
@@ -85,7 +87,15 @@ def cancel(job_id: int) -> ResponseReturnValue:
     return change_and_return(job_id, "cancelled", get_admin().cancel_jobs)
 
 
-def change_and_return(job_id: int, done: str, change: Callable[[Sequence[int]], list[int]]) -> ResponseReturnValue:
+@blueprint.route("/jobs/<int:job_id>/abort", methods=["POST"])
+def abort(job_id: int) -> ResponseReturnValue:
+    auth.require_page_writer()
+    return change_and_return(
+        job_id, "asked to stop: its worker was told", lambda job_ids: get_admin().abort_jobs(job_ids, ADMIN_SITE)
+    )
+
+
+def change_and_return(job_id: int, done: str, change: Callable[[Sequence[int]], object]) -> ResponseReturnValue:
     """Runs the change and goes back to the job page; a job in the wrong state is a message there."""
     try:
         change([job_id])

@@ -404,13 +404,39 @@ def test_a_doing_job_cannot_be_cancelled_and_nothing_changes(run, jobs):
     status, out, err = run("jobs", "cancel", str(todo), str(doing))
     assert status == EXIT_FAILED and out == ""
     assert f"cannot cancel: job {doing} is doing" in err
-    assert "a doing job belongs to its worker until its attempt ends); no job was changed" in err
+    assert "a doing job belongs to its worker until its attempt ends: abort it instead); no job was changed" in err
     assert (jobs.status_of(todo), jobs.status_of(doing)) == (Status.TODO, Status.DOING)
 
 
 def test_cancelling_unknown_ids_names_them(run, jobs):
     status, _, err = run("jobs", "cancel", "55555", "66666")
     assert (status, err) == (EXIT_NOT_FOUND, "cabbage: cannot cancel: no job with id 55555, 66666; no job was changed\n")
+
+
+def test_abort_cancels_a_waiting_job_and_asks_the_worker_of_a_running_one(run, jobs):
+    todo, doing = jobs.todo(), jobs.doing()
+    status, out, err = run("jobs", "abort", str(todo), str(doing), "--by", "alice")
+    assert (status, err) == (EXIT_OK, "")
+    assert out == f"cancelled 1 waiting job(s): {todo}; asked the workers of 1 running job(s) to stop them: {doing}\n"
+    assert (jobs.status_of(todo), jobs.status_of(doing)) == (Status.CANCELLED, Status.DOING)
+    assert jobs.store.abort_requests_of(jobs.worker_id) == {doing: "alice"}
+
+
+def test_abort_names_who_runs_it_unless_told(run, jobs):
+    doing = jobs.doing()
+    status, out, _ = run("jobs", "abort", str(doing), "--json")
+    answer = json.loads(out)
+    assert status == EXIT_OK and answer["abort_requested"] == [doing] and "@" in answer["aborted_by"]
+    assert jobs.store.abort_requests_of(jobs.worker_id) == {doing: answer["aborted_by"]}
+
+
+def test_abort_refuses_finished_jobs_and_bad_names_changing_nothing(run, jobs):
+    todo, done = jobs.todo(), jobs.succeeded()
+    status, out, err = run("jobs", "abort", str(todo), str(done))
+    assert status == EXIT_FAILED and out == "" and f"cannot abort: job {done} is succeeded" in err
+    status, _, err = run("jobs", "abort", str(todo), "--by", " ")
+    assert status != EXIT_OK and "who asks" in err
+    assert jobs.status_of(todo) is Status.TODO
 
 
 # -- prune --------------------------------------------------------------------------------------
@@ -481,7 +507,7 @@ NO_SCHEMA = f"database has no cabbage schema, this cabbage needs version {CURREN
     "argv",
     [
         ["stats"], ["workers"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "retry", "1"],
-        ["jobs", "retry", "--status", "failed"], ["jobs", "cancel", "1"], ["jobs", "prune", "--older-than", "7d"],
+        ["jobs", "retry", "--status", "failed"], ["jobs", "cancel", "1"], ["jobs", "abort", "1"], ["jobs", "prune", "--older-than", "7d"],
         ["defer", "clean"], ["schema", "check"], ["schema", "dump"],
     ],
     ids=" ".join,

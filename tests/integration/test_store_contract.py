@@ -1366,3 +1366,140 @@ def test_pruning_ticks_keeps_each_schedules_newest(store: JobStore, time_passes:
     assert all(tick is not None for tick in last_ticks.values())
     # The pruned ticks were older than the newest kept: they can never be recorded again.
     assert store.record_periodic_ticks([tick_of(whole_seconds_ago(store, 2 * 86400 + 30))]) == []
+
+
+# -- aborting jobs (cabbage jobs abort) -----------------------------------------------------------
+
+
+def test_aborting_a_waiting_or_reserved_job_cancels_it_at_once(store: JobStore, operator: Any, worker_id: int) -> None:
+    running, reserved = store.defer_jobs([new_job(), new_job()])
+    waiting = store.defer_job(new_job(scheduled_at=utcnow() + datetime.timedelta(hours=1)))
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=2)] == [running, reserved]
+
+    result = operator.abort_jobs([waiting, reserved], "alice")
+
+    assert (result.cancelled, result.requested) == ([reserved, waiting], [])
+    for job_id in (waiting, reserved):
+        job = store.get_job(job_id)
+        assert job is not None and job.status is Status.CANCELLED and job.finished_at is not None
+        assert job.aborted_by == "alice" and job.worker_id is None
+    assert store.start_job(reserved, worker_id) is None, "the worker's start finds the reserved job gone"
+    assert store.abort_requests_of(worker_id) == {}
+
+
+def test_aborting_a_running_job_asks_its_worker_and_ends_it_cancelled(store: JobStore, operator: Any, worker_id: int) -> None:
+    job_id = store.defer_job(new_job(max_attempts=5))
+    assert claim_one(store, worker_id).id == job_id  # type: ignore[union-attr]
+    other_worker = store.register_worker("test-host", 4343, None)
+
+    result = operator.abort_jobs([job_id], "alice")
+    assert (result.cancelled, result.requested) == ([], [job_id])
+    assert store.get_job(job_id).status is Status.DOING  # type: ignore[union-attr]
+    assert store.abort_requests_of(worker_id) == {job_id: "alice"}
+    assert store.abort_requests_of(other_worker) == {}
+    assert operator.abort_jobs([job_id], "bob").requested == [job_id], "asking again is no error"
+    assert store.abort_requests_of(worker_id) == {job_id: "alice"}, "the first request is kept"
+
+    # The task stopped with an error: not retried, although it had attempts left.
+    assert store.finish_job(job_id, worker_id, 1, Outcome.retry(BOOM, 0))
+    job = store.get_job(job_id)
+    assert job is not None and job.status is Status.CANCELLED and job.finished_at is not None
+    assert job.last_error is not None and (job.last_error.type, job.last_error.message) == ("Aborted", "aborted by alice")
+    (attempt,) = store.list_attempts(job_id)
+    assert attempt.outcome is AttemptOutcome.ABORTED
+    assert attempt.error is not None and attempt.error.message == "aborted by alice"
+    assert store.abort_requests_of(worker_id) == {}
+
+
+def test_an_attempt_that_succeeds_despite_its_abort_stays_succeeded(store: JobStore, operator: Any, worker_id: int) -> None:
+    job_id = store.defer_job(new_job())
+    assert claim_one(store, worker_id) is not None
+    operator.abort_jobs([job_id], "alice")
+    assert store.finish_job(job_id, worker_id, 1, Outcome.succeeded())
+    job = store.get_job(job_id)
+    assert job is not None and job.status is Status.SUCCEEDED and job.last_error is None
+
+
+def test_a_worker_that_knew_of_the_abort_reports_it_cancelled(store: JobStore, operator: Any, worker_id: int) -> None:
+    job_id = store.defer_job(new_job())
+    assert claim_one(store, worker_id) is not None
+    operator.abort_jobs([job_id], "alice")
+    assert store.finish_job(job_id, worker_id, 1, Outcome.aborted(JobError.aborted("alice")))
+    job = store.get_job(job_id)
+    assert job is not None and job.status is Status.CANCELLED
+    assert [attempt.outcome for attempt in store.list_attempts(job_id)] == [AttemptOutcome.ABORTED]
+
+
+def test_a_reclaimed_aborted_attempt_ends_cancelled_not_retried(store: JobStore, operator: Any, worker_id: int) -> None:
+    aborted, lost = store.defer_jobs([new_job(max_attempts=3), new_job(max_attempts=3)])
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=2)] == [aborted, lost]
+    assert store.start_job(lost, worker_id) is not None
+    operator.abort_jobs([aborted], "alice")
+
+    reclaimed = {job.job_id: job.status for job in store.reclaim_jobs_of([worker_id], "killed after the abort timeout")}
+
+    assert reclaimed == {aborted: Status.CANCELLED, lost: Status.TODO}
+    job = store.get_job(aborted)
+    assert job is not None and job.last_error is not None and str(job.last_error) == "Aborted: aborted by alice"
+    assert [attempt.outcome for attempt in store.list_attempts(aborted)] == [AttemptOutcome.ABORTED]
+    assert [attempt.outcome for attempt in store.list_attempts(lost)] == [AttemptOutcome.LOST]
+
+
+def test_an_abort_is_all_or_nothing(store: JobStore, operator: Any, worker_id: int) -> None:
+    done, waiting = store.defer_jobs([new_job(), new_job(scheduled_at=utcnow() + datetime.timedelta(hours=1))])
+    assert claim_one(store, worker_id).id == done  # type: ignore[union-attr]
+    assert store.finish_job(done, worker_id, 1, Outcome.succeeded())
+    with pytest.raises(JobStateError, match=f"job {done} is succeeded"):
+        operator.abort_jobs([waiting, done], "alice")
+    with pytest.raises(JobNotFound):
+        operator.abort_jobs([waiting, done + 1000], "alice")
+    assert store.get_job(waiting).status is Status.TODO  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("aborted_by", ["", "   ", "a\nb", "nul\x00", "x" * 201, "lone \udc80"])
+def test_who_aborts_must_be_a_short_printable_name(store: JobStore, operator: Any, aborted_by: str) -> None:
+    job_id = store.defer_job(new_job())
+    with pytest.raises(CabbageError, match="who"):
+        operator.abort_jobs([job_id], aborted_by)
+    assert store.get_job(job_id).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_a_retry_forgets_an_earlier_abort(store: JobStore, operator: Any, worker_id: int) -> None:
+    job_id = store.defer_job(new_job())
+    assert claim_one(store, worker_id) is not None
+    operator.abort_jobs([job_id], "alice")
+    assert store.finish_job(job_id, worker_id, 1, Outcome.failed(BOOM))
+    assert operator.retry_jobs([job_id]) == [job_id]
+    again = claim_one(store, worker_id)
+    assert again is not None and (again.abort_requested_at, again.aborted_by) == (None, None)
+    assert store.abort_requests_of(worker_id) == {}
+    assert store.finish_job(job_id, worker_id, 2, Outcome.retry(BOOM, 0))
+    assert store.get_job(job_id).status is Status.TODO, "retried, as a job nobody aborted"  # type: ignore[union-attr]
+
+
+def test_an_abort_notifies_the_heartbeat_of_the_job_s_worker(store: JobStore, operator: Any, worker_id: int) -> None:
+    import select
+
+    job_id = store.defer_job(new_job())
+    assert claim_one(store, worker_id) is not None
+    other_worker = store.register_worker("test-host", 4343, None)
+    heartbeat_stores = [store.open_sibling(), store.open_sibling()]
+    mine = heartbeat_stores[0].watch_aborts(worker_id)
+    theirs = heartbeat_stores[1].watch_aborts(other_worker)
+    assert mine is not None and theirs is not None
+    try:
+        fd, their_fd = mine.fileno(), theirs.fileno()
+        assert fd is not None and their_fd is not None
+        assert not mine.take(), "nothing was asked yet"
+        operator.abort_jobs([job_id], "alice")
+        readable, _, _ = select.select([fd], [], [], 10)
+        assert readable == [fd]
+        assert mine.take()
+        select.select([their_fd], [], [], 1)  # PostgreSQL notifies every listener; memory only the worker's
+        assert not theirs.take(), "the notification names the job's worker"
+    finally:
+        mine.close()
+        theirs.close()
+        for heartbeat_store in heartbeat_stores:
+            if heartbeat_store is not store:
+                heartbeat_store.close()

@@ -479,6 +479,42 @@ def test_api_multi_job_writes_are_all_or_nothing(client, jobs, document):
         assert client.post("/api/v1/jobs/cancel", body=body, token=TOKEN).status == 400
 
 
+def test_api_abort_cancels_waiting_jobs_and_asks_the_workers_of_running_ones(client, jobs, document):
+    todo, doing, done = jobs.todo(), jobs.doing(), jobs.succeeded()
+    assert client.post(f"/api/v1/jobs/{doing}/abort", token=None).status == 401
+    assert jobs.store.abort_requests_of(jobs.worker_id) == {}
+
+    answer = client.post("/api/v1/jobs/abort", body={"job_ids": [todo, doing], "by": "alice"}, token=TOKEN)
+    assert_matches_document(document, "/jobs/abort", "post", answer)
+    assert answer.json == {"cancelled": [todo], "abort_requested": [doing], "aborted_by": "alice"}
+    assert (jobs.status_of(todo), jobs.status_of(doing)) == (Status.CANCELLED, Status.DOING)
+    assert jobs.store.abort_requests_of(jobs.worker_id) == {doing: "alice"}
+    shown = client.get(f"/api/v1/jobs/{doing}").json
+    assert shown["aborted_by"] == "alice" and shown["abort_requested_at"] is not None
+
+    by_path = client.post(f"/api/v1/jobs/{doing}/abort", token=TOKEN)
+    assert_matches_document(document, "/jobs/{job_id}/abort", "post", by_path)
+    assert by_path.json["abort_requested"] == [doing]
+
+    refused = client.post(f"/api/v1/jobs/{done}/abort", body={"by": "bob"}, token=TOKEN)
+    assert refused.status == 409 and f"job {done} is succeeded" in refused.json["error"]
+    for body in ({"by": ""}, {"by": 7}, {"by": "x" * 201}, {"by": "a\nb"}, ["alice"]):
+        assert client.post(f"/api/v1/jobs/{doing}/abort", body=body, token=TOKEN).status == 400, body
+
+
+def test_the_job_page_aborts_a_running_job_and_shows_who_asked(client, jobs):
+    doing = jobs.doing()
+    assert 'id="abort"' not in client.get(f"/jobs/{doing}").text, "signed out: no button"
+    assert client.post(f"/jobs/{doing}/abort", form={}).status == 401
+    assert client.sign_in() == 303
+    assert 'id="abort"' in client.get(f"/jobs/{doing}").text
+    done = client.post(f"/jobs/{doing}/abort", form={"csrf_token": client.csrf_on_job_page(doing)})
+    assert done.status == 303
+    page = client.get(f"/jobs/{doing}").text
+    assert "abort requested by the admin website" in page and 'id="abort"' not in page
+    assert jobs.store.abort_requests_of(jobs.worker_id) == {doing: "the admin website"}
+
+
 def test_wrong_bearer_tokens_are_throttled_per_address_with_429_and_retry_after(client, jobs, document):
     failed = jobs.failed()
     wrong = [client.post(f"/api/v1/jobs/{failed}/retry", token=f"wrong-token-{number}").status for number in range(5)]

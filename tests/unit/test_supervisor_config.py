@@ -47,6 +47,7 @@ def test_every_option_can_come_from_its_variable() -> None:
         "CABBAGE_HEARTBEAT_INTERVAL": "2",
         "CABBAGE_HEARTBEAT_TIMEOUT": "20",
         "CABBAGE_GRACEFUL_TIMEOUT": "7",
+        "CABBAGE_ABORT_TIMEOUT": "3",
         "CABBAGE_MAX_JOBS_PER_CHILD": "9",
         "CABBAGE_BATCH_SIZE": "4",
         "CABBAGE_CONCURRENCY": "50",
@@ -61,6 +62,7 @@ def test_every_option_can_come_from_its_variable() -> None:
     assert (config.heartbeat_interval_s, config.heartbeat_timeout_s, config.graceful_timeout_s) == (2.0, 20.0, 7.0)
     assert (config.max_jobs_per_child, config.batch_size, config.log_format, config.log_level) == (9, 4, "console", "warning")
     assert config.concurrency == 50
+    assert config.abort_timeout_s == 3.0
     assert config.retention_s == 36 * 3600
     assert config.synchronous_commit is False
 

@@ -117,6 +117,29 @@ def test_reports_tell_a_child_its_worker_heartbeats_and_jobs() -> None:
     assert busy.noting(reports.JobFinished(7)).running == ()
 
 
+ABORT_TIMEOUT_S = 10.0
+
+
+def test_a_job_still_running_after_its_abort_timeout_gets_its_child_killed() -> None:
+    reported = child(11, worker_id=1, running=(running(7), running(8))).noting(
+        reports.AbortRequested(7, requested_at=NOW - ABORT_TIMEOUT_S, aborted_by="alice")
+    )
+    assert reported.running[0].abort_requested_at == NOW - ABORT_TIMEOUT_S and reported.running[1].abort_requested_at is None
+    assert find_children_to_kill([reported], NOW - 0.1, TIMEOUT_S, MARGIN_S, True, ABORT_TIMEOUT_S) == []
+    [verdict] = find_children_to_kill([reported], NOW, TIMEOUT_S, MARGIN_S, True, ABORT_TIMEOUT_S)
+    assert verdict.pid == 11 and "job 7 (proj.task) was aborted by alice and still ran 10 s later" in verdict.reason
+    assert next_kill_deadline([reported], TIMEOUT_S, MARGIN_S, ABORT_TIMEOUT_S) == NOW
+    again = reported.noting(reports.AbortRequested(7, requested_at=NOW, aborted_by="bob"))
+    assert again.running[0].aborted_by == "alice", "the first request's deadline holds"
+
+
+def test_an_abort_report_survives_the_pipe() -> None:
+    report = reports.AbortRequested(7, NOW, "ops: ünïcode\n")
+    assert reports.decode(reports.encode(report).rstrip(b"\n")) == report
+    long_name = reports.encode(reports.AbortRequested(7, NOW, "x" * 10_000))
+    assert len(long_name) < 1024, "one atomic write"
+
+
 def test_early_exits_count_up_and_start_over_after_a_stable_child() -> None:
     assert count_early_exits(0, 0.1) == 1
     assert count_early_exits(4, STABLE_AFTER_S - 0.1) == 5

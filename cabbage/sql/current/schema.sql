@@ -1,4 +1,4 @@
--- The cabbage schema as it stands at version 8: every cabbage_ object, read back from
+-- The cabbage schema as it stands at version 9: every cabbage_ object, read back from
 -- the catalog of a database that ran the migrations (`cabbage schema dump`). Generated, do not
 -- edit: the migrations in cabbage/sql/migrations/ are the source, and
 -- tests/integration/test_schema.py checks that this is what they build.
@@ -10,8 +10,9 @@
 -- migration 6: 0006_finish_and_claim.sql
 -- migration 7: 0007_priorities_queueing_locks_and_attempts.sql
 -- migration 8: 0008_periodic_tasks.sql
+-- migration 9: 0009_abort_running_jobs.sql
 
-CREATE TYPE cabbage_attempt_outcome AS ENUM ('succeeded', 'failed', 'retried', 'lost');
+CREATE TYPE cabbage_attempt_outcome AS ENUM ('succeeded', 'failed', 'retried', 'lost', 'aborted');
 
 CREATE TYPE cabbage_job_status AS ENUM ('todo', 'doing', 'succeeded', 'failed', 'cancelled');
 
@@ -54,6 +55,8 @@ CREATE TABLE cabbage_jobs (
     last_error_traceback text,
     priority integer NOT NULL DEFAULT 0,
     queueing_lock text,
+    abort_requested_at timestamp with time zone,
+    aborted_by text,
     CONSTRAINT cabbage_jobs_args_is_array CHECK ((jsonb_typeof(args) = ANY (ARRAY['array'::text, 'object'::text]))),
     CONSTRAINT cabbage_jobs_attempts_positive CHECK ((attempts >= 0)),
     CONSTRAINT cabbage_jobs_doing_has_worker CHECK (((status <> 'doing'::cabbage_job_status) OR (worker_id IS NOT NULL))),
@@ -118,6 +121,14 @@ CREATE UNIQUE INDEX cabbage_jobs_one_head_per_lock ON public.cabbage_jobs USING 
 CREATE UNIQUE INDEX cabbage_jobs_one_todo_per_queueing_lock ON public.cabbage_jobs USING btree (queueing_lock) WHERE ((status = 'todo'::cabbage_job_status) AND (queueing_lock IS NOT NULL));
 
 CREATE INDEX cabbage_workers_by_heartbeat ON public.cabbage_workers USING btree (last_heartbeat_at);
+
+CREATE OR REPLACE FUNCTION public.cabbage_aborted_error(aborted_by text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT 'aborted by ' || coalesce(nullif(aborted_by, ''), 'an operator')
+$function$;
 
 CREATE OR REPLACE FUNCTION public.cabbage_claim_jobs_v1(p_worker_id bigint, p_queues text[], p_limit integer)
  RETURNS SETOF cabbage_jobs
@@ -290,22 +301,50 @@ $function$;
 CREATE OR REPLACE FUNCTION public.cabbage_finish_job_v3(p_job_id bigint, p_worker_id bigint, p_attempt integer, p_status cabbage_job_status, p_retry_in_s double precision, p_error_type text, p_error text, p_traceback text, p_next_job_id bigint, p_queues text[], p_claim_limit integer)
  RETURNS TABLE(finished boolean, job cabbage_jobs)
  LANGUAGE plpgsql
+AS $function$
+BEGIN
+    RETURN QUERY SELECT * FROM cabbage_finish_job_v4(p_job_id, p_worker_id, p_attempt, p_status, p_retry_in_s,
+                                                      p_error_type, p_error, p_traceback, p_next_job_id,
+                                                      p_queues, p_claim_limit);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_finish_job_v4(p_job_id bigint, p_worker_id bigint, p_attempt integer, p_status cabbage_job_status, p_retry_in_s double precision, p_error_type text, p_error text, p_traceback text, p_next_job_id bigint, p_queues text[], p_claim_limit integer)
+ RETURNS TABLE(finished boolean, job cabbage_jobs)
+ LANGUAGE plpgsql
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 DECLARE
     ended_at timestamptz := clock_timestamp();
     attempt_started_at timestamptz;
-    attempt_outcome cabbage_attempt_outcome :=
-        CASE WHEN p_status = 'todo' THEN 'retried' ELSE p_status::text END::cabbage_attempt_outcome;
     ending cabbage_job_status := p_status;
+    attempt_outcome cabbage_attempt_outcome;
     ending_error_type text := p_error_type;
     ending_error text := p_error;
     ending_traceback text := p_traceback;
+    attempt_error_type text := p_error_type;  -- an aborted attempt is kept with its job's error
+    attempt_error text := p_error;
+    abort_requested_by text;
     superseded_by bigint;
     claimed_any boolean := false;
 BEGIN
     finished := false;
-    IF p_status = 'todo' THEN
+    IF p_status <> 'succeeded' THEN
+        SELECT j.aborted_by INTO abort_requested_by
+          FROM cabbage_jobs AS j
+         WHERE j.id = p_job_id AND j.abort_requested_at IS NOT NULL AND j.started_at IS NOT NULL
+           AND (j.worker_id, j.attempts, j.status) IS NOT DISTINCT FROM (p_worker_id, p_attempt, 'doing'::cabbage_job_status);
+        IF FOUND OR p_status = 'cancelled' THEN
+            ending := 'cancelled';
+            ending_error_type := 'Aborted';
+            ending_error := cabbage_aborted_error(abort_requested_by);
+            attempt_error_type := ending_error_type;
+            attempt_error := ending_error;
+        END IF;
+    END IF;
+    attempt_outcome := CASE ending WHEN 'todo' THEN 'retried' WHEN 'cancelled' THEN 'aborted'
+                                   ELSE ending::text END::cabbage_attempt_outcome;
+    IF ending = 'todo' THEN
         FOR pass IN 1..2 LOOP
             SELECT waiting.id INTO superseded_by
               FROM cabbage_jobs AS j
@@ -313,8 +352,6 @@ BEGIN
              WHERE j.id = p_job_id;
             EXIT WHEN superseded_by IS NOT NULL;
             BEGIN
-                -- The fence is compared as one row so that the job is found by its primary key
-                -- (as in cabbage_finish_job_v1).
                 UPDATE cabbage_jobs
                    SET status = 'todo',
                        worker_id = NULL,
@@ -330,8 +367,6 @@ BEGIN
                 finished := FOUND;
                 EXIT;
             EXCEPTION WHEN unique_violation THEN
-                -- A defer of the same queueing lock committed since the look-up above: the next
-                -- pass sees its job waiting. Twice is not that race.
                 IF pass = 2 THEN
                     RAISE;
                 END IF;
@@ -350,7 +385,6 @@ BEGIN
            SET status = ending,
                is_head = false,
                finished_at = ended_at,
-               -- An outcome without an error (a success) keeps the last attempt's error.
                last_error_type = coalesce(ending_error_type, last_error_type),
                last_error = CASE WHEN ending_error_type IS NULL THEN last_error ELSE ending_error END,
                last_error_traceback = CASE WHEN ending_error_type IS NULL THEN last_error_traceback
@@ -364,7 +398,7 @@ BEGIN
         INSERT INTO cabbage_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
                                       error_type, error, traceback)
         VALUES (p_job_id, p_attempt, p_worker_id, attempt_started_at, ended_at, attempt_outcome,
-                p_error_type, p_error, p_traceback);
+                attempt_error_type, attempt_error, p_traceback);
         IF p_attempt > 20 THEN
             DELETE FROM cabbage_attempts WHERE job_id = p_job_id AND attempt <= p_attempt - 20;
         END IF;
