@@ -288,10 +288,12 @@ class PostgresJobStore(JobStore):
 
     # -- claiming and finishing ------------------------------------------------------------------
 
-    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:
+    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1, *, start_all: bool = False) -> list[Job]:
         if limit <= 0:
             return []
-        parameters = {"worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit}
+        parameters = {
+            "worker_id": worker_id, "queues": None if queues is None else list(queues), "limit": limit, "start_all": start_all,
+        }  # fmt: skip
         with self._worker_cursor() as cursor:
             cursor.execute(self._worker_write(queries["claim_jobs"]), parameters)
             claimed = rows.jobs_from(cursor)
@@ -358,6 +360,33 @@ class PostgresJobStore(JobStore):
             columns = rows.column_names(cursor)
             results = [dict(zip(columns, row)) for row in cursor.fetchall()]
         return bool(results[0]["finished"]), [rows.job_from_row(row) for row in results if row["id"] is not None]
+
+    def finish_jobs_and_claim(
+        self, worker_id: int, finishes: Sequence[tuple[int, int, Outcome]], queues: Sequence[str] | None, limit: int
+    ) -> tuple[set[int], list[Job]]:
+        if not finishes:
+            return set(), []
+        errors = [outcome.error for _, _, outcome in finishes]
+        parameters = {
+            "worker_id": worker_id,
+            "job_ids": [job_id for job_id, _, _ in finishes],
+            "attempts": [attempt for _, attempt, _ in finishes],
+            "statuses": [outcome.status.value for _, _, outcome in finishes],
+            "retry_in_s": [outcome.retry_in_s for _, _, outcome in finishes],
+            "error_types": [error.type if error else None for error in errors],
+            "errors": [error.message if error else None for error in errors],
+            "tracebacks": [error.traceback if error else None for error in errors],
+            "queues": None if queues is None else list(queues),
+            "claim_limit": max(limit, 0),
+        }
+        with self._worker_cursor() as cursor:
+            cursor.execute(self._worker_write(queries["finish_jobs_and_claim"]), parameters)
+            columns = rows.column_names(cursor)
+            results = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        claimed = [rows.job_from_row(row) for row in results if row["id"] is not None]
+        if claimed:
+            self._drop_notifications()
+        return set(results[0]["finished_job_ids"]), claimed
 
     def held_jobs(self, worker_id: int) -> list[Job]:
         with self._cursor() as cursor:

@@ -7,6 +7,8 @@ outage: tried again until the database answers, a hidden commit recognised in th
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import structlog
 
 from cabbage.exceptions import DatabaseUnavailable
@@ -35,6 +37,32 @@ class OutcomeRecording(JobTaking):
             is_finished = self._finish_after_loss(job, outcome, exc)
         if not is_finished:
             log.warning("job_fence_lost", outcome=outcome.status.value)
+
+    def _finish_together(self, ended: Sequence[tuple[Job, Outcome]]) -> None:
+        """Records the outcomes of several attempts in one round trip, each fenced by its own
+        attempt, and claims the next jobs in it; after a lost connection each outcome is
+        recorded as ``_finish`` does, and what the lost call committed is found in the rows."""
+        assert self.worker_id is not None
+        if not ended:
+            return
+        free = self._free_slots_after()
+        may_claim = self._may_take_job() and not self._stopping and free > 0 and self._lease_allows_claim()
+        limit = self._claim_limit(free) if may_claim else 0
+        finishes = [(job.id, job.attempts, outcome) for job, outcome in ended]
+        try:
+            finished, claimed = self.store.finish_jobs_and_claim(self.worker_id, finishes, self.queues, limit)
+        except DatabaseUnavailable as exc:
+            for job, outcome in ended:
+                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
+                    if not self._finish_after_loss(job, outcome, exc):
+                        log.warning("job_fence_lost", outcome=outcome.status.value)
+            return
+        self._claim_found_nothing = limit > 0 and bool(finished) and not claimed
+        self._take_over(claimed)
+        for job, outcome in ended:
+            if job.id not in finished:
+                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
+                    log.warning("job_fence_lost", outcome=outcome.status.value)
 
     def _free_slots_after(self) -> int:
         """The slots free once the attempt being recorded is over (it left the running set)."""

@@ -113,7 +113,7 @@ class JobStore(abc.ABC):
     # -- claiming and finishing (the worker's hot path) ----------------------------------------
 
     @abc.abstractmethod
-    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:
+    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1, *, start_all: bool = False) -> list[Job]:
         """Claims up to ``limit`` due jobs of ``queues`` (all queues when None) for a worker.
 
         Only the head of each lock's line is claimable, so no two jobs of one lock are ever
@@ -122,7 +122,8 @@ class JobStore(abc.ABC):
         ``worker_id``. The *first* job returned is started: its attempt number
         (``attempts``) is incremented and ``started_at`` set. The others are only reserved
         (``started_at`` None, ``attempts`` unchanged) until ``start_job``; if the worker is
-        lost before that, they go back to ``todo`` without using an attempt.
+        lost before that, they go back to ``todo`` without using an attempt. With ``start_all``
+        every job returned is started (a worker that runs them all at once).
         Two workers never claim the same job.
         """
 
@@ -171,6 +172,17 @@ class JobStore(abc.ABC):
         """
         finished = self.finish_job(job_id, worker_id, attempt, outcome)
         return finished, self.claim_jobs(worker_id, queues, limit) if finished and limit > 0 else []
+
+    def finish_jobs_and_claim(
+        self, worker_id: int, finishes: Sequence[tuple[int, int, Outcome]], queues: Sequence[str] | None, limit: int
+    ) -> tuple[set[int], list[Job]]:
+        """``finish_job`` for each ``(job_id, attempt, outcome)``, each fenced by its own attempt,
+        then, if any was this worker's, ``claim_jobs(worker_id, queues, limit, start_all=True)``:
+        the ids of the attempts finished, and the jobs claimed. A store may do it all in one
+        round trip and one commit; the result is the same as the calls one by one.
+        """
+        finished = {job_id for job_id, attempt, outcome in finishes if self.finish_job(job_id, worker_id, attempt, outcome)}
+        return finished, self.claim_jobs(worker_id, queues, limit, start_all=True) if finished and limit > 0 else []
 
     @abc.abstractmethod
     def held_jobs(self, worker_id: int) -> list[Job]:

@@ -129,15 +129,19 @@ class JobTaking:
         taken over (held_jobs) before anything more is claimed."""
         assert self.worker_id is not None
         worker_id = self.worker_id
+        # Several at once: every job claimed begins now, so all are started by the claim itself.
+        start_all = self.concurrency > 1
         try:
-            return self.store.claim_jobs(worker_id, self.queues, limit=limit)
+            return self.store.claim_jobs(worker_id, self.queues, limit=limit, start_all=start_all)
         except DatabaseUnavailable as exc:
             self._outage.failed(exc)
         try:
             held = self._until_it_answers(lambda: self._unknown_held_jobs(worker_id), self._is_stopping)
             if held:
                 return held
-            return self._until_it_answers(lambda: self.store.claim_jobs(worker_id, self.queues, limit=limit), self._is_stopping)
+            return self._until_it_answers(
+                lambda: self.store.claim_jobs(worker_id, self.queues, limit=limit, start_all=start_all), self._is_stopping
+            )
         except DatabaseUnavailable:
             return []  # stopping during an outage; what the lost claim took is reclaimed with this worker
 

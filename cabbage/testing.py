@@ -392,7 +392,7 @@ class InMemoryJobStore(JobStore):
 
     # -- claiming and finishing ------------------------------------------------------------------
 
-    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1) -> list[Job]:
+    def claim_jobs(self, worker_id: int, queues: Sequence[str] | None, limit: int = 1, *, start_all: bool = False) -> list[Job]:
         with self._condition:
             now = self._clock()
             due = sorted(
@@ -402,8 +402,8 @@ class InMemoryJobStore(JobStore):
                 row.status = Status.DOING  # a head stays head: no line change
                 row.worker_id = worker_id
                 row.started_at = None
-                if position == 0:
-                    self._start(row, now)  # the rest are only reserved
+                if position == 0 or start_all:
+                    self._start(row, now)  # the rest are only reserved, unless all start
             return [row.to_job() for row in due]
 
     def _start(self, row: _StoredJob, now: datetime.datetime) -> None:
@@ -463,6 +463,12 @@ class InMemoryJobStore(JobStore):
     ) -> tuple[bool, list[Job]]:
         with self._condition:  # both steps at once, as PostgreSQL does in one round trip
             return super().finish_and_claim(job_id, worker_id, attempt, outcome, queues, limit)
+
+    def finish_jobs_and_claim(
+        self, worker_id: int, finishes: Sequence[tuple[int, int, Outcome]], queues: Sequence[str] | None, limit: int
+    ) -> tuple[set[int], list[Job]]:
+        with self._condition:  # all at once, as PostgreSQL does in one round trip
+            return super().finish_jobs_and_claim(worker_id, finishes, queues, limit)
 
     def held_jobs(self, worker_id: int) -> list[Job]:
         with self._condition:

@@ -265,9 +265,11 @@ class Worker(OutcomeRecording):
             self._wait_for_jobs(timeout_s)  # an attempt's end interrupts it
             return
         try:
-            self._record(self._ended.get(timeout=timeout_s))
+            attempt = self._ended.get(timeout=timeout_s)
         except queue.Empty:
-            pass  # a deadline: the loop looks at it next
+            return  # a deadline: the loop looks at it next
+        self._ended.put(attempt)  # recorded with those that ended with it
+        self._record_ended()
 
     def _raise_interrupt(self) -> None:
         interrupt, self._interrupt = self._interrupt, None
@@ -364,12 +366,35 @@ class Worker(OutcomeRecording):
         self.store.interrupt_wait()
 
     def _record_ended(self) -> None:
+        """Records every attempt that ended meanwhile: one by one at concurrency 1, else all in
+        one round trip with the claim of the next jobs (``finish_jobs_and_claim``)."""
+        ended = []
         while True:
             try:
-                attempt = self._ended.get_nowait()
+                ended.append(self._ended.get_nowait())
             except queue.Empty:
-                return
+                break
+        if self.concurrency > 1 and ended:
+            self._record_together(ended)
+            return
+        for attempt in ended:
             self._record(attempt)
+
+    def _record_together(self, attempts: Sequence[Attempt]) -> None:
+        ours = [attempt for attempt in attempts if attempt.job.id in self._running]
+        for attempt in ours:
+            if self.on_task_returned is not None:
+                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **attempt.job.log_context()):
+                    self.on_task_returned(attempt.job)
+            del self._running[attempt.job.id]  # first: the claim may take a job retried due now
+        self._finish_together([(attempt.job, attempt.outcome) for attempt in ours])
+        for attempt in ours:
+            if self.on_job_finished is not None:
+                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **attempt.job.log_context()):
+                    self.on_job_finished(attempt.job)
+            if attempt.interrupt is not None and self.stop_on_keyboard_interrupt:
+                self._interrupt = attempt.interrupt
+                self._stopping = True
 
     def _record(self, attempt: Attempt) -> None:
         job = attempt.job

@@ -119,9 +119,9 @@ RELEASE SAVEPOINT cabbage_defer;
 -- docs/performance.md). Sent on a connection's first claim or finish.
 --
 -- cabbage_claim_jobs: up to $3 due head jobs of queues $2 (NULL: all) for worker $1, claimed
--- atomically, the first started and the rest reserved, the highest priority first, then in
--- (scheduled_at, id) order: cabbage_claim_jobs_v2 of migration 0007 keeps its plans on the
--- claimable partial indexes (invariants 1, 3, 4, 6).
+-- atomically, the first started and the rest reserved (all started with $4), the highest
+-- priority first, then in (scheduled_at, id) order: cabbage_claim_jobs_v3 of migration 0010
+-- keeps its plans on the claimable partial indexes (invariants 1, 3, 4, 6).
 --
 -- cabbage_finish_job: how an attempt ended, fenced by its owner (invariant 5), recorded with
 -- the attempt, and with a next job id $9, the start of that reserved job in the same round
@@ -133,11 +133,16 @@ RELEASE SAVEPOINT cabbage_defer;
 --
 -- Both finishes are cabbage_finish_job_v4 of migration 0009.
 --
+-- cabbage_finish_jobs: the outcomes of several attempts of worker $1, each fenced by its own
+-- attempt, then a claim of up to $10 jobs of queues $9, all started, in one round trip and one
+-- commit (cabbage_finish_jobs_v1 of migration 0010). Rows: the ids finished, then the columns
+-- of each claimed job; one row of NULL columns when there is none.
+--
 -- DEALLOCATE first: a PREPARE that failed half-way (a schema being migrated) may have left the
 -- first statement behind, and preparing it again would fail.
 DEALLOCATE ALL;
-PREPARE cabbage_claim_jobs (bigint, text[], integer) AS
-    SELECT * FROM cabbage_claim_jobs_v2($1, $2, $3);
+PREPARE cabbage_claim_jobs (bigint, text[], integer, boolean) AS
+    SELECT * FROM cabbage_claim_jobs_v3($1, $2, $3, $4);
 PREPARE cabbage_finish_job (bigint, bigint, integer, cabbage_job_status, double precision,
                             text, text, text, bigint) AS
     SELECT result.finished, (result.job).*
@@ -146,10 +151,14 @@ PREPARE cabbage_finish_and_claim (bigint, bigint, integer, cabbage_job_status, d
                                   text, text, text, text[], integer) AS
     SELECT result.finished, (result.job).*
       FROM cabbage_finish_job_v4($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) AS result;
+PREPARE cabbage_finish_jobs (bigint, bigint[], integer[], cabbage_job_status[], double precision[],
+                             text[], text[], text[], text[], integer) AS
+    SELECT result.finished_job_ids, (result.job).*
+      FROM cabbage_finish_jobs_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS result;
 
 -- name: claim_jobs
--- Claims up to %(limit)s due head jobs (prepare_worker_statements).
-EXECUTE cabbage_claim_jobs(%(worker_id)s, %(queues)s, %(limit)s);
+-- Claims up to %(limit)s due head jobs, all started with %(start_all)s (prepare_worker_statements).
+EXECUTE cabbage_claim_jobs(%(worker_id)s, %(queues)s, %(limit)s, %(start_all)s);
 
 -- name: start_job
 -- Begins the attempt of a job this worker reserved; nothing when it was reclaimed (invariant 5).
@@ -172,6 +181,13 @@ EXECUTE cabbage_finish_job(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s, %
 -- (prepare_worker_statements).
 EXECUTE cabbage_finish_and_claim(%(job_id)s, %(worker_id)s, %(attempt)s, %(status)s, %(retry_in_s)s,
                                  %(error_type)s, %(error)s, %(traceback)s, %(queues)s, %(claim_limit)s);
+
+-- name: finish_jobs_and_claim
+-- Records how several attempts ended, then claims up to claim_limit jobs of queues, all started
+-- (prepare_worker_statements).
+EXECUTE cabbage_finish_jobs(%(worker_id)s, %(job_ids)s, %(attempts)s, %(statuses)s::cabbage_job_status[],
+                            %(retry_in_s)s::double precision[], %(error_types)s::text[], %(errors)s::text[],
+                            %(tracebacks)s::text[], %(queues)s, %(claim_limit)s);
 
 -- name: held_jobs
 -- The jobs a worker holds (doing), in claim order: what a claim that committed while the
@@ -256,7 +272,11 @@ LISTEN cabbage_jobs;
 
 -- name: abort_requests_of
 -- The running jobs of a worker whose abort an operator requested (migration 0009), and who
--- asked: what its heartbeat looks for on each beat and on each NOTIFY cabbage_aborts.
+-- asked: what its heartbeat looks for on each beat and on each NOTIFY cabbage_aborts. A table
+-- locked by an operator must not hold the heartbeat thread (its next beat would be late): the
+-- look gives up after a moment, and the next beat looks again. The two statements are sent as
+-- one, so SET LOCAL holds for this look only.
+SET LOCAL lock_timeout = '200ms';
 SELECT id AS job_id, aborted_by
   FROM cabbage_jobs
  WHERE worker_id = %(worker_id)s AND status = 'doing' AND abort_requested_at IS NOT NULL

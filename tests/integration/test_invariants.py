@@ -189,7 +189,8 @@ def claim_plans(
     """The plans of one claim: a probe for the highest priority level with a claimable head,
     the claim of that level's due jobs, and a probe and a claim per lower level it needed."""
     prepare_worker_statements(connection)
-    plans = nested_plans(connection, queries["claim_jobs"], {"worker_id": 1, "queues": queues, "limit": limit}, analyze)
+    parameters = {"worker_id": 1, "queues": queues, "limit": limit, "start_all": limit > 1}  # both ways of starting
+    plans = nested_plans(connection, queries["claim_jobs"], parameters, analyze)
     assert plans, "a claim reads the claimable index at least once"
     return plans
 

@@ -1503,3 +1503,42 @@ def test_an_abort_notifies_the_heartbeat_of_the_job_s_worker(store: JobStore, op
         for heartbeat_store in heartbeat_stores:
             if heartbeat_store is not store:
                 heartbeat_store.close()
+
+
+# -- several attempts at once: claims that start all, finishes recorded together ----------------
+
+
+def test_a_claim_may_start_every_job_it_takes(store: JobStore, worker_id: int) -> None:
+    first, second, third = store.defer_jobs([new_job(), new_job(), new_job()])
+    claimed = store.claim_jobs(worker_id, None, limit=2, start_all=True)
+    assert [(job.id, job.attempts, job.is_started) for job in claimed] == [(first, 1, True), (second, 1, True)]
+    assert store.start_job(second, worker_id) is None, "already started: nothing left to start"
+    assert store.get_job(third).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_finishes_recorded_together_are_fenced_each_and_claim_the_next_jobs_started(
+    store: JobStore, worker_id: int
+) -> None:
+    first, second, retried = store.defer_jobs([new_job(), new_job(), new_job(max_attempts=2)])
+    waiting = store.defer_jobs([new_job(), new_job(), new_job()])
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=3, start_all=True)] == [first, second, retried]
+    stale = (second, 7, Outcome.succeeded())  # an attempt number that is not the job's: fenced out
+
+    finished, claimed = store.finish_jobs_and_claim(
+        worker_id, [(first, 1, Outcome.succeeded()), stale, (retried, 1, Outcome.retry(BOOM, 0))], None, limit=4
+    )
+
+    assert finished == {first, retried}
+    assert store.get_job(first).status is Status.SUCCEEDED  # type: ignore[union-attr]
+    assert store.get_job(second).status is Status.DOING, "the fenced-out finish changed nothing"  # type: ignore[union-attr]
+    assert {job.id for job in claimed} == {retried, *waiting}, "claimed after the finishes: the retry, due now, too"
+    assert all(job.is_started and job.worker_id == worker_id for job in claimed)
+    assert [attempt.outcome for attempt in store.list_attempts(retried)] == [AttemptOutcome.RETRIED]
+
+
+def test_finishes_recorded_together_claim_nothing_when_none_was_this_workers(store: JobStore, worker_id: int) -> None:
+    job_id = store.defer_job(new_job())
+    store.defer_job(new_job())
+    assert claim_one(store, worker_id) is not None
+    assert store.finish_jobs_and_claim(worker_id, [(job_id, 2, Outcome.succeeded())], None, limit=5) == (set(), [])
+    assert store.finish_jobs_and_claim(worker_id, [], None, limit=5) == (set(), [])

@@ -32,9 +32,9 @@ class RecordingStore(InMemoryJobStore):
         self.rewrite_claimed: dict[str, Any] = {}
         self._inside_compound_call = False
 
-    def claim_jobs(self, worker_id: int, queues: Any, limit: int = 1) -> list[Job]:
+    def claim_jobs(self, worker_id: int, queues: Any, limit: int = 1, **options: Any) -> list[Job]:
         self._record("claim_jobs", limit)
-        claimed = super().claim_jobs(worker_id, queues, limit)
+        claimed = super().claim_jobs(worker_id, queues, limit, **options)
         return [dataclasses.replace(job, **self.rewrite_claimed) for job in claimed]
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:

@@ -32,8 +32,8 @@ class FlakyStore(InMemoryJobStore):
             raise DatabaseUnavailable(f"lost the connection after {name} committed")
         return result
 
-    def claim_jobs(self, worker_id: int, queues: Any, limit: int = 1) -> list[Job]:
-        return self._through("claim_jobs", lambda: super(FlakyStore, self).claim_jobs(worker_id, queues, limit))
+    def claim_jobs(self, worker_id: int, queues: Any, limit: int = 1, **options: Any) -> list[Job]:
+        return self._through("claim_jobs", lambda: super(FlakyStore, self).claim_jobs(worker_id, queues, limit, **options))
 
     def start_job(self, job_id: int, worker_id: int) -> Job | None:
         return self._through("start_job", lambda: super(FlakyStore, self).start_job(job_id, worker_id))
@@ -43,6 +43,9 @@ class FlakyStore(InMemoryJobStore):
 
     def finish_and_claim(self, *args: Any) -> Any:
         return self._through("finish_and_claim", lambda: super(FlakyStore, self).finish_and_claim(*args))
+
+    def finish_jobs_and_claim(self, *args: Any) -> Any:
+        return self._through("finish_jobs_and_claim", lambda: super(FlakyStore, self).finish_jobs_and_claim(*args))
 
     def finish_and_start(self, *args: Any) -> Any:
         return self._through("finish_and_start", lambda: super(FlakyStore, self).finish_and_start(*args))

@@ -1,4 +1,4 @@
--- The cabbage schema as it stands at version 9: every cabbage_ object, read back from
+-- The cabbage schema as it stands at version 10: every cabbage_ object, read back from
 -- the catalog of a database that ran the migrations (`cabbage schema dump`). Generated, do not
 -- edit: the migrations in cabbage/sql/migrations/ are the source, and
 -- tests/integration/test_schema.py checks that this is what they build.
@@ -11,6 +11,7 @@
 -- migration 7: 0007_priorities_queueing_locks_and_attempts.sql
 -- migration 8: 0008_periodic_tasks.sql
 -- migration 9: 0009_abort_running_jobs.sql
+-- migration 10: 0010_batched_finishes_and_claims.sql
 
 CREATE TYPE cabbage_attempt_outcome AS ENUM ('succeeded', 'failed', 'retried', 'lost', 'aborted');
 
@@ -141,6 +142,13 @@ $function$;
 
 CREATE OR REPLACE FUNCTION public.cabbage_claim_jobs_v2(p_worker_id bigint, p_queues text[], p_limit integer)
  RETURNS SETOF cabbage_jobs
+ LANGUAGE sql
+AS $function$
+    SELECT * FROM cabbage_claim_jobs_v3(p_worker_id, p_queues, p_limit, false)
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_claim_jobs_v3(p_worker_id bigint, p_queues text[], p_limit integer, p_start_all boolean)
+ RETURNS SETOF cabbage_jobs
  LANGUAGE plpgsql
  SET enable_bitmapscan TO 'off'
  SET enable_hashjoin TO 'off'
@@ -154,7 +162,7 @@ DECLARE
     priority_level integer;
     wanted integer := p_limit;
     claimed integer;
-    starts boolean := true;  -- the first job claimed is started, the others reserved
+    starts boolean := true;  -- the first job claimed is started, the others reserved (unless p_start_all)
 BEGIN
     WHILE wanted > 0 LOOP
         RETURN QUERY
@@ -187,7 +195,7 @@ BEGIN
                    worker_id = p_worker_id,
                    attempts = j.attempts + CASE WHEN c.starts_now THEN 1 ELSE 0 END,
                    started_at = CASE WHEN c.starts_now THEN clock_timestamp() END
-              FROM (SELECT id, starts AND row_number() OVER (ORDER BY scheduled_at, id) = 1 AS starts_now
+              FROM (SELECT id, p_start_all OR (starts AND row_number() OVER (ORDER BY scheduled_at, id) = 1) AS starts_now
                       FROM candidates) AS c
              WHERE j.id = c.id
             RETURNING j.*
@@ -421,6 +429,37 @@ BEGIN
         END IF;
     END IF;
     RETURN NEXT;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.cabbage_finish_jobs_v1(p_worker_id bigint, p_job_ids bigint[], p_attempts integer[], p_statuses cabbage_job_status[], p_retry_in_s double precision[], p_error_types text[], p_errors text[], p_tracebacks text[], p_queues text[], p_claim_limit integer)
+ RETURNS TABLE(finished_job_ids bigint[], job cabbage_jobs)
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    is_finished boolean;
+    claimed_any boolean := false;
+BEGIN
+    finished_job_ids := '{}';
+    FOR i IN 1..coalesce(array_length(p_job_ids, 1), 0) LOOP
+        SELECT result.finished INTO is_finished
+          FROM cabbage_finish_job_v4(p_job_ids[i], p_worker_id, p_attempts[i], p_statuses[i], p_retry_in_s[i],
+                                     p_error_types[i], p_errors[i], p_tracebacks[i], NULL, NULL, 0) AS result
+         LIMIT 1;
+        IF is_finished THEN
+            finished_job_ids := finished_job_ids || p_job_ids[i];
+        END IF;
+    END LOOP;
+    IF cardinality(finished_job_ids) > 0 AND p_claim_limit > 0 THEN
+        FOR job IN SELECT * FROM cabbage_claim_jobs_v3(p_worker_id, p_queues, p_claim_limit, true) LOOP
+            claimed_any := true;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF NOT claimed_any THEN
+        job := NULL;
+        RETURN NEXT;
+    END IF;
 END
 $function$;
 
