@@ -92,7 +92,8 @@ class PeriodicSchedule:
     @property
     def keeps_wall_clock_time(self) -> bool:
         """Whether it runs at a fixed time of day (minute and hour fields do not start with
-        ``*``), so that a DST change moves it as Debian's cron does, rather than along the real clock."""
+        ``*``), so that a DST change moves it as Debian's cron does, rather than along the real
+        clock."""
         fields = self.cron.split()
         minute, hour = (fields[1], fields[2]) if len(fields) == 6 else (fields[0], fields[1])
         return not minute.startswith("*") and not hour.startswith("*")
@@ -275,7 +276,8 @@ class PeriodicOverview:
 
 
 def next_tick_or_none(schedule: PeriodicSchedule, now: datetime.datetime) -> datetime.datetime | None:
-    """The next tick after ``now``, None for an expression this cabbage cannot read (declared by another release)."""
+    """The next tick after ``now``, None for an expression this cabbage cannot read (declared
+    by another release)."""
     try:
         return schedule.next_tick_after(now)
     except (CronSimError, PeriodicScheduleError):
@@ -285,7 +287,8 @@ def next_tick_or_none(schedule: PeriodicSchedule, now: datetime.datetime) -> dat
 def declared_as_in_app(
     schedule: PeriodicSchedule, stored: DeclaredSchedule | None, now: datetime.datetime
 ) -> DeclaredSchedule:
-    """An app's schedule, with what the store knows of it (declarations, last tick), as views show it."""
+    """An app's schedule, with what the store knows of it (declarations, last tick), as views
+    show it."""
     if stored is None:
         return DeclaredSchedule.of(schedule, None, None, None, now)
     return DeclaredSchedule.of(schedule, stored.first_declared_at, stored.last_declared_at, stored.last_tick, now)
@@ -351,7 +354,8 @@ def _skipped_ticks(schedule: PeriodicSchedule, since: datetime.datetime, cutoff:
 
 
 def _last_tick_until(schedule: PeriodicSchedule, after: datetime.datetime, until: datetime.datetime) -> datetime.datetime:
-    """The last tick at or before ``until`` (``after`` is one), looked for in growing spans before it."""
+    """The last tick at or before ``until`` (``after`` is one), looked for in growing spans
+    before it."""
     span_s = 60.0
     while True:
         start = max(after, until - datetime.timedelta(seconds=span_s))

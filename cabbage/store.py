@@ -101,8 +101,9 @@ class JobStore(abc.ABC):
 
         Only the head of each lock's line is claimable, so no two jobs of one lock are ever
         ``doing``, and a lock's jobs start in creation order whatever their priorities. Due
-        jobs come by ``priority`` (highest first), then ``scheduled_at``, then creation order. Each claimed job is ``doing`` and held by
-        ``worker_id``. The *first* job returned is started: its attempt number
+        jobs come by ``priority`` (highest first), then ``scheduled_at``, then creation order.
+        Each claimed job is ``doing`` and held by ``worker_id``. The *first* job returned is
+        started: its attempt number
         (``attempts``) is incremented and ``started_at`` set. The others are only reserved
         (``started_at`` None, ``attempts`` unchanged) until ``start_job``; if the worker is
         lost before that, they go back to ``todo`` without using an attempt.
@@ -126,8 +127,8 @@ class JobStore(abc.ABC):
         now, keeping its priority and its place at the head of its lock's line; but when a
         ``todo`` job holds its queueing lock, it ends ``cancelled`` instead, its error
         ``JobError.superseded``. The error, if any, is stored. The attempt is added to the
-        job's history (``list_attempts``). Returns False, changing nothing, when the attempt is no longer this worker's
-        (reclaimed meanwhile): the fence of invariant 5.
+        job's history (``list_attempts``). Returns False, changing nothing, when the attempt
+        is no longer this worker's (reclaimed meanwhile): the fence of invariant 5.
         """
 
     def finish_and_start(
@@ -267,8 +268,9 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def list_attempts(self, job_id: int) -> list[Attempt]:
         """The job's attempts that ended (finished or reclaimed), oldest first: the last
-        ``cabbage.jobs.KEPT_ATTEMPTS`` (20) of them, each with its worker, times, outcome and error. Empty for a
-        job without any, or no such job; pruning a job deletes its attempts."""
+        ``cabbage.jobs.KEPT_ATTEMPTS`` (20) of them, each with its worker, times, outcome and
+        error. Empty for a job without any, or no such job; pruning a job deletes its
+        attempts."""
 
     @abc.abstractmethod
     def count_jobs(self, queue: str | None = None) -> dict[Status, int]:

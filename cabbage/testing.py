@@ -171,7 +171,8 @@ class InMemoryJobStore(JobStore):
         """Forgets every job and worker, as a fresh store; ids start again from 1."""
         with self._condition:
             self._jobs: dict[int, _StoredJob] = {}
-            # Each job's attempts that ended, oldest first: the last KEPT_ATTEMPTS (cabbage_attempts).
+            # Each job's attempts that ended, oldest first: the last KEPT_ATTEMPTS
+            # (cabbage_attempts).
             self._attempts: dict[int, list[Attempt]] = {}
             self._workers: dict[int, _StoredWorker] = {}
             self._last_job_id = 0
@@ -180,8 +181,8 @@ class InMemoryJobStore(JobStore):
             self._wakeups: collections.Counter[str] = collections.Counter()
             self._interrupts = 0
             self._interrupt_pending = False
-            # Periodic schedules: (task name, periodic id) -> (schedule, first and last declared at),
-            # and each one's recorded ticks by tick time.
+            # Periodic schedules: (task name, periodic id) -> (schedule, first and last declared
+            # at), and each one's recorded ticks by tick time.
             self._schedules: dict[tuple[str, str], tuple[PeriodicSchedule, datetime.datetime, datetime.datetime]] = {}
             self._ticks: dict[tuple[str, str], dict[datetime.datetime, RecordedTick]] = {}
 
@@ -259,7 +260,8 @@ class InMemoryJobStore(JobStore):
     # -- queueing locks: the unique index, and who gives way ----------------------------------
 
     def _waiting_job_with(self, queueing_lock: str) -> int | None:
-        """The todo job holding a queueing lock (at most one: cabbage_jobs_one_todo_per_queueing_lock)."""
+        """The todo job holding a queueing lock (at most one:
+        cabbage_jobs_one_todo_per_queueing_lock)."""
         return next(
             (row.id for row in self._jobs.values() if row.status is Status.TODO and row.queueing_lock == queueing_lock),
             None,
@@ -378,7 +380,8 @@ class InMemoryJobStore(JobStore):
             if outcome.error is not None:
                 row.last_error = outcome.error
             if superseded_by is not None:
-                self._supersede(row, superseded_by)  # it keeps its worker_id, as a finished job does
+                # It keeps its worker_id, as a finished job does.
+                self._supersede(row, superseded_by)
             elif outcome.status is Status.TODO:
                 row.worker_id = None
                 row.scheduled_at = now + datetime.timedelta(seconds=outcome.retry_in_s or 0.0)

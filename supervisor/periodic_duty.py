@@ -1,4 +1,5 @@
-"""The master's periodic duty: deferring the due ticks of the app's schedules, each once across hosts.
+"""The master's periodic duty: deferring the due ticks of the app's schedules, each once across
+hosts.
 
 Every master runs it. It declares the app's schedules to the store (at start, after a reload,
 and every minute), reads the database clock with each schedule's last recorded tick, asks
@@ -40,7 +41,8 @@ RETRY_AFTER_S = 1.0
 
 
 class PeriodicDuty:
-    """When the app's schedules next need the master (``next_run_at``, monotonic), and the run itself."""
+    """When the app's schedules next need the master (``next_run_at``, monotonic), and the run
+    itself."""
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
@@ -51,7 +53,8 @@ class PeriodicDuty:
         self.task_manager: TaskManager | None = None  # whose schedules the last run deferred
 
     def is_due(self, now: float, task_manager: TaskManager) -> bool:
-        """When its next tick (or declaration, or prune) is due, and at once for a new app (a reload)."""
+        """When its next tick (or declaration, or prune) is due, and at once for a new app (a
+        reload)."""
         return task_manager is not self.task_manager or now >= self.next_run_at
 
     def run(self, task_manager: TaskManager) -> None:
@@ -116,7 +119,8 @@ def since_of(known: DeclaredSchedule | None, now: datetime.datetime) -> datetime
 
 
 def log_recorded(recorded: RecordedTick, schedule: PeriodicSchedule, skipped: dict[tuple[str, str], SkippedTicks]) -> None:
-    """One line per tick this master recorded: the others' are theirs to log, so each is logged once."""
+    """One line per tick this master recorded: the others' are theirs to log, so each is logged
+    once."""
     key = {"task_name": recorded.task_name, "periodic_id": recorded.periodic_id}
     if recorded.job_id is not None:
         late_s = (recorded.recorded_at - recorded.tick_at).total_seconds()

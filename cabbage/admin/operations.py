@@ -139,8 +139,8 @@ class Admin:
         return JobPage(jobs, next_cursor)
 
     def get_job(self, job_id: int) -> JobDetail:
-        """One job, its arguments, error message and traceback cut in the database (MAX_SHOWN_CHARS),
-        and its kept attempts (MAX_ATTEMPT_CHARS)."""
+        """One job, its arguments, error message and traceback cut in the database
+        (MAX_SHOWN_CHARS), and its kept attempts (MAX_ATTEMPT_CHARS)."""
         rows = self._fetch_all("admin_get_job", job_id=check_job_id(job_id), max_chars=MAX_SHOWN_CHARS)
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
@@ -150,7 +150,8 @@ class Admin:
         return detail_of(job, preview, JobState(row["state"]), row["waiting_behind_job_id"], self.list_attempts(job_id))
 
     def list_attempts(self, job_id: int) -> list[Attempt]:
-        """A job's kept attempts, oldest first, error messages and tracebacks cut (MAX_ATTEMPT_CHARS)."""
+        """A job's kept attempts, oldest first, error messages and tracebacks cut
+        (MAX_ATTEMPT_CHARS)."""
         rows = self._fetch_all("admin_list_attempts", job_id=check_job_id(job_id), max_chars=MAX_ATTEMPT_CHARS)
         return [
             attempt_from_row(
@@ -251,7 +252,8 @@ class Admin:
         return [LockLine(**row) for row in self._fetch_all("admin_list_busy_locks", limit=limit)]
 
     def list_periodic_schedules(self) -> PeriodicOverview:
-        """The declared schedules with their last and next ticks, by the store's own query (one definition)."""
+        """The declared schedules with their last and next ticks, by the store's own query
+        (one definition)."""
         with self._transaction() as cursor:
             cursor.execute(queries["list_periodic_schedules"])
             return periodic_overview_from(cursor)
