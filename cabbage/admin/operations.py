@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import structlog
 
 from cabbage import dsn as dsn_module
+from cabbage import schema
 from cabbage.periodic import PeriodicOverview
 from cabbage.rows import attempt_from_row, job_from_row, periodic_overview_from
 from cabbage.admin.records import (
@@ -59,7 +60,10 @@ from cabbage.sql import queries
 log = structlog.get_logger()
 
 RATE_WINDOW_S = 300.0  # jobs per minute are averaged over the last five minutes
-UNDEFINED_TABLE, UNDEFINED_OBJECT = "42P01", "42704"  # SQLSTATEs of a database without the schema
+# SQLSTATEs of a query naming what the database lacks (a table, a type, a column, a function):
+# on a database without the cabbage schema, or with an older one, the schema version says which.
+UNDEFINED_TABLE, UNDEFINED_OBJECT, UNDEFINED_COLUMN, UNDEFINED_FUNCTION = "42P01", "42704", "42703", "42883"
+SCHEMA_OBJECT_MISSING = (UNDEFINED_TABLE, UNDEFINED_OBJECT, UNDEFINED_COLUMN, UNDEFINED_FUNCTION)
 UNIQUE_VIOLATION = "23505"
 
 
@@ -103,7 +107,27 @@ class Admin:
             if self.connection.closed or (type(exc) is self.connection.DatabaseError and getattr(exc, "pgcode", None) is None):
                 reason = dsn_module.reason_of(exc, self.dsn)
                 raise DatabaseUnavailable(f"lost the database {dsn_module.describe(self.dsn)}: {reason}") from None
+            if getattr(exc, "pgcode", None) in SCHEMA_OBJECT_MISSING:
+                schema_problem = self._schema_problem()
+                if schema_problem is not None:
+                    raise schema_problem from None
             raise error_from_driver(exc, self.dsn) from None
+
+    def _schema_problem(self) -> SchemaError | None:
+        """The SchemaError that names the command fixing this database's schema (missing, or
+        older than this cabbage needs), read after a query named something the database lacks;
+        None when the schema is current. Its message is one line: libpq's text would show the
+        query's SQL, and a reader needs the fix, not the statement."""
+        try:
+            with self.connection:  # the failed transaction was rolled back: a new one
+                version = schema.read_schema_version(self.connection)
+        except self.connection.Error:
+            return None  # the first error says more
+        try:
+            schema.check_schema_version(version)
+        except SchemaError as exc:
+            return exc
+        return None
 
     def _fetch_all(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """The rows of a named query, each as {column name: value}."""
@@ -283,6 +307,4 @@ def error_from_driver(exc: Exception, dsn: str) -> StoreError:
             "cannot retry: a job with the same queueing lock was deferred meanwhile (one todo job per "
             "queueing lock); no job was changed"
         )
-    if getattr(exc, "pgcode", None) in (UNDEFINED_TABLE, UNDEFINED_OBJECT):
-        return SchemaError(f"the cabbage schema is missing from {dsn_module.describe(dsn)} ({reason}): run 'cabbage schema apply'")
     return StoreError(f"the database refused an admin query: {reason}")
