@@ -56,6 +56,7 @@ class Task:
         timeout_s: float | None,
         lock: str | None,
         priority: int = DEFAULT_PRIORITY,
+        queueing_lock: str | None = None,
     ) -> None:
         # The user's function, not a decorator's wrapper: its name, docstring and signature.
         functools.update_wrapper(self, wrapped_function(func))
@@ -67,6 +68,7 @@ class Task:
         self.timeout_s = _check_timeout(timeout_s)
         self.lock = _check_lock(lock)
         self.priority = new_jobs.check_priority(priority)
+        self.queueing_lock = new_jobs.check_queueing_lock(queueing_lock)
         self._default_description: JobDescription | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -92,7 +94,7 @@ class Task:
         ``priority``: a whole number, higher claimed first among due jobs (default: the task's, 0);
         a lock's line still runs in creation order.
         ``queueing_lock``: at most one job with it may wait (``todo``); while one does, a defer
-        raises ``cabbage.AlreadyEnqueued`` naming it and stores nothing.
+        raises ``cabbage.AlreadyEnqueued`` naming it and stores nothing (default: the task's, none).
         ``schedule_at``: a timezone-aware datetime; ``schedule_in``: a delay in pendulum duration
         units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both. Either
         must fall within ``cabbage.schedules.EARLIEST_SCHEDULED_AT`` and ``LATEST_SCHEDULED_AT``
@@ -110,7 +112,7 @@ class Task:
             schedule=check_schedule(schedule_at, schedule_in),
             connection=connection,
             priority=self.priority if priority is None else new_jobs.check_priority(priority),
-            queueing_lock=new_jobs.check_queueing_lock(queueing_lock),
+            queueing_lock=self.queueing_lock if queueing_lock is None else new_jobs.check_queueing_lock(queueing_lock),
         )
 
     def defer(self, *args: Any, **kwargs: Any) -> int:
