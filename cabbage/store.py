@@ -248,9 +248,13 @@ class JobStore(abc.ABC):
         now) and newer than every tick recorded for its schedule, and only once, whatever the
         number of callers racing (a unique constraint on task name, periodic id and tick): a
         caller that loses the race gets nothing back for it. A recorded tick's job is inserted
-        as ``defer_jobs`` would, due at the tick, in the same transaction; a tick whose ``job`` is None
-        records ``skipped_ticks`` and inserts no job. Ticks are taken in (task name, periodic
-        id, tick) order, so racing callers never deadlock.
+        by ``defer_jobs``, in the same transaction (``cabbage.periodic.defer_tick_jobs``); a
+        job its queueing lock refuses (a todo job holds the key) inserts nothing, and its tick
+        is recorded as one skipped, answered as a ``RefusedTick`` (the key, the waiting job),
+        the others recorded all the same. A tick whose ``job`` is None records
+        ``skipped_ticks`` and inserts no job. A job the store cannot keep (arguments too large,
+        a constraint) records no tick of the call. Ticks are taken in (task name, periodic id,
+        tick) order, so racing callers never deadlock.
         """
 
     @abc.abstractmethod

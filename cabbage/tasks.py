@@ -229,7 +229,7 @@ class JobDescription:
         >>> job_description = write_alphabet.configure(lock="/tmp/alphabet.txt")
         >>> job_description.defer("a")
         """
-        job = self._new_job(args, kwargs)
+        job = self.new_job(args, kwargs)
         try:
             job_id = self.task.store.defer_job(job, connection=self.connection)
         except UnserialisableArgumentError:
@@ -256,7 +256,7 @@ class JobDescription:
             return []
         try:
             # One NewJob for all: the calls differ only in their arguments.
-            job_ids = self.task.store.defer_calls(self._new_job((), {}), split_calls, connection=self.connection)
+            job_ids = self.task.store.defer_calls(self.new_job((), {}), split_calls, connection=self.connection)
         except UnserialisableArgumentError:
             self._name_unserialisable_argument(split_calls)
             raise
@@ -273,7 +273,7 @@ class JobDescription:
         >>> await write_alphabet.configure(lock="/tmp/alphabet.txt").defer_async("a")
         """
         self._refuse_a_connection("defer_async")
-        job = self._new_job(args, kwargs)
+        job = self.new_job(args, kwargs)
         try:
             job_id = await self.task.store.defer_job_async(job)
         except UnserialisableArgumentError:
@@ -289,7 +289,7 @@ class JobDescription:
         if not split_calls:
             return []
         try:
-            job_ids = await self.task.store.defer_calls_async(self._new_job((), {}), split_calls)
+            job_ids = await self.task.store.defer_calls_async(self.new_job((), {}), split_calls)
         except UnserialisableArgumentError:
             self._name_unserialisable_argument(split_calls)
             raise
@@ -310,7 +310,10 @@ class JobDescription:
         for args, kwargs in calls:
             new_jobs.refuse_unstorable_arguments(function_name, args, kwargs)
 
-    def _new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
+    def new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
+        """The job a defer of these arguments stores: this description's queue, lock, schedule,
+        priority and queueing lock, and the task's retry limit. A periodic task's tick is built
+        here too (``cabbage.periodic.tick_job``), so a tick's job is any defer's."""
         return NewJob(
             queue=self.queue,
             task_name=self.task.name,

@@ -26,6 +26,7 @@ from cabbage.periodic import (
     PeriodicSchedule,
     PeriodicTick,
     RecordedTick,
+    RefusedTick,
     SkippedTicks,
     plan_ticks,
     tick_job,
@@ -125,6 +126,11 @@ def log_recorded(recorded: RecordedTick, schedule: PeriodicSchedule, skipped: di
     if recorded.job_id is not None:
         late_s = (recorded.recorded_at - recorded.tick_at).total_seconds()
         log.info("periodic_tick_deferred", **key, tick_at=recorded.tick_at.isoformat(), job_id=recorded.job_id, late_s=round(late_s, 3))
+        return
+    if isinstance(recorded, RefusedTick):
+        # The task's queueing lock at work (its previous job still waits), not a fault: info.
+        log.info("periodic_tick_skipped", **key, tick_at=recorded.tick_at.isoformat(),
+                 queueing_lock=recorded.queueing_lock, waiting_job_id=recorded.waiting_job_id)  # fmt: skip
         return
     missed = skipped[recorded.task_name, recorded.periodic_id]
     log.warning("periodic_ticks_skipped", **key, skipped_ticks=missed.count, counted_all=missed.counted_all,

@@ -1,6 +1,7 @@
 """Periodic tasks under real supervisors: two masters on one database defer each tick of an
 every-second schedule once, on time; a tick missed while none ran is deferred when one comes
-back within the catch-up, skipped and logged once beyond it; a reload runs the new schedules."""
+back within the catch-up, skipped and logged once beyond it; a tick its task's queueing lock
+refuses is skipped and logged; a reload runs the new schedules."""
 from __future__ import annotations
 
 import datetime
@@ -124,6 +125,33 @@ def test_a_tick_missed_beyond_the_catch_up_is_skipped_and_logged_once(start_supe
     after = [row for row in rows if row["tick_at"] > marker["tick_at"]]
     assert after[0]["tick_at"] == marker["tick_at"] + datetime.timedelta(seconds=1)
     assert_one_job_per_second(after)
+
+
+def test_ticks_while_the_queueing_locks_job_waits_are_skipped_and_logged(start_supervisor: Start, db_dsn: str) -> None:
+    # No worker takes the "sync" queue: the first tick's job waits, and holds the key.
+    supervisor = start_supervisor(
+        """
+        @task_manager.periodic(cron="* * * * * *")
+        @task_manager.task(name="sync", queue="sync", queueing_lock="sync", priority=3)
+        def sync():
+            record("synced")
+        """,
+        *OPTIONS, "--queues", "elsewhere",
+    )  # fmt: skip
+    wait_for(lambda: len(supervisor.events("periodic_tick_skipped")) >= 3, 10, "three ticks skipped",
+             context=supervisor.last_log_lines)  # fmt: skip
+    stop(supervisor)
+    (job,) = deferred(db_dsn)
+    assert count_jobs(db_dsn) == 1
+    skipped = supervisor.events("periodic_tick_skipped")
+    assert {(line["queueing_lock"], line["waiting_job_id"], line["level"]) for line in skipped} == {("sync", job["job_id"], "info")}
+    rows = ticks_in(db_dsn)
+    refused = [row for row in rows if row["job_id"] is None]
+    assert {row["skipped_ticks"] for row in refused} == {1} and len(refused) >= len(skipped)
+    assert [row["tick_at"].isoformat() for row in refused][: len(skipped)] == [line["tick_at"] for line in skipped]
+    with closing(psycopg2.connect(db_dsn)) as connection, connection, connection.cursor() as cursor:
+        cursor.execute("SELECT priority, queueing_lock, status::text FROM cabbage_jobs")
+        assert cursor.fetchall() == [(3, "sync", "todo")]
 
 
 def test_a_reload_runs_the_changed_schedules(start_supervisor: Start, write_tasks: Callable[[str], Any], db_dsn: str) -> None:

@@ -132,6 +132,20 @@ def test_any_text_as_cron_is_either_a_schedule_or_a_clear_refusal(text: str) -> 
 # -- the tick's job ------------------------------------------------------------------------------
 
 
+def test_a_ticks_job_is_the_job_a_defer_at_the_tick_would_store(task_manager: cabbage.TaskManager) -> None:
+    @task_manager.task(queue="reports", lock="report", retry=2, priority=7, queueing_lock="daily-report", name="report")
+    def report(timestamp: int) -> None: ...
+
+    tick_at = at(2026, 1, 1, 12, 5)
+    job = tick_job(report, tick_at)
+    assert job == report.configure(schedule_at=tick_at).new_job((), {"timestamp": 1767269100})
+    assert (job.task_name, job.queue, job.lock, job.max_attempts) == ("report", "reports", "report", 3)
+    assert (job.priority, job.queueing_lock, job.scheduled_at, job.schedule_in) == (7, "daily-report", tick_at, None)
+    report.defer(timestamp=1767269100)
+    (deferred,) = task_manager.store.jobs  # type: ignore[attr-defined]
+    assert (deferred.priority, deferred.queueing_lock, deferred.lock, deferred.max_attempts) == (7, "daily-report", "report", 3)
+
+
 def test_a_ticks_job_carries_the_timestamp_only_to_a_task_that_takes_it(task_manager: cabbage.TaskManager) -> None:
     @task_manager.task(queue="reports", lock="report", retry=2, name="with_timestamp")
     def with_timestamp(timestamp: int) -> None: ...
