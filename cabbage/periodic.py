@@ -359,6 +359,25 @@ def next_tick_or_none(schedule: PeriodicSchedule, now: datetime.datetime) -> dat
         return None
 
 
+def since_of(known: DeclaredSchedule | None, now: datetime.datetime) -> datetime.datetime:
+    """Where a schedule's ticks start counting: after its last recorded tick, and never before a
+    supervisor first declared it (a schedule not yet in the store starts now)."""
+    if known is None or known.first_declared_at is None:
+        return now
+    if known.last_tick is None:
+        return known.first_declared_at
+    return max(known.first_declared_at, known.last_tick.tick_at)
+
+
+def tick_overdue_s(declared: DeclaredSchedule, now: datetime.datetime) -> float:
+    """How long the schedule's next tick to record (the first after ``since_of``) has been due
+    at ``now`` without being recorded, in seconds: 0 when it is not due yet, when no
+    supervisor declared the schedule, or for an expression this cabbage cannot read. A
+    supervisor records a tick within a second: more means none runs the schedule."""
+    due_at = next_tick_or_none(declared.schedule, since_of(declared, now))
+    return max((now - due_at).total_seconds(), 0.0) if due_at is not None else 0.0
+
+
 def declared_as_in_app(
     schedule: PeriodicSchedule, stored: DeclaredSchedule | None, now: datetime.datetime
 ) -> DeclaredSchedule:
@@ -457,6 +476,8 @@ __all__ = [
     "TickPlan",
     "check_schedule",
     "plan_ticks",
+    "since_of",
+    "tick_overdue_s",
     "tick_job",
     "defer_tick_jobs",
     "DEFAULT_CATCH_UP_S",

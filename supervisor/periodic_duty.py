@@ -14,7 +14,6 @@ during an outage and never holds up the master's loop. No SQL here.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import time
 import structlog
@@ -22,13 +21,13 @@ import structlog
 from cabbage import TaskManager
 from cabbage.periodic import (
     TICK_RETENTION_S,
-    DeclaredSchedule,
     PeriodicSchedule,
     PeriodicTick,
     RecordedTick,
     RefusedTick,
     SkippedTicks,
     plan_ticks,
+    since_of,
     tick_job,
 )
 from cabbage.store import JobStore
@@ -107,16 +106,6 @@ class PeriodicDuty:
         self.next_prune_at = now + PRUNE_INTERVAL_S
         if deleted:
             log.info("periodic_ticks_pruned", deleted=deleted, older_than_s=TICK_RETENTION_S)
-
-
-def since_of(known: DeclaredSchedule | None, now: datetime.datetime) -> datetime.datetime:
-    """Where a schedule's ticks start counting: after its last recorded tick, and never before a
-    supervisor first declared it (a schedule not yet in the store starts now)."""
-    if known is None or known.first_declared_at is None:
-        return now
-    if known.last_tick is None:
-        return known.first_declared_at
-    return max(known.first_declared_at, known.last_tick.tick_at)
 
 
 def log_recorded(recorded: RecordedTick, schedule: PeriodicSchedule, skipped: dict[tuple[str, str], SkippedTicks]) -> None:

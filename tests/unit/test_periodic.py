@@ -164,6 +164,29 @@ def test_a_ticks_job_carries_the_timestamp_only_to_a_task_that_takes_it(task_man
     assert tick_job(without, tick_at).kwargs == {}
 
 
+# -- how late a schedule is ----------------------------------------------------------------------
+
+
+def declared(
+    schedule: PeriodicSchedule, first_declared_at: datetime.datetime | None, last_tick_at: datetime.datetime | None = None
+) -> periodic.DeclaredSchedule:
+    last_tick = None if last_tick_at is None else periodic.RecordedTick(*schedule.key, last_tick_at, 1, None, last_tick_at)
+    return periodic.DeclaredSchedule.of(schedule, first_declared_at, first_declared_at, last_tick, at(2026, 1, 1))
+
+
+def test_a_tick_is_overdue_from_the_first_tick_after_the_last_recorded_one() -> None:
+    every_minute = PeriodicSchedule("sync", "* * * * *")
+    now = at(2026, 1, 1, 12, 10, 30)
+    assert periodic.tick_overdue_s(declared(every_minute, at(2026, 1, 1), at(2026, 1, 1, 12, 10)), now) == 0.0
+    assert periodic.tick_overdue_s(declared(every_minute, at(2026, 1, 1), at(2026, 1, 1, 12, 5)), now) == 270.0
+    # Never ticked: from its first tick after it was first declared.
+    assert periodic.tick_overdue_s(declared(every_minute, at(2026, 1, 1, 12, 0, 10)), now) == 570.0
+    # Not declared by a supervisor (an app's own schedule): nothing is due for it.
+    assert periodic.tick_overdue_s(declared(every_minute, None), now) == 0.0
+    unreadable = PeriodicSchedule("sync", "99 * * * *")  # declared by another release
+    assert periodic.tick_overdue_s(declared(unreadable, at(2026, 1, 1)), now) == 0.0
+
+
 # -- ticks ---------------------------------------------------------------------------------------
 
 
