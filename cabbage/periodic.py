@@ -297,7 +297,7 @@ def defer_tick_jobs(
 def _with_outcome(tick: RecordedTick, job_id: int | None, refusal: tuple[str, int | None] | None) -> RecordedTick:
     if refusal is not None:
         queueing_lock, waiting_job_id = refusal
-        return RefusedTick(tick.task_name, tick.periodic_id, tick.tick_at, None, 1, tick.recorded_at, queueing_lock, waiting_job_id)
+        return RefusedTick(*tick.tick_key, None, 1, tick.recorded_at, queueing_lock, waiting_job_id)
     return tick if job_id is None else dataclasses.replace(tick, job_id=job_id)
 
 

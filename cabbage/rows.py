@@ -186,7 +186,8 @@ def ticks_parameter(ticks: Sequence[PeriodicTick]) -> str:
 
 
 def tick_jobs_parameter(recorded: Sequence[RecordedTick]) -> str:
-    """The JSON array ``record_periodic_tick_jobs`` unpacks: each tick's key, job and skipped count."""
+    """The JSON array ``record_periodic_tick_jobs`` unpacks: each tick's key, job and skipped
+    count."""
     return json.dumps(
         [{**_tick_key_object(tick), "job_id": tick.job_id, "skipped_ticks": tick.skipped_ticks} for tick in recorded]
     )

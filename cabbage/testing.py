@@ -623,7 +623,7 @@ class InMemoryJobStore(JobStore):
                 if tick.tick_at > now or (schedule_key in newest and newest[schedule_key] >= tick.tick_at):
                     continue
                 newest[schedule_key] = tick.tick_at
-                recorded.append(RecordedTick(tick.task_name, tick.periodic_id, tick.tick_at, None, tick.skipped_ticks, now))
+                recorded.append(RecordedTick(*tick.tick_key, None, tick.skipped_ticks, now))
             recorded = defer_tick_jobs(recorded, ticks, self.defer_jobs)
             for tick in recorded:
                 stored = tick.as_recorded() if isinstance(tick, RefusedTick) else tick
