@@ -81,7 +81,8 @@ class AlreadyEnqueued(CabbageError):
 
 class PeriodicScheduleError(ConfigurationError):
     """A periodic schedule cabbage cannot run: a bad cron expression, an unknown timezone, a task
-    that needs arguments a tick cannot give, or a second schedule of a task under one periodic_id."""
+    that needs arguments a tick cannot give, or a second schedule of a task under one
+    periodic_id."""
 
 
 class TaskNotFound(CabbageError, LookupError):

@@ -62,6 +62,7 @@ class TaskManager:
         timeout: float | None = None,
         lock: str | None = None,
         priority: int = DEFAULT_PRIORITY,
+        queueing_lock: str | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -74,6 +75,7 @@ class TaskManager:
         timeout: float | None = None,
         lock: str | None = None,
         priority: int = DEFAULT_PRIORITY,
+        queueing_lock: str | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Declares a task; usable bare (``@task_manager.task``) or with options.
 
@@ -82,7 +84,9 @@ class TaskManager:
         ``cabbage.tasks.wrapped_function``); ``retry``: a number of retries, True (no limit) or a
         ``RetryPolicy``; ``timeout``: seconds one attempt may run before the supervisor kills
         its worker; ``lock``: the default lock of its jobs; ``priority``: the default priority of
-        its jobs (higher claimed first, 0 unless set).
+        its jobs (higher claimed first, 0 unless set); ``queueing_lock``: the default queueing
+        lock of its jobs (while one of them waits, another defer raises ``AlreadyEnqueued``; a
+        periodic task's tick is then skipped).
 
         >>> @task_manager.task(queue="queue", retry=3, timeout=60)
         ... def write_alphabet(floor): ...
@@ -99,6 +103,7 @@ class TaskManager:
                 timeout_s=timeout,
                 lock=lock,
                 priority=priority,
+                queueing_lock=queueing_lock,
             )
             existing = self.tasks.get(task.name)
             if existing is not None:

@@ -3,7 +3,8 @@
 ``@task_manager.periodic(cron=...)`` checks and declares a ``PeriodicSchedule`` (the registry is
 the TaskManager's); a supervisor asks ``plan_ticks`` which ticks to defer, with the time read
 from the database, and the store records each tick once (``JobStore.record_periodic_ticks``:
-a unique constraint on task, periodic id and tick). Nothing here reads a clock or does I/O.
+a unique constraint on task, periodic id and tick), then defers its job as any defer
+(``defer_tick_jobs``). Nothing here reads a clock or does I/O but through a store's callback.
 
 Cron expressions are read by cronsim: 5 fields (minute hour day month weekday), or 6 with the
 seconds first. A tick is a whole second, an aware UTC datetime. Time zones and their DST
@@ -25,11 +26,11 @@ import functools
 import inspect
 import math
 import zoneinfo
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from cronsim import CronSim, CronSimError
 
-from cabbage.exceptions import PeriodicScheduleError
+from cabbage.exceptions import AlreadyEnqueued, PeriodicScheduleError
 from cabbage.jobs import NewJob
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ class PeriodicSchedule:
     @property
     def keeps_wall_clock_time(self) -> bool:
         """Whether it runs at a fixed time of day (minute and hour fields do not start with
-        ``*``), so that a DST change moves it as Debian's cron does, rather than along the real clock."""
+        ``*``), so that a DST change moves it as Debian's cron does, rather than along the real
+        clock."""
         fields = self.cron.split()
         minute, hour = (fields[1], fields[2]) if len(fields) == 6 else (fields[0], fields[1])
         return not minute.startswith("*") and not hour.startswith("*")
@@ -184,17 +186,11 @@ def accepts_timestamp(task: "Task") -> bool:
 
 
 def tick_job(task: "Task", tick_at: datetime.datetime) -> NewJob:
-    """The ordinary job of one tick: the task's queue, lock and retry, due at the tick; with
-    ``timestamp=<epoch seconds>`` when the task takes it."""
+    """The job of one tick, as ``task.configure(schedule_at=tick_at).defer(...)`` would store it
+    (the same code builds both): the task's queue, lock, priority, queueing lock and retry
+    limit, due at the tick; with ``timestamp=<epoch seconds>`` when the task takes it."""
     kwargs = {TIMESTAMP: int(tick_at.timestamp())} if accepts_timestamp(task) else {}
-    return NewJob(
-        queue=task.queue,
-        task_name=task.name,
-        kwargs=kwargs,
-        lock=task.lock,
-        scheduled_at=tick_at,
-        max_attempts=task.retry_policy.max_attempts,
-    )
+    return task.configure(schedule_at=tick_at).new_job((), kwargs)
 
 
 # -- what a store records and returns ------------------------------------------------------------
@@ -211,6 +207,10 @@ class PeriodicTick:
     job: NewJob | None
     skipped_ticks: int | None = None
 
+    @property
+    def tick_key(self) -> tuple[str, str, datetime.datetime]:
+        return self.task_name, self.periodic_id, self.tick_at
+
 
 @dataclasses.dataclass(frozen=True)
 class RecordedTick:
@@ -223,6 +223,82 @@ class RecordedTick:
     job_id: int | None
     skipped_ticks: int | None
     recorded_at: datetime.datetime
+
+    @property
+    def tick_key(self) -> tuple[str, str, datetime.datetime]:
+        return self.task_name, self.periodic_id, self.tick_at
+
+
+@dataclasses.dataclass(frozen=True)
+class RefusedTick(RecordedTick):
+    """A tick whose job its queueing lock refused, recorded as one tick skipped, as the call
+    that recorded it answers it: the ``queueing_lock``, and ``waiting_job_id``, the todo job
+    holding it (None when not known: it raced another defer). The store keeps the skip only."""
+
+    queueing_lock: str
+    waiting_job_id: int | None
+
+    def as_recorded(self) -> RecordedTick:
+        """The tick as the store keeps it."""
+        return RecordedTick(self.task_name, self.periodic_id, self.tick_at, None, 1, self.recorded_at)
+
+
+def defer_tick_jobs(
+    recorded: Sequence[RecordedTick],
+    ticks: Sequence[PeriodicTick],
+    defer_jobs: Callable[[Sequence[NewJob]], list[int]],
+) -> list[RecordedTick]:
+    """``recorded`` (in the transaction that recorded them) with the jobs of their ticks stored
+    by ``defer_jobs`` (the store's own, in that transaction): a tick's job is inserted by the
+    same rules, and the same code, as any defer. A job its queueing lock refuses (a todo job
+    holds the key) is not inserted and leaves its tick skipped (a ``RefusedTick``), the other
+    ticks deferred all the same: ``AlreadyEnqueued`` never fails a batch. The skipped markers
+    stay as recorded.
+
+    Jobs go by lock, then tick key: two callers racing never take two lock lines' advisory
+    locks in opposite orders, and each lock's line gets its ticks in order. The jobs without a
+    queueing lock go in one call; each with one alone, as only one of a key may wait.
+    """
+    jobs = {tick.tick_key: tick.job for tick in ticks if tick.job is not None}
+    to_defer = sorted(
+        (tick for tick in recorded if tick.tick_key in jobs),
+        key=lambda tick: (jobs[tick.tick_key].lock is not None, jobs[tick.tick_key].lock or "", tick.tick_key),
+    )
+    job_ids: dict[tuple[str, str, datetime.datetime], int] = {}
+    refusals: dict[tuple[str, str, datetime.datetime], tuple[str, int | None]] = {}
+    waiting: dict[str, int | None] = {}  # queueing lock -> the todo job holding it, from this call
+    batch: list[tuple[str, str, datetime.datetime]] = []
+
+    def defer_batch() -> None:
+        job_ids.update(zip(batch, defer_jobs([jobs[key] for key in batch])))
+        batch.clear()
+
+    for tick in to_defer:
+        job = jobs[tick.tick_key]
+        if job.queueing_lock is None:
+            batch.append(tick.tick_key)
+            continue
+        if batch:
+            defer_batch()  # first, to keep each lock's line in tick order
+        if job.queueing_lock in waiting:
+            refusals[tick.tick_key] = (job.queueing_lock, waiting[job.queueing_lock])
+            continue
+        try:
+            (job_ids[tick.tick_key],) = defer_jobs([job])
+            waiting[job.queueing_lock] = job_ids[tick.tick_key]
+        except AlreadyEnqueued as refused:
+            waiting[job.queueing_lock] = refused.job_id
+            refusals[tick.tick_key] = (job.queueing_lock, refused.job_id)
+    if batch:
+        defer_batch()
+    return [_with_outcome(tick, job_ids.get(tick.tick_key), refusals.get(tick.tick_key)) for tick in recorded]
+
+
+def _with_outcome(tick: RecordedTick, job_id: int | None, refusal: tuple[str, int | None] | None) -> RecordedTick:
+    if refusal is not None:
+        queueing_lock, waiting_job_id = refusal
+        return RefusedTick(*tick.tick_key, None, 1, tick.recorded_at, queueing_lock, waiting_job_id)
+    return tick if job_id is None else dataclasses.replace(tick, job_id=job_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,17 +351,38 @@ class PeriodicOverview:
 
 
 def next_tick_or_none(schedule: PeriodicSchedule, now: datetime.datetime) -> datetime.datetime | None:
-    """The next tick after ``now``, None for an expression this cabbage cannot read (declared by another release)."""
+    """The next tick after ``now``, None for an expression this cabbage cannot read (declared
+    by another release)."""
     try:
         return schedule.next_tick_after(now)
     except (CronSimError, PeriodicScheduleError):
         return None
 
 
+def since_of(known: DeclaredSchedule | None, now: datetime.datetime) -> datetime.datetime:
+    """Where a schedule's ticks start counting: after its last recorded tick, and never before a
+    supervisor first declared it (a schedule not yet in the store starts now)."""
+    if known is None or known.first_declared_at is None:
+        return now
+    if known.last_tick is None:
+        return known.first_declared_at
+    return max(known.first_declared_at, known.last_tick.tick_at)
+
+
+def tick_overdue_s(declared: DeclaredSchedule, now: datetime.datetime) -> float:
+    """How long the schedule's next tick to record (the first after ``since_of``) has been due
+    at ``now`` without being recorded, in seconds: 0 when it is not due yet, when no
+    supervisor declared the schedule, or for an expression this cabbage cannot read. A
+    supervisor records a tick within a second: more means none runs the schedule."""
+    due_at = next_tick_or_none(declared.schedule, since_of(declared, now))
+    return max((now - due_at).total_seconds(), 0.0) if due_at is not None else 0.0
+
+
 def declared_as_in_app(
     schedule: PeriodicSchedule, stored: DeclaredSchedule | None, now: datetime.datetime
 ) -> DeclaredSchedule:
-    """An app's schedule, with what the store knows of it (declarations, last tick), as views show it."""
+    """An app's schedule, with what the store knows of it (declarations, last tick), as views
+    show it."""
     if stored is None:
         return DeclaredSchedule.of(schedule, None, None, None, now)
     return DeclaredSchedule.of(schedule, stored.first_declared_at, stored.last_declared_at, stored.last_tick, now)
@@ -351,7 +448,8 @@ def _skipped_ticks(schedule: PeriodicSchedule, since: datetime.datetime, cutoff:
 
 
 def _last_tick_until(schedule: PeriodicSchedule, after: datetime.datetime, until: datetime.datetime) -> datetime.datetime:
-    """The last tick at or before ``until`` (``after`` is one), looked for in growing spans before it."""
+    """The last tick at or before ``until`` (``after`` is one), looked for in growing spans
+    before it."""
     span_s = 60.0
     while True:
         start = max(after, until - datetime.timedelta(seconds=span_s))
@@ -371,13 +469,17 @@ __all__ = [
     "PeriodicSchedule",
     "PeriodicTick",
     "RecordedTick",
+    "RefusedTick",
     "DeclaredSchedule",
     "PeriodicOverview",
     "SkippedTicks",
     "TickPlan",
     "check_schedule",
     "plan_ticks",
+    "since_of",
+    "tick_overdue_s",
     "tick_job",
+    "defer_tick_jobs",
     "DEFAULT_CATCH_UP_S",
     "TICK_RETENTION_S",
 ]

@@ -29,7 +29,7 @@ from cabbage import new_jobs, queueing_locks, rows
 from cabbage import schema
 from cabbage.exceptions import DatabaseBusy, DatabaseUnavailable, QueueingLockClash, StoreError
 from cabbage.jobs import Attempt, ConnectionLimits, Job, JobError, NewJob, Outcome, ReclaimedJob, Status, WorkerInfo
-from cabbage.periodic import PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
+from cabbage.periodic import PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick, RefusedTick, defer_tick_jobs
 from cabbage.sql import queries
 from cabbage.notifications import Listener, take_abort_notifications
 from cabbage.postgres_async import DEFAULT_POOL_SIZE, AsyncPool
@@ -107,7 +107,7 @@ class PostgresJobStore(JobStore):
     def _cursor(self, connection: Any = None) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor on ``connection`` (the caller's) or on the store's own, with psycopg2
         errors turned into cabbage ones."""
-        own = connection is None
+        own = connection is None or connection is self._connection  # or its own, in _transaction
         with self._errors_translated(own):
             with (self._connect() if own else connection).cursor() as cursor:
                 yield cursor
@@ -137,6 +137,24 @@ class PostgresJobStore(JobStore):
             if exc.pgcode in _GAVE_UP_WAITING_SQLSTATES:
                 raise DatabaseBusy(f"the database did not answer in time: {reason}") from None
             raise StoreError(f"the database refused a cabbage query: {reason}") from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg2.extensions.connection]:
+        """The store's own connection in one transaction, committed when the block ends and
+        rolled back when it raises; pass it on as ``connection=`` to run statements in it."""
+        with self._errors_translated():
+            connection = self._connect()
+            connection.autocommit = False
+            try:
+                yield connection
+                connection.commit()
+            except BaseException:
+                with contextlib.suppress(psycopg2.Error):
+                    connection.rollback()
+                raise
+            finally:
+                if not connection.closed:
+                    connection.autocommit = True
 
     def close(self) -> None:
         connection, pid = self._connection, self._connection_pid
@@ -499,9 +517,18 @@ class PostgresJobStore(JobStore):
     def record_periodic_ticks(self, ticks: Sequence[PeriodicTick]) -> list[RecordedTick]:
         if not ticks:
             return []
-        with self._cursor() as cursor:
-            cursor.execute(queries["record_periodic_ticks"], {"ticks": rows.ticks_parameter(ticks, self.max_arguments_bytes)})
-            return rows.recorded_ticks_from(cursor)
+        with self._transaction() as connection:
+            with self._cursor(connection) as cursor:
+                cursor.execute(queries["record_periodic_ticks"], {"ticks": rows.ticks_parameter(ticks)})
+                recorded = rows.recorded_ticks_from(cursor)
+            # Their jobs through defer_jobs, under its savepoints: a job its queueing lock refuses
+            # leaves its tick skipped, and the rest of the transaction goes on.
+            recorded = defer_tick_jobs(recorded, ticks, lambda jobs: self.defer_jobs(jobs, connection))
+            with_jobs = [tick for tick in recorded if tick.job_id is not None or isinstance(tick, RefusedTick)]
+            if with_jobs:
+                with self._cursor(connection) as cursor:
+                    cursor.execute(queries["record_periodic_tick_jobs"], {"ticks": rows.tick_jobs_parameter(with_jobs)})
+            return recorded
 
     def prune_periodic_ticks(self, older_than_s: float, batch_size: int) -> int:
         with self._cursor() as cursor:

@@ -77,7 +77,8 @@ class AsyncSession:
                 return cursor.fetchall() if cursor.description else []
         except psycopg2.Error as exc:
             if exc.pgcode == UNIQUE_VIOLATION and getattr(exc.diag, "constraint_name", None) == QUEUEING_LOCK_INDEX:
-                raise QueueingLockRace() from None  # a defer that raced another for its key: run again
+                # A defer that raced another for its key: run again.
+                raise QueueingLockRace() from None
             reason = dsn_module.reason_of(exc, self.dsn)
             lost_by_libpq = exc.pgcode is None and type(exc) in (psycopg2.DatabaseError, psycopg2.OperationalError, psycopg2.InterfaceError)
             if self.is_broken or lost_by_libpq or (exc.pgcode or "").startswith(("08", "57P")):

@@ -182,20 +182,21 @@ def schedules_parameter(schedules: Sequence[PeriodicSchedule]) -> str:
     return json.dumps([dataclasses.asdict(schedule) for schedule in schedules])
 
 
-def ticks_parameter(ticks: Sequence[PeriodicTick], max_arguments_bytes: int) -> str:
-    """The JSON array ``cabbage_record_periodic_ticks_v1`` unpacks: each tick, with its job's columns."""
-    return "[" + ",".join(_tick_object(tick, max_arguments_bytes) for tick in ticks) + "]"
+def ticks_parameter(ticks: Sequence[PeriodicTick]) -> str:
+    """The JSON array ``record_periodic_ticks`` unpacks: each tick's key, and its skipped count."""
+    return json.dumps([{**_tick_key_object(tick), "skipped_ticks": tick.skipped_ticks} for tick in ticks])
 
 
-def _tick_object(tick: PeriodicTick, max_arguments_bytes: int) -> str:
-    key = {"task_name": tick.task_name, "periodic_id": tick.periodic_id, "tick_at": tick.tick_at.isoformat()}
-    if tick.job is None:
-        return json.dumps({**key, "skipped_ticks": tick.skipped_ticks})
-    job = tick.job
-    columns = {**key, "queue": job.queue, "lock": job.lock, "max_attempts": job.max_attempts}
-    # The arguments as the JSON text jsonb stores, refused (naming the task) where it would refuse them.
-    args, kwargs = new_jobs.encode_job_arguments(job, max_arguments_bytes)
-    return json.dumps(columns)[:-1] + f',"args":{args},"kwargs":{kwargs}}}'
+def tick_jobs_parameter(recorded: Sequence[RecordedTick]) -> str:
+    """The JSON array ``record_periodic_tick_jobs`` unpacks: each tick's key, job and skipped
+    count."""
+    return json.dumps(
+        [{**_tick_key_object(tick), "job_id": tick.job_id, "skipped_ticks": tick.skipped_ticks} for tick in recorded]
+    )
+
+
+def _tick_key_object(tick: PeriodicTick | RecordedTick) -> dict[str, str]:
+    return {"task_name": tick.task_name, "periodic_id": tick.periodic_id, "tick_at": tick.tick_at.isoformat()}
 
 
 def recorded_ticks_from(cursor: Cursor) -> list[RecordedTick]:

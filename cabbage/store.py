@@ -118,8 +118,9 @@ class JobStore(abc.ABC):
 
         Only the head of each lock's line is claimable, so no two jobs of one lock are ever
         ``doing``, and a lock's jobs start in creation order whatever their priorities. Due
-        jobs come by ``priority`` (highest first), then ``scheduled_at``, then creation order. Each claimed job is ``doing`` and held by
-        ``worker_id``. The *first* job returned is started: its attempt number
+        jobs come by ``priority`` (highest first), then ``scheduled_at``, then creation order.
+        Each claimed job is ``doing`` and held by ``worker_id``. The *first* job returned is
+        started: its attempt number
         (``attempts``) is incremented and ``started_at`` set. The others are only reserved
         (``started_at`` None, ``attempts`` unchanged) until ``start_job``; if the worker is
         lost before that, they go back to ``todo`` without using an attempt. With ``start_all``
@@ -293,9 +294,13 @@ class JobStore(abc.ABC):
         now) and newer than every tick recorded for its schedule, and only once, whatever the
         number of callers racing (a unique constraint on task name, periodic id and tick): a
         caller that loses the race gets nothing back for it. A recorded tick's job is inserted
-        as ``defer_jobs`` would, due at the tick, in the same transaction; a tick whose ``job`` is None
-        records ``skipped_ticks`` and inserts no job. Ticks are taken in (task name, periodic
-        id, tick) order, so racing callers never deadlock.
+        by ``defer_jobs``, in the same transaction (``cabbage.periodic.defer_tick_jobs``); a
+        job its queueing lock refuses (a todo job holds the key) inserts nothing, and its tick
+        is recorded as one skipped, answered as a ``RefusedTick`` (the key, the waiting job),
+        the others recorded all the same. A tick whose ``job`` is None records
+        ``skipped_ticks`` and inserts no job. A job the store cannot keep (arguments too large,
+        a constraint) records no tick of the call. Ticks are taken in (task name, periodic id,
+        tick) order, so racing callers never deadlock.
         """
 
     @abc.abstractmethod
@@ -313,8 +318,9 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def list_attempts(self, job_id: int) -> list[Attempt]:
         """The job's attempts that ended (finished or reclaimed), oldest first: the last
-        ``cabbage.jobs.KEPT_ATTEMPTS`` (20) of them, each with its worker, times, outcome and error. Empty for a
-        job without any, or no such job; pruning a job deletes its attempts."""
+        ``cabbage.jobs.KEPT_ATTEMPTS`` (20) of them, each with its worker, times, outcome and
+        error. Empty for a job without any, or no such job; pruning a job deletes its
+        attempts."""
 
     @abc.abstractmethod
     def count_jobs(self, queue: str | None = None) -> dict[Status, int]:

@@ -56,6 +56,7 @@ class Task:
         timeout_s: float | None,
         lock: str | None,
         priority: int = DEFAULT_PRIORITY,
+        queueing_lock: str | None = None,
     ) -> None:
         # The user's function, not a decorator's wrapper: its name, docstring and signature.
         functools.update_wrapper(self, wrapped_function(func))
@@ -67,6 +68,7 @@ class Task:
         self.timeout_s = _check_timeout(timeout_s)
         self.lock = _check_lock(lock)
         self.priority = new_jobs.check_priority(priority)
+        self.queueing_lock = new_jobs.check_queueing_lock(queueing_lock)
         self._default_description: JobDescription | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -92,7 +94,7 @@ class Task:
         ``priority``: a whole number, higher claimed first among due jobs (default: the task's, 0);
         a lock's line still runs in creation order.
         ``queueing_lock``: at most one job with it may wait (``todo``); while one does, a defer
-        raises ``cabbage.AlreadyEnqueued`` naming it and stores nothing.
+        raises ``cabbage.AlreadyEnqueued`` naming it and stores nothing (default: the task's, none).
         ``schedule_at``: a timezone-aware datetime; ``schedule_in``: a delay in pendulum duration
         units (``{"hours": 1, "minutes": 30}``), counted on the store's clock; not both. Either
         must fall within ``cabbage.schedules.EARLIEST_SCHEDULED_AT`` and ``LATEST_SCHEDULED_AT``
@@ -110,7 +112,7 @@ class Task:
             schedule=check_schedule(schedule_at, schedule_in),
             connection=connection,
             priority=self.priority if priority is None else new_jobs.check_priority(priority),
-            queueing_lock=new_jobs.check_queueing_lock(queueing_lock),
+            queueing_lock=self.queueing_lock if queueing_lock is None else new_jobs.check_queueing_lock(queueing_lock),
         )
 
     def defer(self, *args: Any, **kwargs: Any) -> int:
@@ -227,7 +229,7 @@ class JobDescription:
         >>> job_description = write_alphabet.configure(lock="/tmp/alphabet.txt")
         >>> job_description.defer("a")
         """
-        job = self._new_job(args, kwargs)
+        job = self.new_job(args, kwargs)
         try:
             job_id = self.task.store.defer_job(job, connection=self.connection)
         except UnserialisableArgumentError:
@@ -254,7 +256,7 @@ class JobDescription:
             return []
         try:
             # One NewJob for all: the calls differ only in their arguments.
-            job_ids = self.task.store.defer_calls(self._new_job((), {}), split_calls, connection=self.connection)
+            job_ids = self.task.store.defer_calls(self.new_job((), {}), split_calls, connection=self.connection)
         except UnserialisableArgumentError:
             self._name_unserialisable_argument(split_calls)
             raise
@@ -271,7 +273,7 @@ class JobDescription:
         >>> await write_alphabet.configure(lock="/tmp/alphabet.txt").defer_async("a")
         """
         self._refuse_a_connection("defer_async")
-        job = self._new_job(args, kwargs)
+        job = self.new_job(args, kwargs)
         try:
             job_id = await self.task.store.defer_job_async(job)
         except UnserialisableArgumentError:
@@ -287,7 +289,7 @@ class JobDescription:
         if not split_calls:
             return []
         try:
-            job_ids = await self.task.store.defer_calls_async(self._new_job((), {}), split_calls)
+            job_ids = await self.task.store.defer_calls_async(self.new_job((), {}), split_calls)
         except UnserialisableArgumentError:
             self._name_unserialisable_argument(split_calls)
             raise
@@ -308,7 +310,10 @@ class JobDescription:
         for args, kwargs in calls:
             new_jobs.refuse_unstorable_arguments(function_name, args, kwargs)
 
-    def _new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
+    def new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
+        """The job a defer of these arguments stores: this description's queue, lock, schedule,
+        priority and queueing lock, and the task's retry limit. A periodic task's tick is built
+        here too (``cabbage.periodic.tick_job``), so a tick's job is any defer's."""
         return NewJob(
             queue=self.queue,
             task_name=self.task.name,

@@ -51,7 +51,15 @@ from cabbage.jobs import (
     Status,
     WorkerInfo,
 )
-from cabbage.periodic import DeclaredSchedule, PeriodicOverview, PeriodicSchedule, PeriodicTick, RecordedTick
+from cabbage.periodic import (
+    DeclaredSchedule,
+    PeriodicOverview,
+    PeriodicSchedule,
+    PeriodicTick,
+    RecordedTick,
+    RefusedTick,
+    defer_tick_jobs,
+)
 from cabbage.notifications import WakePipe
 from cabbage.store import AbortNotices, JobStore
 
@@ -205,7 +213,8 @@ class InMemoryJobStore(JobStore):
         """Forgets every job and worker, as a fresh store; ids start again from 1."""
         with self._condition:
             self._jobs: dict[int, _StoredJob] = {}
-            # Each job's attempts that ended, oldest first: the last KEPT_ATTEMPTS (cabbage_attempts).
+            # Each job's attempts that ended, oldest first: the last KEPT_ATTEMPTS
+            # (cabbage_attempts).
             self._attempts: dict[int, list[Attempt]] = {}
             self._workers: dict[int, _StoredWorker] = {}
             self._last_job_id = 0
@@ -214,8 +223,8 @@ class InMemoryJobStore(JobStore):
             self._wakeups: collections.Counter[str] = collections.Counter()
             self._interrupts = 0
             self._interrupt_pending = False
-            # Periodic schedules: (task name, periodic id) -> (schedule, first and last declared at),
-            # and each one's recorded ticks by tick time.
+            # Periodic schedules: (task name, periodic id) -> (schedule, first and last declared
+            # at), and each one's recorded ticks by tick time.
             self._schedules: dict[tuple[str, str], tuple[PeriodicSchedule, datetime.datetime, datetime.datetime]] = {}
             self._ticks: dict[tuple[str, str], dict[datetime.datetime, RecordedTick]] = {}
             # The heartbeats waiting for abort notifications, by worker id (NOTIFY cabbage_aborts).
@@ -289,11 +298,7 @@ class InMemoryJobStore(JobStore):
                 "defer without connection=, or use cabbage.postgres.PostgresJobStore"
             )
         with self._condition:
-            now = self._clock()
-            # Every row is built first, so that one job the store cannot keep inserts none.
-            new_jobs.check_job_texts(jobs)
-            new_jobs.check_options(jobs)
-            rows = [_new_row(job, now, self.max_arguments_bytes) for job in jobs]
+            rows = self._rows_of(jobs, self._clock())
             clashes = queueing_locks.find_clashes([job.queueing_lock for job in jobs], self._waiting_job_with)
             if clashes:
                 queueing_locks.refuse(clashes)
@@ -301,6 +306,13 @@ class InMemoryJobStore(JobStore):
                 self._insert(row)
             self._wake_queues(row.queue for row in rows if row.is_head)
             return [row.id for row in rows]
+
+    def _rows_of(self, jobs: Sequence[NewJob], now: datetime.datetime) -> list[_StoredJob]:
+        """The rows the jobs become, every one built first, so that one job the store cannot
+        keep inserts none."""
+        new_jobs.check_job_texts(jobs)
+        new_jobs.check_options(jobs)
+        return [_new_row(job, now, self.max_arguments_bytes) for job in jobs]
 
     async def defer_job_async(self, job: NewJob) -> int:
         return self.defer_job(job)  # in memory, no I/O: nothing for the loop to wait for
@@ -317,7 +329,8 @@ class InMemoryJobStore(JobStore):
     # -- queueing locks: the unique index, and who gives way ----------------------------------
 
     def _waiting_job_with(self, queueing_lock: str) -> int | None:
-        """The todo job holding a queueing lock (at most one: cabbage_jobs_one_todo_per_queueing_lock)."""
+        """The todo job holding a queueing lock (at most one:
+        cabbage_jobs_one_todo_per_queueing_lock)."""
         return next(
             (row.id for row in self._jobs.values() if row.status is Status.TODO and row.queueing_lock == queueing_lock),
             None,
@@ -442,7 +455,8 @@ class InMemoryJobStore(JobStore):
             if outcome.error is not None:
                 row.last_error = outcome.error
             if superseded_by is not None:
-                self._supersede(row, superseded_by)  # it keeps its worker_id, as a finished job does
+                # It keeps its worker_id, as a finished job does.
+                self._supersede(row, superseded_by)
             elif outcome.status is Status.TODO:
                 row.worker_id = None
                 row.scheduled_at = now + datetime.timedelta(seconds=outcome.retry_in_s or 0.0)
@@ -695,22 +709,22 @@ class InMemoryJobStore(JobStore):
             return PeriodicOverview(now, declared)
 
     def record_periodic_ticks(self, ticks: Sequence[PeriodicTick]) -> list[RecordedTick]:
-        with self._condition:  # one transaction, as the PostgreSQL function
+        with self._condition:  # one transaction, as PostgreSQL's
             now = self._clock()
-            # Every job row is built first, so that one job the store cannot keep records no tick.
-            rows = [(tick, _new_row(tick.job, now, self.max_arguments_bytes) if tick.job is not None else None) for tick in ticks]
+            # Checked first, so that one job the store cannot keep records no tick.
+            self._rows_of([tick.job for tick in ticks if tick.job is not None], now)
+            newest = {schedule_key: max(known) for schedule_key, known in self._ticks.items() if known}
             recorded = []
-            for tick, row in sorted(rows, key=lambda pair: (pair[0].task_name, pair[0].periodic_id, pair[0].tick_at)):
-                schedule_ticks = self._ticks.setdefault((tick.task_name, tick.periodic_id), {})
-                if tick.tick_at > now or (schedule_ticks and max(schedule_ticks) >= tick.tick_at):
+            for tick in sorted(ticks, key=lambda tick: tick.tick_key):
+                schedule_key = (tick.task_name, tick.periodic_id)
+                if tick.tick_at > now or (schedule_key in newest and newest[schedule_key] >= tick.tick_at):
                     continue
-                if row is not None:
-                    self._insert(row)
-                    self._wake_queues([row.queue] if row.is_head else [])
-                schedule_ticks[tick.tick_at] = RecordedTick(
-                    tick.task_name, tick.periodic_id, tick.tick_at, row.id if row else None, tick.skipped_ticks, now
-                )
-                recorded.append(schedule_ticks[tick.tick_at])
+                newest[schedule_key] = tick.tick_at
+                recorded.append(RecordedTick(*tick.tick_key, None, tick.skipped_ticks, now))
+            recorded = defer_tick_jobs(recorded, ticks, self.defer_jobs)
+            for tick in recorded:
+                stored = tick.as_recorded() if isinstance(tick, RefusedTick) else tick
+                self._ticks.setdefault((tick.task_name, tick.periodic_id), {})[tick.tick_at] = stored
             return recorded
 
     def prune_periodic_ticks(self, older_than_s: float, batch_size: int) -> int:

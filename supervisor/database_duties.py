@@ -6,12 +6,13 @@ The master's loop never waits for the database: a cut network can hold a query f
 TCP takes to give up, and the loop must go on reaping, and killing a child whose lease is about
 to end, meanwhile. So these duties run on the "database thread", through the JobStore contract:
 the loop only queues what it learns (a lost child to reclaim, its live children's worker ids,
-a child refused a connection, the app whose schedules to run) and reads what the thread found (whether the database is down,
-whether an outage just ended). While the database is unreachable the duties back off together
-(``health.DatabaseLink``), the outage is logged once (``database_unreachable``) and its end once
-(``database_reconnected``); the reclaims of children lost meanwhile wait in the queue. A
-statement that gave up waiting for a lock (the master's store has a ``lock_timeout``) is tried
-again at the next check, logged once as ``database_busy``. No SQL here: the store has it.
+a child refused a connection, the app whose schedules to run) and reads what the thread found
+(whether the database is down, whether an outage just ended). While the database is
+unreachable the duties back off together (``health.DatabaseLink``), the outage is logged once
+(``database_unreachable``) and its end once (``database_reconnected``); the reclaims of
+children lost meanwhile wait in the queue. A statement that gave up waiting for a lock (the
+master's store has a ``lock_timeout``) is tried again at the next check, logged once as
+``database_busy``. No SQL here: the store has it.
 """
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ class DatabaseDuties:
         self._slots_report_wanted: int | None = None  # a refusal to report, with the workers wanted
         self._reconnected = False
         self.is_busy = False  # a statement gave up waiting for a lock: logged once until one works
-        self.is_out_of_slots = False  # refused connections reported: once until every child registers
+        # Refused connections reported: once until every child registers.
+        self.is_out_of_slots = False
         self.stale_reclaims_resume_at = 0.0  # after an outage: see _reclaim_lost_workers
         self.next_heartbeat_check = 0.0
         self.next_prune_at = 0.0
         self.periodic = PeriodicDuty(store)
-        self._periodic_app: TaskManager | None = None  # the current generation's app (set by the loop)
+        # The current generation's app (set by the loop).
+        self._periodic_app: TaskManager | None = None
         # When a step last got an answer: the master checked the schema just before it starts us.
         self.answered_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="cabbage-master-database", daemon=True)
@@ -167,7 +170,8 @@ class DatabaseDuties:
         if self.config.retention_s is not None:
             due.append(max(self.next_prune_at, self.link.retry_at))
         if self._periodic_app is not None:  # set_periodic_app wakes the thread for the first one
-            due.append(max(self.periodic.next_run_at, self.link.retry_at))  # within milliseconds of a tick
+            # Within milliseconds of a tick.
+            due.append(max(self.periodic.next_run_at, self.link.retry_at))
         return max(0.0, min(due) - time.monotonic())
 
     def _do_what_is_due(self, now: float) -> None:
@@ -183,7 +187,8 @@ class DatabaseDuties:
         with self._lock:
             app = self._periodic_app
         if app is not None and self.periodic.is_due(time.monotonic(), app):
-            self._run_step(lambda: self.periodic.run(app))  # each due tick deferred once across hosts
+            # Each due tick deferred once across hosts.
+            self._run_step(lambda: self.periodic.run(app))
 
     def _reclaim_lost_workers(self, now: float) -> None:
         """Our own lost children first, so that their jobs carry the precise reason, then the

@@ -95,7 +95,8 @@ class Master:
                 if self.database.take_reconnected():
                     self.respawn_now()  # children were most likely dying of the outage
                 self.reconcile_children()  # spawn or retire toward the wanted count
-                self.database.set_periodic_app(self.app.task_manager)  # its thread defers due ticks, once across hosts
+                # Its thread defers the due ticks, once across hosts.
+                self.database.set_periodic_app(self.app.task_manager)
                 self.report()  # process title, sd_notify STATUS / WATCHDOG
             except Exception:  # the loop's boundary: a failed step must not orphan the children
                 log.exception("supervisor_step_failed")

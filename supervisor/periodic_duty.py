@@ -1,4 +1,5 @@
-"""The master's periodic duty: deferring the due ticks of the app's schedules, each once across hosts.
+"""The master's periodic duty: deferring the due ticks of the app's schedules, each once across
+hosts.
 
 Every master runs it. It declares the app's schedules to the store (at start, after a reload,
 and every minute), reads the database clock with each schedule's last recorded tick, asks
@@ -13,7 +14,6 @@ during an outage and never holds up the master's loop. No SQL here.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import time
 import structlog
@@ -21,12 +21,13 @@ import structlog
 from cabbage import TaskManager
 from cabbage.periodic import (
     TICK_RETENTION_S,
-    DeclaredSchedule,
     PeriodicSchedule,
     PeriodicTick,
     RecordedTick,
+    RefusedTick,
     SkippedTicks,
     plan_ticks,
+    since_of,
     tick_job,
 )
 from cabbage.store import JobStore
@@ -40,7 +41,8 @@ RETRY_AFTER_S = 1.0
 
 
 class PeriodicDuty:
-    """When the app's schedules next need the master (``next_run_at``, monotonic), and the run itself."""
+    """When the app's schedules next need the master (``next_run_at``, monotonic), and the run
+    itself."""
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
@@ -51,7 +53,8 @@ class PeriodicDuty:
         self.task_manager: TaskManager | None = None  # whose schedules the last run deferred
 
     def is_due(self, now: float, task_manager: TaskManager) -> bool:
-        """When its next tick (or declaration, or prune) is due, and at once for a new app (a reload)."""
+        """When its next tick (or declaration, or prune) is due, and at once for a new app (a
+        reload)."""
         return task_manager is not self.task_manager or now >= self.next_run_at
 
     def run(self, task_manager: TaskManager) -> None:
@@ -105,22 +108,18 @@ class PeriodicDuty:
             log.info("periodic_ticks_pruned", deleted=deleted, older_than_s=TICK_RETENTION_S)
 
 
-def since_of(known: DeclaredSchedule | None, now: datetime.datetime) -> datetime.datetime:
-    """Where a schedule's ticks start counting: after its last recorded tick, and never before a
-    supervisor first declared it (a schedule not yet in the store starts now)."""
-    if known is None or known.first_declared_at is None:
-        return now
-    if known.last_tick is None:
-        return known.first_declared_at
-    return max(known.first_declared_at, known.last_tick.tick_at)
-
-
 def log_recorded(recorded: RecordedTick, schedule: PeriodicSchedule, skipped: dict[tuple[str, str], SkippedTicks]) -> None:
-    """One line per tick this master recorded: the others' are theirs to log, so each is logged once."""
+    """One line per tick this master recorded: the others' are theirs to log, so each is logged
+    once."""
     key = {"task_name": recorded.task_name, "periodic_id": recorded.periodic_id}
     if recorded.job_id is not None:
         late_s = (recorded.recorded_at - recorded.tick_at).total_seconds()
         log.info("periodic_tick_deferred", **key, tick_at=recorded.tick_at.isoformat(), job_id=recorded.job_id, late_s=round(late_s, 3))
+        return
+    if isinstance(recorded, RefusedTick):
+        # The task's queueing lock at work (its previous job still waits), not a fault: info.
+        log.info("periodic_tick_skipped", **key, tick_at=recorded.tick_at.isoformat(),
+                 queueing_lock=recorded.queueing_lock, waiting_job_id=recorded.waiting_job_id)  # fmt: skip
         return
     missed = skipped[recorded.task_name, recorded.periodic_id]
     log.warning("periodic_ticks_skipped", **key, skipped_ticks=missed.count, counted_all=missed.counted_all,

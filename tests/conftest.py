@@ -119,6 +119,17 @@ def db_dsn(pg_dsn: str, template_dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_dsn(pg_dsn: str) -> Iterator[str]:
+    """A fresh database with no cabbage schema at all, for this test alone."""
+    name = f"cabbage_empty_{os.getpid()}_{secrets.token_hex(4)}"
+    create_database(pg_dsn, name)
+    try:
+        yield make_dsn(pg_dsn, dbname=name)
+    finally:
+        drop_database(pg_dsn, name)
+
+
+@pytest.fixture
 def events() -> Iterator[list[Any]]:
     """Every structlog event while the test runs, with the bound context variables merged."""
     capture = structlog.testing.LogCapture()

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import structlog
 
 from cabbage import dsn as dsn_module
+from cabbage import schema
 from cabbage.periodic import PeriodicOverview
 from cabbage.rows import attempt_from_row, job_from_row, periodic_overview_from
 from cabbage.admin.records import (
@@ -61,7 +62,10 @@ from cabbage.sql import queries
 log = structlog.get_logger()
 
 RATE_WINDOW_S = 300.0  # jobs per minute are averaged over the last five minutes
-UNDEFINED_TABLE, UNDEFINED_OBJECT = "42P01", "42704"  # SQLSTATEs of a database without the schema
+# SQLSTATEs of a query naming what the database lacks (a table, a type, a column, a function):
+# on a database without the cabbage schema, or with an older one, the schema version says which.
+UNDEFINED_TABLE, UNDEFINED_OBJECT, UNDEFINED_COLUMN, UNDEFINED_FUNCTION = "42P01", "42704", "42703", "42883"
+SCHEMA_OBJECT_MISSING = (UNDEFINED_TABLE, UNDEFINED_OBJECT, UNDEFINED_COLUMN, UNDEFINED_FUNCTION)
 UNIQUE_VIOLATION = "23505"
 
 
@@ -105,7 +109,27 @@ class Admin:
             if self.connection.closed or (type(exc) is self.connection.DatabaseError and getattr(exc, "pgcode", None) is None):
                 reason = dsn_module.reason_of(exc, self.dsn)
                 raise DatabaseUnavailable(f"lost the database {dsn_module.describe(self.dsn)}: {reason}") from None
+            if getattr(exc, "pgcode", None) in SCHEMA_OBJECT_MISSING:
+                schema_problem = self._schema_problem()
+                if schema_problem is not None:
+                    raise schema_problem from None
             raise error_from_driver(exc, self.dsn) from None
+
+    def _schema_problem(self) -> SchemaError | None:
+        """The SchemaError that names the command fixing this database's schema (missing, or
+        older than this cabbage needs), read after a query named something the database lacks;
+        None when the schema is current. Its message is one line: libpq's text would show the
+        query's SQL, and a reader needs the fix, not the statement."""
+        try:
+            with self.connection:  # the failed transaction was rolled back: a new one
+                version = schema.read_schema_version(self.connection)
+        except self.connection.Error:
+            return None  # the first error says more
+        try:
+            schema.check_schema_version(version)
+        except SchemaError as exc:
+            return exc
+        return None
 
     def _fetch_all(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """The rows of a named query, each as {column name: value}."""
@@ -141,8 +165,8 @@ class Admin:
         return JobPage(jobs, next_cursor)
 
     def get_job(self, job_id: int) -> JobDetail:
-        """One job, its arguments, error message and traceback cut in the database (MAX_SHOWN_CHARS),
-        and its kept attempts (MAX_ATTEMPT_CHARS)."""
+        """One job, its arguments, error message and traceback cut in the database
+        (MAX_SHOWN_CHARS), and its kept attempts (MAX_ATTEMPT_CHARS)."""
         rows = self._fetch_all("admin_get_job", job_id=check_job_id(job_id), max_chars=MAX_SHOWN_CHARS)
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
@@ -152,7 +176,8 @@ class Admin:
         return detail_of(job, preview, JobState(row["state"]), row["waiting_behind_job_id"], self.list_attempts(job_id))
 
     def list_attempts(self, job_id: int) -> list[Attempt]:
-        """A job's kept attempts, oldest first, error messages and tracebacks cut (MAX_ATTEMPT_CHARS)."""
+        """A job's kept attempts, oldest first, error messages and tracebacks cut
+        (MAX_ATTEMPT_CHARS)."""
         rows = self._fetch_all("admin_list_attempts", job_id=check_job_id(job_id), max_chars=MAX_ATTEMPT_CHARS)
         return [
             attempt_from_row(
@@ -270,7 +295,8 @@ class Admin:
         return [LockLine(**row) for row in self._fetch_all("admin_list_busy_locks", limit=limit)]
 
     def list_periodic_schedules(self) -> PeriodicOverview:
-        """The declared schedules with their last and next ticks, by the store's own query (one definition)."""
+        """The declared schedules with their last and next ticks, by the store's own query
+        (one definition)."""
         with self._transaction() as cursor:
             cursor.execute(queries["list_periodic_schedules"])
             return periodic_overview_from(cursor)
@@ -300,6 +326,4 @@ def error_from_driver(exc: Exception, dsn: str) -> StoreError:
             "cannot retry: a job with the same queueing lock was deferred meanwhile (one todo job per "
             "queueing lock); no job was changed"
         )
-    if getattr(exc, "pgcode", None) in (UNDEFINED_TABLE, UNDEFINED_OBJECT):
-        return SchemaError(f"the cabbage schema is missing from {dsn_module.describe(dsn)} ({reason}): run 'cabbage schema apply'")
     return StoreError(f"the database refused an admin query: {reason}")

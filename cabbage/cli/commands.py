@@ -103,7 +103,7 @@ def job_to_defer(arguments: argparse.Namespace, task: Task | None) -> NewJob:
         scheduled_at=arguments.schedule_at,
         schedule_in={"seconds": arguments.schedule_in} if arguments.schedule_in is not None else None,
         priority=arguments.priority if arguments.priority is not None else (task.priority if task else DEFAULT_PRIORITY),
-        queueing_lock=arguments.queueing_lock,
+        queueing_lock=arguments.queueing_lock or (task.queueing_lock if task else None),
     )
 
 

@@ -29,9 +29,33 @@ SELECT clock.database_now, s.task_name, s.periodic_id, s.cron, s.timezone, s.cat
  ORDER BY s.task_name, s.periodic_id;
 
 -- name: record_periodic_ticks
--- Records each due tick once with its job, in one transaction (cabbage_record_periodic_ticks_v1:
--- the unique tick, the database clock); returns the ticks this call recorded.
-SELECT * FROM cabbage_record_periodic_ticks_v1(%(ticks)s::jsonb);
+-- Records each tick once (the primary key cabbage_periodic_ticks_once_per_tick; a racing caller
+-- waits for the other's transaction, then records nothing) when it is due on the database
+-- clock (invariant 7) and newer than its schedule's newest tick, in key order, so that two
+-- callers never deadlock; returns the rows recorded. The caller's transaction then defers their
+-- jobs with the defer statements of jobs.sql and names them (record_periodic_tick_jobs).
+-- Not cabbage_record_periodic_ticks_v1 of migration 0008, which inserts the jobs itself through
+-- cabbage_defer_job_v1: without their priority and queueing lock.
+INSERT INTO cabbage_periodic_ticks AS t (task_name, periodic_id, tick_at, skipped_ticks)
+SELECT d.task_name, d.periodic_id, d.tick_at, d.skipped_ticks
+  FROM jsonb_to_recordset(%(ticks)s::jsonb)
+       AS d(task_name text, periodic_id text, tick_at timestamptz, skipped_ticks integer)
+ WHERE d.tick_at <= now()
+   AND NOT EXISTS (SELECT FROM cabbage_periodic_ticks AS known
+                    WHERE known.task_name = d.task_name AND known.periodic_id = d.periodic_id
+                      AND known.tick_at >= d.tick_at)
+ ORDER BY d.task_name, d.periodic_id, d.tick_at
+    ON CONFLICT ON CONSTRAINT cabbage_periodic_ticks_once_per_tick DO NOTHING
+RETURNING t.*;
+
+-- name: record_periodic_tick_jobs
+-- Names the job of each tick this transaction recorded, or (its queueing lock refused the job)
+-- records the tick as one skipped: a tick row never stays without its job or its skip.
+UPDATE cabbage_periodic_ticks AS t
+   SET job_id = d.job_id, skipped_ticks = d.skipped_ticks
+  FROM jsonb_to_recordset(%(ticks)s::jsonb)
+       AS d(task_name text, periodic_id text, tick_at timestamptz, job_id bigint, skipped_ticks integer)
+ WHERE (t.task_name, t.periodic_id, t.tick_at) = (d.task_name, d.periodic_id, d.tick_at);
 
 -- name: prune_periodic_ticks
 -- Deletes one bounded batch of ticks older than the cutoff, never a schedule's newest (which

@@ -10,6 +10,7 @@ counter that goes down would read as a reset to Prometheus.
 
 from __future__ import annotations
 
+import datetime
 from typing import Callable, Iterator
 
 import flask
@@ -20,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from cabbage.admin import TODO_STATES, Admin, counts_by_queue, todo_counts_by_queue
 from cabbage.exceptions import CabbageError
+from cabbage.periodic import PeriodicOverview, tick_overdue_s
 from cabbage.web.database import get_admin
 
 blueprint = flask.Blueprint("metrics", __name__)
@@ -29,7 +31,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class DatabaseCollector(Collector):
-    """Reads job, worker and throughput figures with ``Admin`` each time it is collected."""
+    """Reads job, worker, throughput and periodic schedule figures with ``Admin`` each time it is
+    collected."""
 
     def __init__(self, get_admin: Callable[[], Admin], heartbeat_timeout_s: float, finished_window_s: float) -> None:
         self.get_admin = get_admin
@@ -100,6 +103,41 @@ class DatabaseCollector(Collector):
             "The window of cabbage_jobs_finished_recently",
             value=self.finished_window_s,
         )
+        yield from periodic_figures(admin.list_periodic_schedules())
+
+
+def periodic_figures(overview: PeriodicOverview) -> Iterator[Metric]:
+    """Per declared schedule, on the database clock: how long ago its last tick was recorded,
+    how long its next tick has been due unrecorded, and how long ago a supervisor declared it."""
+    labels = ["task_name", "periodic_id"]
+    last_tick_age = GaugeMetricFamily(
+        "cabbage_periodic_last_tick_age_seconds",
+        "Seconds since the schedule's last tick was recorded (deferred or skipped); absent before its first",
+        labels=labels,
+    )
+    overdue = GaugeMetricFamily(
+        "cabbage_periodic_tick_overdue_seconds",
+        "Seconds the schedule's next tick has been due without being recorded (0: not due yet); "
+        "a supervisor records one within a second",
+        labels=labels,
+    )
+    declared_age = GaugeMetricFamily(
+        "cabbage_periodic_declared_age_seconds",
+        "Seconds since a supervisor last declared the schedule (every minute while one runs it)",
+        labels=labels,
+    )
+    for declared in overview.schedules:
+        key = [declared.task_name, declared.periodic_id]
+        if declared.last_tick is not None:
+            last_tick_age.add_metric(key, seconds_between(declared.last_tick.recorded_at, overview.now))
+        overdue.add_metric(key, tick_overdue_s(declared, overview.now))
+        if declared.last_declared_at is not None:
+            declared_age.add_metric(key, seconds_between(declared.last_declared_at, overview.now))
+    yield from (last_tick_age, overdue, declared_age)
+
+
+def seconds_between(earlier: datetime.datetime, later: datetime.datetime) -> float:
+    return max((later - earlier).total_seconds(), 0.0)
 
 
 @blueprint.route("/metrics")

@@ -1,6 +1,7 @@
 """Periodic tasks under real supervisors: two masters on one database defer each tick of an
 every-second schedule once, on time; a tick missed while none ran is deferred when one comes
-back within the catch-up, skipped and logged once beyond it; a reload runs the new schedules."""
+back within the catch-up, skipped and logged once beyond it; a tick its task's queueing lock
+refuses is skipped and logged; a reload runs the new schedules."""
 from __future__ import annotations
 
 import datetime
@@ -95,8 +96,11 @@ def test_a_tick_missed_while_none_ran_is_deferred_once_within_the_catch_up(start
              "the missed ticks and a new one", context=back.last_log_lines)  # fmt: skip
     rows = deferred(db_dsn)
     assert_one_job_per_second(rows)  # the missed seconds too, each once
-    late = [line for line in back.events("periodic_tick_deferred") if line["late_s"] > 1.5]
-    assert len(late) >= 2  # deferred late, on its return
+    # Deferred late, on its return: three seconds of sleep lay between the stop and the return,
+    # so the first two missed ticks were at least two seconds and one second old by then.
+    late_s = {line["tick_at"]: line["late_s"] for line in back.events("periodic_tick_deferred")}
+    first_missed, second_missed = (stopped_at + datetime.timedelta(seconds=s) for s in (1, 2))
+    assert late_s[first_missed.isoformat()] >= 2.0 and late_s[second_missed.isoformat()] >= 1.0, late_s
     assert not back.events("periodic_ticks_skipped")
 
 
@@ -124,6 +128,33 @@ def test_a_tick_missed_beyond_the_catch_up_is_skipped_and_logged_once(start_supe
     after = [row for row in rows if row["tick_at"] > marker["tick_at"]]
     assert after[0]["tick_at"] == marker["tick_at"] + datetime.timedelta(seconds=1)
     assert_one_job_per_second(after)
+
+
+def test_ticks_while_the_queueing_locks_job_waits_are_skipped_and_logged(start_supervisor: Start, db_dsn: str) -> None:
+    # No worker takes the "sync" queue: the first tick's job waits, and holds the key.
+    supervisor = start_supervisor(
+        """
+        @task_manager.periodic(cron="* * * * * *")
+        @task_manager.task(name="sync", queue="sync", queueing_lock="sync", priority=3)
+        def sync():
+            record("synced")
+        """,
+        *OPTIONS, "--queues", "elsewhere",
+    )  # fmt: skip
+    wait_for(lambda: len(supervisor.events("periodic_tick_skipped")) >= 3, 10, "three ticks skipped",
+             context=supervisor.last_log_lines)  # fmt: skip
+    stop(supervisor)
+    (job,) = deferred(db_dsn)
+    assert count_jobs(db_dsn) == 1
+    skipped = supervisor.events("periodic_tick_skipped")
+    assert {(line["queueing_lock"], line["waiting_job_id"], line["level"]) for line in skipped} == {("sync", job["job_id"], "info")}
+    rows = ticks_in(db_dsn)
+    refused = [row for row in rows if row["job_id"] is None]
+    assert {row["skipped_ticks"] for row in refused} == {1} and len(refused) >= len(skipped)
+    assert [row["tick_at"].isoformat() for row in refused][: len(skipped)] == [line["tick_at"] for line in skipped]
+    with closing(psycopg2.connect(db_dsn)) as connection, connection, connection.cursor() as cursor:
+        cursor.execute("SELECT priority, queueing_lock, status::text FROM cabbage_jobs")
+        assert cursor.fetchall() == [(3, "sync", "todo")]
 
 
 def test_a_reload_runs_the_changed_schedules(start_supervisor: Start, write_tasks: Callable[[str], Any], db_dsn: str) -> None:

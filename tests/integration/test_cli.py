@@ -10,7 +10,6 @@ import contextlib
 import datetime
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -18,13 +17,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zoneinfo
-from contextlib import closing
 from pathlib import Path
 from typing import Iterator
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from cabbage.cli import main
@@ -59,21 +55,6 @@ def run_script(*argv: str, dsn: str, cwd: Path | None = None) -> subprocess.Comp
     return subprocess.run(
         [str(CABBAGE_SCRIPT), *argv], env=environment, capture_output=True, text=True, timeout=60, cwd=cwd
     )
-
-
-@pytest.fixture
-def empty_dsn(pg_dsn: str) -> Iterator[str]:
-    """A database without the cabbage schema."""
-    name = f"cabbage_empty_{os.getpid()}_{secrets.token_hex(3)}"
-    with closing(psycopg2.connect(pg_dsn)) as connection:
-        connection.autocommit = True
-        connection.cursor().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_dsn(pg_dsn, dbname=name)
-    finally:
-        with closing(psycopg2.connect(pg_dsn)) as connection:
-            connection.autocommit = True
-            connection.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def unreachable_dsn(password: str) -> str:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 import threading
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg2
 import pytest
-from psycopg2.extensions import make_dsn
 
 from cabbage import schema
 from cabbage.exceptions import SchemaError
 from cabbage.postgres import PostgresJobStore
 from cabbage.sql import migrations
-from devdb.databases import create_database, drop_database
 
 APPLY_HINT = "run 'cabbage schema apply'"
 CURRENT_SCHEMA_FILE = Path(schema.__file__).parent / "sql" / "current" / "schema.sql"
@@ -36,17 +32,6 @@ def query(dsn: str, statement: str, params: Any = None) -> list[tuple]:
 def catalog(dsn: str) -> str:
     """Every cabbage_ object as the catalog holds it: equal for databases with the same schema."""
     return schema.dump_schema(dsn)
-
-
-@pytest.fixture
-def empty_dsn(pg_dsn: str) -> Iterator[str]:
-    """A database with no cabbage schema at all."""
-    name = f"cabbage_empty_{os.getpid()}_{secrets.token_hex(4)}"
-    create_database(pg_dsn, name)
-    try:
-        yield make_dsn(pg_dsn, dbname=name)
-    finally:
-        drop_database(pg_dsn, name)
 
 
 def test_the_current_version_is_the_last_migration() -> None:

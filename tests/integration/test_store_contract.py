@@ -29,7 +29,7 @@ from cabbage.exceptions import (
     ScheduleError,
 )
 from cabbage.jobs import FINISHED_STATUSES, KEPT_ATTEMPTS, AttemptOutcome, Job, JobError, NewJob, Outcome, Status
-from cabbage.periodic import PeriodicSchedule, PeriodicTick
+from cabbage.periodic import PeriodicSchedule, PeriodicTick, RecordedTick, RefusedTick
 from cabbage.retention import prune_in_batches
 from cabbage.store import JobStore
 from cabbage.testing import InMemoryJobStore, ManualClock
@@ -1285,6 +1285,54 @@ def test_a_ticks_job_is_an_ordinary_job_due_at_the_tick(store: JobStore, worker_
     assert (job.args, job.kwargs, job.scheduled_at) == ((), {"timestamp": int(tick_at.timestamp())}, tick_at)
     claimed = claim_one(store, worker_id)
     assert claimed is not None and claimed.id == job.id
+
+
+def test_a_ticks_job_keeps_its_priority_and_queueing_lock(store: JobStore, worker_id: int) -> None:
+    tick_at = whole_seconds_ago(store, 5)
+    store.defer_job(new_job("other"))
+    (recorded,) = store.record_periodic_ticks([tick_of(tick_at, priority=9, queueing_lock="report")])
+    assert recorded.job_id is not None and not isinstance(recorded, RefusedTick)
+    job = store.get_job(recorded.job_id)
+    assert job is not None and (job.priority, job.queueing_lock) == (9, "report")
+    claimed = claim_one(store, worker_id)
+    assert claimed is not None and claimed.id == job.id  # before the older job of priority 0
+
+
+def test_a_tick_whose_job_its_queueing_lock_refuses_is_recorded_skipped_and_the_others_deferred(
+    store: JobStore,
+) -> None:
+    waiting = store.defer_job(new_job("report", queueing_lock="report"))
+    earlier, later = whole_seconds_ago(store, 20), whole_seconds_ago(store, 10)
+    other = PeriodicSchedule("cleanup", "*/5 * * * *")
+    recorded = store.record_periodic_ticks(
+        [tick_of(earlier, queueing_lock="report"), tick_of(later, queueing_lock="report"), tick_of(later, other)]
+    )
+    assert [(tick.task_name, tick.job_id is None, tick.skipped_ticks) for tick in recorded] == [
+        ("cleanup", False, None),
+        ("report", True, 1),
+        ("report", True, 1),
+    ]
+    assert not isinstance(recorded[0], RefusedTick)
+    assert [(tick.queueing_lock, tick.waiting_job_id) for tick in recorded[1:] if isinstance(tick, RefusedTick)] == [
+        ("report", waiting),
+        ("report", waiting),
+    ]
+    assert store.count_jobs()[Status.TODO] == 2  # the waiting job and cleanup's
+    store.declare_periodic_schedules([REPORT])
+    last_tick = store.list_periodic_schedules().by_key()[("report", "hourly")].last_tick
+    assert last_tick is not None
+    assert (last_tick.tick_at, last_tick.job_id, last_tick.skipped_ticks) == (later, None, 1)
+    assert type(last_tick) is RecordedTick  # the refusal is the call's answer, not kept
+    assert store.record_periodic_ticks([tick_of(later, queueing_lock="report")]) == []
+
+
+def test_ticks_of_one_call_sharing_a_queueing_lock_defer_the_first_only(store: JobStore) -> None:
+    ticks = [whole_seconds_ago(store, seconds) for seconds in (30, 20, 10)]
+    first, *rest = store.record_periodic_ticks([tick_of(tick_at, queueing_lock="report") for tick_at in ticks])
+    assert first.tick_at == ticks[0] and first.job_id is not None
+    assert [(tick.tick_at, tick.job_id, tick.skipped_ticks) for tick in rest] == [(ticks[1], None, 1), (ticks[2], None, 1)]
+    assert [tick.waiting_job_id for tick in rest if isinstance(tick, RefusedTick)] == [first.job_id, first.job_id]
+    assert store.count_jobs()[Status.TODO] == 1
 
 
 def test_a_tick_not_yet_due_on_the_store_clock_is_not_recorded(store: JobStore) -> None:

@@ -26,10 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
+from psycopg2.extensions import make_dsn, parse_dsn
 from werkzeug.serving import make_server
 
 from cabbage.admin import MAX_LISTED_ERROR_CHARS, MAX_SHOWN_CHARS
 from cabbage.jobs import JobError, NewJob, Outcome, Status
+from cabbage.schema import CURRENT_VERSION, apply_schema
 from cabbage.web import create_app
 from cabbage.web.database import pool_of
 from tests.integration.job_states import BOOM, TRACEBACK, execute
@@ -440,6 +442,48 @@ def test_connections_the_database_ended_are_discarded_not_lent_again(db_dsn, job
         assert [client.get(path).status for path in ("/api/v1/stats", "/", "/metrics")] == [200, 200, 200]
         (after,) = admin_backends(db_dsn)
         assert after != before
+
+
+# -- a database without the schema -----------------------------------------------------------
+
+MARKED_PASSWORD = "Q1w2?Secret/k9+"
+READ_PATHS = ["/", "/jobs", "/jobs/1", "/periodic", "/workers", "/locks", "/api/v1/jobs", "/api/v1/jobs/1",
+              "/api/v1/stats", "/api/v1/periodic", "/api/v1/workers", "/api/v1/locks"]  # fmt: skip
+
+
+def with_a_password(dsn: str) -> tuple[str, str]:
+    """The DSN and a password it carries, which no answer may show: its own, else one added (a
+    server that asks for none, as the local test servers, never reads it)."""
+    own = parse_dsn(dsn).get("password")
+    return (dsn, own) if own else (make_dsn(dsn, password=MARKED_PASSWORD), MARKED_PASSWORD)
+
+
+def assert_names_only_the_fix(answer: Answer, message: str, password: str) -> None:
+    assert answer.status == 503
+    shown = answer.json["error"] if answer.headers["Content-Type"] == "application/json" else answer.text
+    assert message in shown.replace("&#39;", "'")
+    for leak in ("LINE", "FROM", "does not exist", "relation", password, "dbname", "host="):
+        assert leak not in shown, f"{leak!r} shown to a reader"
+
+
+@pytest.mark.parametrize("path", READ_PATHS)
+def test_a_database_without_the_schema_answers_503_naming_the_command_that_fixes_it(empty_dsn, events, path):
+    dsn, password = with_a_password(empty_dsn)
+    missing = f"database has no cabbage schema, this cabbage needs version {CURRENT_VERSION}: run 'cabbage schema apply'"
+    for client in serve(create_app(dsn)):
+        assert_names_only_the_fix(client.get(path), missing, password)
+    (failed,) = [event for event in events if event["event"] == "web_request_failed"]
+    assert (failed["error_type"], failed["error"]) == ("SchemaError", missing)
+
+
+@pytest.mark.parametrize("version, path", [(1, "/api/v1/jobs"), (6, "/jobs"), (7, "/api/v1/periodic")])
+def test_an_older_schema_answers_503_naming_its_version_and_the_fix(empty_dsn, version, path):
+    # Version 1 lacks the state function, 6 the priority column, 7 the periodic tables.
+    dsn, password = with_a_password(empty_dsn)
+    apply_schema(dsn, target_version=version)
+    older = f"database schema is at version {version}, this cabbage needs {CURRENT_VERSION}: run 'cabbage schema apply'"
+    for client in serve(create_app(dsn)):
+        assert_names_only_the_fix(client.get(path), older, password)
 
 
 # -- writing: tokens ----------------------------------------------------------------------------

@@ -123,14 +123,16 @@ def test_defer_options_parse_to_arguments_and_schedule():
 def test_defer_with_an_app_takes_the_tasks_options_unless_given():
     task_manager = cabbage.TaskManager(store_class=InMemoryJobStore)
 
-    @task_manager.task(queue="mail", lock="smtp", retry=2)
+    @task_manager.task(queue="mail", lock="smtp", retry=2, priority=4, queueing_lock="outbox")
     def send() -> None: ...
 
     task_defaults = job_to_defer(parse_arguments(["defer", send.name, "--app", "proj"]), send)
     assert (task_defaults.queue, task_defaults.lock, task_defaults.max_attempts) == ("mail", "smtp", 3)
-    argv = ["defer", send.name, "--app", "proj", "--queue", "q", "--lock", "L", "--max-attempts", "unlimited"]
+    assert (task_defaults.priority, task_defaults.queueing_lock) == (4, "outbox")
+    argv = ["defer", send.name, "--app", "proj", "--queue", "q", "--lock", "L", "--max-attempts", "unlimited",
+            "--priority", "-1", "--queueing-lock", "K"]  # fmt: skip
     given = job_to_defer(parse_arguments(argv), send)
-    assert (given.queue, given.lock, given.max_attempts) == ("q", "L", None)
+    assert (given.queue, given.lock, given.max_attempts, given.priority, given.queueing_lock) == ("q", "L", None, -1, "K")
 
 
 @pytest.mark.parametrize(

@@ -132,6 +132,20 @@ def test_any_text_as_cron_is_either_a_schedule_or_a_clear_refusal(text: str) -> 
 # -- the tick's job ------------------------------------------------------------------------------
 
 
+def test_a_ticks_job_is_the_job_a_defer_at_the_tick_would_store(task_manager: cabbage.TaskManager) -> None:
+    @task_manager.task(queue="reports", lock="report", retry=2, priority=7, queueing_lock="daily-report", name="report")
+    def report(timestamp: int) -> None: ...
+
+    tick_at = at(2026, 1, 1, 12, 5)
+    job = tick_job(report, tick_at)
+    assert job == report.configure(schedule_at=tick_at).new_job((), {"timestamp": 1767269100})
+    assert (job.task_name, job.queue, job.lock, job.max_attempts) == ("report", "reports", "report", 3)
+    assert (job.priority, job.queueing_lock, job.scheduled_at, job.schedule_in) == (7, "daily-report", tick_at, None)
+    report.defer(timestamp=1767269100)
+    (deferred,) = task_manager.store.jobs  # type: ignore[attr-defined]
+    assert (deferred.priority, deferred.queueing_lock, deferred.lock, deferred.max_attempts) == (7, "daily-report", "report", 3)
+
+
 def test_a_ticks_job_carries_the_timestamp_only_to_a_task_that_takes_it(task_manager: cabbage.TaskManager) -> None:
     @task_manager.task(queue="reports", lock="report", retry=2, name="with_timestamp")
     def with_timestamp(timestamp: int) -> None: ...
@@ -148,6 +162,29 @@ def test_a_ticks_job_carries_the_timestamp_only_to_a_task_that_takes_it(task_man
     assert (job.args, job.kwargs) == ((), {"timestamp": 1767269100})
     assert tick_job(with_kwargs, tick_at).kwargs == {"timestamp": 1767269100}
     assert tick_job(without, tick_at).kwargs == {}
+
+
+# -- how late a schedule is ----------------------------------------------------------------------
+
+
+def declared(
+    schedule: PeriodicSchedule, first_declared_at: datetime.datetime | None, last_tick_at: datetime.datetime | None = None
+) -> periodic.DeclaredSchedule:
+    last_tick = None if last_tick_at is None else periodic.RecordedTick(*schedule.key, last_tick_at, 1, None, last_tick_at)
+    return periodic.DeclaredSchedule.of(schedule, first_declared_at, first_declared_at, last_tick, at(2026, 1, 1))
+
+
+def test_a_tick_is_overdue_from_the_first_tick_after_the_last_recorded_one() -> None:
+    every_minute = PeriodicSchedule("sync", "* * * * *")
+    now = at(2026, 1, 1, 12, 10, 30)
+    assert periodic.tick_overdue_s(declared(every_minute, at(2026, 1, 1), at(2026, 1, 1, 12, 10)), now) == 0.0
+    assert periodic.tick_overdue_s(declared(every_minute, at(2026, 1, 1), at(2026, 1, 1, 12, 5)), now) == 270.0
+    # Never ticked: from its first tick after it was first declared.
+    assert periodic.tick_overdue_s(declared(every_minute, at(2026, 1, 1, 12, 0, 10)), now) == 570.0
+    # Not declared by a supervisor (an app's own schedule): nothing is due for it.
+    assert periodic.tick_overdue_s(declared(every_minute, None), now) == 0.0
+    unreadable = PeriodicSchedule("sync", "99 * * * *")  # declared by another release
+    assert periodic.tick_overdue_s(declared(unreadable, at(2026, 1, 1)), now) == 0.0
 
 
 # -- ticks ---------------------------------------------------------------------------------------

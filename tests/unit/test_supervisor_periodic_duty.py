@@ -32,11 +32,13 @@ def memory(clock: ManualClock) -> InMemoryJobStore:
     return InMemoryJobStore(clock=clock)
 
 
-def app_on(memory: InMemoryJobStore, cron: str = "*/5 * * * *", **options: Any) -> cabbage.TaskManager:
+def app_on(
+    memory: InMemoryJobStore, cron: str = "*/5 * * * *", queueing_lock: str | None = None, **options: Any
+) -> cabbage.TaskManager:
     task_manager = cabbage.TaskManager(store_class=lambda: memory)  # type: ignore[arg-type,return-value]
 
     @task_manager.periodic(cron=cron, **options)
-    @task_manager.task(name="report", queue="reports")
+    @task_manager.task(name="report", queue="reports", queueing_lock=queueing_lock)
     def report(timestamp: int) -> None: ...
 
     return task_manager
@@ -131,6 +133,49 @@ def test_ticks_missed_beyond_the_catch_up_are_skipped_and_logged_once(memory: In
     assert tick_jobs(memory) == [epoch(minutes_after_start(minutes)) for minutes in (5, 60, 65)]
     (report,) = memory.list_periodic_schedules().schedules
     assert report.last_tick is not None and report.last_tick.tick_at == minutes_after_start(65)
+
+
+def test_a_tick_its_queueing_lock_refuses_is_skipped_and_logged_and_the_others_deferred(
+    memory: InMemoryJobStore, clock: ManualClock
+) -> None:
+    app, duty = app_on(memory, queueing_lock="report"), PeriodicDuty(memory)
+
+    @app.periodic(cron="*/5 * * * *")
+    @app.task(name="cleanup", queue="reports")
+    def cleanup() -> None: ...
+
+    duty.run(app)
+    clock.advance(5 * 60)
+    duty.run(app)  # 12:05: both deferred
+    (waiting,) = [job.id for job in memory.jobs if job.task_name == "report"]
+    clock.advance(5 * 60)
+    with structlog.testing.capture_logs() as logs:
+        duty.run(app)  # 12:10: report's 12:05 job still waits
+    assert [(line["event"], line["task_name"]) for line in logs if line["event"].startswith("periodic_tick")] == [
+        ("periodic_tick_deferred", "cleanup"),
+        ("periodic_tick_skipped", "report"),
+    ]
+    (skipped,) = [line for line in logs if line["event"] == "periodic_tick_skipped"]
+    assert skipped == {
+        "event": "periodic_tick_skipped",
+        "log_level": "info",
+        "task_name": "report",
+        "periodic_id": "",
+        "tick_at": minutes_after_start(10).isoformat(),
+        "queueing_lock": "report",
+        "waiting_job_id": waiting,
+    }
+    assert [job.task_name for job in memory.jobs] == ["cleanup", "report", "cleanup"]
+    report = memory.list_periodic_schedules().by_key()[("report", "")]
+    assert report.last_tick is not None
+    assert (report.last_tick.tick_at, report.last_tick.job_id, report.last_tick.skipped_ticks) == (minutes_after_start(10), None, 1)
+
+    worker_id = memory.register_worker("test-host", 1, None)
+    assert waiting in [job.id for job in memory.claim_jobs(worker_id, ["reports"], limit=10)]  # the key is free
+    clock.advance(5 * 60)
+    duty.run(app)  # 12:15: deferred again
+    report_ticks = [job.kwargs["timestamp"] for job in memory.jobs if job.task_name == "report"]
+    assert report_ticks == [epoch(minutes_after_start(5)), epoch(minutes_after_start(15))]
 
 
 def test_a_reload_declares_and_runs_the_new_schedules(memory: InMemoryJobStore, clock: ManualClock) -> None:

@@ -81,9 +81,31 @@ def test_a_bad_priority_is_refused(task_manager: cabbage.TaskManager, refresh: c
         ("a\ud800", "contains the surrogate"),
     ],
 )
-def test_a_bad_queueing_lock_is_refused(refresh: cabbage.Task, queueing_lock: Any, message: str) -> None:
+def test_a_bad_queueing_lock_is_refused(
+    task_manager: cabbage.TaskManager, refresh: cabbage.Task, queueing_lock: Any, message: str
+) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         refresh.configure(queueing_lock=queueing_lock)
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        task_manager.task(name="bad", queueing_lock=queueing_lock)(lambda: None)
+    assert "bad" not in task_manager.tasks
+
+
+def test_a_queueing_lock_comes_from_the_task_unless_configured(
+    task_manager: cabbage.TaskManager, memory: InMemoryJobStore
+) -> None:
+    @task_manager.task(queueing_lock="rebuild-index")
+    def rebuild_index() -> None: ...
+
+    waiting = rebuild_index.defer()
+    with pytest.raises(AlreadyEnqueued) as refused:
+        rebuild_index.defer()
+    assert refused.value.job_id == waiting
+    with pytest.raises(AlreadyEnqueued):
+        rebuild_index.configure(priority=3).defer()  # other options keep the task's queueing lock
+    rebuild_index.configure(queueing_lock="rebuild-other-index").defer()
+    assert [job.queueing_lock for job in memory.jobs] == ["rebuild-index", "rebuild-other-index"]
+    assert rebuild_index.queueing_lock == "rebuild-index"
 
 
 def test_a_defer_while_a_job_of_the_queueing_lock_waits_raises_already_enqueued(
