@@ -20,13 +20,16 @@ from benchmarks.context import RunContext
 from benchmarks.figures import Figures
 from benchmarks.ratios import add_ratios, print_summary
 from benchmarks.servers import Server
-from benchmarks.workloads import async_defer, claim, defer, failover, io_bound, latency, limit, locks, memory, throughput
+from benchmarks.workloads import (
+    async_defer, claim, defer, failover, io_bound, latency, limit, locks, memory, scheduled_delay, throughput,
+)
 from cabbage import logconfig
 
 WORKLOADS: dict[str, Callable[[RunContext], None]] = {
     "throughput": throughput.run,
     "claim": claim.run,
     "latency": latency.run,
+    "scheduled_delay": scheduled_delay.run,
     "defer": defer.run,
     "locks": locks.run,
     "memory": memory.run,

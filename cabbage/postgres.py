@@ -114,7 +114,7 @@ class PostgresJobStore(JobStore):
 
     @contextlib.contextmanager
     def _worker_cursor(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor on the store's own connection, where the claim and the finish are prepared."""
+        """A cursor on the store's own connection, where the worker's statements are prepared."""
         with self._cursor() as cursor:
             if not self._worker_statements_prepared:
                 cursor.execute(queries["prepare_worker_statements"])
@@ -425,6 +425,12 @@ class PostgresJobStore(JobStore):
             cursor.execute(queries["release_jobs"], {"job_ids": list(job_ids), "worker_id": worker_id})
             (released,) = cursor.fetchone()
         return released
+
+    def seconds_until_next_due(self, queues: Sequence[str] | None) -> float | None:
+        with self._worker_cursor() as cursor:
+            cursor.execute(queries["seconds_until_next_due"], {"queues": None if queues is None else list(queues)})
+            (seconds,) = cursor.fetchone()
+        return None if seconds is None else max(seconds, 0.0)  # negative: overdue, due now
 
     def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
         with self._errors_translated():

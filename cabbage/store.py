@@ -199,11 +199,23 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def seconds_until_next_due(self, queues: Sequence[str] | None) -> float | None:
+        """How long until the earliest job of ``queues`` (all queues when None) that a claim
+        could take becomes due, in seconds on the store's clock: 0 when one is due now, None
+        when no ``todo`` job of those queues heads its lock's line. Jobs waiting behind their
+        lock, running or finished do not count; every priority level does. A seconds count
+        rather than a time, so that a worker on a host whose clock is off still waits the right
+        while. In PostgreSQL its cost does not grow with the jobs scheduled for later
+        (invariant 6).
+        """
+
+    @abc.abstractmethod
     def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
         """Blocks until a job may be available in ``queues`` or ``timeout_s`` passed.
 
-        Woken by deferrals (LISTEN/NOTIFY for PostgreSQL) within milliseconds; returns True
-        when woken, False on timeout or ``interrupt_wait``. A spurious wake-up is allowed.
+        Woken by deferrals (LISTEN/NOTIFY for PostgreSQL) within milliseconds, those of jobs
+        scheduled for later too (a worker waiting for a later one then waits less); returns
+        True when woken, False on timeout or ``interrupt_wait``. A spurious wake-up is allowed.
         """
 
     def interrupt_wait(self) -> None:

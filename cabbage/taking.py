@@ -29,6 +29,10 @@ T = TypeVar("T")
 
 # How long a stopping worker keeps trying to give its jobs back through an outage.
 WRAP_UP_S = 5.0
+# A job the store says is due now though the claim just before found nothing is held by another
+# session (a claim about to commit, an operator's transaction), or it became due in between: the
+# worker claims again at once, then after this, twice as long each time, up to its poll interval.
+DUE_YET_NOT_CLAIMED_FIRST_WAIT_S = 0.01
 
 
 class JobTaking:
@@ -43,6 +47,7 @@ class JobTaking:
     _stopping: bool
     _jobs_left: int | None
     _claim_found_nothing: bool
+    _due_yet_not_claimed: int
     _started: collections.deque[Job]
     _reserved: collections.deque[Job]
     _running: dict[int, "Running"]
@@ -124,6 +129,16 @@ class JobTaking:
         self._take_over(claimed)
         return [self._started.popleft()] if self._started else []
 
+    def _until_next_claim_s(self, timeout_s: float) -> float:
+        """How long to wait, after a claim found nothing, before claiming again unless notified:
+        ``timeout_s``, or less when a job of the worker's queues is due sooner (store clock)."""
+        until_due_s = self.store.seconds_until_next_due(self.queues)
+        if until_due_s is None or until_due_s > 0:
+            self._due_yet_not_claimed = 0
+            return timeout_s if until_due_s is None else min(timeout_s, until_due_s)
+        self._due_yet_not_claimed += 1
+        return min(timeout_s, wait_for_a_due_job_not_claimed_s(self._due_yet_not_claimed))
+
     def _claim(self, limit: int) -> list[Job]:
         """claim_jobs; after a lost connection, the jobs the lost claim may have committed are
         taken over (held_jobs) before anything more is claimed."""
@@ -180,3 +195,12 @@ class JobTaking:
             if job.id in known or job.id in self._running:
                 continue
             (self._started if job.started_at is not None else self._reserved).append(job)
+
+
+def wait_for_a_due_job_not_claimed_s(times_in_a_row: int) -> float:
+    """How long to wait before claiming again when the store said a job is due now yet the claim
+    before found nothing, the ``times_in_a_row``-th time in a row: none the first time (it may
+    have become due between the two), then from DUE_YET_NOT_CLAIMED_FIRST_WAIT_S, doubling."""
+    if times_in_a_row <= 1:
+        return 0.0
+    return DUE_YET_NOT_CLAIMED_FIRST_WAIT_S * 2.0 ** min(times_in_a_row - 2, 30)

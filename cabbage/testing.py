@@ -121,12 +121,11 @@ class _StoredJob:
         return Job(args=tuple(_decode_arguments(self.args_json)), kwargs=_decode_arguments(self.kwargs_json), **columns)
 
     def is_claimable(self, queues: Sequence[str] | None, now: datetime.datetime) -> bool:
-        return (
-            self.status is Status.TODO
-            and self.is_head
-            and self.scheduled_at <= now
-            and (queues is None or self.queue in queues)
-        )
+        return self.is_claimable_once_due(queues) and self.scheduled_at <= now
+
+    def is_claimable_once_due(self, queues: Sequence[str] | None) -> bool:
+        """``todo`` at the head of its lock's line, in one of ``queues`` (None: any)."""
+        return self.status is Status.TODO and self.is_head and (queues is None or self.queue in queues)
 
     def is_reserved_by(self, worker_id: int) -> bool:
         return self.status is Status.DOING and self.worker_id == worker_id and self.started_at is None
@@ -510,6 +509,12 @@ class InMemoryJobStore(JobStore):
         self._wake_queues([row.queue])
 
     # -- waiting ---------------------------------------------------------------------------------
+
+    def seconds_until_next_due(self, queues: Sequence[str] | None) -> float | None:
+        with self._condition:
+            now = self._clock()
+            due_at = [row.scheduled_at for row in self._jobs.values() if row.is_claimable_once_due(queues)]
+            return max((min(due_at) - now).total_seconds(), 0.0) if due_at else None
 
     def wait_for_jobs(self, queues: Sequence[str] | None, timeout_s: float) -> bool:
         with self._condition:

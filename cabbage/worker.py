@@ -1,12 +1,12 @@
 """Worker: the fetch-execute loop, one step (``process_next_job``) and two ways to repeat it.
 
 ``process_jobs()`` runs jobs until none is due (the how-to's testing snippet); ``run()`` runs
-them until ``stop()``, waiting for a notification or the poll interval in between. With
-``concurrency`` M, up to M attempts run at once: ``def`` tasks on a pool of M threads, ``async
-def`` tasks on one event loop (``cabbage.executors``); a claim takes up to the free slots, and
-each outcome is recorded by this loop, fenced by its attempt (ARCHITECTURE invariant 5). With
-M = 1 a ``def`` task runs in the worker's own thread. The loop knows the JobStore contract,
-never a particular store.
+them until ``stop()``, waiting in between for a notification, the next scheduled job of its
+queues to be due, or the poll interval, whichever comes first. With ``concurrency`` M, up to M
+attempts run at once: ``def`` tasks on a pool of M threads, ``async def`` tasks on one event
+loop (``cabbage.executors``); a claim takes up to the free slots, and each outcome is recorded
+by this loop, fenced by its attempt (ARCHITECTURE invariant 5). With M = 1 a ``def`` task runs
+in the worker's own thread. The loop knows the JobStore contract, never a particular store.
 
 A lost database connection changes no outcome: the worker keeps the outcomes of the attempts it
 ran and the jobs it holds, and tries the call again (``cabbage.outages``) until the database
@@ -45,6 +45,10 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 MAX_CONCURRENCY = 10_000
+# How often an idle worker claims without a notification: for one it missed (a reconnect) and for
+# retries other workers scheduled (their finish notifies nobody); scheduled jobs of its queues it
+# waits for until they are due, however long the interval.
+DEFAULT_POLL_INTERVAL_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,16 +73,17 @@ class Worker(OutcomeRecording):
     it the worker registers itself for the duration of ``run()`` or ``process_jobs()``,
     heartbeats every ``heartbeat_interval_s``, and unregisters at the end. ``batch_size``: how
     many jobs one claim reserves when the concurrency is 1 (with more, a claim takes the free
-    slots). Hooks, each called in the worker loop's thread: ``on_job_started`` and
-    ``on_job_finished`` around each attempt, ``on_task_returned`` once its task returned (its
-    outcome may still be on its way to the database), ``on_abort_requested`` (in the heartbeat's
-    thread) when an operator asked to abort a running job, ``on_overrun`` when the only attempts left
-    are ``def`` tasks of threads past their ``timeout=`` (a thread cannot be stopped: the
-    supervisor's child then exits, to be replaced; without the hook they run on, logged once as
-    ``job_timed_out``). A KeyboardInterrupt raised inside a task fails its job and, unless
-    ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is
-    raised again once the outcomes in flight are recorded, so that Ctrl-C stops a worker run by
-    hand.
+    slots). ``poll_interval_s``: how often an idle ``run()`` claims without a notification; a
+    job of its queues scheduled for later wakes it when due, whatever the interval. Hooks, each
+    called in the worker loop's thread: ``on_job_started`` and ``on_job_finished`` around each
+    attempt, ``on_task_returned`` once its task returned (its outcome may still be on its way to
+    the database), ``on_abort_requested`` (in the heartbeat's thread) when an operator asked to
+    abort a running job, ``on_overrun`` when the only attempts left are ``def`` tasks of threads past
+    their ``timeout=`` (a thread cannot be stopped: the supervisor's child then exits, to be
+    replaced; without the hook they run on, logged once as ``job_timed_out``). A
+    KeyboardInterrupt raised inside a task fails its job and, unless
+    ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is raised
+    again once the outcomes in flight are recorded, so that Ctrl-C stops a worker run by hand.
 
     >>> cabbage.Worker(task_manager).process_jobs()                   # every job due now, then return
     >>> cabbage.Worker(task_manager, queues=["queue"], concurrency=20).run()  # until stop()
@@ -92,7 +97,7 @@ class Worker(OutcomeRecording):
         concurrency: int = 1,
         worker_id: int | None = None,
         lease: Lease | None = None,
-        poll_interval_s: float = 5.0,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         batch_size: int = 1,
         hostname: str | None = None,
         heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
@@ -125,6 +130,7 @@ class Worker(OutcomeRecording):
         self._started: collections.deque[Job] = collections.deque()  # begun by a claim or a finish, to run next
         self._reserved: collections.deque[Job] = collections.deque()  # claimed, not started
         self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
+        self._due_yet_not_claimed = 0  # waits in a row that a job due now, held elsewhere, cut short
         self._running: dict[int, Running] = {}  # job id -> the attempt in flight
         # The heartbeat's last look at the aborts requested of this worker's jobs (job id -> who):
         # for a job it holds that begins after the look.
@@ -248,9 +254,12 @@ class Worker(OutcomeRecording):
         return count
 
     def _wait_for_jobs(self, timeout_s: float) -> None:
-        """Waits for a notification (or an attempt's end, which interrupts the wait); an outage
-        shortens it: the next claim rides the outage out with its backoff."""
+        """Waits for a notification (or an attempt's end, which interrupts the wait), no longer
+        than until the next job of the worker's queues is due; an outage shortens it: the next
+        claim rides the outage out with its backoff."""
         try:
+            if timeout_s > 0:
+                timeout_s = self._until_next_claim_s(timeout_s)
             self.store.wait_for_jobs(self.queues, timeout_s)
         except DatabaseUnavailable as exc:
             self._outage.failed(exc)

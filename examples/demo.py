@@ -98,7 +98,7 @@ def watch(store: JobStore, supervisor: subprocess.Popen[bytes], letter_jobs: dic
                 waited_s = (job.started_at - job.created_at).total_seconds()
                 say(
                     f"create_bug, scheduled {SCHEDULE_IN_S} s ahead, ran {waited_s:.1f} s after it was deferred "
-                    "(idle workers look for due scheduled jobs every few seconds)"
+                    "(an idle worker starts a scheduled job when it is due)"
                 )
             else:
                 say(f"alphabet.txt now reads {alphabet.read_text()!r}")

@@ -20,7 +20,7 @@ from cabbage.durations import parse_duration
 from cabbage.exceptions import ConfigurationError
 from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S
 from cabbage.logconfig import LEVELS, LOG_FORMATS
-from cabbage.worker import MAX_CONCURRENCY
+from cabbage.worker import DEFAULT_POLL_INTERVAL_S, MAX_CONCURRENCY
 
 LOG_LEVELS = tuple(LEVELS)
 # module or module:attribute, each a dotted Python name.
@@ -49,6 +49,7 @@ class SupervisorConfig:
     heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
     graceful_timeout_s: float = 30.0
     abort_timeout_s: float = 10.0  # after an abort request, how long a task may run before its child is killed
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S  # idle workers claim at least this often
     max_jobs_per_child: int | None = None  # None: children are never recycled
     batch_size: int = 1
     concurrency: int = 1  # jobs each child runs at once: threads for def tasks, one loop for async def
@@ -66,7 +67,8 @@ class SupervisorConfig:
             self._refuse("workers", self.workers, "must be 1 or more")
         if self.queues is not None and not self.queues:
             self._refuse("queues", ",".join(self.queues), "must name at least one queue, as in a,b (leave it unset for every queue)")
-        for name in ("heartbeat_interval_s", "heartbeat_timeout_s", "graceful_timeout_s", "abort_timeout_s"):
+        timings = ("heartbeat_interval_s", "heartbeat_timeout_s", "graceful_timeout_s", "abort_timeout_s", "poll_interval_s")
+        for name in timings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 self._refuse(name, value, "must be a number of seconds greater than 0")
@@ -211,6 +213,10 @@ OPTIONS = (
            "after an operator aborts a running job (cabbage jobs abort), how long its task may run on "
            "before its worker process is killed and the job ends cancelled "
            f"(default: {_DEFAULTS['abort_timeout_s']:g})"),
+    Option("poll_interval_s", "--poll-interval", "SECONDS", _seconds,
+           "how often an idle worker claims even without a notification, for one that was missed; "
+           "a scheduled job wakes it when due, whatever the interval "
+           f"(default: {_DEFAULTS['poll_interval_s']:g})"),
     Option("max_jobs_per_child", "--max-jobs-per-child", "N", _whole_number,
            "replace a worker process after it ran N jobs, e.g. to bound a leak (default: never)"),
     Option("concurrency", "--concurrency", "M", _whole_number,

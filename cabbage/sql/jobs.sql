@@ -114,9 +114,10 @@ ROLLBACK TO SAVEPOINT cabbage_defer;
 RELEASE SAVEPOINT cabbage_defer;
 
 -- name: prepare_worker_statements
--- The worker's two hot statements, prepared once per session: the server then neither parses
--- nor plans them on each call (about a tenth of a job's time on the server; measured in
--- docs/performance.md). Sent on a connection's first claim or finish.
+-- The worker's statements, prepared once per session: the server then neither parses nor plans
+-- them on each call (about a tenth of a job's time on the server for the claim and the finish;
+-- measured in docs/performance.md). Sent on a connection's first claim, finish or look at the
+-- next due job.
 --
 -- cabbage_claim_jobs: up to $3 due head jobs of queues $2 (NULL: all) for worker $1, claimed
 -- atomically, the first started and the rest reserved (all started with $4), the highest
@@ -138,6 +139,15 @@ RELEASE SAVEPOINT cabbage_defer;
 -- commit (cabbage_finish_jobs_v1 of migration 0010). Rows: the ids finished, then the columns
 -- of each claimed job; one row of NULL columns when there is none.
 --
+-- cabbage_seconds_until_next_due: how long until the earliest todo head job of queues $1 (NULL:
+-- all) is due, on the database clock (invariant 7); negative when one is overdue, NULL when none
+-- waits. An idle worker waits for a notification no longer than that (cabbage/taking.py), so a
+-- scheduled job starts when it is due rather than at the next poll. It walks the claimable
+-- indexes one priority level at a time, as the claim does (migration 0007): a level's first
+-- entry is its earliest job, so it costs one probe per level in use (per queue asked for), never
+-- one per job waiting, however many are scheduled for later (invariant 6). The walk starts above
+-- the highest priority an integer holds.
+--
 -- DEALLOCATE first: a PREPARE that failed half-way (a schema being migrated) may have left the
 -- first statement behind, and preparing it again would fail.
 DEALLOCATE ALL;
@@ -155,6 +165,32 @@ PREPARE cabbage_finish_jobs (bigint, bigint[], integer[], cabbage_job_status[], 
                              text[], text[], text[], text[], integer) AS
     SELECT result.finished_job_ids, (result.job).*
       FROM cabbage_finish_jobs_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS result;
+PREPARE cabbage_seconds_until_next_due (text[]) AS
+    WITH RECURSIVE every_queue AS (
+        SELECT 2147483648 AS priority, NULL::timestamptz AS scheduled_at WHERE $1 IS NULL
+        UNION ALL
+        SELECT next_level.priority::bigint, next_level.scheduled_at
+          FROM every_queue AS level,
+               LATERAL (SELECT j.priority, j.scheduled_at
+                          FROM cabbage_jobs AS j
+                         WHERE j.status = 'todo' AND j.is_head AND j.priority < level.priority
+                         ORDER BY j.priority DESC, j.scheduled_at
+                         LIMIT 1) AS next_level
+    ), each_queue AS (
+        SELECT asked.queue, 2147483648 AS priority, NULL::timestamptz AS scheduled_at
+          FROM unnest($1) AS asked(queue)
+        UNION ALL
+        SELECT level.queue, next_level.priority::bigint, next_level.scheduled_at
+          FROM each_queue AS level,
+               LATERAL (SELECT j.priority, j.scheduled_at
+                          FROM cabbage_jobs AS j
+                         WHERE j.status = 'todo' AND j.is_head AND j.queue = level.queue
+                           AND j.priority < level.priority
+                         ORDER BY j.priority DESC, j.scheduled_at
+                         LIMIT 1) AS next_level
+    )
+    SELECT extract(epoch FROM min(level_head.scheduled_at) - now())::double precision
+      FROM (SELECT scheduled_at FROM every_queue UNION ALL SELECT scheduled_at FROM each_queue) AS level_head;
 
 -- name: claim_jobs
 -- Claims up to %(limit)s due head jobs, all started with %(start_all)s (prepare_worker_statements).
@@ -188,6 +224,10 @@ EXECUTE cabbage_finish_and_claim(%(job_id)s, %(worker_id)s, %(attempt)s, %(statu
 EXECUTE cabbage_finish_jobs(%(worker_id)s, %(job_ids)s, %(attempts)s, %(statuses)s::cabbage_job_status[],
                             %(retry_in_s)s::double precision[], %(error_types)s::text[], %(errors)s::text[],
                             %(tracebacks)s::text[], %(queues)s, %(claim_limit)s);
+
+-- name: seconds_until_next_due
+-- How long until the next job of queues is due, on the database clock (prepare_worker_statements).
+EXECUTE cabbage_seconds_until_next_due(%(queues)s);
 
 -- name: held_jobs
 -- The jobs a worker holds (doing), in claim order: what a claim that committed while the

@@ -365,20 +365,9 @@ def test_one_todo_job_per_queueing_lock(store: PostgresJobStore, sql: psycopg2.e
 HIGHER_PRIORITY_JOBS_NOT_DUE = 100_000
 
 
-def claim_buffers(plans: list[dict[str, Any]]) -> int:
-    """The index and table pages one claim's statements touched, all nodes together."""
-    return sum(plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0) for plan in plans)
-
-
-def test_the_claim_reads_one_index_with_priorities(store: PostgresJobStore, sql: psycopg2.extensions.connection) -> None:
-    build_backlog(sql)
-    free = store.defer_jobs([new_job(task_name="free", priority=level) for level in (0, 0, -3)])
-    shapes = list(itertools.product((None, ["queue"], ["queue", "other"]), (1, 10)))
-    before = {repr(shape): claim_buffers(claim_plans(sql, *shape, analyze=True)) for shape in shapes}
-    # Ahead of the free jobs in the index: 100,000 jobs of higher priorities (three levels) that
-    # are due only tomorrow (retries in their backoff, say). A single walk in (priority DESC,
-    # scheduled_at, id) order would step over all of them on every claim: some 900 pages more.
-    with sql.cursor() as cursor:
+def add_higher_priority_jobs_due_tomorrow(connection: psycopg2.extensions.connection) -> None:
+    """100,000 jobs of three priority levels above the default, each heading its line, due tomorrow."""
+    with connection.cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO cabbage_jobs (queue, task_name, priority, scheduled_at)
@@ -387,12 +376,55 @@ def test_the_claim_reads_one_index_with_priorities(store: PostgresJobStore, sql:
             {"jobs": HIGHER_PRIORITY_JOBS_NOT_DUE},
         )
         cursor.execute("ANALYZE cabbage_jobs")
+
+
+def pages_touched(plans: list[dict[str, Any]]) -> int:
+    """The index and table pages the statements of one call (a claim, say) touched, all nodes together."""
+    return sum(plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0) for plan in plans)
+
+
+def test_the_claim_reads_one_index_with_priorities(store: PostgresJobStore, sql: psycopg2.extensions.connection) -> None:
+    build_backlog(sql)
+    free = store.defer_jobs([new_job(task_name="free", priority=level) for level in (0, 0, -3)])
+    shapes = list(itertools.product((None, ["queue"], ["queue", "other"]), (1, 10)))
+    before = {repr(shape): pages_touched(claim_plans(sql, *shape, analyze=True)) for shape in shapes}
+    # Ahead of the free jobs in the index: 100,000 jobs of higher priorities (three levels) that
+    # are due only tomorrow (retries in their backoff, say). A single walk in (priority DESC,
+    # scheduled_at, id) order would step over all of them on every claim: some 900 pages more.
+    add_higher_priority_jobs_due_tomorrow(sql)
     for shape in shapes:
         plans = claim_plans(sql, *shape, analyze=True)
         assert_claim_reads_claimable_index_only(plans)
         # A probe per queue and an empty range per level above: 20 to 50 pages more in all.
-        assert claim_buffers(plans) - before[repr(shape)] < 150, json.dumps(plans)
+        assert pages_touched(plans) - before[repr(shape)] < 150, json.dumps(plans)
 
     worker_id = store.register_worker("test-host", 1, None)
     claimed = store.claim_jobs(worker_id, ["queue"], limit=2) + store.claim_jobs(worker_id, None, limit=5)
     assert [job.id for job in claimed] == free
+
+
+# -- invariant 6 for the look at when the next job is due ----------------------------------------
+
+
+def test_the_next_due_job_is_found_through_the_claimable_indexes(
+    store: PostgresJobStore, sql: psycopg2.extensions.connection
+) -> None:
+    build_backlog(sql)
+    soon = store.defer_job(new_job(task_name="soon", schedule_in={"seconds": 60.0}))
+    shapes: list[list[str] | None] = [None, ["queue"], ["queue", "other"]]
+    prepare_worker_statements(sql)
+
+    def look_plans(queues: list[str] | None) -> list[dict[str, Any]]:
+        return nested_plans(sql, queries["seconds_until_next_due"], {"queues": queues}, analyze=True)
+
+    before = {repr(queues): pages_touched(look_plans(queues)) for queues in shapes}
+    # A look that read every todo head, or sorted them by scheduled_at, would grow with these.
+    add_higher_priority_jobs_due_tomorrow(sql)
+    for queues in shapes:
+        plans = look_plans(queues)
+        assert plans and not [node for plan in plans for node in plan_nodes(plan) if node["Node Type"] == "Sort"]
+        for plan in plans:
+            assert_reads_claimable_index_only(plan)
+        # A probe per level in use, per queue asked for: a few pages per level.
+        assert pages_touched(plans) - before[repr(queues)] < 60, json.dumps(plans)
+        assert 50 < store.seconds_until_next_due(queues) <= 60, f"job {soon}, the earliest of every level"  # type: ignore[operator]

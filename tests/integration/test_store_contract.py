@@ -453,6 +453,45 @@ def test_claim_takes_only_the_queues_asked_for(store: JobStore, worker_id: int) 
     assert claim_one(store, worker_id, ["sms", "mail"]).id == mail  # type: ignore[union-attr]
 
 
+# -- when the next job is due -------------------------------------------------------------------
+
+
+def test_seconds_until_next_due_counts_down_on_the_store_clock(
+    store: JobStore, time_passes: Callable[[float], None]
+) -> None:
+    assert store.seconds_until_next_due(None) is None, "no job waits"
+    store.defer_job(new_job(schedule_in={"seconds": 600.0}))
+    assert 590 < store.seconds_until_next_due(None) <= 600  # type: ignore[operator]
+    time_passes(400)
+    assert 190 < store.seconds_until_next_due(["queue"]) <= 200  # type: ignore[operator]
+    time_passes(300)
+    assert store.seconds_until_next_due(None) == 0.0, "overdue is due now"
+
+
+def test_the_next_due_job_is_the_earliest_of_every_priority_level_of_the_queues_asked_for(store: JobStore) -> None:
+    store.defer_jobs([
+        new_job(queue="mail", priority=10, schedule_in={"seconds": 3600.0}),
+        new_job(queue="mail", priority=-1, schedule_in={"seconds": 600.0}),
+        new_job(queue="sms", priority=5, schedule_in={"seconds": 60.0}),
+    ])  # fmt: skip
+    assert 50 < store.seconds_until_next_due(None) <= 60  # type: ignore[operator]
+    assert 590 < store.seconds_until_next_due(["mail"]) <= 600  # type: ignore[operator]
+    assert 50 < store.seconds_until_next_due(["mail", "sms", "other"]) <= 60  # type: ignore[operator]
+    assert store.seconds_until_next_due(["other"]) is None
+    assert store.seconds_until_next_due([]) is None, "no queue named: nothing, not everything"
+
+
+def test_only_a_job_a_claim_could_take_once_due_counts_as_next_due(store: JobStore, worker_id: int) -> None:
+    running, behind = store.defer_jobs([new_job(lock="L"), new_job(lock="L")])
+    assert claim_one(store, worker_id).id == running  # type: ignore[union-attr]
+    store.defer_job(new_job(task_name="done"))
+    assert store.finish_job(claim_one(store, worker_id).id, worker_id, 1, Outcome.succeeded())  # type: ignore[union-attr]
+    # Neither the running head, nor the job due behind it, nor the finished one.
+    assert store.seconds_until_next_due(None) is None
+    assert store.finish_job(running, worker_id, 1, Outcome.succeeded())
+    assert store.seconds_until_next_due(None) == 0.0, f"job {behind} heads its line now, due since its defer"
+
+
 # -- batches: reserved and started jobs ---------------------------------------------------------
 
 
@@ -779,11 +818,11 @@ def wait_in_thread(store: JobStore, queues: list[str], timeout_s: float) -> tupl
     return waiter, answers
 
 
-def waits_for_a_deferral(store: JobStore) -> bool:
-    """What a wait of an hour answers when another thread defers a job 0.2 s into it: True can
-    only come from the deferral."""
+def waits_for_a_deferral(store: JobStore, job: NewJob | None = None) -> bool:
+    """What a wait of an hour answers when another thread defers a job (due now, unless ``job``
+    says otherwise) 0.2 s into it: True can only come from the deferral."""
     sibling = store.open_sibling()
-    deferrer = threading.Timer(0.2, lambda: sibling.defer_job(new_job()))
+    deferrer = threading.Timer(0.2, lambda: sibling.defer_job(job or new_job()))
     deferrer.start()
     try:
         return store.wait_for_jobs(["queue"], timeout_s=3600.0)
@@ -796,6 +835,12 @@ def waits_for_a_deferral(store: JobStore) -> bool:
 def test_wait_for_jobs_is_woken_by_a_deferral_from_another_thread(store: JobStore) -> None:
     store.wait_for_jobs(["queue"], timeout_s=0.01)  # starts listening, where the store needs to
     assert waits_for_a_deferral(store)
+
+
+def test_the_deferral_of_a_job_due_later_wakes_a_wait_too(store: JobStore) -> None:
+    # So that a worker waiting for a later job, or for its poll interval, waits less.
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    assert waits_for_a_deferral(store, new_job(schedule_in={"seconds": 600.0}))
 
 
 def test_wait_for_jobs_returns_false_on_timeout(store: JobStore) -> None:

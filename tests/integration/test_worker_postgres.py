@@ -1,5 +1,6 @@
-"""The worker against PostgreSQL: woken by NOTIFY rather than the poll interval, and worker
-processes racing over locked jobs without ever breaking a lock's rules."""
+"""The worker against PostgreSQL: woken by NOTIFY, or when a scheduled job is due, rather than
+by the poll interval, and worker processes racing over locked jobs without ever breaking a
+lock's rules."""
 
 from __future__ import annotations
 
@@ -69,6 +70,33 @@ def test_an_idle_worker_wakes_on_notify_not_the_poll_interval(dsn: str) -> None:
     assert not thread.is_alive()
     # Well below the 30 s poll interval: only the notification can have woken the worker.
     assert max(latencies_s) < 1.0, latencies_s
+
+
+def test_an_idle_worker_starts_a_scheduled_job_when_due_not_at_the_poll_interval(dsn: str) -> None:
+    worker_manager = cabbage.TaskManager(store_class=WaitCountingStore)
+    store = worker_manager.store
+    assert isinstance(store, WaitCountingStore)
+    worker_manager.task(name="ping", queue="pings")(lambda: None)
+    deferring_manager = cabbage.TaskManager()  # another connection, as another program
+    ping = deferring_manager.task(name="ping", queue="pings")(lambda: None)
+    later = ping.configure(schedule_in={"seconds": 600.0}).defer()
+
+    worker = cabbage.Worker(worker_manager, queues=["pings"], poll_interval_s=POLL_INTERVAL_S)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: store.blocking_waits >= 1, 10, "the worker to idle, the later job due after its poll")
+        # Its defer wakes the worker, which then waits until it is due rather than for its poll.
+        sooner = ping.configure(schedule_in={"seconds": 0.5}).defer()
+        ran = wait_for(lambda: (job := deferring_manager.store.get_job(sooner)) and job.status is Status.SUCCEEDED and job,
+                       10, f"the sooner job to run, long before the {POLL_INTERVAL_S:g} s poll")  # fmt: skip
+    finally:
+        worker.stop()
+        thread.join(10)
+        deferring_manager.store.close()
+    assert not thread.is_alive()
+    assert ran.started_at >= ran.scheduled_at, "never before it is due, on the database clock"
+    assert store.get_job(later).status is Status.TODO  # type: ignore[union-attr]
 
 
 def _run_worker_until_terminated(task_manager: cabbage.TaskManager, batch_size: int) -> None:

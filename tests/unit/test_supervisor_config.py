@@ -15,7 +15,7 @@ def test_flags_become_a_typed_config() -> None:
     config = parse_config(
         [
             "--app", "proj.tasks:tm", "--workers", "3", "--queues", "a, b", "--dsn", "postgresql://app@db/app",
-            "--heartbeat-interval", "1.5", "--heartbeat-timeout", "10", "--graceful-timeout", "2",
+            "--heartbeat-interval", "1.5", "--heartbeat-timeout", "10", "--graceful-timeout", "2", "--poll-interval", "30",
             "--max-jobs-per-child", "100", "--batch-size", "5", "--synchronous-commit", "OFF", "--retention", "7d", "--log-format", "json", "--log-level", "DEBUG",
         ],
         {},
@@ -28,6 +28,7 @@ def test_flags_become_a_typed_config() -> None:
         heartbeat_interval_s=1.5,
         heartbeat_timeout_s=10.0,
         graceful_timeout_s=2.0,
+        poll_interval_s=30.0,
         max_jobs_per_child=100,
         batch_size=5,
         synchronous_commit=False,
@@ -48,6 +49,7 @@ def test_every_option_can_come_from_its_variable() -> None:
         "CABBAGE_HEARTBEAT_TIMEOUT": "20",
         "CABBAGE_GRACEFUL_TIMEOUT": "7",
         "CABBAGE_ABORT_TIMEOUT": "3",
+        "CABBAGE_POLL_INTERVAL": "0.5",
         "CABBAGE_MAX_JOBS_PER_CHILD": "9",
         "CABBAGE_BATCH_SIZE": "4",
         "CABBAGE_CONCURRENCY": "50",
@@ -63,6 +65,7 @@ def test_every_option_can_come_from_its_variable() -> None:
     assert (config.max_jobs_per_child, config.batch_size, config.log_format, config.log_level) == (9, 4, "console", "warning")
     assert config.concurrency == 50
     assert config.abort_timeout_s == 3.0
+    assert config.poll_interval_s == 0.5
     assert config.retention_s == 36 * 3600
     assert config.synchronous_commit is False
 
@@ -78,6 +81,7 @@ def test_defaults() -> None:
     assert config.workers == 6
     assert config.queues is None and config.dsn is None and config.max_jobs_per_child is None and config.retention_s is None
     assert (config.heartbeat_interval_s, config.heartbeat_timeout_s, config.graceful_timeout_s) == (5.0, 30.0, 30.0)
+    assert config.poll_interval_s == 5.0
     assert (config.batch_size, config.log_format, config.log_level) == (1, "auto", "info")
     assert config.synchronous_commit is True
 
@@ -103,6 +107,7 @@ APP = ["--app", "proj.tasks"]
         ([*APP, "--heartbeat-interval", "soon"], {}, "--heartbeat-interval must be a number of seconds, got 'soon'"),
         ([*APP, "--graceful-timeout", "-1"], {}, "--graceful-timeout must be a number of seconds greater than 0, got -1"),
         ([*APP, "--heartbeat-timeout", "nan"], {}, "--heartbeat-timeout must be a number of seconds greater than 0, got nan"),
+        (APP, {"CABBAGE_POLL_INTERVAL": "0"}, "CABBAGE_POLL_INTERVAL must be a number of seconds greater than 0, got 0"),
         ([*APP, "--max-jobs-per-child", "0"], {}, "--max-jobs-per-child must be 1 or more (leave it unset to never recycle), got 0"),
         (APP, {"CABBAGE_BATCH_SIZE": "0"}, "CABBAGE_BATCH_SIZE must be 1 or more, got 0"),
         ([*APP, "--synchronous-commit", "false"], {}, "--synchronous-commit must be on or off, got 'false'"),
