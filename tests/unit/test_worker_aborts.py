@@ -49,6 +49,20 @@ def abort_once_running(store: InMemoryJobStore) -> Iterator[Callable[[threading.
         thread.join(WAIT_S)
 
 
+@pytest.fixture
+def polling_task(task_manager: cabbage.TaskManager) -> tuple[cabbage.Task, threading.Event]:
+    """A task that polls should_abort() once running (``started``) and stops by raising."""
+    started = threading.Event()
+
+    @task_manager.task
+    def poll() -> None:
+        started.set()
+        wait_for(cabbage.current_job().should_abort, WAIT_S, "the abort")
+        raise cabbage.JobAborted()
+
+    return poll, started
+
+
 def worker(task_manager: cabbage.TaskManager, **options: Any) -> cabbage.Worker:
     # Heartbeats far apart: the abort must come by notification, not by the next beat.
     return cabbage.Worker(task_manager, heartbeat_interval_s=60, heartbeat_timeout_s=300, **options)
@@ -132,15 +146,9 @@ def test_a_task_that_returns_despite_the_abort_succeeds(
 
 
 def test_a_threaded_task_learns_of_its_abort_and_the_others_run_on(
-    task_manager: cabbage.TaskManager, store: InMemoryJobStore, abort_once_running: Any
+    task_manager: cabbage.TaskManager, store: InMemoryJobStore, abort_once_running: Any, polling_task: Any
 ) -> None:
-    started = threading.Event()
-
-    @task_manager.task
-    def poll() -> None:
-        started.set()
-        wait_for(cabbage.current_job().should_abort, WAIT_S, "the abort")
-        raise cabbage.JobAborted()
+    poll, started = polling_task
 
     @task_manager.task
     def other(n: int) -> None:
@@ -191,14 +199,10 @@ def test_middleware_sees_the_same_context_as_the_task(task_manager: cabbage.Task
     assert len(contexts) == 2 and contexts[0] is contexts[1]
 
 
-def test_a_heartbeat_finds_an_abort_whose_notification_was_lost(task_manager: cabbage.TaskManager, store: InMemoryJobStore) -> None:
-    started = threading.Event()
-
-    @task_manager.task
-    def poll() -> None:
-        started.set()
-        wait_for(cabbage.current_job().should_abort, WAIT_S, "the abort")
-        raise cabbage.JobAborted()
+def test_a_heartbeat_finds_an_abort_whose_notification_was_lost(
+    task_manager: cabbage.TaskManager, store: InMemoryJobStore, polling_task: Any
+) -> None:
+    poll, started = polling_task
 
     job_id = poll.defer()
 
