@@ -21,7 +21,8 @@ from benchmarks.figures import Figures
 from benchmarks.ratios import add_ratios, print_summary
 from benchmarks.servers import Server
 from benchmarks.workloads import (
-    async_defer, claim, defer, failover, io_bound, latency, limit, locks, memory, scheduled_delay, throughput,
+    abort_latency, async_defer, claim, defer, failover, io_bound, latency, limit, locks, memory, scheduled_delay,
+    throughput,
 )
 from cabbage import logconfig
 
@@ -37,6 +38,7 @@ WORKLOADS: dict[str, Callable[[RunContext], None]] = {
     "io_bound": io_bound.run,
     "failover": failover.run,
     "async_defer": async_defer.run,
+    "abort_latency": abort_latency.run,
 }
 
 

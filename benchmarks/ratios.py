@@ -68,12 +68,13 @@ class Target:
 
 
 TARGETS = [
-    Target("throughput_ratio_vs_pgqueuer", {}, operator.ge, 1.0, "--workers 2 --batch-size 10 (commits not waited) >= pgqueuer's best"),
+    Target("throughput_ratio_vs_pgqueuer", {}, operator.ge, 1.0, "--workers 2 --concurrency 50 >= pgqueuer's best"),
     Target("throughput_ratio_vs_procrastinate", {}, operator.ge, 3.0, "--workers 2, one at a time >= 3x procrastinate"),
     Target("claim_backlog_ratio", {}, operator.ge, 0.9, "claims behind the backlog >= 0.9x the empty table's"),
     Target("latency_p50", {}, operator.lt, 2.5, "defer-to-start p50 < 2.5 ms"),
     Target("latency_p99", {}, operator.lt, 3.5, "defer-to-start p99 < 3.5 ms"),
     Target("scheduled_delay_p99", {}, operator.lt, 50, "a scheduled job starts < 50 ms after its time, p99"),
+    Target("abort_latency_p99", {}, operator.lt, 1_000, "a running job's worker stops it < 1 s after the abort, p99"),
     Target("defer_single", {}, operator.ge, 4_000, "single defer >= 4,000 jobs/s"),
     Target("defer_bulk", {}, operator.ge, 100_000, "bulk defer >= 100,000 jobs/s"),
     Target("memory_child_beyond_app", {"state": "after jobs"}, operator.lt, 40, "a child < 40 MB beyond the app"),

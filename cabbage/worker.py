@@ -78,8 +78,8 @@ class Worker(OutcomeRecording):
     called in the worker loop's thread: ``on_job_started`` and ``on_job_finished`` around each
     attempt, ``on_task_returned`` once its task returned (its outcome may still be on its way to
     the database), ``on_abort_requested`` (in the heartbeat's thread) when an operator asked to
-    abort a running job, ``on_overrun`` when the only attempts left are ``def`` tasks of threads past
-    their ``timeout=`` (a thread cannot be stopped: the supervisor's child then exits, to be
+    abort a running job, ``on_overrun`` when the only attempts left are ``def`` tasks of threads
+    past their ``timeout=`` (a thread cannot be stopped: the supervisor's child then exits, to be
     replaced; without the hook they run on, logged once as ``job_timed_out``). A
     KeyboardInterrupt raised inside a task fails its job and, unless
     ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is raised
@@ -396,7 +396,11 @@ class Worker(OutcomeRecording):
                 with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **attempt.job.log_context()):
                     self.on_task_returned(attempt.job)
             del self._running[attempt.job.id]  # first: the claim may take a job retried due now
-        self._finish_together([(attempt.job, attempt.outcome) for attempt in ours])
+        self._recording = ours[0].job.id if ours else None
+        try:
+            self._finish_together([(attempt.job, attempt.outcome) for attempt in ours])
+        finally:
+            self._recording = None
         for attempt in ours:
             if self.on_job_finished is not None:
                 with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **attempt.job.log_context()):

@@ -1,7 +1,8 @@
 """The tasks of the benchmarks: a no-op, so that a job costs what cabbage costs and nothing else,
 one that records when it started (the latency workload), one that records when it ran (the
-locks workload) and one that runs a while first (the failover workload), and two that wait 50 ms, one with time.sleep and one with asyncio.sleep (the
-io_bound workload).
+locks workload) and one that runs a while first (the failover workload), two that wait 50 ms,
+one with time.sleep and one with asyncio.sleep (the io_bound workload), and one that runs until
+it is aborted (the abort_latency workload).
 
     cabbage-supervisor --app benchmarks.apps.tasks:task_manager --workers 2
 
@@ -47,6 +48,18 @@ async def wait_io_async() -> None:
     await protocol.wait_io_async()
 
 
+def run_until_aborted() -> None:
+    """Polls should_abort() every millisecond, for up to a minute, and stops once it is asked to
+    (the abort_latency workload)."""
+    context = cabbage.current_job()
+    deadline = time.monotonic() + 60
+    while not context.should_abort():
+        if time.monotonic() > deadline:
+            raise TimeoutError("no abort came within a minute")
+        time.sleep(0.001)
+    raise cabbage.JobAborted()
+
+
 def make_app(dsn: str | None = None) -> cabbage.TaskManager:
     """A TaskManager with the benchmark tasks, on ``dsn`` (None: CABBAGE_DSN)."""
     app = cabbage.TaskManager() if dsn is None else cabbage.TaskManager(dsn=dsn)
@@ -56,6 +69,7 @@ def make_app(dsn: str | None = None) -> cabbage.TaskManager:
     app.task(name="hold_and_record")(hold_and_record)
     app.task(name="wait_io")(wait_io)
     app.task(name="wait_io_async")(wait_io_async)
+    app.task(name="run_until_aborted")(run_until_aborted)
     return app
 
 

@@ -1,14 +1,12 @@
 """Throughput: jobs deferred up front, then cabbage-supervisor drains them.
 
 Jobs per second from the first job's started_at to the last job's finished_at, on the
-database clock, for --workers 1, 2, 4, 8, --workers 2 --batch-size 10, and that batch again with
---synchronous-commit off; with the commits per job (pg_stat_database) that explain most of it.
+database clock, for --workers 1, 2, 4, 8, --workers 2 --batch-size 10, that batch again with
+--synchronous-commit off, and --workers 2 --concurrency 50 with and without waited commits; with
+the commits per job (pg_stat_database) that explain most of it.
 
 With --compare, each peer drains the same number of no-op jobs in its best configuration of the
-reference table, paired with the cabbage configuration its target names (pgqueuer with
---workers 2 --batch-size 10 --synchronous-commit off, as its target allows, procrastinate with
---workers 2, one job at a time and every commit waited for; oban and chancy, which have no
-target, with the configuration that keeps their own promise about a finished job, see PAIRS):
+reference table, paired with a cabbage configuration (see PAIRS):
 cabbage, then the peer, right after each other, for three rounds. The ratio is the median of the rounds' ratios: on a shared
 machine the load drifts from one minute to the next, and a pair measured a minute apart is
 compared under nearly the same load.
@@ -32,26 +30,32 @@ class Configuration(NamedTuple):
     workers: int
     batch_size: int = 1
     synchronous_commit: bool = True
+    concurrency: int = 1
 
     def params(self) -> dict[str, object]:
-        return {"workers": self.workers, "batch_size": self.batch_size,
-                "synchronous_commit": "on" if self.synchronous_commit else "off"}
+        params: dict[str, object] = {"workers": self.workers, "batch_size": self.batch_size,
+                                     "synchronous_commit": "on" if self.synchronous_commit else "off"}
+        if self.concurrency > 1:
+            params["concurrency"] = self.concurrency  # figures of one-at-a-time runs keep their names
+        return params
 
 
 BATCHED = Configuration(2, 10)
 BATCHED_WITHOUT_WAITING = Configuration(2, 10, synchronous_commit=False)
+# Several jobs at once per child: claims start all they take, finishes are recorded together.
+CONCURRENT = Configuration(2, concurrency=50)
+CONCURRENT_WITHOUT_WAITING = Configuration(2, synchronous_commit=False, concurrency=50)
 CONFIGURATIONS = [Configuration(1), Configuration(2), Configuration(4), Configuration(8),
-                  BATCHED, BATCHED_WITHOUT_WAITING]
-QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING]
+                  BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT, CONCURRENT_WITHOUT_WAITING]
+QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT]
 DEFER_CHUNK = 20_000
-# Each peer's target names a cabbage configuration and a job count: enough for a steady drain at
-# the peer's speed, no more (procrastinate drains about 400 jobs/s here). oban and chancy have no
-# target: each is paired with the cabbage configuration that keeps its own promise about a
-# finished job. oban acknowledges jobs in batches and waits for each commit (batches of 10);
-# chancy keeps outcomes in memory for up to a second before it writes them, so a crash loses
-# them and the jobs run again (batches of 10, commits not waited for).
-PAIRS = {"pgqueuer": (BATCHED_WITHOUT_WAITING, 10_000), "procrastinate": (Configuration(2), 5_000),
-         "oban": (BATCHED, 20_000), "chancy": (BATCHED_WITHOUT_WAITING, 20_000)}
+# Each peer is paired with a cabbage configuration and a job count: enough for a steady drain at
+# the peer's speed, no more (procrastinate drains about 400 jobs/s here). pgqueuer, oban and
+# chancy run many jobs at once per process and acknowledge them in batches: each is paired with
+# cabbage's --workers 2 --concurrency 50, every commit waited for (its outcomes recorded together,
+# one commit per batch); procrastinate, one job at a time, with --workers 2 one at a time.
+PAIRS = {"pgqueuer": (CONCURRENT, 20_000), "procrastinate": (Configuration(2), 5_000),
+         "oban": (CONCURRENT, 20_000), "chancy": (CONCURRENT, 20_000)}
 
 
 def run(context: RunContext) -> None:
@@ -73,6 +77,7 @@ def drain_with_cabbage(context: RunContext, configuration: Configuration, jobs: 
         defer_jobs(dsn, jobs)
         commits_before = commits_of(dsn)
         with Supervisor(dsn, configuration.workers, batch_size=configuration.batch_size,
+                        concurrency=configuration.concurrency,
                         synchronous_commit=configuration.synchronous_commit) as supervisor:
             supervisor.wait_until_drained(jobs, timeout_s=600)
         time.sleep(0.3)  # the stopped backends' statistics reach pg_stat_database

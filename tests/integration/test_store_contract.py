@@ -1635,3 +1635,11 @@ def test_finishes_recorded_together_claim_nothing_when_none_was_this_workers(sto
     assert claim_one(store, worker_id) is not None
     assert store.finish_jobs_and_claim(worker_id, [(job_id, 2, Outcome.succeeded())], None, limit=5) == (set(), [])
     assert store.finish_jobs_and_claim(worker_id, [], None, limit=5) == (set(), [])
+
+
+def test_a_success_recorded_together_frees_its_lock_for_the_claim_in_the_same_call(store: JobStore, worker_id: int) -> None:
+    first, second = store.defer_jobs([new_job(lock="L"), new_job(lock="L")])
+    assert [job.id for job in store.claim_jobs(worker_id, None, limit=5, start_all=True)] == [first]
+    finished, claimed = store.finish_jobs_and_claim(worker_id, [(first, 1, Outcome.succeeded())], None, limit=5)
+    assert finished == {first} and [job.id for job in claimed] == [second]
+    assert [attempt.outcome for attempt in store.list_attempts(first)] == [AttemptOutcome.SUCCEEDED]

@@ -440,8 +440,27 @@ DECLARE
     is_finished boolean;
     claimed_any boolean := false;
 BEGIN
-    finished_job_ids := '{}';
+    -- Successes, the common case, as one statement each for the jobs and their attempts (what
+    -- cabbage_finish_job_v4 does for one success, without its look for an abort, which a success
+    -- ignores); the other outcomes one by one through cabbage_finish_job_v4.
+    WITH succeeded AS (
+        UPDATE cabbage_jobs AS j
+           SET status = 'succeeded', is_head = false, finished_at = clock_timestamp()
+          FROM unnest(p_job_ids, p_attempts, p_statuses) AS f(id, attempt, status)
+         WHERE f.status = 'succeeded' AND j.id = f.id AND j.started_at IS NOT NULL
+           AND (j.worker_id, j.attempts, j.status) IS NOT DISTINCT FROM (p_worker_id, f.attempt, 'doing'::cabbage_job_status)
+        RETURNING j.id, j.attempts, j.started_at, j.finished_at
+    ), recorded AS (
+        INSERT INTO cabbage_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome)
+        SELECT id, attempts, p_worker_id, started_at, finished_at, 'succeeded' FROM succeeded
+    ), trimmed AS (
+        DELETE FROM cabbage_attempts AS a
+         USING succeeded
+         WHERE succeeded.attempts > 20 AND a.job_id = succeeded.id AND a.attempt <= succeeded.attempts - 20
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO finished_job_ids FROM succeeded;
     FOR i IN 1..coalesce(array_length(p_job_ids, 1), 0) LOOP
+        CONTINUE WHEN p_statuses[i] = 'succeeded';
         SELECT result.finished INTO is_finished
           FROM cabbage_finish_job_v4(p_job_ids[i], p_worker_id, p_attempts[i], p_statuses[i], p_retry_in_s[i],
                                      p_error_types[i], p_errors[i], p_tracebacks[i], NULL, NULL, 0) AS result
