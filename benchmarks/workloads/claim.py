@@ -111,7 +111,7 @@ def claim_buffers(dsn: str, worker_id: int) -> int:
     with cursor_on(dsn) as cursor:
         cursor.execute(queries["prepare_worker_statements"])  # as a worker's session does
         cursor.execute("BEGIN")
-        statement = cursor.mogrify(queries["claim_jobs"], {"worker_id": worker_id, "queues": None, "limit": 1})
+        statement = cursor.mogrify(queries["claim_jobs"], {"worker_id": worker_id, "queues": None, "limit": 1, "start_all": False})
         # A session's first call compiles the claim function and plans its statements, reading
         # the catalog: warm it, as every worker's session is after its first claim.
         cursor.execute(statement)
