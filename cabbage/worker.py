@@ -132,9 +132,10 @@ class Worker(OutcomeRecording):
         self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
         self._due_yet_not_claimed = 0  # waits in a row that a job due now, held elsewhere, cut short
         self._running: dict[int, Running] = {}  # job id -> the attempt in flight
-        # The heartbeat's last look at the aborts requested of this worker's jobs (job id -> who):
-        # for a job it holds that begins after the look.
-        self._abort_requests: Mapping[int, str | None] = {}
+        # Aborts requested of jobs this worker started but has not begun running, by (job id,
+        # attempt) -> who: the attempt keys it, so that a later attempt of the job (an operator's
+        # retry) is never taken for the aborted one.
+        self._abort_requests: dict[tuple[int, int], str | None] = {}
         self._ended: queue.SimpleQueue[Attempt] = queue.SimpleQueue()  # attempts whose outcome is to record
         self._interrupt: KeyboardInterrupt | None = None
         self._overrun_reported = False
@@ -155,11 +156,13 @@ class Worker(OutcomeRecording):
         """The heartbeat found these jobs of this worker asked to abort (job id -> who asked):
         each running attempt learns it (``should_abort()``), an async one is cancelled. Called
         from the heartbeat's thread; a request seen again is not acted on twice."""
-        self._abort_requests = dict(requests)
+        waiting = {job.id: job for job in list(self._started)}  # a copy: the loop's thread changes it
         for job_id, aborted_by in requests.items():
             running = self._running.get(job_id)
             if running is not None:
                 self._abort(running, aborted_by)
+            elif job_id in waiting:
+                self._abort_requests[(job_id, waiting[job_id].attempts)] = aborted_by
 
     def _abort(self, running: Running, aborted_by: str | None) -> None:
         if not running.abort.request(aborted_by):
@@ -355,8 +358,8 @@ class Worker(OutcomeRecording):
         with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
             if self.on_job_started is not None:
                 self.on_job_started(job)
-        if job.id in self._abort_requests:
-            self._abort(running, self._abort_requests[job.id])
+        if (job.id, job.attempts) in self._abort_requests:
+            self._abort(running, self._abort_requests.pop((job.id, job.attempts)))
         if is_coroutine or threaded:
             (self._loop if is_coroutine else self._thread_pool()).submit(job, context, running.abort, self._ended_elsewhere)
         else:

@@ -216,3 +216,29 @@ def test_a_heartbeat_finds_an_abort_whose_notification_was_lost(
     assert cabbage.Worker(task_manager, heartbeat_interval_s=0.05, heartbeat_timeout_s=30).process_jobs() == 1
     thread.join(WAIT_S)
     assert store.get_job(job_id).status is Status.CANCELLED  # type: ignore[union-attr]
+
+
+def test_a_retried_job_runs_again_on_the_worker_that_aborted_it(
+    task_manager: cabbage.TaskManager, store: InMemoryJobStore, abort_once_running: Any
+) -> None:
+    started = threading.Event()
+    attempts = []
+
+    @task_manager.task
+    def stop_once_asked() -> None:
+        context = cabbage.current_job()
+        attempts.append((context.attempt, context.should_abort()))
+        if context.attempt == 1:
+            started.set()
+            wait_for(context.should_abort, WAIT_S, "the abort")
+            raise cabbage.JobAborted()
+
+    job_id = stop_once_asked.defer()
+    abort_once_running(started, job_id)
+    same_worker = worker(task_manager)
+    assert same_worker.process_jobs() == 1
+    assert store.get_job(job_id).status is Status.CANCELLED  # type: ignore[union-attr]
+    assert store.retry_jobs([job_id]) == [job_id]
+    assert same_worker.process_jobs() == 1
+    assert store.get_job(job_id).status is Status.SUCCEEDED, "the retry is a new attempt, not the aborted one"  # type: ignore[union-attr]
+    assert attempts == [(1, False), (2, False)]
