@@ -53,7 +53,7 @@ class OutcomeRecording(JobTaking):
             finished, claimed = self.store.finish_jobs_and_claim(self.worker_id, finishes, self.queues, limit)
         except DatabaseUnavailable as exc:
             for job, outcome in ended:
-                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
+                with self._job_logged(job):
                     if not self._finish_after_loss(job, outcome, exc):
                         log.warning("job_fence_lost", outcome=outcome.status.value)
             return
@@ -61,7 +61,7 @@ class OutcomeRecording(JobTaking):
         self._take_over(claimed)
         for job, outcome in ended:
             if job.id not in finished:
-                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
+                with self._job_logged(job):
                     log.warning("job_fence_lost", outcome=outcome.status.value)
 
     def _free_slots_after(self) -> int:

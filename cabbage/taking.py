@@ -9,6 +9,7 @@ queues, lease and the jobs it holds (``_started``, ``_reserved``, ``_running``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
@@ -62,6 +63,10 @@ class JobTaking:
         return not self._stopping and (self._jobs_left is None or self._jobs_left > 0)
 
     # -- calls that ride out an outage ---------------------------------------------------------
+
+    def _job_logged(self, job: Job) -> contextlib.AbstractContextManager[None]:
+        """The log context of a line about one job of this worker."""
+        return structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context())
 
     def _until_it_answers(self, call: Callable[[], T], should_give_up: Callable[[], bool] = lambda: False) -> T:
         return outages.until_it_answers(call, self._outage, should_give_up=should_give_up)

@@ -200,7 +200,7 @@ class Worker(OutcomeRecording):
             return False
         self._begin(job[0])
         while self._running:
-            self._record(self._ended.get())
+            self._record([self._ended.get()])
         self._raise_interrupt()
         return True
 
@@ -355,7 +355,7 @@ class Worker(OutcomeRecording):
         deadline = time.monotonic() + task.timeout_s if threaded and task is not None and task.timeout_s else None
         running = self._running[job.id] = Running(job, time.monotonic(), deadline)
         context = {**structlog.contextvars.get_contextvars(), "worker_id": self.worker_id}
-        with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
+        with self._job_logged(job):
             if self.on_job_started is not None:
                 self.on_job_started(job)
         if (job.id, job.attempts) in self._abort_requests:
@@ -378,59 +378,46 @@ class Worker(OutcomeRecording):
         self.store.interrupt_wait()
 
     def _record_ended(self) -> None:
-        """Records every attempt that ended meanwhile: one by one at concurrency 1, else all in
-        one round trip with the claim of the next jobs (``finish_jobs_and_claim``)."""
+        """Records every attempt that ended meanwhile."""
         ended = []
         while True:
             try:
                 ended.append(self._ended.get_nowait())
             except queue.Empty:
                 break
-        if self.concurrency > 1 and ended:
-            self._record_together(ended)
-            return
-        for attempt in ended:
-            self._record(attempt)
+        self._record(ended)
 
-    def _record_together(self, attempts: Sequence[Attempt]) -> None:
+    def _record(self, attempts: Sequence[Attempt]) -> None:
+        """Records attempts that ended: at concurrency 1 each on its own, in the round trip that
+        starts or claims the next job; above, all in one round trip with the claim of the next
+        jobs (``finish_jobs_and_claim``)."""
+        # An attempt given up for its timeout is not ours to record: its process is replaced.
         ours = [attempt for attempt in attempts if attempt.job.id in self._running]
         for attempt in ours:
-            if self.on_task_returned is not None:
-                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **attempt.job.log_context()):
+            with self._job_logged(attempt.job):
+                if self.on_task_returned is not None:
                     self.on_task_returned(attempt.job)
-            del self._running[attempt.job.id]  # first: the claim may take a job retried due now
-        self._recording = ours[0].job.id if ours else None
-        try:
-            self._finish_together([(attempt.job, attempt.outcome) for attempt in ours])
-        finally:
-            self._recording = None
-        for attempt in ours:
-            if self.on_job_finished is not None:
-                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **attempt.job.log_context()):
-                    self.on_job_finished(attempt.job)
-            if attempt.interrupt is not None and self.stop_on_keyboard_interrupt:
-                self._interrupt = attempt.interrupt
-                self._stopping = True
-
-    def _record(self, attempt: Attempt) -> None:
-        job = attempt.job
-        if job.id not in self._running:
-            return  # the outcome of an attempt given up for its timeout: its process is replaced
-        with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **job.log_context()):
-            if self.on_task_returned is not None:
-                self.on_task_returned(job)
             # Out of the running set first: the finish may claim this very job again (a retry due now).
-            del self._running[job.id]
-            self._recording = job.id
+            del self._running[attempt.job.id]
+        for batch in ([ours] if self.concurrency > 1 else [[attempt] for attempt in ours]):
+            if not batch:
+                continue
+            self._recording = batch[0].job.id
             try:
-                self._finish(job, attempt.outcome)
+                if self.concurrency == 1:  # a batch of one
+                    with self._job_logged(batch[0].job):
+                        self._finish(batch[0].job, batch[0].outcome)
+                else:
+                    self._finish_together([(attempt.job, attempt.outcome) for attempt in batch])
             finally:
                 self._recording = None
+        for attempt in ours:
             if self.on_job_finished is not None:
-                self.on_job_finished(job)
-        if attempt.interrupt is not None and self.stop_on_keyboard_interrupt:
-            self._interrupt = attempt.interrupt  # raised once the attempts in flight are recorded
-            self._stopping = True
+                with self._job_logged(attempt.job):
+                    self.on_job_finished(attempt.job)
+            if attempt.interrupt is not None and self.stop_on_keyboard_interrupt:
+                self._interrupt = attempt.interrupt  # raised once the attempts in flight are recorded
+                self._stopping = True
 
     # -- deadlines of threads ------------------------------------------------------------------
 
@@ -450,7 +437,7 @@ class Worker(OutcomeRecording):
         for job_id, running in list(self._running.items()):
             if running.deadline is not None and not running.overran and now >= running.deadline:
                 self._running[job_id] = dataclasses.replace(running, overran=True)
-                with structlog.contextvars.bound_contextvars(worker_id=self.worker_id, **running.job.log_context()):
+                with self._job_logged(running.job):
                     log.warning("job_timed_out", run_s=round(now - running.began_at, 1))
                 self._stopping = self.on_overrun is not None
         overran = [running.job for running in self._running.values() if running.overran]

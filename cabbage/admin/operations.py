@@ -203,7 +203,7 @@ class Admin:
         All or nothing: when any id is unknown or not retryable, raises JobNotFound or
         JobStateError naming each such id, and changes no job.
         """
-        changed = self._change_jobs("retry", job_ids, "admin_retry_jobs")
+        changed = [job_id for (job_id,) in self._change_jobs("retry", job_ids, "admin_retry_jobs")]
         log.info("jobs_retried", job_ids=changed)
         return changed
 
@@ -212,7 +212,7 @@ class Admin:
 
         A ``doing`` job cannot be cancelled: its worker owns it until the attempt ends.
         """
-        changed = self._change_jobs("cancel", job_ids, "admin_cancel_jobs")
+        changed = [job_id for (job_id,) in self._change_jobs("cancel", job_ids, "admin_cancel_jobs")]
         log.info("jobs_cancelled", job_ids=changed)
         return changed
 
@@ -230,9 +230,9 @@ class Admin:
                  aborted_by=aborted_by)  # fmt: skip
         return result
 
-    def _change_jobs(self, verb: str, job_ids: Sequence[int], query: str, **params: Any) -> list[Any]:
-        """Locks and checks the jobs (all or nothing), then runs ``query``: the ids it changed,
-        or its rows when it returns more than the id."""
+    def _change_jobs(self, verb: str, job_ids: Sequence[int], query: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Locks and checks the jobs (all or nothing), then runs ``query``: its rows, each led by
+        the id of a job it changed, in id order."""
         wanted = wanted_job_ids(verb, job_ids)
         with self._transaction() as cursor:
             cursor.execute(queries["admin_lock_jobs_for_change"], {"job_ids": wanted})
@@ -244,8 +244,7 @@ class Admin:
                     {key: waiting_job_id for _, _, key, waiting_job_id in locked if waiting_job_id is not None},
                 )
             cursor.execute(queries[query], {"job_ids": wanted, **params})
-            changed = cursor.fetchall()
-            return sorted(row[0] if len(row) == 1 else tuple(row) for row in changed)
+            return sorted(tuple(row) for row in cursor.fetchall())
 
     def retry_matching(self, status: Status, task_name: str | None = None) -> list[int]:
         """Retries every job with a finished ``status`` (failed or cancelled), of one task if named."""
