@@ -35,11 +35,15 @@ def ratios() -> list[Ratio]:
     for peer in PEERS:
         for figure in ("defer_single", "defer_bulk", "latency_p50", "latency_p99"):
             found.append(Ratio(f"{figure}_ratio_vs_{peer}", (figure, {}), (f"{figure}_{peer}", {})))
-    drains = [{"workers": workers, "batch_size": 1, "synchronous_commit": "on"} for workers in (1, 2, 4, 8)]
-    drains += [{"workers": 2, "batch_size": 10, "synchronous_commit": commit} for commit in ("on", "off")]
+    # concurrency None: one job at a time (the figures of several at once name theirs).
+    drains = [{"workers": workers, "batch_size": 1, "synchronous_commit": "on", "concurrency": None} for workers in (1, 2, 4, 8)]
+    drains += [{"workers": 2, "batch_size": 10, "synchronous_commit": commit, "concurrency": None} for commit in ("on", "off")]
     for drain in drains:
         found.append(Ratio("throughput_ratio_vs_limit", ("throughput", drain),
                            ("limit_drain", {"clients": drain["workers"]})))
+    # The default configuration (one job at a time, every commit waited for) against pgqueuer's
+    # best: the same run, not paired rounds.
+    found.append(Ratio("throughput_default_ratio_vs_pgqueuer", ("throughput", drains[1]), ("throughput_pgqueuer", {})))
     return found
 
 
@@ -68,7 +72,9 @@ class Target:
 
 
 TARGETS = [
-    Target("throughput_ratio_vs_pgqueuer", {}, operator.ge, 1.0, "--workers 2 --concurrency 50 >= pgqueuer's best"),
+    *[Target(f"throughput_ratio_vs_{peer}", {}, operator.ge, 1.0, f"--workers 2 --concurrency 50 >= {peer}'s best")
+      for peer in ("pgqueuer", "oban", "chancy")],
+    Target("throughput_default_ratio_vs_pgqueuer", {}, operator.ge, 0.8, "--workers 2, the defaults, >= 0.8x pgqueuer's best"),
     Target("throughput_ratio_vs_procrastinate", {}, operator.ge, 3.0, "--workers 2, one at a time >= 3x procrastinate"),
     Target("claim_backlog_ratio", {}, operator.ge, 0.9, "claims behind the backlog >= 0.9x the empty table's"),
     Target("latency_p50", {}, operator.lt, 2.5, "defer-to-start p50 < 2.5 ms"),

@@ -10,7 +10,9 @@ number, worker id) with its job's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -54,18 +56,35 @@ class ThreadExecutor:
 
 class LoopExecutor:
     """Runs ``async def`` tasks on one event loop, in a thread of its own, started on first use
-    (so that a forked child never inherits a running loop)."""
+    (so that a forked child never inherits a running loop).
+
+    Submitted attempts wait in a queue that the loop empties in one turn: the jobs of one claim
+    wake the loop once, not once each."""
 
     def __init__(self, task_manager: "TaskManager") -> None:
         self.task_manager = task_manager
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: dict[int, asyncio.Task[Attempt]] = {}  # job id -> its attempt; the loop's own
+        self._submitted: collections.deque[tuple[Job, Mapping[str, Any], AbortRequest, Done]] = collections.deque()
+        self._wake_scheduled = False
 
     def submit(self, job: Job, context: Mapping[str, Any], abort: AbortRequest, done: Done) -> None:
         loop = self._running_loop()
-        future = asyncio.run_coroutine_threadsafe(self._run(job, context, abort), loop)
-        future.add_done_callback(lambda finished: done(finished.result()))
+        self._submitted.append((job, context, abort, done))
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            loop.call_soon_threadsafe(self._create_submitted_tasks)
+
+    def _create_submitted_tasks(self) -> None:
+        # Cleared before the queue is emptied: a job submitted meanwhile is either taken below
+        # or schedules a turn of its own.
+        self._wake_scheduled = False
+        assert self._loop is not None
+        while self._submitted:
+            job, context, abort, done = self._submitted.popleft()
+            task = self._loop.create_task(self._run(job, context, abort))
+            task.add_done_callback(functools.partial(_report_attempt, done))
 
     async def _run(self, job: Job, context: Mapping[str, Any], abort: AbortRequest) -> Attempt:
         current = asyncio.current_task()
@@ -111,3 +130,10 @@ class LoopExecutor:
         if not self._loop.is_running():
             self._loop.close()
         self._loop = self._thread = None
+        self._submitted.clear()
+        self._wake_scheduled = False
+
+
+def _report_attempt(done: Done, task: "asyncio.Task[Attempt]") -> None:
+    if not task.cancelled():  # cancelled by the loop's shutdown: no outcome of the task's own
+        done(task.result())

@@ -45,23 +45,29 @@ class JobAborted(Exception):
 
 
 class AbortRequest:
-    """Whether an operator asked to abort one attempt, and who: set once, from any thread."""
+    """Whether an operator asked to abort one attempt, and who: set once, from any thread.
+
+    A flag under one lock for all requests, not an Event each: every attempt has one, and
+    almost none is ever set."""
+
+    _setting = threading.Lock()
 
     def __init__(self) -> None:
-        self._requested = threading.Event()
+        self._requested = False
         self._by: str | None = None
 
     def request(self, by: str | None) -> bool:
         """Records the request; False when it was already requested (nothing new to act on)."""
-        if self._requested.is_set():
-            return False
-        self._by = by
-        self._requested.set()
-        return True
+        with AbortRequest._setting:
+            if self._requested:
+                return False
+            self._by = by
+            self._requested = True
+            return True
 
     @property
     def is_requested(self) -> bool:
-        return self._requested.is_set()
+        return self._requested
 
     @property
     def by(self) -> str | None:

@@ -106,9 +106,11 @@ class JobTaking:
             jobs = self._take_jobs(self._free_slots())
             if not jobs:
                 break
+            context = self._log_context()
             for job in jobs:
-                self._begin(job)
+                self._begin(job, context)
                 begun += 1
+            self._end_batch()  # before the next claim, which an outage may hold up
         return begun
 
     def _take_jobs(self, free: int) -> list[Job]:

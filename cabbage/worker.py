@@ -80,7 +80,10 @@ class Worker(OutcomeRecording):
     the database), ``on_abort_requested`` (in the heartbeat's thread) when an operator asked to
     abort a running job, ``on_overrun`` when the only attempts left are ``def`` tasks of threads
     past their ``timeout=`` (a thread cannot be stopped: the supervisor's child then exits, to be
-    replaced; without the hook they run on, logged once as ``job_timed_out``). A
+    replaced; without the hook they run on, logged once as ``job_timed_out``), and
+    ``on_batch_end`` after each batch of the others (the jobs one claim began, the tasks whose
+    outcomes are recorded together, before the round trip that records them), so that what they
+    gathered can be sent at once. A
     KeyboardInterrupt raised inside a task fails its job and, unless
     ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is raised
     again once the outcomes in flight are recorded, so that Ctrl-C stops a worker run by hand.
@@ -125,6 +128,7 @@ class Worker(OutcomeRecording):
         self.on_task_returned: Callable[[Job], None] | None = None
         self.on_overrun: Callable[[Sequence[Job]], None] | None = None
         self.on_abort_requested: Callable[[Job, str | None], None] | None = None
+        self.on_batch_end: Callable[[], None] | None = None
         self._stopping = False
         self._jobs_left: int | None = None  # run(max_jobs=...)'s budget
         self._started: collections.deque[Job] = collections.deque()  # begun by a claim or a finish, to run next
@@ -198,7 +202,8 @@ class Worker(OutcomeRecording):
         job = self._take_jobs(1)
         if not job:
             return False
-        self._begin(job[0])
+        self._begin(job[0], self._log_context())
+        self._end_batch()
         while self._running:
             self._record([self._ended.get()])
         self._raise_interrupt()
@@ -345,7 +350,15 @@ class Worker(OutcomeRecording):
 
     # -- attempts ------------------------------------------------------------------------------
 
-    def _begin(self, job: Job) -> None:
+    def _log_context(self) -> dict[str, object]:
+        """The log fields the worker loop's thread has bound, for the attempts it begins now."""
+        return {**structlog.contextvars.get_contextvars(), "worker_id": self.worker_id}
+
+    def _end_batch(self) -> None:
+        if self.on_batch_end is not None:
+            self.on_batch_end()
+
+    def _begin(self, job: Job, context: Mapping[str, object]) -> None:
         """Hands a started job to its executor; its end is recorded by ``_record``."""
         if self._jobs_left is not None:
             self._jobs_left -= 1
@@ -354,10 +367,8 @@ class Worker(OutcomeRecording):
         threaded = self.concurrency > 1 and not is_coroutine
         deadline = time.monotonic() + task.timeout_s if threaded and task is not None and task.timeout_s else None
         running = self._running[job.id] = Running(job, time.monotonic(), deadline)
-        context = {**structlog.contextvars.get_contextvars(), "worker_id": self.worker_id}
-        with self._job_logged(job):
-            if self.on_job_started is not None:
-                self.on_job_started(job)
+        if self.on_job_started is not None:
+            self.on_job_started(job)
         if (job.id, job.attempts) in self._abort_requests:
             self._abort(running, self._abort_requests.pop((job.id, job.attempts)))
         if is_coroutine or threaded:
@@ -393,12 +404,14 @@ class Worker(OutcomeRecording):
         jobs (``finish_jobs_and_claim``)."""
         # An attempt given up for its timeout is not ours to record: its process is replaced.
         ours = [attempt for attempt in attempts if attempt.job.id in self._running]
+        if not ours:
+            return
         for attempt in ours:
-            with self._job_logged(attempt.job):
-                if self.on_task_returned is not None:
-                    self.on_task_returned(attempt.job)
+            if self.on_task_returned is not None:
+                self.on_task_returned(attempt.job)
             # Out of the running set first: the finish may claim this very job again (a retry due now).
             del self._running[attempt.job.id]
+        self._end_batch()  # before the round trip, which an outage may hold up
         for batch in ([ours] if self.concurrency > 1 else [[attempt] for attempt in ours]):
             if not batch:
                 continue
@@ -413,8 +426,7 @@ class Worker(OutcomeRecording):
                 self._recording = None
         for attempt in ours:
             if self.on_job_finished is not None:
-                with self._job_logged(attempt.job):
-                    self.on_job_finished(attempt.job)
+                self.on_job_finished(attempt.job)
             if attempt.interrupt is not None and self.stop_on_keyboard_interrupt:
                 self._interrupt = attempt.interrupt  # raised once the attempts in flight are recorded
                 self._stopping = True

@@ -104,6 +104,12 @@ class Child:
         if isinstance(report, reports.JobStarted):
             job = RunningJob(report.job_id, report.task_name, report.started_at, report.timeout_s)
             return dataclasses.replace(self, running=(*self.running, job))
+        if isinstance(report, reports.JobsStarted):
+            jobs = [RunningJob(job.job_id, job.task_name, job.started_at, job.timeout_s) for job in report.jobs]
+            return dataclasses.replace(self, running=(*self.running, *jobs))
+        if isinstance(report, reports.JobsFinished):
+            ended = set(report.job_ids)
+            return dataclasses.replace(self, running=tuple(job for job in self.running if job.job_id not in ended))
         if isinstance(report, reports.AbortRequested):
             running = tuple(
                 dataclasses.replace(job, abort_requested_at=report.requested_at, aborted_by=report.aborted_by)
@@ -281,8 +287,12 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: r
     worker.on_job_started = lambda job: _on_job_started(worker_number, worker, job, setup.config, reporter)
     # Reported when the task returns, not once its outcome is recorded: what the lease and the
     # timeout protect is the task running, and an outcome waiting out an outage runs nothing.
-    worker.on_task_returned = lambda job: reporter.send(reports.JobFinished(job.id))
-    worker.on_job_finished = lambda job: _show_state(worker_number, worker)
+    worker.on_task_returned = lambda job: _report(worker, reporter, reports.JobFinished(job.id))
+    if config.concurrency == 1:
+        worker.on_job_finished = lambda job: _show_state(worker_number, worker)
+    else:
+        # Many jobs at once: their reports go in one write, the title changes once, per batch.
+        worker.on_batch_end = lambda: _end_batch(worker_number, worker, reporter)
     worker.on_overrun = lambda jobs: _exit_for_overrun(jobs, reporter)
     worker.on_abort_requested = lambda job, aborted_by: reporter.send(
         reports.AbortRequested(job.id, time.monotonic(), aborted_by)
@@ -359,11 +369,23 @@ def _unregister(store: JobStore, worker_id: int) -> None:
 
 
 def _on_job_started(worker_number: int, worker: Worker, job: Job, config: SupervisorConfig, reporter: reports.ReportWriter) -> None:
-    reporter.send(reports.JobStarted(job.id, job.task_name, time.monotonic(), _deadline_for_master(worker, job, config)))
+    _report(worker, reporter, reports.JobStarted(job.id, job.task_name, time.monotonic(), _deadline_for_master(worker, job, config)))
     if worker.concurrency == 1:
         proctitle.set_title(proctitle.running_worker_title(worker_number, job.task_name, job.id))
+
+
+def _report(worker: Worker, reporter: reports.ReportWriter, report: reports.Report) -> None:
+    """At once when the child runs one job at a time (its task runs in this very thread next);
+    with several at once, gathered until the worker's batch ends (``_end_batch``)."""
+    if worker.concurrency == 1:
+        reporter.send(report)
     else:
-        _show_state(worker_number, worker)
+        reporter.gather(report)
+
+
+def _end_batch(worker_number: int, worker: Worker, reporter: reports.ReportWriter) -> None:
+    reporter.flush()
+    _show_state(worker_number, worker)
 
 
 def _deadline_for_master(worker: Worker, job: Job, config: SupervisorConfig) -> float | None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Union
+import select
+import threading
+from typing import Callable, Union
 
 # A task name is the user's text: bounded, so that a line stays one atomic write.
 MAX_TASK_NAME_CHARS = 300
@@ -51,6 +53,20 @@ class JobFinished:
 
 
 @dataclasses.dataclass(frozen=True)
+class JobsStarted:
+    """Jobs a child began at once (the jobs of one claim, with several at once)."""
+
+    jobs: list[JobStarted]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobsFinished:
+    """Jobs whose tasks returned together (their outcomes recorded in one round trip)."""
+
+    job_ids: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
 class AbortRequested:
     """An operator asked to abort a running job, and the child told its task at ``requested_at``:
     the master kills the child if the task still runs after the abort timeout."""
@@ -67,19 +83,55 @@ class JobsOverran:
     job_ids: list[int]
 
 
-Report = Union[Registered, HeartbeatAccepted, JobStarted, JobFinished, AbortRequested, JobsOverran]
+Report = Union[Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsStarted, JobsFinished, AbortRequested, JobsOverran]
 _KINDS: dict[str, type] = {
-    kind.__name__: kind for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished, AbortRequested, JobsOverran)
+    kind.__name__: kind
+    for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsStarted, JobsFinished, AbortRequested, JobsOverran)
 }
+# A line, its newline included, is one write(2) no longer than this: atomic on a pipe.
+MAX_LINE_BYTES = select.PIPE_BUF
 
 
 def encode(report: Report) -> bytes:
-    fields = dataclasses.asdict(report)
+    """One line; a JobsStarted or JobsFinished too long for one atomic write is split in several
+    lines (``encode_all``)."""
+    fields = dict(vars(report))  # flat fields: no deep copy (dataclasses.asdict)
     if isinstance(report, JobStarted):
         fields["task_name"] = report.task_name[:MAX_TASK_NAME_CHARS]
     if isinstance(report, AbortRequested) and report.aborted_by is not None:
         fields["aborted_by"] = report.aborted_by[:MAX_TASK_NAME_CHARS]
+    if isinstance(report, JobsStarted):
+        fields["jobs"] = [[job.job_id, job.task_name[:MAX_TASK_NAME_CHARS], job.started_at, job.timeout_s] for job in report.jobs]
     return (json.dumps({"kind": type(report).__name__, **fields}) + "\n").encode()
+
+
+def encode_all(gathered: list[Report]) -> list[bytes]:
+    """The lines of reports gathered in order: each run of JobStarted (or of JobFinished) as
+    JobsStarted (JobsFinished) lines, each within MAX_LINE_BYTES; the others one line each."""
+    lines: list[bytes] = []
+    index = 0
+    while index < len(gathered):
+        kind = type(gathered[index])
+        end = index
+        while end < len(gathered) and type(gathered[end]) is kind:
+            end += 1
+        run = gathered[index:end]
+        if kind is JobStarted:
+            lines += _within_a_line(run, lambda part: JobsStarted(part))  # type: ignore[arg-type]
+        elif kind is JobFinished:
+            lines += _within_a_line(run, lambda part: JobsFinished([job.job_id for job in part]))  # type: ignore[attr-defined]
+        else:
+            lines += [encode(report) for report in run]
+        index = end
+    return lines
+
+
+def _within_a_line(run: list[Report], grouped: Callable[[list[Report]], Report]) -> list[bytes]:
+    line = encode(grouped(run))
+    if len(line) <= MAX_LINE_BYTES or len(run) == 1:
+        return [line]
+    half = len(run) // 2
+    return _within_a_line(run[:half], grouped) + _within_a_line(run[half:], grouped)
 
 
 def decode(line: bytes) -> Report | None:
@@ -87,6 +139,8 @@ def decode(line: bytes) -> Report | None:
     try:
         fields = json.loads(line)
         kind = _KINDS[fields.pop("kind")]
+        if kind is JobsStarted:
+            return JobsStarted([JobStarted(*job) for job in fields["jobs"]])
         return kind(**fields)  # type: ignore[no-any-return]
     except (ValueError, KeyError, TypeError):
         return None
@@ -94,14 +148,48 @@ def decode(line: bytes) -> Report | None:
 
 class ReportWriter:
     """The child's end: a report that cannot be written (the master gone) is dropped; the
-    master-alive pipe tells the child about that."""
+    master-alive pipe tells the child about that.
+
+    ``send`` writes at once. ``gather`` keeps a report until the next ``flush`` (or ``send``,
+    which writes what was gathered first, so that the master learns of a job before an abort
+    of it): a child running many jobs at once reports the starts of one claim, or the ends
+    recorded together, as one line (JobsStarted, JobsFinished) in one write. Any thread."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._lock = threading.Lock()  # the worker loop's thread and the heartbeat's
+        self._gathered: list[Report] = []
 
     def send(self, report: Report) -> None:
+        with self._lock:
+            self._write_lines([*encode_all(self._take_gathered()), encode(report)])
+
+    def gather(self, report: Report) -> None:
+        with self._lock:
+            self._gathered.append(report)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_lines(encode_all(self._take_gathered()))
+
+    def _take_gathered(self) -> list[Report]:
+        gathered, self._gathered = self._gathered, []
+        return gathered
+
+    def _write_lines(self, lines: list[bytes]) -> None:
+        """Whole lines in writes no longer than PIPE_BUF, each one atomic."""
+        chunk = b""
+        for line in lines:
+            if chunk and len(chunk) + len(line) > MAX_LINE_BYTES:
+                self._write(chunk)
+                chunk = b""
+            chunk += line
+        if chunk:
+            self._write(chunk)
+
+    def _write(self, data: bytes) -> None:
         try:
-            os.write(self.fd, encode(report))
+            os.write(self.fd, data)
         except OSError:
             pass  # EPIPE: the master died; EAGAIN: it stopped reading. Either way, nothing to do.
 

@@ -21,6 +21,10 @@ def noop() -> None:
     """Does nothing."""
 
 
+async def noop_async() -> None:
+    """Does nothing, on the event loop (the drain of async tasks, as pgqueuer, oban and chancy run theirs)."""
+
+
 def record_start(number: int) -> None:
     """Appends its number and time.time() to $BENCH_LATENCY_FILE, first thing."""
     protocol.record_start(number)
@@ -64,6 +68,7 @@ def make_app(dsn: str | None = None) -> cabbage.TaskManager:
     """A TaskManager with the benchmark tasks, on ``dsn`` (None: CABBAGE_DSN)."""
     app = cabbage.TaskManager() if dsn is None else cabbage.TaskManager(dsn=dsn)
     app.task(name="noop")(noop)
+    app.task(name="noop_async")(noop_async)
     app.task(name="record_start")(record_start)
     app.task(name="record_run")(record_run)
     app.task(name="hold_and_record")(hold_and_record)

@@ -31,12 +31,15 @@ class Configuration(NamedTuple):
     batch_size: int = 1
     synchronous_commit: bool = True
     concurrency: int = 1
+    task: str = "noop"  # or "noop_async": the no-op as an async def task, on the child's event loop
 
     def params(self) -> dict[str, object]:
         params: dict[str, object] = {"workers": self.workers, "batch_size": self.batch_size,
                                      "synchronous_commit": "on" if self.synchronous_commit else "off"}
         if self.concurrency > 1:
             params["concurrency"] = self.concurrency  # figures of one-at-a-time runs keep their names
+        if self.task != "noop":
+            params["task"] = self.task
         return params
 
 
@@ -45,17 +48,22 @@ BATCHED_WITHOUT_WAITING = Configuration(2, 10, synchronous_commit=False)
 # Several jobs at once per child: claims start all they take, finishes are recorded together.
 CONCURRENT = Configuration(2, concurrency=50)
 CONCURRENT_WITHOUT_WAITING = Configuration(2, synchronous_commit=False, concurrency=50)
+# The same with the no-op an async def task: what pgqueuer, oban and chancy drain (all three run
+# async functions; pgqueuer refuses a def entrypoint).
+CONCURRENT_ASYNC = Configuration(2, concurrency=50, task="noop_async")
 CONFIGURATIONS = [Configuration(1), Configuration(2), Configuration(4), Configuration(8),
-                  BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT, CONCURRENT_WITHOUT_WAITING]
-QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT]
+                  BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT, CONCURRENT_WITHOUT_WAITING, CONCURRENT_ASYNC]
+QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT,
+                        CONCURRENT_ASYNC]
 DEFER_CHUNK = 20_000
 # Each peer is paired with a cabbage configuration and a job count: enough for a steady drain at
 # the peer's speed, no more (procrastinate drains about 400 jobs/s here). pgqueuer, oban and
-# chancy run many jobs at once per process and acknowledge them in batches: each is paired with
-# cabbage's --workers 2 --concurrency 50, every commit waited for (its outcomes recorded together,
-# one commit per batch); procrastinate, one job at a time, with --workers 2 one at a time.
-PAIRS = {"pgqueuer": (CONCURRENT, 20_000), "procrastinate": (Configuration(2), 5_000),
-         "oban": (CONCURRENT, 20_000), "chancy": (CONCURRENT, 20_000)}
+# chancy run many async jobs at once per process and acknowledge them in batches: each is paired
+# with cabbage's --workers 2 --concurrency 50 draining the async no-op, every commit waited for
+# (its outcomes recorded together, one commit per batch); procrastinate, one job at a time, with
+# --workers 2 one at a time.
+PAIRS = {"pgqueuer": (CONCURRENT_ASYNC, 20_000), "procrastinate": (Configuration(2), 5_000),
+         "oban": (CONCURRENT_ASYNC, 20_000), "chancy": (CONCURRENT_ASYNC, 20_000)}
 
 
 def run(context: RunContext) -> None:
@@ -74,7 +82,7 @@ def drain_with_cabbage(context: RunContext, configuration: Configuration, jobs: 
     with context.server.fresh_database("throughput") as dsn:
         options = " ".join(f"{name}={value}" for name, value in configuration.params().items())
         context.say(f"throughput: {jobs} jobs, {options}")
-        defer_jobs(dsn, jobs)
+        defer_jobs(dsn, jobs, configuration.task)
         commits_before = commits_of(dsn)
         with Supervisor(dsn, configuration.workers, batch_size=configuration.batch_size,
                         concurrency=configuration.concurrency,

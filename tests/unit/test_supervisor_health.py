@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
+from typing import Callable
 
 import pytest
 
@@ -167,3 +169,64 @@ def test_the_database_link_reports_an_outage_once_and_backs_off() -> None:
     assert link.succeeded(NOW + 7.5) == 7.5
     assert link.succeeded(NOW + 8) is None
     assert link.failed(NOW + 9) is True  # a new outage
+
+
+def _lines_written_by(write: Callable[[reports.ReportWriter], None]) -> list[bytes]:
+    """The writes one ReportWriter made through a real pipe, each as read back."""
+    read_fd, write_fd = os.pipe()
+    try:
+        write(reports.ReportWriter(write_fd))
+        os.close(write_fd)
+        data = b""
+        while chunk := os.read(read_fd, 65536):
+            data += chunk
+        return data.splitlines(keepends=True)
+    finally:
+        os.close(read_fd)
+
+
+def test_gathered_job_reports_reach_the_master_as_one_line_per_batch() -> None:
+    def write(writer: reports.ReportWriter) -> None:
+        for job_id in range(1, 51):
+            writer.gather(reports.JobStarted(job_id, "proj.task", NOW, None))
+        writer.flush()
+        for job_id in range(1, 51):
+            writer.gather(reports.JobFinished(job_id))
+        writer.flush()
+
+    lines = _lines_written_by(write)
+    decoded = [reports.decode(line.rstrip(b"\n")) for line in lines]
+    assert all(len(line) <= reports.MAX_LINE_BYTES for line in lines)
+    started = [job for report in decoded if isinstance(report, reports.JobsStarted) for job in report.jobs]
+    assert started == [reports.JobStarted(job_id, "proj.task", NOW, None) for job_id in range(1, 51)]
+    assert [job_id for report in decoded if isinstance(report, reports.JobsFinished) for job_id in report.job_ids] == list(range(1, 51))
+    assert len(lines) <= 4, "a batch costs a line or two, not one per job"
+    busy = child(11, worker_id=1)
+    for report in decoded:
+        busy = busy.noting(report)
+    assert busy.running == ()
+
+
+def test_a_batch_too_long_for_one_atomic_write_is_split_on_whole_jobs() -> None:
+    long_name = "proj." + "t" * 400  # beyond MAX_TASK_NAME_CHARS: cut to it
+    jobs = [reports.JobStarted(job_id, long_name, NOW, 5.0) for job_id in range(40)]
+    lines = reports.encode_all(jobs)
+    assert len(lines) > 1 and all(len(line) <= reports.MAX_LINE_BYTES for line in lines)
+    decoded = [reports.decode(line.rstrip(b"\n")) for line in lines]
+    assert [job.job_id for report in decoded for job in report.jobs] == list(range(40))
+    assert {len(job.task_name) for report in decoded for job in report.jobs} == {reports.MAX_TASK_NAME_CHARS}
+
+
+def test_a_report_sent_at_once_follows_what_was_gathered_before_it() -> None:
+    # An abort of a job must not reach the master before the job's start does.
+    def write(writer: reports.ReportWriter) -> None:
+        writer.gather(reports.JobStarted(7, "proj.task", NOW, None))
+        writer.send(reports.AbortRequested(7, NOW, "alice"))
+
+    decoded = [reports.decode(line.rstrip(b"\n")) for line in _lines_written_by(write)]
+    assert decoded == [reports.JobsStarted([reports.JobStarted(7, "proj.task", NOW, None)]),
+                       reports.AbortRequested(7, NOW, "alice")]
+    reported = child(11, worker_id=1)
+    for report in decoded:
+        reported = reported.noting(report)
+    assert reported.running[0].aborted_by == "alice"

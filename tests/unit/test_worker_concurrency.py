@@ -201,6 +201,35 @@ def test_hooks_see_each_job_in_the_worker_loops_thread(task_manager: cabbage.Tas
     assert sorted(job_id for event, job_id, _ in seen if event == "finished") == [job.id for job in task_manager.store.jobs]  # type: ignore[attr-defined]
 
 
+def test_each_batch_of_starts_and_returns_ends_before_the_worker_records_or_claims(task_manager: cabbage.TaskManager) -> None:
+    # The supervisor's child sends what the hooks gathered at each batch end: a start or a
+    # return left unsent while the worker waits on the database would hide a running job.
+    events: list[tuple[str, int]] = []
+
+    @task_manager.task
+    async def work(n: int) -> None:
+        await asyncio.sleep(0.001 * (n % 3))
+
+    work.defer_many([[n] for n in range(120)])
+    worker = cabbage.Worker(task_manager, concurrency=50)
+    worker.on_job_started = lambda job: events.append(("started", job.id))
+    worker.on_task_returned = lambda job: events.append(("returned", job.id))
+    worker.on_job_finished = lambda job: events.append(("finished", job.id))
+    worker.on_batch_end = lambda: events.append(("batch", 0))
+    assert worker.process_jobs() == 120
+    assert statuses(task_manager) == [Status.SUCCEEDED] * 120
+    unsent = False
+    for event, _ in events:
+        if event in ("started", "returned"):
+            unsent = True
+        elif event == "batch":
+            unsent = False
+        else:
+            assert not unsent, "an outcome was recorded before the batch of its return ended"
+    assert not unsent
+    assert sum(event == "batch" for event, _ in events) < sum(event == "started" for event, _ in events), "batches, not jobs"
+
+
 @pytest.mark.parametrize("concurrency", [0, -1, 10_001, True, 2.0])
 def test_a_bad_concurrency_is_refused(task_manager: cabbage.TaskManager, concurrency: Any) -> None:
     with pytest.raises(ValueError, match="concurrency must be a whole number from 1 to 10000"):
