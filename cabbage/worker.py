@@ -141,6 +141,7 @@ class Worker(OutcomeRecording):
         # retry) is never taken for the aborted one.
         self._abort_requests: dict[tuple[int, int], str | None] = {}
         self._ended: queue.SimpleQueue[Attempt] = queue.SimpleQueue()  # attempts whose outcome is to record
+        self._waiting_for_jobs = False  # in store.wait_for_jobs: an attempt that ends must wake it
         self._interrupt: KeyboardInterrupt | None = None
         self._overrun_reported = False
         self._recording: int | None = None  # the job whose outcome is being recorded
@@ -265,7 +266,12 @@ class Worker(OutcomeRecording):
         """Waits for a notification (or an attempt's end, which interrupts the wait), no longer
         than until the next job of the worker's queues is due; an outage shortens it: the next
         claim rides the outage out with its backoff."""
+        # The flag first, the queue next: an attempt that ends in between sees the flag and
+        # wakes the wait, one that ended before is seen here.
+        self._waiting_for_jobs = True
         try:
+            if not self._ended.empty():
+                return
             if timeout_s > 0:
                 timeout_s = self._until_next_claim_s(timeout_s)
             self.store.wait_for_jobs(self.queues, timeout_s)
@@ -273,6 +279,8 @@ class Worker(OutcomeRecording):
             self._outage.failed(exc)
             # Only keeps a worker whose LISTEN alone fails from spinning.
             time.sleep(min(timeout_s, outages.FIRST_DELAY_S))
+        finally:
+            self._waiting_for_jobs = False
 
     def _wait_for_an_end(self) -> None:
         """Waits for an attempt to end, a job to be deferred when a slot is free, or a thread's
@@ -384,9 +392,12 @@ class Worker(OutcomeRecording):
         return self._threads
 
     def _ended_elsewhere(self, attempt: Attempt) -> None:
-        # Called in the attempt's thread (or the event loop's): hand it over, wake the loop.
+        # Called in the attempt's thread (or the event loop's): hand it over, and wake the loop
+        # if it waits for jobs. A loop busy elsewhere looks at the ended attempts before it
+        # waits (``_wait_for_jobs``), so a write(2) per attempt would be spent for nothing.
         self._ended.put(attempt)
-        self.store.interrupt_wait()
+        if self._waiting_for_jobs:
+            self.store.interrupt_wait()
 
     def _record_ended(self) -> None:
         """Records every attempt that ended meanwhile."""

@@ -184,6 +184,31 @@ def test_stop_lets_every_job_in_flight_finish(task_manager: cabbage.TaskManager)
     assert task_manager.store.list_workers() == []
 
 
+def test_an_attempt_that_ends_while_the_worker_waits_for_jobs_is_recorded_at_once(task_manager: cabbage.TaskManager) -> None:
+    # A slot is free, so the loop waits for a notification, here for ten minutes: only the
+    # attempt's end can wake it in time.
+    release = threading.Event()
+    started = threading.Event()
+
+    @task_manager.task
+    def hold() -> None:
+        started.set()
+        release.wait(WAIT_S)
+
+    hold.defer()
+    worker = cabbage.Worker(task_manager, concurrency=2, poll_interval_s=600)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert started.wait(WAIT_S)
+        release.set()
+        wait_for(lambda: statuses(task_manager) == [Status.SUCCEEDED], WAIT_S, "the ended attempt to be recorded")
+    finally:
+        worker.stop()
+        thread.join(WAIT_S)
+    assert not thread.is_alive()
+
+
 def test_hooks_see_each_job_in_the_worker_loops_thread(task_manager: cabbage.TaskManager) -> None:
     seen: list[tuple[str, int, str]] = []
 
