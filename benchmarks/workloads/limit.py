@@ -1,7 +1,9 @@
 """The limit: pgbench doing the minimal SQL of the same work, the ceiling to report cabbage against.
 
 Scripts in benchmarks/pgbench/ on a minimal job table (schema.sql): drain.sql claims the oldest
-free job with SKIP LOCKED and finishes it (two commits per job), lifecycle.sql inserts, claims
+free job with SKIP LOCKED and finishes it (two commits per job), drain_one_commit.sql finishes the
+job it claimed last and claims the next in one statement (one commit per job: a cabbage worker's
+finish-and-claim one job at a time), lifecycle.sql inserts, claims
 and finishes (three), defer.sql inserts one row (one). Each runs with prepared statements at
 the client counts of the throughput workload, in a fresh database each time.
 """
@@ -31,6 +33,10 @@ def run(context: RunContext) -> None:
         rate = measure(context, pgbench, "drain", clients, drain_jobs, prefill=drain_jobs)
         context.figures.add("limit_drain", rate, "jobs/s", clients=clients, jobs=drain_jobs,
                             sql="claim (SKIP LOCKED) + finish, 2 commits per job")
+    for clients in context.scale([1, 2], [2]):
+        rate = measure(context, pgbench, "drain_one_commit", clients, drain_jobs, prefill=drain_jobs)
+        context.figures.add("limit_drain_one_commit", rate, "jobs/s", clients=clients, jobs=drain_jobs,
+                            sql="finish the last job + claim the next (SKIP LOCKED), 1 commit per job")
     lifecycle_jobs = context.scale(10_000, 2_000)
     for clients in context.scale([1, 2, 8], [2]):
         rate = measure(context, pgbench, "lifecycle", clients, lifecycle_jobs, prefill=0)
@@ -59,7 +65,7 @@ def measure(context: RunContext, pgbench: str, script: str, clients: int, jobs: 
                 cursor.execute("INSERT INTO bench_jobs (args) SELECT '[]' FROM generate_series(1, %s)", (prefill,))
                 cursor.execute("VACUUM ANALYZE bench_jobs")
         command = [pgbench, "--no-vacuum", "--protocol=prepared", f"--client={clients}",
-                   f"--jobs={min(clients, 2)}", f"--transactions={per_client}",
+                   f"--jobs={min(clients, 2)}", f"--transactions={per_client}", "--define=job_id=0",
                    f"--file={SCRIPTS / (script + '.sql')}", dsn]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         with cursor_on(dsn) as cursor:
