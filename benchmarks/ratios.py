@@ -32,10 +32,8 @@ def ratios() -> list[Ratio]:
     # Same run, same minute: the shared machine's load moves all three alike.
     found.append(Ratio("defer_single_ratio_vs_raw_insert", ("defer_single", {}), ("defer_single_raw_insert", {})))
     found.append(Ratio("defer_single_ratio_vs_commit_floor", ("defer_single", {}), ("defer_single_commit_floor", {})))
-    # The latency ratios are the latency workload's own, from alternating rounds.
-    for peer in PEERS:
-        for figure in ("defer_single", "defer_bulk"):
-            found.append(Ratio(f"{figure}_ratio_vs_{peer}", (figure, {}), (f"{figure}_{peer}", {})))
+    # The ratios against the peers of the defer and latency workloads are the workloads' own,
+    # from alternating rounds (benchmarks/paired.py).
     # concurrency None: one job at a time (the figures of several at once name theirs).
     drains = [{"workers": workers, "batch_size": 1, "synchronous_commit": "on", "concurrency": None} for workers in (1, 2, 4, 8)]
     drains += [{"workers": 2, "batch_size": 10, "synchronous_commit": commit, "concurrency": None} for commit in ("on", "off")]

@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 
 from benchmarks import peer_runs
+from benchmarks import paired
 from benchmarks.apps.tasks import make_app
 from benchmarks.context import RunContext
 from benchmarks.peers import protocol
@@ -39,7 +40,7 @@ def run(context: RunContext) -> None:
     ours: list[dict[str, float]] = []  # per round: latency_<label> -> ms
     calls_ms: list[float] = []
     wakes_ms: list[float] = []
-    theirs: dict[str, list[dict[str, dict]]] = defaultdict(list)  # peer -> per round: figure name -> record
+    theirs: dict[str, list[paired.PeerRound]] = defaultdict(list)
     for round_number in range(1, rounds + 1):
         context.say(f"latency: round {round_number}/{rounds}, {samples} jobs, one at a time, to an idle --workers 1")
         figures, call_ms, wake_ms = measure_cabbage(context, samples)
@@ -49,12 +50,9 @@ def run(context: RunContext) -> None:
         for peer in context.peers:
             with context.server.fresh_database(f"latency_{peer}", cabbage_schema=False) as dsn:
                 context.say(f"latency: round {round_number}/{rounds}, {samples} jobs, {peer}")
-                records = peer_runs.run(peer, "latency", dsn, timeout_s=300, samples=samples)
-            theirs[peer].append({record["name"]: record for record in records})
-    of = {"rounds": rounds, "of": "median of the rounds"}
-    params = {"samples": samples, "workers": 1, "gap_ms": "10-20", "clock": "time.time() on both sides (one host)", **of}
-    for name in ours[0]:
-        context.figures.add(name, round(statistics.median(figures[name] for figures in ours), 3), "ms", **params)
+                theirs[peer].append(paired.by_name(peer_runs.run(peer, "latency", dsn, timeout_s=300, samples=samples)))
+    params = {"samples": samples, "workers": 1, "gap_ms": "10-20", "clock": "time.time() on both sides (one host)"}
+    paired.add_medians(context, ours, units=dict.fromkeys(ours[0], "ms"), params=dict.fromkeys(ours[0], params))
     # How much of it is the defer call itself (insert, NOTIFY, commit): the rest is the worker
     # waking, claiming and calling the task.
     # The slowest samples are mostly slow commits of the defer itself (a busy disk): the wake
@@ -65,8 +63,8 @@ def run(context: RunContext) -> None:
         context.figures.add(f"latency_wake_{label}", round(protocol.percentile(sorted(wakes_ms), fraction), 3), "ms",
                             samples=samples * rounds, workers=1, measure="defer call's return to the task's first line")
     for peer, peer_rounds in theirs.items():
-        add_peer_medians(context, peer, peer_rounds, of)
-        add_peer_ratios(context, peer, ours, peer_rounds, rounds)
+        paired.add_peer_medians(context, peer_rounds)
+        paired.add_peer_ratios(context, peer, ours, peer_rounds, [f"latency_{label}" for label in RATIO_LABELS])
 
 
 def measure_cabbage(context: RunContext, samples: int) -> tuple[dict[str, float], list[float], list[float]]:
@@ -87,26 +85,6 @@ def measure_cabbage(context: RunContext, samples: int) -> tuple[dict[str, float]
     call_ms = [(returned_at[n] - deferred_at[n]) * 1000 for n in deferred_at]
     wake_ms = [(started_at[n] - returned_at[n]) * 1000 for n in deferred_at if n in started_at]
     return figures, call_ms, wake_ms
-
-
-def add_peer_medians(context: RunContext, peer: str, peer_rounds: list[dict[str, dict]], of: dict) -> None:
-    """Each figure the peer's script printed in every round, as the median of the rounds'."""
-    for name, record in peer_rounds[0].items():
-        values = [found[name]["value"] for found in peer_rounds if name in found]
-        context.figures.add(name, round(statistics.median(values), 3), record["unit"], **{**record.get("params", {}), **of})
-
-
-def add_peer_ratios(context: RunContext, peer: str, ours: list[dict[str, float]], peer_rounds: list[dict[str, dict]],
-                    rounds: int) -> None:
-    """latency_<label>_ratio_vs_<peer>: the median of the rounds' ratios (below 1: cabbage is quicker)."""
-    for label in RATIO_LABELS:
-        ratios = [ours_round[f"latency_{label}"] / found[f"latency_{label}_{peer}"]["value"]
-                  for ours_round, found in zip(ours, peer_rounds)
-                  if found.get(f"latency_{label}_{peer}", {}).get("value")]
-        if ratios:
-            context.figures.add(f"latency_{label}_ratio_vs_{peer}", round(statistics.median(ratios), 3), "ratio",
-                                numerator=f"latency_{label}", denominator=f"latency_{label}_{peer} peer={peer}",
-                                rounds=rounds, of="median of the rounds' ratios")
 
 
 def defer_one_at_a_time(

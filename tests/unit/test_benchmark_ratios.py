@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks import paired
 from benchmarks.context import RunContext
 from benchmarks.figures import Figures
 from benchmarks.ratios import add_ratios
-from benchmarks.workloads import latency
 
 ONE_AT_A_TIME = {"batch_size": 1, "synchronous_commit": "on"}
 
@@ -28,7 +28,7 @@ def test_the_latency_ratio_against_a_peer_is_the_median_of_the_rounds_ratios(tmp
     ours = [{"latency_p50": 2.0, "latency_p99": 4.0}, {"latency_p50": 6.0, "latency_p99": 4.0}, {"latency_p50": 3.0, "latency_p99": 4.0}]
     theirs = [{f"latency_{label}_pgqueuer": {"value": value, "unit": "ms"} for label, value in (("p50", p50), ("p99", 8.0))}
               for p50 in (4.0, 3.0, 2.0)]  # fmt: skip
-    latency.add_peer_ratios(context, "pgqueuer", ours, theirs, rounds=3)
+    paired.add_peer_ratios(context, "pgqueuer", ours, theirs, ["latency_p50", "latency_p99"])
     # Round by round 0.5, 2.0, 1.5: the median is 1.5, where the ratio of the medians would be 1.0.
     assert context.figures.find("latency_p50_ratio_vs_pgqueuer").value == 1.5  # type: ignore[union-attr]
     assert context.figures.find("latency_p99_ratio_vs_pgqueuer").value == 0.5  # type: ignore[union-attr]
