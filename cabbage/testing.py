@@ -460,6 +460,8 @@ class InMemoryJobStore(JobStore):
                 row.worker_id = None
                 row.scheduled_at = now + datetime.timedelta(seconds=outcome.retry_in_s or 0.0)
                 self._set_status(row, outcome.status)
+                if row.is_head:  # idle workers wait no longer than their next due job: this one
+                    self._wake_queues([row.queue])
             else:
                 row.finished_at = now
                 self._set_status(row, outcome.status)

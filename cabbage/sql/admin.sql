@@ -75,31 +75,42 @@ SELECT j.id, j.status, j.queueing_lock,
 
 -- name: admin_retry_jobs
 -- A manual retry: todo again and due now, attempts kept, an earlier abort request forgotten; the
--- triggers put each job back in its lock's line at the place its id gives it (invariant 2).
-UPDATE cabbage_jobs
-   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL,
-       abort_requested_at = NULL, aborted_by = NULL
- WHERE id = ANY(%(job_ids)s::bigint[])
-   AND status IN ('failed', 'cancelled')
-RETURNING id;
+-- triggers put each job back in its lock's line at the place its id gives it (invariant 2). The
+-- idle workers of their queues are woken, as by a defer (one behind a busy lock claims nothing).
+WITH retried AS (
+    UPDATE cabbage_jobs
+       SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL,
+           abort_requested_at = NULL, aborted_by = NULL
+     WHERE id = ANY(%(job_ids)s::bigint[])
+       AND status IN ('failed', 'cancelled')
+    RETURNING id, queue
+), notified AS (
+    SELECT count(pg_notify('cabbage_jobs', queue)) AS queues FROM (SELECT DISTINCT queue FROM retried) AS retried_queues
+)
+SELECT retried.id FROM retried, notified;
 
 -- name: admin_retry_jobs_matching
 -- Retries every job with the given finished status (failed or cancelled), of one task if named;
 -- of those with a queueing lock, only the newest of each, and none whose key a todo job holds
--- (one todo job per queueing lock).
-UPDATE cabbage_jobs AS j
-   SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL,
-       abort_requested_at = NULL, aborted_by = NULL
- WHERE j.status = %(status)s::cabbage_job_status
-   AND j.status IN ('failed', 'cancelled')
-   AND (%(task_name)s::text IS NULL OR j.task_name = %(task_name)s::text)
-   AND (j.queueing_lock IS NULL
-        OR NOT EXISTS (SELECT FROM cabbage_jobs AS other
-                        WHERE other.queueing_lock = j.queueing_lock
-                          AND (other.status = 'todo'
-                               OR (other.status = j.status AND other.id > j.id
-                                   AND (%(task_name)s::text IS NULL OR other.task_name = %(task_name)s::text)))))
-RETURNING j.id;
+-- (one todo job per queueing lock). The idle workers of their queues are woken.
+WITH retried AS (
+    UPDATE cabbage_jobs AS j
+       SET status = 'todo', scheduled_at = now(), worker_id = NULL, started_at = NULL, finished_at = NULL,
+           abort_requested_at = NULL, aborted_by = NULL
+     WHERE j.status = %(status)s::cabbage_job_status
+       AND j.status IN ('failed', 'cancelled')
+       AND (%(task_name)s::text IS NULL OR j.task_name = %(task_name)s::text)
+       AND (j.queueing_lock IS NULL
+            OR NOT EXISTS (SELECT FROM cabbage_jobs AS other
+                            WHERE other.queueing_lock = j.queueing_lock
+                              AND (other.status = 'todo'
+                                   OR (other.status = j.status AND other.id > j.id
+                                       AND (%(task_name)s::text IS NULL OR other.task_name = %(task_name)s::text)))))
+    RETURNING j.id, j.queue
+), notified AS (
+    SELECT count(pg_notify('cabbage_jobs', queue)) AS queues FROM (SELECT DISTINCT queue FROM retried) AS retried_queues
+)
+SELECT retried.id FROM retried, notified;
 
 -- name: admin_cancel_jobs
 -- Cancels jobs still waiting (todo); a doing job is never touched: its worker owns it.

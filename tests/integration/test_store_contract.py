@@ -818,18 +818,23 @@ def wait_in_thread(store: JobStore, queues: list[str], timeout_s: float) -> tupl
     return waiter, answers
 
 
-def waits_for_a_deferral(store: JobStore, job: NewJob | None = None) -> bool:
-    """What a wait of an hour answers when another thread defers a job (due now, unless ``job``
-    says otherwise) 0.2 s into it: True can only come from the deferral."""
+def waits_for_a_change(store: JobStore, change: Callable[[JobStore], object]) -> bool:
+    """What a wait of an hour answers when another thread makes ``change`` through a sibling
+    store 0.2 s into it: True can only come from the change."""
     sibling = store.open_sibling()
-    deferrer = threading.Timer(0.2, lambda: sibling.defer_job(job or new_job()))
-    deferrer.start()
+    changer = threading.Timer(0.2, lambda: change(sibling))
+    changer.start()
     try:
         return store.wait_for_jobs(["queue"], timeout_s=3600.0)
     finally:
-        deferrer.join()
+        changer.join()
         if sibling is not store:
             sibling.close()
+
+
+def waits_for_a_deferral(store: JobStore, job: NewJob | None = None) -> bool:
+    """The same for a deferral of a job (due now, unless ``job`` says otherwise)."""
+    return waits_for_a_change(store, lambda sibling: sibling.defer_job(job or new_job()))
 
 
 def test_wait_for_jobs_is_woken_by_a_deferral_from_another_thread(store: JobStore) -> None:
@@ -841,6 +846,25 @@ def test_the_deferral_of_a_job_due_later_wakes_a_wait_too(store: JobStore) -> No
     # So that a worker waiting for a later job, or for its poll interval, waits less.
     store.wait_for_jobs(["queue"], timeout_s=0.01)
     assert waits_for_a_deferral(store, new_job(schedule_in={"seconds": 600.0}))
+
+
+def test_a_retry_recorded_by_a_busy_worker_wakes_a_wait(store: JobStore, worker_id: int) -> None:
+    # The waiting worker learns of the retry now, and can wait until it is due, rather than at its
+    # next poll.
+    job_id = store.defer_job(new_job())
+    assert claim_one(store, worker_id) is not None
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    assert waits_for_a_change(store, lambda sibling: sibling.finish_job(job_id, worker_id, 1, Outcome.retry(BOOM, 600)))
+    assert store.get_job(job_id).status is Status.TODO  # type: ignore[union-attr]
+
+
+def test_a_manual_retry_wakes_a_wait(store: JobStore, operator: Any, worker_id: int) -> None:
+    job_id = store.defer_job(new_job())
+    assert claim_one(store, worker_id) is not None
+    assert store.finish_job(job_id, worker_id, 1, Outcome.failed(BOOM))
+    store.wait_for_jobs(["queue"], timeout_s=0.01)
+    assert waits_for_a_change(store, lambda sibling: operator.retry_jobs([job_id]))
+    assert store.get_job(job_id).status is Status.TODO  # type: ignore[union-attr]
 
 
 def test_wait_for_jobs_returns_false_on_timeout(store: JobStore) -> None:

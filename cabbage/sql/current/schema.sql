@@ -1,4 +1,4 @@
--- The cabbage schema as it stands at version 10: every cabbage_ object, read back from
+-- The cabbage schema as it stands at version 11: every cabbage_ object, read back from
 -- the catalog of a database that ran the migrations (`cabbage schema dump`). Generated, do not
 -- edit: the migrations in cabbage/sql/migrations/ are the source, and
 -- tests/integration/test_schema.py checks that this is what they build.
@@ -12,6 +12,7 @@
 -- migration 8: 0008_periodic_tasks.sql
 -- migration 9: 0009_abort_running_jobs.sql
 -- migration 10: 0010_batched_finishes_and_claims.sql
+-- migration 11: 0011_retries_wake_idle_workers.sql
 
 CREATE TYPE cabbage_attempt_outcome AS ENUM ('succeeded', 'failed', 'retried', 'lost', 'aborted');
 
@@ -334,6 +335,8 @@ DECLARE
     attempt_error text := p_error;
     abort_requested_by text;
     superseded_by bigint;
+    retried_queue text;
+    retried_heads_its_line boolean;
     claimed_any boolean := false;
 BEGIN
     finished := false;
@@ -371,8 +374,12 @@ BEGIN
                                                    ELSE p_traceback END
                  WHERE id = p_job_id AND started_at IS NOT NULL
                    AND (worker_id, attempts, status) IS NOT DISTINCT FROM (p_worker_id, p_attempt, 'doing'::cabbage_job_status)
-                RETURNING started_at INTO attempt_started_at;
+                RETURNING started_at, queue, is_head INTO attempt_started_at, retried_queue, retried_heads_its_line;
                 finished := FOUND;
+                IF finished AND retried_heads_its_line THEN
+                    -- Idle workers wait no longer than their next due job; the retry is one.
+                    PERFORM pg_notify('cabbage_jobs', retried_queue);
+                END IF;
                 EXIT;
             EXCEPTION WHEN unique_violation THEN
                 IF pass = 2 THEN
@@ -420,7 +427,7 @@ BEGIN
             RETURNING j.* INTO job;
         END IF;
     ELSIF finished AND p_claim_limit > 0 THEN
-        FOR job IN SELECT * FROM cabbage_claim_jobs_v2(p_worker_id, p_queues, p_claim_limit) LOOP
+        FOR job IN SELECT * FROM cabbage_claim_jobs_v3(p_worker_id, p_queues, p_claim_limit, false) LOOP
             claimed_any := true;
             RETURN NEXT;
         END LOOP;
