@@ -54,6 +54,7 @@ class Supervisor:
         *,
         batch_size: int | None = None,
         concurrency: int = 1,
+        prefetch: int = 0,
         synchronous_commit: bool = True,
         log_level: str = "info",
         environment: dict[str, str] | None = None,
@@ -64,6 +65,7 @@ class Supervisor:
         self.workers = workers
         self.batch_size = batch_size
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.synchronous_commit = synchronous_commit
         self.log_level = log_level
         self.environment = environment or {}
@@ -95,6 +97,8 @@ class Supervisor:
             command += ["--batch-size", str(self.batch_size)]
         if self.concurrency != 1:
             command += ["--concurrency", str(self.concurrency)]
+        if self.prefetch:
+            command += ["--prefetch", str(self.prefetch)]
         if not self.synchronous_commit:
             command += ["--synchronous-commit", "off"]
         command += self.options

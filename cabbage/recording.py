@@ -45,9 +45,8 @@ class OutcomeRecording(JobTaking):
         assert self.worker_id is not None
         if not ended:
             return
-        free = self._free_slots_after()
-        may_claim = self._may_take_job() and not self._stopping and free > 0 and self._lease_allows_claim()
-        limit = self._claim_limit(free) if may_claim else 0
+        may_claim = self._may_take_job() and not self._stopping and self._lease_allows_claim()
+        limit = self._claim_limit(self._free_slots_after()) if may_claim else 0
         finishes = [(job.id, job.attempts, outcome) for job, outcome in ended]
         try:
             finished, claimed = self.store.finish_jobs_and_claim(self.worker_id, finishes, self.queues, limit)
@@ -65,7 +64,8 @@ class OutcomeRecording(JobTaking):
                     log.warning("job_fence_lost", outcome=outcome.status.value)
 
     def _free_slots_after(self) -> int:
-        """The slots free once the attempt being recorded is over (it left the running set)."""
+        """The slots free once the attempt being recorded is over (it left the running set) and
+        the started jobs held have begun: below 0 when a prefetch holds more than the free slots."""
         return self._free_slots() - len(self._started)
 
     def _finish_once(self, job: Job, outcome: Outcome) -> bool:

@@ -45,6 +45,7 @@ class JobTaking:
     lease: Lease | None
     concurrency: int
     batch_size: int
+    prefetch: int
     _stopping: bool
     _jobs_left: int | None
     _claim_found_nothing: bool
@@ -132,7 +133,10 @@ class JobTaking:
             return []  # wait instead: a job deferred since then notifies
         if not self._may_take_job() or not self._has_lease_for_a_claim():
             return []
-        claimed = self._claim(self._claim_limit(free))
+        limit = self._claim_limit(free)
+        if limit <= 0:
+            return []
+        claimed = self._claim(limit)
         self._take_over(claimed)
         return [self._started.popleft()] if self._started else []
 
@@ -190,10 +194,13 @@ class JobTaking:
         return row if row is not None and row.worker_id == worker_id and row.is_started else None
 
     def _claim_limit(self, free: int) -> int:
-        """How many jobs a claim may take: a batch at concurrency 1, else the free slots; within
-        run(max_jobs=...)'s budget."""
-        limit = self.batch_size if self.concurrency == 1 else free
-        return limit if self._jobs_left is None else max(1, min(limit, self._jobs_left))
+        """How many jobs a claim may take: a batch at concurrency 1, else the free slots (``free``:
+        those no started job held will take) and the prefetch; within run(max_jobs=...)'s budget,
+        of which the started jobs held take their share. 0: none."""
+        if self.concurrency == 1:
+            return self.batch_size if self._jobs_left is None else max(1, min(self.batch_size, self._jobs_left))
+        limit = max(0, free + self.prefetch)
+        return limit if self._jobs_left is None else max(0, min(limit, self._jobs_left - len(self._started)))
 
     def _take_over(self, claimed: Sequence[Job]) -> None:
         """Jobs a claim gave this worker: started ones run next, reserved ones after."""

@@ -73,7 +73,10 @@ class Worker(OutcomeRecording):
     it the worker registers itself for the duration of ``run()`` or ``process_jobs()``,
     heartbeats every ``heartbeat_interval_s``, and unregisters at the end. ``batch_size``: how
     many jobs one claim reserves when the concurrency is 1 (with more, a claim takes the free
-    slots). ``poll_interval_s``: how often an idle ``run()`` claims without a notification; a
+    slots). ``prefetch`` (concurrency above 1 only): how many started jobs the worker holds beyond
+    the ones it runs, so that a slot freed takes one at once while the round trip recording the
+    outcomes (and claiming the next jobs) is on its way; each has begun its attempt and holds its
+    lock while it waits, and runs before the worker stops. ``poll_interval_s``: how often an idle ``run()`` claims without a notification; a
     job of its queues scheduled for later wakes it when due, whatever the interval. Hooks, each
     called in the worker loop's thread: ``on_job_started`` and ``on_job_finished`` around each
     attempt, ``on_task_returned`` once its task returned (its outcome may still be on its way to
@@ -90,6 +93,7 @@ class Worker(OutcomeRecording):
 
     >>> cabbage.Worker(task_manager).process_jobs()                   # every job due now, then return
     >>> cabbage.Worker(task_manager, queues=["queue"], concurrency=20).run()  # until stop()
+    >>> cabbage.Worker(task_manager, concurrency=50, prefetch=50).run()  # many short jobs
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class Worker(OutcomeRecording):
         lease: Lease | None = None,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         batch_size: int = 1,
+        prefetch: int = 0,
         hostname: str | None = None,
         heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
         heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
@@ -111,6 +116,13 @@ class Worker(OutcomeRecording):
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_CONCURRENCY:
+            raise ValueError(f"prefetch must be a whole number from 0 to {MAX_CONCURRENCY}, got {prefetch!r}")
+        if prefetch and concurrency == 1:
+            raise ValueError(
+                f"prefetch needs a concurrency above 1, got prefetch={prefetch} with concurrency=1 (one job at a time "
+                "runs in the worker's own thread: nothing could run while a claim is on its way; batch_size reserves)"
+            )
         self.task_manager = task_manager
         self.store: JobStore = task_manager.store
         self.queues = None if queues is None else list(queues)
@@ -119,6 +131,7 @@ class Worker(OutcomeRecording):
         self.lease = lease
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
+        self.prefetch = prefetch
         self.hostname = hostname
         self.heartbeat_interval_s = heartbeat_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -131,6 +144,7 @@ class Worker(OutcomeRecording):
         self.on_batch_end: Callable[[], None] | None = None
         self._stopping = False
         self._jobs_left: int | None = None  # run(max_jobs=...)'s budget
+        self._begun = 0  # attempts begun by this worker, ever
         self._started: collections.deque[Job] = collections.deque()  # begun by a claim or a finish, to run next
         self._reserved: collections.deque[Job] = collections.deque()  # claimed, not started
         self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
@@ -225,7 +239,7 @@ class Worker(OutcomeRecording):
         self._jobs_left = max_jobs
         self._claim_found_nothing = False  # a previous loop's: not this one's
         with self._registration():
-            log.info("worker_started", worker_id=self.worker_id, queues=self.queues, batch_size=self.batch_size,
+            log.info("worker_started", worker_id=self.worker_id, queues=self.queues, batch_size=self.batch_size, prefetch=self.prefetch,
                      concurrency=self.concurrency)  # fmt: skip
             # Listen before the first claim: a job deferred between an empty claim and the
             # first wait would otherwise sleep through a whole poll interval.
@@ -242,13 +256,12 @@ class Worker(OutcomeRecording):
         """Begins attempts while slots are free and jobs are due, records each outcome as its
         attempt ends, and waits in between; returns how many attempts it began. Ends when no job
         is due and none runs (``until_idle``), or once stopped or out of budget and none runs."""
-        count = 0
+        begun_before = self._begun
         try:
             while True:
                 self._record_ended()
                 self._watch_deadlines()
                 begun = self._begin_what_fits()
-                count += begun
                 if begun:
                     continue
                 if self._running:
@@ -260,7 +273,7 @@ class Worker(OutcomeRecording):
         finally:
             self._close_executors()
         self._raise_interrupt()
-        return count
+        return self._begun - begun_before
 
     def _wait_for_jobs(self, timeout_s: float) -> None:
         """Waits for a notification (or an attempt's end, which interrupts the wait), no longer
@@ -368,6 +381,7 @@ class Worker(OutcomeRecording):
 
     def _begin(self, job: Job, context: Mapping[str, object]) -> None:
         """Hands a started job to its executor; its end is recorded by ``_record``."""
+        self._begun += 1
         if self._jobs_left is not None:
             self._jobs_left -= 1
         is_coroutine = is_async(self.task_manager, job)
@@ -385,6 +399,14 @@ class Worker(OutcomeRecording):
             # Ends before submit returns: nothing to wake, and no wake-up left pending for the
             # next wait (it would cost a claim that finds nothing).
             self._inline.submit(job, context, running.abort, self._ended.put)
+
+    def _begin_started(self) -> None:
+        """Begins the started jobs held (a prefetch) that fit in the free slots."""
+        if not self._started or self._free_slots() <= 0:
+            return
+        context = self._log_context()
+        while self._started and self._free_slots() > 0:
+            self._begin(self._started.popleft(), context)
 
     def _thread_pool(self) -> ThreadExecutor:
         if self._threads is None:
@@ -422,6 +444,10 @@ class Worker(OutcomeRecording):
                 self.on_task_returned(attempt.job)
             # Out of the running set first: the finish may claim this very job again (a retry due now).
             del self._running[attempt.job.id]
+        if self.concurrency > 1:
+            # Prefetched jobs take the freed slots now, and run while the round trip below is on
+            # its way (it refills the prefetch).
+            self._begin_started()
         self._end_batch()  # before the round trip, which an outage may hold up
         for batch in ([ours] if self.concurrency > 1 else [[attempt] for attempt in ours]):
             if not batch:

@@ -281,7 +281,7 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: r
     lease.renew(sent_at)
     worker = Worker(
         task_manager, config.queues, concurrency=config.concurrency, worker_id=worker_id, lease=lease,
-        batch_size=config.batch_size, hostname=setup.hostname, poll_interval_s=config.poll_interval_s,
+        batch_size=config.batch_size, prefetch=config.prefetch, hostname=setup.hostname, poll_interval_s=config.poll_interval_s,
         stop_on_keyboard_interrupt=False,  # Ctrl-C is the master's, not ours
     )  # fmt: skip
     worker.on_job_started = lambda job: _on_job_started(worker_number, worker, job, setup.config, reporter)

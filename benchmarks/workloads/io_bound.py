@@ -8,8 +8,9 @@ once) and the peak number of database connections it held, sampled every 50 ms w
 
 Every configuration runs 100 jobs at once in all, at most 2,000 jobs/s:
 
-- cabbage ``--workers 2 --concurrency 50`` (threads for the ``def`` task, an event loop for the
-  ``async def`` one): the configuration the target names. Until this cabbage-supervisor has
+- cabbage ``--workers 2 --concurrency 50 --prefetch 50`` (threads for the ``def`` task, an event
+  loop for the ``async def`` one): the configuration the target names, with 50 more jobs started
+  per child, waiting for a slot (still 100 running at once). Until this cabbage-supervisor has
   ``--concurrency``, it is not run: one line on stderr says so, and no ratio is printed.
 - cabbage ``--workers 2``, one job at a time per child (2 at once, not 100), on fewer jobs: the
   baseline, labelled ``baseline`` in its params, compared with nothing.
@@ -50,6 +51,7 @@ class System:
     concurrency: int  # per process
     peer: str | None = None
     baseline: bool = False  # cabbage one job at a time: a reference, compared with nothing
+    prefetch: int = 0  # cabbage's --prefetch
 
     @property
     def suffix(self) -> str:
@@ -59,7 +61,8 @@ class System:
         if self.baseline:
             return f"cabbage --workers {self.processes}, one job at a time per child: baseline ({self.variant})"
         if self.peer is None:
-            return f"cabbage --workers {self.processes} --concurrency {self.concurrency} ({self.variant})"
+            prefetch = f" --prefetch {self.prefetch}" if self.prefetch else ""
+            return f"cabbage --workers {self.processes} --concurrency {self.concurrency}{prefetch} ({self.variant})"
         return f"{self.peer}, {self.processes} process(es) x {self.concurrency} ({self.variant})"
 
 
@@ -72,7 +75,9 @@ class Measure:
     params: dict[str, Any]  # what the system reported about its configuration
 
 
-CABBAGE_TARGETS = [System("sync", 2, 50), System("async", 2, 50)]
+# With 50 more jobs started per child, which take the slots freed while outcomes are on their
+# way to the database: 100 jobs run at once in all, as for every peer.
+CABBAGE_TARGETS = [System("sync", 2, 50, prefetch=50), System("async", 2, 50, prefetch=50)]
 CABBAGE_BASELINE = System("sync", 2, 1, baseline=True)
 PEER_SYSTEMS = [
     System("sync", 1, 100, "procrastinate"), System("async", 1, 100, "procrastinate"),
@@ -119,13 +124,15 @@ def measure(context: RunContext, system: System, jobs: int) -> Measure:
 def measure_cabbage(context: RunContext, system: System, jobs: int) -> Measure:
     with context.server.fresh_database("io_bound") as dsn:
         defer_jobs(dsn, jobs, CABBAGE_TASKS[system.variant])
-        with Supervisor(dsn, system.processes, concurrency=system.concurrency) as supervisor, \
+        with Supervisor(dsn, system.processes, concurrency=system.concurrency, prefetch=system.prefetch) as supervisor, \
                 FootprintSampler(dsn, supervisor.pid) as sampler:
             supervisor.wait_until_drained(jobs, timeout_s=900)
         rate, _ = drain_rate(dsn)
     peaks = sampler.peaks
-    return Measure(rate, peaks.rss_mb, peaks.pss_mb, peaks.connections,
-                   {"workers": system.processes, "concurrency": system.concurrency})
+    params: dict[str, Any] = {"workers": system.processes, "concurrency": system.concurrency}
+    if system.prefetch:
+        params["prefetch"] = system.prefetch
+    return Measure(rate, peaks.rss_mb, peaks.pss_mb, peaks.connections, params)
 
 
 def measure_peer(context: RunContext, system: System, jobs: int) -> Measure:

@@ -7,6 +7,8 @@ import os
 import signal
 from typing import Callable
 
+import pytest
+
 from cabbage.jobs import Status
 from tests.acceptance.supervisor_process import Jobs, SupervisorProcess, title_of
 from tests.waiting import wait_for
@@ -64,8 +66,11 @@ async def io(n):
 """
 
 
-def test_locks_never_overlap_with_twenty_jobs_at_once_in_each_of_two_children(start_supervisor: Start, jobs: Jobs) -> None:
-    supervisor = start_supervisor(TASKS, "--concurrency", "20", defaults=OPTIONS)
+@pytest.mark.parametrize("prefetch", [(), ("--prefetch", "20")], ids=["no prefetch", "prefetch 20"])
+def test_locks_never_overlap_with_twenty_jobs_at_once_in_each_of_two_children(
+    start_supervisor: Start, jobs: Jobs, prefetch: tuple[str, ...]
+) -> None:
+    supervisor = start_supervisor(TASKS, "--concurrency", "20", *prefetch, defaults=OPTIONS)
     supervisor.wait_for_children(2)
     # More locks than one child has slots: one child that finishes and claims in one round trip could
     # otherwise take every lock's next job itself, and the other child would never run one.
@@ -96,6 +101,27 @@ def test_a_killed_child_holding_many_jobs_has_each_reclaimed_once(start_supervis
     reclaimed = [job_id for line in supervisor.events("jobs_reclaimed") for job_id in line["job_ids"]]
     assert sorted(reclaimed) == sorted(job_ids)  # each once
     assert sorted(event["n"] for event in supervisor.task_events("worked")) == list(range(5))
+
+
+def test_a_killed_child_has_its_prefetched_jobs_reclaimed_with_its_running_ones(start_supervisor: Start, jobs: Jobs) -> None:
+    supervisor = start_supervisor(TASKS, "--concurrency", "3", "--prefetch", "3",
+                                  defaults=("--workers", "1", *OPTIONS[2:]))  # fmt: skip
+    [child] = supervisor.wait_for_children(1)
+    job_ids = jobs.defer_many("hold", [[n] for n in range(6)], max_attempts=2)
+    wait_for(lambda: len(supervisor.task_events("began")) == 3, 20, "three jobs to begin", context=supervisor.last_log_lines)
+    # The other three are started and held by the child, waiting for a slot.
+    wait_for(lambda: all(jobs.status(job_id) is Status.DOING for job_id in job_ids), 5, "six jobs doing",
+             context=supervisor.last_log_lines)  # fmt: skip
+    began = {event["n"] for event in supervisor.task_events("began")}
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: all(jobs.status(job_id) is Status.SUCCEEDED for job_id in job_ids), 30, "every job to succeed on its retry",
+             context=supervisor.last_log_lines)  # fmt: skip
+    reclaimed = [job_id for line in supervisor.events("jobs_reclaimed") for job_id in line["job_ids"]]
+    assert sorted(reclaimed) == sorted(job_ids)  # each once, the prefetched ones too
+    # Every one was charged the lost attempt, the prefetched ones though they never ran in it.
+    assert all(jobs.get(job_id).attempts == 2 for job_id in job_ids)
+    worked = sorted(event["n"] for event in supervisor.task_events("worked"))
+    assert worked == list(range(6)) and len(began) == 3
 
 
 def test_an_async_task_past_its_timeout_is_cancelled_and_the_child_goes_on(start_supervisor: Start, jobs: Jobs) -> None:
@@ -134,4 +160,18 @@ def test_a_graceful_stop_waits_for_every_job_in_flight(start_supervisor: Start, 
     supervisor.send(signal.SIGTERM)
     assert supervisor.wait_exit(30) == 0
     assert all(jobs.status(job_id) is Status.SUCCEEDED for job_id in job_ids)
+    assert not supervisor.events("worker_killed")
+
+
+def test_a_graceful_stop_runs_the_prefetched_jobs_and_leaves_the_rest_in_line(start_supervisor: Start, jobs: Jobs) -> None:
+    supervisor = start_supervisor(TASKS, "--concurrency", "4", "--prefetch", "4", defaults=("--workers", "1", *OPTIONS[2:]))
+    supervisor.wait_for_children(1)
+    job_ids = jobs.defer_many("hold", [[n] for n in range(12)])
+    wait_for(lambda: len(supervisor.task_events("began")) == 4, 20, "four jobs to begin", context=supervisor.last_log_lines)
+    wait_for(lambda: jobs.counts()[Status.DOING] == 8, 5, "four running and four prefetched", context=supervisor.last_log_lines)
+    supervisor.send(signal.SIGTERM)
+    assert supervisor.wait_exit(30) == 0
+    statuses = [jobs.status(job_id) for job_id in job_ids]
+    assert statuses.count(Status.SUCCEEDED) == 8 and statuses.count(Status.TODO) == 4
+    assert all(jobs.get(job_id).attempts == 0 for job_id in job_ids if jobs.status(job_id) is Status.TODO)
     assert not supervisor.events("worker_killed")

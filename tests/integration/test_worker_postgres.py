@@ -162,3 +162,37 @@ def test_eight_workers_race_over_three_locks(dsn: str, tmp_path: Path, worker_pr
         for (_, previous_end, previous), (start, _, sequence) in zip(runs, runs[1:]):
             assert start >= previous_end, f"{lock}: job {sequence} started before job {previous} ended"
     assert len(pids) > 1  # the workers did race
+
+
+@pytest.mark.timeout(60)
+def test_a_prefetching_worker_holds_started_jobs_and_runs_each_once(dsn: str) -> None:
+    task_manager = cabbage.TaskManager()
+    release = threading.Event()
+    ran: list[int] = []
+    guard = threading.Lock()
+
+    @task_manager.task(queue="prefetch")
+    def hold(n: int) -> None:
+        release.wait(30)
+        with guard:
+            ran.append(n)
+
+    hold.defer_many([[n] for n in range(40)])
+    worker = cabbage.Worker(task_manager, ["prefetch"], concurrency=3, prefetch=4, poll_interval_s=POLL_INTERVAL_S)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        # Three run, four more are started and held by this worker: seven doing in the table.
+        wait_for(lambda: task_manager.store.count_jobs()[Status.DOING] == 7, 10, "three running and four prefetched jobs")
+        assert worker.worker_id is not None
+        held = task_manager.store.held_jobs(worker.worker_id)
+        assert len(held) == 7 and all(job.attempts == 1 and job.is_started for job in held)
+        assert worker.running_count == 3
+        release.set()
+        wait_for(lambda: task_manager.store.count_jobs()[Status.SUCCEEDED] == 40, 30, "every job to succeed")
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(30)
+    assert sorted(ran) == list(range(40))  # each once
+    assert task_manager.store.count_jobs() == {**{status: 0 for status in Status}, Status.SUCCEEDED: 40}

@@ -53,6 +53,7 @@ def test_every_option_can_come_from_its_variable() -> None:
         "CABBAGE_MAX_JOBS_PER_CHILD": "9",
         "CABBAGE_BATCH_SIZE": "4",
         "CABBAGE_CONCURRENCY": "50",
+        "CABBAGE_PREFETCH": "25",
         "CABBAGE_SYNCHRONOUS_COMMIT": "off",
         "CABBAGE_RETENTION": "1d 12h",
         "CABBAGE_LOG_FORMAT": "console",
@@ -63,7 +64,7 @@ def test_every_option_can_come_from_its_variable() -> None:
     assert (config.app, config.workers, config.queues, config.dsn) == ("proj.tasks", 2, ("emails",), "host=db")
     assert (config.heartbeat_interval_s, config.heartbeat_timeout_s, config.graceful_timeout_s) == (2.0, 20.0, 7.0)
     assert (config.max_jobs_per_child, config.batch_size, config.log_format, config.log_level) == (9, 4, "console", "warning")
-    assert config.concurrency == 50
+    assert (config.concurrency, config.prefetch) == (50, 25)
     assert config.abort_timeout_s == 3.0
     assert config.poll_interval_s == 0.5
     assert config.retention_s == 36 * 3600
@@ -110,6 +111,15 @@ APP = ["--app", "proj.tasks"]
         (APP, {"CABBAGE_POLL_INTERVAL": "0"}, "CABBAGE_POLL_INTERVAL must be a number of seconds greater than 0, got 0"),
         ([*APP, "--max-jobs-per-child", "0"], {}, "--max-jobs-per-child must be 1 or more (leave it unset to never recycle), got 0"),
         (APP, {"CABBAGE_BATCH_SIZE": "0"}, "CABBAGE_BATCH_SIZE must be 1 or more, got 0"),
+        ([*APP, "--concurrency", "4", "--prefetch", "-3"], {}, "--prefetch must be from 0 to 10000, got -3"),
+        ([*APP, "--concurrency", "4", "--prefetch", "lots"], {}, "--prefetch must be a whole number, got 'lots'"),
+        (
+            APP,
+            {"CABBAGE_PREFETCH": "10"},
+            "CABBAGE_PREFETCH needs --concurrency above 1, got 10 with a concurrency of 1: one job at a time runs in "
+            "the worker's own thread, so nothing could run while a claim is on its way (to claim several jobs per "
+            "round trip there, use --batch-size)",
+        ),
         ([*APP, "--synchronous-commit", "false"], {}, "--synchronous-commit must be on or off, got 'false'"),
         ([*APP, "--retention", "7x"], {}, "--retention: unknown unit 'x' in duration '7x': use w, d, h, m or s, as in 90s, 15m, 1h30m, 7d or 2w"),
         (APP, {"CABBAGE_RETENTION": "0s"}, "CABBAGE_RETENTION must be a duration greater than 0, as in 7d, got 0"),

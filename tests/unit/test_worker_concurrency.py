@@ -273,3 +273,143 @@ def test_the_jobs_of_a_batch_are_given_back_when_a_job_ran_by_hand_stops(task_ma
     assert sorted(statuses(task_manager), key=str) == sorted([Status.SUCCEEDED] + [Status.TODO] * 2, key=str)
     jobs: tuple[Job, ...] = task_manager.store.jobs  # type: ignore[attr-defined]
     assert all(job.attempts == 0 for job in jobs if job.status is Status.TODO)
+
+
+# -- prefetch ----------------------------------------------------------------------------------
+
+
+def doing_jobs(task_manager: cabbage.TaskManager) -> list[Job]:
+    return [job for job in task_manager.store.jobs if job.status is Status.DOING]  # type: ignore[attr-defined]
+
+
+def test_a_prefetch_holds_started_jobs_beyond_the_running_ones(task_manager: cabbage.TaskManager) -> None:
+    release = threading.Event()
+    active, most = [0], [0]
+    guard = threading.Lock()
+
+    @task_manager.task
+    def hold(n: int) -> None:
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        release.wait(WAIT_S)
+        with guard:
+            active[0] -= 1
+
+    hold.defer_many([[n] for n in range(10)])
+    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=3, poll_interval_s=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        # Two run; three more are started (an attempt each, held by this worker) and wait for a slot.
+        wait_for(lambda: len(doing_jobs(task_manager)) == 5, WAIT_S, "two running and three prefetched jobs")
+        assert worker.running_count == 2
+        assert all(job.attempts == 1 and job.worker_id is not None for job in doing_jobs(task_manager))
+        assert statuses(task_manager).count(Status.TODO) == 5
+        release.set()
+        wait_for(lambda: statuses(task_manager) == [Status.SUCCEEDED] * 10, WAIT_S, "every job to succeed")
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(WAIT_S)
+    assert most[0] == 2  # the prefetch never runs beyond the concurrency
+
+
+def test_a_freed_slot_takes_a_prefetched_job_before_the_outcome_is_recorded(task_manager: cabbage.TaskManager) -> None:
+    # The point of a prefetch: the next job runs while the round trip that records the last
+    # outcome (and claims the next jobs) is on its way.
+    events: list[tuple[str, int]] = []
+
+    @task_manager.task
+    def work(n: int) -> None:
+        pass
+
+    work.defer_many([[n] for n in range(6)])
+    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=2)
+    worker.on_job_started = lambda job: events.append(("started", job.id))
+    worker.on_task_returned = lambda job: events.append(("returned", job.id))
+    worker.on_job_finished = lambda job: events.append(("finished", job.id))
+    assert worker.process_jobs() == 6
+    assert statuses(task_manager) == [Status.SUCCEEDED] * 6
+    began_before_a_recording = [
+        job_id for position, (event, job_id) in enumerate(events)
+        if event == "started" and any(later == "finished" for later, _ in events[position:])
+        and any(earlier == "returned" and (("finished", other) not in events[:position]) for earlier, other in events[:position])
+    ]  # fmt: skip
+    assert began_before_a_recording, f"no job began between an attempt's return and its recording: {events}"
+
+
+def test_stop_runs_the_prefetched_jobs_and_leaves_the_others_untouched(task_manager: cabbage.TaskManager) -> None:
+    release = threading.Event()
+
+    @task_manager.task
+    def hold(n: int) -> None:
+        release.wait(WAIT_S)
+
+    hold.defer_many([[n] for n in range(8)])
+    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=2, poll_interval_s=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    wait_for(lambda: len(doing_jobs(task_manager)) == 4, WAIT_S, "two running and two prefetched jobs")
+    worker.stop()
+    release.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    jobs: tuple[Job, ...] = task_manager.store.jobs  # type: ignore[attr-defined]
+    # Their attempts had begun: they run. The rest were never claimed.
+    assert [job.status for job in jobs].count(Status.SUCCEEDED) == 4
+    assert all(job.attempts == 0 and job.worker_id is None for job in jobs if job.status is Status.TODO)
+    assert task_manager.store.list_workers() == []
+
+
+def test_a_prefetch_stays_within_max_jobs(task_manager: cabbage.TaskManager) -> None:
+    @task_manager.task
+    def work(n: int) -> None:
+        pass
+
+    work.defer_many([[n] for n in range(30)])
+    cabbage.Worker(task_manager, concurrency=3, prefetch=10).run(max_jobs=5)
+    jobs: tuple[Job, ...] = task_manager.store.jobs  # type: ignore[attr-defined]
+    assert [job.status for job in jobs].count(Status.SUCCEEDED) == 5
+    assert all(job.attempts == 0 for job in jobs if job.status is Status.TODO)
+    assert len(jobs) == 30
+
+
+def test_with_a_prefetch_jobs_of_one_lock_never_overlap_and_keep_their_order(task_manager: cabbage.TaskManager) -> None:
+    runs: dict[str, list[int]] = {}
+    running: set[str] = set()
+    overlaps: list[str] = []
+    guard = threading.Lock()
+
+    @task_manager.task
+    async def write(lock: str | None, n: int) -> None:
+        if lock is None:  # no lock: fills the slots and the prefetch
+            await asyncio.sleep(0.002)
+            return
+        with guard:
+            overlaps.extend([lock] if lock in running else [])
+            running.add(lock)
+            runs.setdefault(lock, []).append(n)
+        await asyncio.sleep(0.002)
+        with guard:
+            running.discard(lock)
+
+    for n in range(10):
+        for lock in ("L1", "L2", "L3"):
+            write.configure(lock=lock).defer(lock, n)
+        write.defer_many([[None, n], [None, n], [None, n]])
+    assert cabbage.Worker(task_manager, concurrency=5, prefetch=20).process_jobs() == 60
+    assert overlaps == []
+    assert sorted(runs) == ["L1", "L2", "L3"]
+    assert all(line == list(range(10)) for line in runs.values())
+
+
+@pytest.mark.parametrize("prefetch", [-1, 10_001, True, 2.0, "5"])
+def test_a_bad_prefetch_is_refused(task_manager: cabbage.TaskManager, prefetch: Any) -> None:
+    with pytest.raises(ValueError, match="prefetch must be a whole number from 0 to 10000"):
+        cabbage.Worker(task_manager, concurrency=4, prefetch=prefetch)
+
+
+def test_a_prefetch_at_concurrency_one_is_refused(task_manager: cabbage.TaskManager) -> None:
+    with pytest.raises(ValueError, match="prefetch needs a concurrency above 1"):
+        cabbage.Worker(task_manager, prefetch=3)
