@@ -426,6 +426,13 @@ class PostgresJobStore(JobStore):
             (released,) = cursor.fetchone()
         return released
 
+    def unstart_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
+        if not job_ids:
+            return 0
+        with self._cursor() as cursor:
+            cursor.execute(queries["unstart_jobs"], {"job_ids": list(job_ids), "worker_id": worker_id})
+            return cursor.rowcount
+
     def seconds_until_next_due(self, queues: Sequence[str] | None) -> float | None:
         with self._worker_cursor() as cursor:
             cursor.execute(queries["seconds_until_next_due"], {"queues": None if queues is None else list(queues)})

@@ -199,6 +199,16 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def unstart_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
+        """Takes back the start of jobs a lost worker had started but never begun to run (a
+        prefetch, ``Worker(prefetch=...)``): reserved again, the attempt their start counted
+        unused, so that the reclaim that follows gives them back to ``todo`` without using one
+        (invariant 4). Only jobs still ``doing`` and started under ``worker_id`` change; returns
+        how many did. Its caller must know that none began: a supervisor's master learns it
+        from its child's reports, each start written before the job may run.
+        """
+
+    @abc.abstractmethod
     def seconds_until_next_due(self, queues: Sequence[str] | None) -> float | None:
         """How long until the earliest job of ``queues`` (all queues when None) that a claim
         could take becomes due, in seconds on the store's clock: 0 when one is due now, None

@@ -107,11 +107,8 @@ class JobTaking:
             jobs = self._take_jobs(self._free_slots())
             if not jobs:
                 break
-            context = self._log_context()
-            for job in jobs:
-                self._begin(job, context)
-                begun += 1
-            self._end_batch()  # before the next claim, which an outage may hold up
+            self._begin_all(jobs, self._log_context())  # the batch ends before the next claim
+            begun += len(jobs)
         return begun
 
     def _take_jobs(self, free: int) -> list[Job]:
@@ -136,9 +133,8 @@ class JobTaking:
         limit = self._claim_limit(free)
         if limit <= 0:
             return []
-        claimed = self._claim(limit)
-        self._take_over(claimed)
-        return [self._started.popleft()] if self._started else []
+        self._take_over(self._claim(limit))
+        return [self._started.popleft() for _ in range(min(free, len(self._started)))]
 
     def _until_next_claim_s(self, timeout_s: float) -> float:
         """How long to wait, after a claim found nothing, before claiming again unless notified:

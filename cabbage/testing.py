@@ -504,6 +504,14 @@ class InMemoryJobStore(JobStore):
                     self._put_back(row)
             return len(released)
 
+    def unstart_jobs(self, job_ids: Sequence[int], worker_id: int) -> int:
+        with self._condition:
+            started = [row for row in map(self._jobs.get, job_ids) if row is not None and row.is_started_by(worker_id)]
+            for row in started:
+                row.attempts -= 1
+                row.started_at = None
+            return len(started)
+
     def _put_back(self, row: _StoredJob) -> None:
         """A job claimed but not started goes back to todo as it was: no attempt used."""
         row.worker_id = None

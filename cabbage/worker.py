@@ -76,7 +76,9 @@ class Worker(OutcomeRecording):
     slots). ``prefetch`` (concurrency above 1 only): how many started jobs the worker holds beyond
     the ones it runs, so that a slot freed takes one at once while the round trip recording the
     outcomes (and claiming the next jobs) is on its way; each has begun its attempt and holds its
-    lock while it waits, and runs before the worker stops. ``poll_interval_s``: how often an idle ``run()`` claims without a notification; a
+    lock while it waits; ``stop()`` gives back those not begun, unused (``on_jobs_prefetched``
+    hears of them, so that a supervisor's master can do the same for a dead child).
+    ``poll_interval_s``: how often an idle ``run()`` claims without a notification; a
     job of its queues scheduled for later wakes it when due, whatever the interval. Hooks, each
     called in the worker loop's thread: ``on_job_started`` and ``on_job_finished`` around each
     attempt, ``on_task_returned`` once its task returned (its outcome may still be on its way to
@@ -86,7 +88,9 @@ class Worker(OutcomeRecording):
     replaced; without the hook they run on, logged once as ``job_timed_out``), and
     ``on_batch_end`` after each batch of the others (the jobs one claim began, the tasks whose
     outcomes are recorded together, before the round trip that records them), so that what they
-    gathered can be sent at once. A
+    gathered can be sent at once; above concurrency 1 a batch of starts ends before any of its
+    tasks runs. ``on_jobs_prefetched`` (concurrency above 1) hears of the prefetched jobs the
+    worker holds, each once, at the end of a batch or before a wait. A
     KeyboardInterrupt raised inside a task fails its job and, unless
     ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is raised
     again once the outcomes in flight are recorded, so that Ctrl-C stops a worker run by hand.
@@ -142,9 +146,11 @@ class Worker(OutcomeRecording):
         self.on_overrun: Callable[[Sequence[Job]], None] | None = None
         self.on_abort_requested: Callable[[Job, str | None], None] | None = None
         self.on_batch_end: Callable[[], None] | None = None
+        self.on_jobs_prefetched: Callable[[Sequence[Job]], None] | None = None
         self._stopping = False
         self._jobs_left: int | None = None  # run(max_jobs=...)'s budget
         self._begun = 0  # attempts begun by this worker, ever
+        self._prefetch_told: set[int] = set()  # prefetched jobs on_jobs_prefetched heard of
         self._started: collections.deque[Job] = collections.deque()  # begun by a claim or a finish, to run next
         self._reserved: collections.deque[Job] = collections.deque()  # claimed, not started
         self._claim_found_nothing = False  # the last finish's claim: no need to claim again at once
@@ -154,7 +160,8 @@ class Worker(OutcomeRecording):
         # attempt) -> who: the attempt keys it, so that a later attempt of the job (an operator's
         # retry) is never taken for the aborted one.
         self._abort_requests: dict[tuple[int, int], str | None] = {}
-        self._ended: queue.SimpleQueue[Attempt] = queue.SimpleQueue()  # attempts whose outcome is to record
+        # Attempts whose outcome is to record; None wakes a loop waiting for one (a stop).
+        self._ended: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
         self._waiting_for_jobs = False  # in store.wait_for_jobs: an attempt that ends must wake it
         self._interrupt: KeyboardInterrupt | None = None
         self._overrun_reported = False
@@ -170,6 +177,7 @@ class Worker(OutcomeRecording):
         """Stops taking jobs; the attempts in flight finish. Safe from a signal handler."""
         self._stopping = True
         self.store.interrupt_wait()
+        self._ended.put(None)  # a loop whose slots are all taken waits for an end instead
 
     def request_aborts(self, requests: Mapping[int, str | None]) -> None:
         """The heartbeat found these jobs of this worker asked to abort (job id -> who asked):
@@ -217,10 +225,11 @@ class Worker(OutcomeRecording):
         job = self._take_jobs(1)
         if not job:
             return False
-        self._begin(job[0], self._log_context())
-        self._end_batch()
+        self._begin_all(job, self._log_context())
         while self._running:
-            self._record([self._ended.get()])
+            attempt = self._ended.get()
+            if attempt is not None:
+                self._record([attempt])
         self._raise_interrupt()
         return True
 
@@ -261,9 +270,13 @@ class Worker(OutcomeRecording):
             while True:
                 self._record_ended()
                 self._watch_deadlines()
+                if self._stopping and self._started and self.concurrency > 1:
+                    self._give_back_prefetch()
                 begun = self._begin_what_fits()
                 if begun:
                     continue
+                if self._has_untold_prefetch():
+                    self._end_batch()  # what it holds, told before a wait that may be long
                 if self._running:
                     self._wait_for_an_end()
                 elif until_idle or not self._may_take_job():
@@ -306,6 +319,8 @@ class Worker(OutcomeRecording):
             attempt = self._ended.get(timeout=timeout_s)
         except queue.Empty:
             return  # a deadline: the loop looks at it next
+        if attempt is None:
+            return  # a stop: the loop looks at it next
         self._ended.put(attempt)  # recorded with those that ended with it
         self._record_ended()
 
@@ -361,6 +376,26 @@ class Worker(OutcomeRecording):
         reason = f"interrupted by {type(interruption).__name__}" if interruption else "interrupted"
         self.store.reclaim_jobs_of([worker_id], reason)
 
+    def _give_back_prefetch(self) -> None:
+        """A stopping worker gives back the prefetched jobs it has not begun: ``todo`` again, no
+        attempt used, so that a stop waits for the running jobs only. Through an outage longer
+        than WRAP_UP_S they stay held; whoever reclaims this worker gives them back (its master,
+        unused) or charges them (a reclaim of a stale worker elsewhere)."""
+        assert self.worker_id is not None
+        worker_id, job_ids = self.worker_id, [job.id for job in self._started]
+        self._started.clear()
+
+        def give_back() -> int:
+            self.store.unstart_jobs(job_ids, worker_id)
+            return self.store.release_jobs(job_ids, worker_id)
+
+        try:
+            released = self._for_a_while(give_back)
+        except DatabaseUnavailable as exc:
+            log.warning("prefetch_not_given_back", worker_id=worker_id, job_ids=job_ids, error=str(exc))
+            return
+        log.info("prefetch_given_back", worker_id=worker_id, jobs=released)
+
     def _release_reserved(self) -> None:
         """Gives back the jobs claimed in a batch but not started: todo again, no attempt used."""
         if self._reserved and self.worker_id is not None:
@@ -376,37 +411,61 @@ class Worker(OutcomeRecording):
         return {**structlog.contextvars.get_contextvars(), "worker_id": self.worker_id}
 
     def _end_batch(self) -> None:
+        """Hands the hooks what a batch gathered: the prefetched jobs not yet told of, then the
+        batch's end."""
+        if self._started and self.on_jobs_prefetched is not None and self.concurrency > 1:
+            fresh = [job for job in self._started if job.id not in self._prefetch_told]
+            if fresh:
+                self._prefetch_told = {job.id for job in self._started}  # forgets those gone elsewhere
+                self.on_jobs_prefetched(fresh)
         if self.on_batch_end is not None:
             self.on_batch_end()
 
-    def _begin(self, job: Job, context: Mapping[str, object]) -> None:
-        """Hands a started job to its executor; its end is recorded by ``_record``."""
+    def _has_untold_prefetch(self) -> bool:
+        return self.on_jobs_prefetched is not None and any(job.id not in self._prefetch_told for job in self._started)
+
+    def _begin_all(self, jobs: Sequence[Job], context: Mapping[str, object]) -> None:
+        """Begins the attempts of started jobs and ends the batch. Above concurrency 1 the batch
+        ends before any of them runs: whoever the hooks tell (the supervisor's master) knows of
+        every start before its task can do anything, a prefetched job's included."""
+        if self.concurrency == 1:
+            for job in jobs:
+                self._submit(self._register(job), context)
+        else:
+            begun = [self._register(job) for job in jobs]
+            self._end_batch()
+            for running in begun:
+                self._submit(running, context)
+            return
+        self._end_batch()
+
+    def _register(self, job: Job) -> Running:
+        """A started job's attempt is in flight from now on; the hooks hear of it."""
         self._begun += 1
         if self._jobs_left is not None:
             self._jobs_left -= 1
-        is_coroutine = is_async(self.task_manager, job)
+        self._prefetch_told.discard(job.id)
         task = self.task_manager.tasks.get(job.task_name)
-        threaded = self.concurrency > 1 and not is_coroutine
+        threaded = self.concurrency > 1 and not is_async(self.task_manager, job)
         deadline = time.monotonic() + task.timeout_s if threaded and task is not None and task.timeout_s else None
         running = self._running[job.id] = Running(job, time.monotonic(), deadline)
         if self.on_job_started is not None:
             self.on_job_started(job)
         if (job.id, job.attempts) in self._abort_requests:
             self._abort(running, self._abort_requests.pop((job.id, job.attempts)))
-        if is_coroutine or threaded:
-            (self._loop if is_coroutine else self._thread_pool()).submit(job, context, running.abort, self._ended_elsewhere)
+        return running
+
+    def _submit(self, running: Running, context: Mapping[str, object]) -> None:
+        """Hands a registered attempt to its executor; its end is recorded by ``_record``."""
+        job = running.job
+        if is_async(self.task_manager, job):
+            self._loop.submit(job, context, running.abort, self._ended_elsewhere)
+        elif self.concurrency > 1:
+            self._thread_pool().submit(job, context, running.abort, self._ended_elsewhere)
         else:
             # Ends before submit returns: nothing to wake, and no wake-up left pending for the
             # next wait (it would cost a claim that finds nothing).
             self._inline.submit(job, context, running.abort, self._ended.put)
-
-    def _begin_started(self) -> None:
-        """Begins the started jobs held (a prefetch) that fit in the free slots."""
-        if not self._started or self._free_slots() <= 0:
-            return
-        context = self._log_context()
-        while self._started and self._free_slots() > 0:
-            self._begin(self._started.popleft(), context)
 
     def _thread_pool(self) -> ThreadExecutor:
         if self._threads is None:
@@ -426,7 +485,9 @@ class Worker(OutcomeRecording):
         ended = []
         while True:
             try:
-                ended.append(self._ended.get_nowait())
+                attempt = self._ended.get_nowait()
+                if attempt is not None:
+                    ended.append(attempt)
             except queue.Empty:
                 break
         self._record(ended)
@@ -444,11 +505,13 @@ class Worker(OutcomeRecording):
                 self.on_task_returned(attempt.job)
             # Out of the running set first: the finish may claim this very job again (a retry due now).
             del self._running[attempt.job.id]
-        if self.concurrency > 1:
-            # Prefetched jobs take the freed slots now, and run while the round trip below is on
-            # its way (it refills the prefetch).
-            self._begin_started()
-        self._end_batch()  # before the round trip, which an outage may hold up
+        # Before the round trip, which an outage may hold up, the batch ends; prefetched jobs take
+        # the freed slots first, and run while the round trip is on its way (it refills the prefetch).
+        if self.concurrency > 1 and self._started and self._free_slots() > 0 and not self._stopping:
+            taken = [self._started.popleft() for _ in range(min(len(self._started), self._free_slots()))]
+            self._begin_all(taken, self._log_context())
+        else:
+            self._end_batch()
         for batch in ([ours] if self.concurrency > 1 else [[attempt] for attempt in ours]):
             if not batch:
                 continue

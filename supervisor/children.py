@@ -85,6 +85,8 @@ class Child:
     report_fd: int = -1  # the read end of its report pipe (supervisor.reports)
     worker_id: int | None = None  # its row in cabbage_workers, once it reported registering
     running: tuple[RunningJob, ...] = ()
+    # Jobs it holds started but has not begun (--prefetch): given back unused if it dies.
+    prefetched: frozenset[int] = frozenset()
     overran: tuple[int, ...] = ()  # jobs it reported past their timeout, with no thread to stop them
     stop_deadline: float | None = None  # set when asked to stop (TERM): SIGKILL after it
     kill_reason: str | None = None  # set when the master SIGKILLed it: why, for its jobs' errors
@@ -103,10 +105,13 @@ class Child:
             return dataclasses.replace(self, overran=(*self.overran, *report.job_ids))
         if isinstance(report, reports.JobStarted):
             job = RunningJob(report.job_id, report.task_name, report.started_at, report.timeout_s)
-            return dataclasses.replace(self, running=(*self.running, job))
+            return dataclasses.replace(self, running=(*self.running, job), prefetched=self.prefetched - {report.job_id})
         if isinstance(report, reports.JobsStarted):
             jobs = [RunningJob(job.job_id, job.task_name, job.started_at, job.timeout_s) for job in report.jobs]
-            return dataclasses.replace(self, running=(*self.running, *jobs))
+            begun = self.prefetched - {job.job_id for job in jobs} if self.prefetched else self.prefetched
+            return dataclasses.replace(self, running=(*self.running, *jobs), prefetched=begun)
+        if isinstance(report, reports.JobsPrefetched):
+            return dataclasses.replace(self, prefetched=self.prefetched | set(report.job_ids))
         if isinstance(report, reports.JobsFinished):
             ended = set(report.job_ids)
             return dataclasses.replace(self, running=tuple(job for job in self.running if job.job_id not in ended))
@@ -293,6 +298,9 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: r
     else:
         # Many jobs at once: their reports go in one write, the title changes once, per batch.
         worker.on_batch_end = lambda: _end_batch(worker_number, worker, reporter)
+        # Each written before a prefetched job may begin (the pipe's writes block): on our death,
+        # the master gives back unused only the jobs it knows never began.
+        worker.on_jobs_prefetched = lambda jobs: reporter.gather(reports.JobsPrefetched([job.id for job in jobs]))
     worker.on_overrun = lambda jobs: _exit_for_overrun(jobs, reporter)
     worker.on_abort_requested = lambda job, aborted_by: reporter.send(
         reports.AbortRequested(job.id, time.monotonic(), aborted_by)

@@ -50,6 +50,7 @@ class PendingReclaim:
     pid: int
     worker_id: int | None  # None: found by hostname and pid in list_workers()
     reason: str
+    never_begun: frozenset[int] = frozenset()  # jobs it held started, never begun: back unused
 
 
 class DatabaseDuties:
@@ -103,10 +104,11 @@ class DatabaseDuties:
         with self._lock:
             return sorted(self._pending)
 
-    def queue_reclaim(self, pid: int, worker_id: int | None, reason: str) -> None:
-        """Takes the jobs of a lost child back as soon as the database answers."""
+    def queue_reclaim(self, pid: int, worker_id: int | None, reason: str, never_begun: frozenset[int] = frozenset()) -> None:
+        """Takes the jobs of a lost child back as soon as the database answers; those of
+        ``never_begun`` (a prefetch it reported and never began) without using an attempt."""
         with self._lock:
-            self._pending[pid] = PendingReclaim(pid, worker_id, reason)
+            self._pending[pid] = PendingReclaim(pid, worker_id, reason, never_begun)
         self._wake.set()
 
     def set_live_worker_ids(self, worker_ids: Sequence[int]) -> None:
@@ -219,6 +221,8 @@ class DatabaseDuties:
             row = rows.get(lost.pid)
             worker_id = lost.worker_id if row is None else row.worker_id
             if worker_id is not None:  # None: it died before registering, or it unregistered itself
+                # Reserved again first: a master lost between the two leaves them for any reclaim.
+                self.store.unstart_jobs(sorted(lost.never_begun), worker_id)
                 log_reclaimed(self.log, self.store.reclaim_jobs_of([worker_id], lost.reason), lost.reason)
             with self._lock:
                 self._pending.pop(lost.pid, None)

@@ -260,7 +260,7 @@ class Master:
         reason = f"process {child.pid} was killed: {child.kill_reason}" if child.kill_reason else exited.describe()
         if timed_out:
             reason = overrun_reason(child, now)
-        self.database.queue_reclaim(child.pid, child.worker_id, reason)
+        self.database.queue_reclaim(child.pid, child.worker_id, reason, never_begun=child.prefetched)
         if exited.exit_code == exit_codes.CHILD_NO_CONNECTION_SLOT:
             self.database.note_connection_slots_exhausted(self.wanted)
         if not is_expected and self.phase is Phase.RUNNING:

@@ -1,5 +1,6 @@
 """What a child tells its master through its report pipe: that it registered, each heartbeat the
-database accepted, each job it starts and finishes, and each abort an operator asked of a job.
+database accepted, each job it starts and finishes, the jobs it holds started but has not begun
+(a prefetch), and each abort an operator asked of a job.
 
 The master decides from these, on its own monotonic clock (the same clock as the child's: one
 host), without asking the database: a child whose lease is about to end is killed before it
@@ -16,7 +17,7 @@ import json
 import os
 import select
 import threading
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 # A task name is the user's text: bounded, so that a line stays one atomic write.
 MAX_TASK_NAME_CHARS = 300
@@ -67,6 +68,14 @@ class JobsFinished:
 
 
 @dataclasses.dataclass(frozen=True)
+class JobsPrefetched:
+    """Jobs the child holds started but has not begun (``--prefetch``): were it to die, they go
+    back without using an attempt, unless a JobStarted for them came first."""
+
+    job_ids: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
 class AbortRequested:
     """An operator asked to abort a running job, and the child told its task at ``requested_at``:
     the master kills the child if the task still runs after the abort timeout."""
@@ -83,11 +92,15 @@ class JobsOverran:
     job_ids: list[int]
 
 
-Report = Union[Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsStarted, JobsFinished, AbortRequested, JobsOverran]
+Report = Union[
+    Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsStarted, JobsFinished, JobsPrefetched, AbortRequested,
+    JobsOverran,
+]
 _KINDS: dict[str, type] = {
     kind.__name__: kind
-    for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsStarted, JobsFinished, AbortRequested, JobsOverran)
-}
+    for kind in (Registered, HeartbeatAccepted, JobStarted, JobFinished, JobsStarted, JobsFinished, JobsPrefetched,
+                 AbortRequested, JobsOverran)
+}  # fmt: skip
 # A line, its newline included, is one write(2) no longer than this: atomic on a pipe.
 MAX_LINE_BYTES = select.PIPE_BUF
 
@@ -120,13 +133,16 @@ def encode_all(gathered: list[Report]) -> list[bytes]:
             lines += _within_a_line(run, lambda part: JobsStarted(part))  # type: ignore[arg-type]
         elif kind is JobFinished:
             lines += _within_a_line(run, lambda part: JobsFinished([job.job_id for job in part]))  # type: ignore[attr-defined]
+        elif kind is JobsPrefetched:
+            job_ids = [job_id for report in run for job_id in report.job_ids]  # type: ignore[attr-defined]
+            lines += _within_a_line(job_ids, lambda part: JobsPrefetched(part))  # type: ignore[arg-type]
         else:
             lines += [encode(report) for report in run]
         index = end
     return lines
 
 
-def _within_a_line(run: list[Report], grouped: Callable[[list[Report]], Report]) -> list[bytes]:
+def _within_a_line(run: list[Any], grouped: Callable[[list[Any]], Report]) -> list[bytes]:
     line = encode(grouped(run))
     if len(line) <= MAX_LINE_BYTES or len(run) == 1:
         return [line]

@@ -242,6 +242,16 @@ SELECT * FROM cabbage_jobs
 -- can lose the last such commits; the jobs then run again through reclaim (docs/performance.md).
 SET LOCAL synchronous_commit = off;
 
+-- name: unstart_jobs
+-- Takes back the start of jobs a lost worker had started but never begun (a prefetch): reserved
+-- again (started_at NULL), the attempt their start counted unused, so that the reclaim after
+-- gives them back to todo without using one (invariant 4). Only jobs still doing and started
+-- under that worker change (invariant 5); the attempt history has no row for a start.
+UPDATE cabbage_jobs
+   SET attempts = attempts - 1, started_at = NULL
+ WHERE id = ANY (%(job_ids)s::bigint[]) AND started_at IS NOT NULL
+   AND (worker_id, status) IS NOT DISTINCT FROM (%(worker_id)s, 'doing'::cabbage_job_status);
+
 -- name: release_jobs
 -- Gives back jobs this worker reserved but did not start: todo again, no attempt used, still
 -- at the head of their lines (invariants 2, 4); idle workers of their queues are woken. One

@@ -531,6 +531,29 @@ def test_release_jobs_puts_reserved_jobs_back_without_an_attempt(store: JobStore
     assert [(job.id, job.attempts) for job in again] == [(reserved.id, 1)], "the released head keeps its line"
 
 
+def test_unstart_jobs_gives_a_lost_workers_unbegun_jobs_back_without_an_attempt(store: JobStore, worker_id: int) -> None:
+    other_worker = store.register_worker("test-host", 4243, None)
+    store.defer_jobs([new_job(max_attempts=1), new_job(max_attempts=1, lock="L"), new_job(lock="L"), new_job(), new_job()])
+    running, prefetched, also_prefetched = store.claim_jobs(worker_id, None, limit=3, start_all=True)
+    (others,) = store.claim_jobs(other_worker, None, limit=1, start_all=True)
+    # Fenced: another worker's job, a job not started, an unknown id change nothing.
+    assert store.unstart_jobs([others.id, 10**9], worker_id) == 0
+    assert store.unstart_jobs([prefetched.id, others.id], worker_id) == 1
+    assert store.unstart_jobs([prefetched.id], worker_id) == 0, "reserved already"
+    unstarted = store.get_job(prefetched.id)
+    assert unstarted is not None
+    assert (unstarted.status, unstarted.attempts, unstarted.started_at, unstarted.worker_id) == (Status.DOING, 0, None, worker_id)
+    reclaimed = {job.job_id: job for job in store.reclaim_jobs_of([worker_id], "killed")}
+    assert set(reclaimed) == {running.id, prefetched.id, also_prefetched.id}
+    # The one that ran used its only attempt; the one never begun is back in line, unused.
+    assert store.get_job(running.id).status is Status.FAILED  # type: ignore[union-attr]
+    back = store.get_job(prefetched.id)
+    assert back is not None and (back.status, back.attempts, back.last_error) == (Status.TODO, 0, None)
+    assert [job.id for job in store.claim_jobs(other_worker, None, limit=5) if job.lock == "L"] == [prefetched.id]
+    assert store.get_job(others.id).attempts == 1  # type: ignore[union-attr]
+    assert store.unstart_jobs([], worker_id) == 0
+
+
 def test_finish_and_start_finishes_one_and_starts_the_next(store: JobStore, worker_id: int) -> None:
     store.defer_jobs([new_job(), new_job(), new_job()])
     first, second, third = store.claim_jobs(worker_id, None, limit=3)

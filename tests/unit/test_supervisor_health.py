@@ -230,3 +230,30 @@ def test_a_report_sent_at_once_follows_what_was_gathered_before_it() -> None:
     for report in decoded:
         reported = reported.noting(report)
     assert reported.running[0].aborted_by == "alice"
+
+
+def test_a_child_holds_as_prefetched_only_the_jobs_it_has_not_begun() -> None:
+    def write(writer: reports.ReportWriter) -> None:
+        writer.gather(reports.JobsPrefetched([3, 4, 5]))
+        writer.gather(reports.JobsPrefetched([6]))
+        writer.flush()
+        writer.gather(reports.JobStarted(4, "proj.task", NOW, None))
+        writer.gather(reports.JobStarted(5, "proj.task", NOW, None))
+        writer.flush()
+        writer.send(reports.JobStarted(6, "proj.task", NOW, None))  # one at a time, as at concurrency 1
+
+    decoded = [reports.decode(line.rstrip(b"\n")) for line in _lines_written_by(write)]
+    assert decoded[0] == reports.JobsPrefetched([3, 4, 5, 6]), "one line for the batch"
+    holding = child(11, worker_id=1)
+    for report in decoded:
+        holding = holding.noting(report)
+    assert holding.prefetched == {3}
+    assert [job.job_id for job in holding.running] == [4, 5, 6]
+    assert holding.noting(reports.JobsFinished([4, 5, 6])).prefetched == {3}
+
+
+def test_a_long_prefetch_is_split_into_atomic_lines() -> None:
+    lines = reports.encode_all([reports.JobsPrefetched(list(range(10**9, 10**9 + 2_000)))])
+    assert len(lines) > 1 and all(len(line) <= reports.MAX_LINE_BYTES for line in lines)
+    decoded = [reports.decode(line.rstrip(b"\n")) for line in lines]
+    assert [job_id for report in decoded for job_id in report.job_ids] == list(range(10**9, 10**9 + 2_000))

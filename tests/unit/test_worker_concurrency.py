@@ -339,26 +339,31 @@ def test_a_freed_slot_takes_a_prefetched_job_before_the_outcome_is_recorded(task
     assert began_before_a_recording, f"no job began between an attempt's return and its recording: {events}"
 
 
-def test_stop_runs_the_prefetched_jobs_and_leaves_the_others_untouched(task_manager: cabbage.TaskManager) -> None:
+def test_stop_gives_the_prefetched_jobs_back_unused_and_waits_for_the_running_ones(task_manager: cabbage.TaskManager) -> None:
     release = threading.Event()
+    ran: list[int] = []
 
     @task_manager.task
     def hold(n: int) -> None:
         release.wait(WAIT_S)
+        ran.append(n)
 
     hold.defer_many([[n] for n in range(8)])
-    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=2, poll_interval_s=0.05)
+    # All slots taken, with a poll interval of ten minutes: only the stop itself can wake the loop.
+    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=2, poll_interval_s=600)
     thread = threading.Thread(target=worker.run)
     thread.start()
     wait_for(lambda: len(doing_jobs(task_manager)) == 4, WAIT_S, "two running and two prefetched jobs")
     worker.stop()
+    wait_for(lambda: len(doing_jobs(task_manager)) == 2, WAIT_S, "the prefetch to be given back while two run")
     release.set()
     thread.join(WAIT_S)
     assert not thread.is_alive()
     jobs: tuple[Job, ...] = task_manager.store.jobs  # type: ignore[attr-defined]
-    # Their attempts had begun: they run. The rest were never claimed.
-    assert [job.status for job in jobs].count(Status.SUCCEEDED) == 4
-    assert all(job.attempts == 0 and job.worker_id is None for job in jobs if job.status is Status.TODO)
+    assert len(ran) == 2 and [job.status for job in jobs].count(Status.SUCCEEDED) == 2
+    assert all(job.attempts == 0 and job.worker_id is None and job.started_at is None
+               for job in jobs if job.status is Status.TODO)  # fmt: skip
+    assert [job.status for job in jobs].count(Status.TODO) == 6
     assert task_manager.store.list_workers() == []
 
 
@@ -413,3 +418,34 @@ def test_a_bad_prefetch_is_refused(task_manager: cabbage.TaskManager, prefetch: 
 def test_a_prefetch_at_concurrency_one_is_refused(task_manager: cabbage.TaskManager) -> None:
     with pytest.raises(ValueError, match="prefetch needs a concurrency above 1"):
         cabbage.Worker(task_manager, prefetch=3)
+
+
+def test_the_hooks_hear_of_a_prefetch_before_a_wait_and_of_each_start_before_its_task_runs(task_manager: cabbage.TaskManager) -> None:
+    # What a supervisor's master needs to give a dead child's never-begun jobs back unused: each
+    # prefetched job told of, and each start told (the batch ended) before the task may run.
+    events: list[tuple[str, int]] = []
+    guard = threading.Lock()
+
+    def note(event: str, job_id: int) -> None:
+        with guard:
+            events.append((event, job_id))
+
+    @task_manager.task
+    async def work(n: int) -> None:
+        note("ran", cabbage.current_job().job.id)
+        await asyncio.sleep(0.002)
+
+    work.defer_many([[n] for n in range(30)])
+    worker = cabbage.Worker(task_manager, concurrency=3, prefetch=4)
+    told: set[int] = set()
+    worker.on_jobs_prefetched = lambda jobs: [told.add(job.id) or note("prefetched", job.id) for job in jobs]
+    worker.on_job_started = lambda job: note("started", job.id)
+    worker.on_batch_end = lambda: note("batch", 0)
+    assert worker.process_jobs() == 30
+    assert told, "the worker held a prefetch"
+    for job_id in range(1, 31):
+        started = events.index(("started", job_id))
+        ran = events.index(("ran", job_id))
+        assert ("batch", 0) in events[started:ran], f"job {job_id} ran before the batch that began it ended"
+        if job_id in told:
+            assert events.index(("prefetched", job_id)) < started
