@@ -75,7 +75,7 @@ class Target:
 
 
 TARGETS = [
-    *[Target(f"throughput_ratio_vs_{peer}", {}, operator.ge, 1.0, f"--workers 2 --concurrency 50 --prefetch 50 >= {peer}'s best")
+    *[Target(f"throughput_ratio_vs_{peer}", {}, operator.ge, 1.0, f"--workers 2 --concurrency 50 --prefetch 50, no line per job >= {peer}'s best")
       for peer in ("pgqueuer", "oban", "chancy")],
     Target("throughput_default_ratio_vs_pgqueuer", {}, operator.ge, 0.8, "--workers 2, the defaults, >= 0.8x pgqueuer's best"),
     Target("throughput_ratio_vs_procrastinate", {}, operator.ge, 3.0, "--workers 2, one at a time >= 3x procrastinate"),

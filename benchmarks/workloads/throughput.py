@@ -3,7 +3,8 @@
 Jobs per second from the first job's started_at to the last job's finished_at, on the
 database clock, for --workers 1, 2, 4, 8, --workers 2 --batch-size 10, that batch again with
 --synchronous-commit off, --workers 2 --concurrency 50 with and without waited commits, and
-with --prefetch 50 (def and async def no-ops); with the commits per job (pg_stat_database) that explain most of it.
+with --prefetch 50 (def and async def no-ops; the async one also with --log-level warning, no
+line per job); with the commits per job (pg_stat_database) that explain most of it.
 
 With --compare, each peer drains the same number of no-op jobs in its best configuration of the
 reference table, paired with a cabbage configuration (see PAIRS):
@@ -33,6 +34,7 @@ class Configuration(NamedTuple):
     concurrency: int = 1
     task: str = "noop"  # or "noop_async": the no-op as an async def task, on the child's event loop
     prefetch: int = 0
+    log_level: str = "info"  # the supervisor's default: two lines per job (job_started, job_succeeded)
 
     def params(self) -> dict[str, object]:
         params: dict[str, object] = {"workers": self.workers, "batch_size": self.batch_size,
@@ -43,6 +45,8 @@ class Configuration(NamedTuple):
             params["task"] = self.task
         if self.prefetch:
             params["prefetch"] = self.prefetch
+        if self.log_level != "info":
+            params["log_level"] = self.log_level
         return params
 
 
@@ -55,23 +59,26 @@ CONCURRENT_WITHOUT_WAITING = Configuration(2, synchronous_commit=False, concurre
 # async functions; pgqueuer refuses a def entrypoint).
 CONCURRENT_ASYNC = Configuration(2, concurrency=50, task="noop_async")
 # And with 50 more jobs started in each child, which take the slots freed while the outcomes of
-# the jobs before are on their way to the database: the best configuration, paired with the peers.
+# the jobs before are on their way to the database.
 CONCURRENT_PREFETCH = Configuration(2, concurrency=50, prefetch=50)
 CONCURRENT_ASYNC_PREFETCH = Configuration(2, concurrency=50, task="noop_async", prefetch=50)
+# And without a log line per job (--log-level warning keeps the failures'): the peers print none.
+# The best configuration, paired with pgqueuer, oban and chancy.
+CONCURRENT_ASYNC_PREFETCH_QUIET = CONCURRENT_ASYNC_PREFETCH._replace(log_level="warning")
 CONFIGURATIONS = [Configuration(1), Configuration(2), Configuration(4), Configuration(8),
                   BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT, CONCURRENT_WITHOUT_WAITING, CONCURRENT_ASYNC,
-                  CONCURRENT_PREFETCH, CONCURRENT_ASYNC_PREFETCH]
+                  CONCURRENT_PREFETCH, CONCURRENT_ASYNC_PREFETCH, CONCURRENT_ASYNC_PREFETCH_QUIET]
 QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT,
-                        CONCURRENT_ASYNC, CONCURRENT_ASYNC_PREFETCH]
+                        CONCURRENT_ASYNC, CONCURRENT_ASYNC_PREFETCH, CONCURRENT_ASYNC_PREFETCH_QUIET]
 DEFER_CHUNK = 20_000
 # Each peer is paired with a cabbage configuration and a job count: enough for a steady drain at
 # the peer's speed, no more (procrastinate drains about 400 jobs/s here). pgqueuer, oban and
-# chancy run many async jobs at once per process and acknowledge them in batches: each is paired
-# with cabbage's --workers 2 --concurrency 50 draining the async no-op, every commit waited for
-# (its outcomes recorded together, one commit per batch); procrastinate, one job at a time, with
-# --workers 2 one at a time.
-PAIRS = {"pgqueuer": (CONCURRENT_ASYNC_PREFETCH, 20_000), "procrastinate": (Configuration(2), 5_000),
-         "oban": (CONCURRENT_ASYNC_PREFETCH, 20_000), "chancy": (CONCURRENT_ASYNC_PREFETCH, 20_000)}
+# chancy run many async jobs at once per process, acknowledge them in batches and print no line
+# per job: each is paired with cabbage's --workers 2 --concurrency 50 --prefetch 50 --log-level
+# warning draining the async no-op, every commit waited for (its outcomes recorded together, one
+# commit per batch); procrastinate, one job at a time, with --workers 2 one at a time.
+PAIRS = {"pgqueuer": (CONCURRENT_ASYNC_PREFETCH_QUIET, 20_000), "procrastinate": (Configuration(2), 5_000),
+         "oban": (CONCURRENT_ASYNC_PREFETCH_QUIET, 20_000), "chancy": (CONCURRENT_ASYNC_PREFETCH_QUIET, 20_000)}
 
 
 def run(context: RunContext) -> None:
@@ -94,7 +101,8 @@ def drain_with_cabbage(context: RunContext, configuration: Configuration, jobs: 
         commits_before = commits_of(dsn)
         with Supervisor(dsn, configuration.workers, batch_size=configuration.batch_size,
                         concurrency=configuration.concurrency, prefetch=configuration.prefetch,
-                        synchronous_commit=configuration.synchronous_commit) as supervisor:
+                        synchronous_commit=configuration.synchronous_commit,
+                        log_level=configuration.log_level) as supervisor:
             supervisor.wait_until_drained(jobs, timeout_s=600)
         time.sleep(0.3)  # the stopped backends' statistics reach pg_stat_database
         rate, done = drain_rate(dsn)

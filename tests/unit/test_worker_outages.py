@@ -223,3 +223,20 @@ def test_the_lease_counts_from_the_send_of_the_last_accepted_heartbeat() -> None
     assert lease.remaining_s() == 20 and renewals == [990.0]
     clock.now = 1011.0
     assert lease.remaining_s() == 9 and not lease.allows_claim()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_lost_round_trip_with_a_prefetch_held_runs_every_job_once(
+    task_manager: cabbage.TaskManager, write: cabbage.Task, store: FlakyStore, runs: list[str], when: str
+) -> None:
+    # The round trip that records the ended attempts and refills the prefetch is lost, with what
+    # it committed (the outcomes, new jobs claimed) or not: what the worker held and what the lost
+    # call gave it are found in the rows, each job run once, each outcome recorded once.
+    letters = "abcdefghijkl"
+    for letter in letters:
+        write.defer(letter)
+    store.outage["finish_jobs_and_claim"] = [when, when]
+    assert cabbage.Worker(task_manager, concurrency=2, prefetch=3).process_jobs() == len(letters)
+    assert store.outage["finish_jobs_and_claim"] == []
+    assert sorted(runs) == list(letters)
+    assert [(job.status, job.attempts) for job in store.jobs] == [(Status.SUCCEEDED, 1)] * len(letters)
