@@ -45,22 +45,34 @@ class OutcomeRecording(JobTaking):
         assert self.worker_id is not None
         if not ended:
             return
-        may_claim = self._may_take_job() and not self._stopping and self._lease_allows_claim()
-        limit = self._claim_limit(self._free_slots_after()) if may_claim else 0
-        finishes = [(job.id, job.attempts, outcome) for job, outcome in ended]
+        limit = self._limit_of_a_finish()
         try:
-            finished, claimed = self.store.finish_jobs_and_claim(self.worker_id, finishes, self.queues, limit)
+            answer = self.store.finish_jobs_and_claim(self.worker_id, finishes_of(ended), self.queues, limit)
         except DatabaseUnavailable as exc:
-            for job, outcome in ended:
-                with self._job_logged(job):
-                    if not self._finish_after_loss(job, outcome, exc):
-                        log.warning("job_fence_lost", outcome=outcome.status.value)
+            self._finish_each_after_loss(ended, exc)
             return
+        self._take_answer(ended, limit, answer)
+
+    def _limit_of_a_finish(self) -> int:
+        """How many jobs a finish of the attempts that left the running set may claim."""
+        may_claim = self._may_take_job() and not self._stopping and self._lease_allows_claim()
+        return self._claim_limit(self._free_slots_after()) if may_claim else 0
+
+    def _take_answer(self, ended: Sequence[tuple[Job, Outcome]], limit: int, answer: tuple[set[int], list[Job]]) -> None:
+        """What ``finish_jobs_and_claim`` answered: the jobs it claimed are held from now on, and
+        each outcome its fence refused is logged."""
+        finished, claimed = answer
         self._claim_found_nothing = limit > 0 and bool(finished) and not claimed
         self._take_over(claimed)
         for job, outcome in ended:
             if job.id not in finished:
                 with self._job_logged(job):
+                    log.warning("job_fence_lost", outcome=outcome.status.value)
+
+    def _finish_each_after_loss(self, ended: Sequence[tuple[Job, Outcome]], lost: DatabaseUnavailable) -> None:
+        for job, outcome in ended:
+            with self._job_logged(job):
+                if not self._finish_after_loss(job, outcome, lost):
                     log.warning("job_fence_lost", outcome=outcome.status.value)
 
     def _free_slots_after(self) -> int:
@@ -115,9 +127,15 @@ class OutcomeRecording(JobTaking):
         return self._until_it_answers(finish)
 
     def _unknown_or_waiting_held_jobs(self, worker_id: int) -> list[Job]:
-        """The jobs this worker holds but does not run: as the rows say, which a lost call may
-        have changed (a reserved job started, jobs claimed)."""
-        return [held for held in self.store.held_jobs(worker_id) if held.id not in self._running]
+        """The jobs this worker holds but does not run, nor ran (outcomes still to record): as
+        the rows say, which a lost call may have changed (a reserved job started, jobs claimed)."""
+        ran = self._outcomes_unrecorded()
+        return [held for held in self.store.held_jobs(worker_id) if held.id not in self._running and held.id not in ran]
+
+
+def finishes_of(ended: Sequence[tuple[Job, Outcome]]) -> list[tuple[int, int, Outcome]]:
+    """What ``finish_jobs_and_claim`` takes: each job's id, the attempt that ended, its outcome."""
+    return [(job.id, job.attempts, outcome) for job, outcome in ended]
 
 
 def _holds_outcome(row: Job | None, attempt_job: Job, outcome: Outcome) -> bool:

@@ -22,7 +22,8 @@ from cabbage.lease import Lease
 from cabbage.store import JobStore
 
 if TYPE_CHECKING:
-    from cabbage.worker import Running
+    from cabbage.attempts import Attempt
+    from cabbage.worker import RoundTrip, Running
 
 log = structlog.get_logger()
 
@@ -53,7 +54,21 @@ class JobTaking:
     _started: collections.deque[Job]
     _reserved: collections.deque[Job]
     _running: dict[int, "Running"]
+    _round_trip: "RoundTrip | None"  # outcomes on their way, on the recorder's thread
+    _unsent: list["Attempt"]  # attempts that ended while it was: the next round trip records them
     _outage: outages.Outage
+
+    def _outcomes_unrecorded(self) -> set[int]:
+        """The jobs whose attempts ended and whose outcomes are on their way on the recorder's
+        thread, or wait for that round trip to end."""
+        unrecorded = {attempt.job.id for attempt in self._unsent}
+        if self._round_trip is not None:
+            unrecorded.update(attempt.job.id for attempt in self._round_trip.attempts)
+        return unrecorded
+
+    def _is_recording_elsewhere(self) -> bool:
+        """Whether a round trip is on its way on the recorder's thread: it has the connection."""
+        return self._round_trip is not None
 
     def _is_stopping(self) -> bool:
         return self._stopping
@@ -123,8 +138,8 @@ class JobTaking:
             started = self._start_reserved(self._reserved.popleft().id)
             if started is not None:
                 taken.append(started)
-        if taken:
-            return taken
+        if taken or self._is_recording_elsewhere():
+            return taken  # the connection is busy with outcomes on their way: the answer claims
         if self._claim_found_nothing:
             self._claim_found_nothing = False
             return []  # wait instead: a job deferred since then notifies
@@ -169,7 +184,8 @@ class JobTaking:
 
     def _unknown_held_jobs(self, worker_id: int) -> list[Job]:
         """The jobs this worker holds that it does not know of (a lost call's commit)."""
-        known = {*self._running, *(job.id for job in self._started), *(job.id for job in self._reserved)}
+        known = {*self._running, *(job.id for job in self._started), *(job.id for job in self._reserved),
+                 *self._outcomes_unrecorded()}
         return [job for job in self.store.held_jobs(worker_id) if job.id not in known]
 
     def _start_reserved(self, job_id: int) -> Job | None:

@@ -6,7 +6,9 @@ queues to be due, or the poll interval, whichever comes first. With ``concurrenc
 attempts run at once: ``def`` tasks on a pool of M threads, ``async def`` tasks on one event
 loop (``cabbage.executors``); a claim takes up to the free slots, and each outcome is recorded
 by this loop, fenced by its attempt (ARCHITECTURE invariant 5). With M = 1 a ``def`` task runs
-in the worker's own thread. The loop knows the JobStore contract, never a particular store.
+in the worker's own thread. With a prefetch, the round trip that records outcomes (and claims
+the next jobs) runs on a thread of its own, one at a time, while prefetched jobs take the freed
+slots; the attempts that end meanwhile go with the next one. The loop knows the JobStore contract, never a particular store.
 
 A lost database connection changes no outcome: the worker keeps the outcomes of the attempts it
 ran and the jobs it holds, and tries the call again (``cabbage.outages``) until the database
@@ -17,6 +19,7 @@ it is tried again. It claims nothing while its lease (``cabbage.lease``) is shor
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import queue
@@ -33,7 +36,7 @@ from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TI
 from cabbage.job_context import AbortRequest
 from cabbage.jobs import Job
 from cabbage.lease import Lease, margin_for
-from cabbage.recording import OutcomeRecording
+from cabbage.recording import OutcomeRecording, finishes_of
 from cabbage.store import JobStore
 
 
@@ -62,6 +65,16 @@ class Running:
     deadline: float | None = None
     overran: bool = False
     abort: AbortRequest = dataclasses.field(default_factory=AbortRequest)
+
+
+@dataclasses.dataclass
+class RoundTrip:
+    """The outcomes of ``attempts`` on their way to the database on the recorder's thread, with
+    the claim of up to ``limit`` next jobs (``finish_jobs_and_claim``); ``answer`` once sent."""
+
+    attempts: list[Attempt]
+    limit: int
+    answer: "concurrent.futures.Future[tuple[set[int], list[Job]]] | None" = None
 
 
 class Worker(OutcomeRecording):
@@ -160,8 +173,15 @@ class Worker(OutcomeRecording):
         # attempt) -> who: the attempt keys it, so that a later attempt of the job (an operator's
         # retry) is never taken for the aborted one.
         self._abort_requests: dict[tuple[int, int], str | None] = {}
-        # Attempts whose outcome is to record; None wakes a loop waiting for one (a stop).
-        self._ended: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
+        # Attempts whose outcome is to record, and round trips that came back; None wakes a loop
+        # waiting for one (a stop).
+        self._ended: queue.SimpleQueue[Attempt | RoundTrip | None] = queue.SimpleQueue()
+        # With a prefetch, outcomes are recorded on a thread of their own while prefetched jobs
+        # take the freed slots: one round trip on its way at a time, the attempts that end
+        # meanwhile wait for the next.
+        self._round_trip: RoundTrip | None = None
+        self._unsent: list[Attempt] = []
+        self._recorder: concurrent.futures.ThreadPoolExecutor | None = None
         self._waiting_for_jobs = False  # in store.wait_for_jobs: an attempt that ends must wake it
         self._interrupt: KeyboardInterrupt | None = None
         self._overrun_reported = False
@@ -226,10 +246,8 @@ class Worker(OutcomeRecording):
         if not job:
             return False
         self._begin_all(job, self._log_context())
-        while self._running:
-            attempt = self._ended.get()
-            if attempt is not None:
-                self._record([attempt])
+        while self._running or self._round_trip is not None:
+            self._record_ended(self._ended.get())
         self._raise_interrupt()
         return True
 
@@ -271,19 +289,26 @@ class Worker(OutcomeRecording):
                 self._record_ended()
                 self._watch_deadlines()
                 if self._stopping and self._started and self.concurrency > 1:
+                    if self._round_trip is not None:
+                        self._wait_for_an_end()  # its answer may bring more to give back
+                        continue
                     self._give_back_prefetch()
                 begun = self._begin_what_fits()
                 if begun:
                     continue
                 if self._has_untold_prefetch():
                     self._end_batch()  # what it holds, told before a wait that may be long
-                if self._running:
+                if self._running or self._round_trip is not None:
                     self._wait_for_an_end()
                 elif until_idle or not self._may_take_job():
                     break
                 else:
                     self._wait_for_jobs(self.poll_interval_s)
         finally:
+            if self._round_trip is not None and self._round_trip.answer is not None:
+                # Left by an exception: the connection is the recorder's until its call returns;
+                # what it claimed is reclaimed with the worker (``_unregister``, or its master).
+                concurrent.futures.wait([self._round_trip.answer])
             self._close_executors()
         self._raise_interrupt()
         return self._begun - begun_before
@@ -312,17 +337,15 @@ class Worker(OutcomeRecording):
         """Waits for an attempt to end, a job to be deferred when a slot is free, or a thread's
         deadline, whichever comes first."""
         timeout_s = self._until_next_deadline()
-        if self._free_slots() > 0 and self._may_take_job():
+        if self._free_slots() > 0 and self._may_take_job() and self._round_trip is None:
             self._wait_for_jobs(timeout_s)  # an attempt's end interrupts it
             return
         try:
-            attempt = self._ended.get(timeout=timeout_s)
+            ended = self._ended.get(timeout=timeout_s)
         except queue.Empty:
             return  # a deadline: the loop looks at it next
-        if attempt is None:
-            return  # a stop: the loop looks at it next
-        self._ended.put(attempt)  # recorded with those that ended with it
-        self._record_ended()
+        if ended is not None:  # None: a stop, which the loop looks at next
+            self._record_ended(ended)  # with those that ended with it
 
     def _raise_interrupt(self) -> None:
         interrupt, self._interrupt = self._interrupt, None
@@ -364,7 +387,10 @@ class Worker(OutcomeRecording):
     def _unregister(self, interruption: BaseException | None) -> None:
         assert self.worker_id is not None
         worker_id, self.worker_id = self.worker_id, None
-        was_interrupted = bool(self._running or self._started or self._recording is not None)
+        was_interrupted = bool(self._running or self._started or self._recording is not None
+                               or self._round_trip is not None or self._unsent)
+        self._round_trip = None
+        self._unsent.clear()
         self._running.clear()
         self._started.clear()
         self._reserved.clear()  # unregistering and reclaiming both give reserved jobs back
@@ -480,17 +506,20 @@ class Worker(OutcomeRecording):
         if self._waiting_for_jobs:
             self.store.interrupt_wait()
 
-    def _record_ended(self) -> None:
-        """Records every attempt that ended meanwhile."""
-        ended = []
+    def _record_ended(self, first: Attempt | RoundTrip | None = None) -> None:
+        """Records every attempt that ended meanwhile (``first``, one taken off the queue
+        already, among them), once the answer of a round trip that came back is taken."""
+        ended = [] if first is None else [first]
         while True:
             try:
-                attempt = self._ended.get_nowait()
-                if attempt is not None:
-                    ended.append(attempt)
+                ended.append(self._ended.get_nowait())
             except queue.Empty:
                 break
-        self._record(ended)
+        for round_trip in ended:
+            if isinstance(round_trip, RoundTrip):
+                self._take_round_trip(round_trip)
+        self._record([attempt for attempt in ended if isinstance(attempt, Attempt)])
+        self._send_unsent()
 
     def _record(self, attempts: Sequence[Attempt]) -> None:
         """Records attempts that ended: at concurrency 1 each on its own, in the round trip that
@@ -512,6 +541,9 @@ class Worker(OutcomeRecording):
             self._begin_all(taken, self._log_context())
         else:
             self._end_batch()
+        if self.prefetch:
+            self._unsent.extend(ours)  # sent by _send_unsent, now or when the round trip on its way is back
+            return
         for batch in ([ours] if self.concurrency > 1 else [[attempt] for attempt in ours]):
             if not batch:
                 continue
@@ -524,12 +556,48 @@ class Worker(OutcomeRecording):
                     self._finish_together([(attempt.job, attempt.outcome) for attempt in batch])
             finally:
                 self._recording = None
-        for attempt in ours:
+        self._after_recorded(ours)
+
+    def _after_recorded(self, attempts: Sequence[Attempt]) -> None:
+        for attempt in attempts:
             if self.on_job_finished is not None:
                 self.on_job_finished(attempt.job)
             if attempt.interrupt is not None and self.stop_on_keyboard_interrupt:
                 self._interrupt = attempt.interrupt  # raised once the attempts in flight are recorded
                 self._stopping = True
+
+    def _send_unsent(self) -> None:
+        """Sends the outcomes of the attempts that ended, with the claim of the next jobs, on the
+        recorder's thread; unless a round trip is on its way already: its end sends them."""
+        if self._round_trip is not None or not self._unsent:
+            return
+        assert self.worker_id is not None
+        attempts, self._unsent = self._unsent, []
+        round_trip = self._round_trip = RoundTrip(attempts, self._limit_of_a_finish())
+        self._recording = attempts[0].job.id
+        if self._recorder is None:
+            self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cabbage-recorder")
+        finishes = finishes_of([(attempt.job, attempt.outcome) for attempt in attempts])
+        answer = self._recorder.submit(self.store.finish_jobs_and_claim, self.worker_id, finishes, self.queues, round_trip.limit)
+        round_trip.answer = answer
+        answer.add_done_callback(lambda _: self._ended.put(round_trip))
+
+    def _take_round_trip(self, round_trip: RoundTrip) -> None:
+        """What a round trip of the recorder's thread answered; after a lost connection each of
+        its outcomes is recorded as ``_finish`` does, in this thread."""
+        assert round_trip.answer is not None
+        ended = [(attempt.job, attempt.outcome) for attempt in round_trip.attempts]
+        try:
+            answer = round_trip.answer.result()
+        except DatabaseUnavailable as exc:
+            # While the round trip is still on record: none of its jobs is taken for a held one.
+            self._finish_each_after_loss(ended, exc)
+        else:
+            self._take_answer(ended, round_trip.limit, answer)
+        finally:
+            self._round_trip = None
+            self._recording = None
+        self._after_recorded(round_trip.attempts)
 
     # -- deadlines of threads ------------------------------------------------------------------
 
@@ -553,7 +621,8 @@ class Worker(OutcomeRecording):
                     log.warning("job_timed_out", run_s=round(now - running.began_at, 1))
                 self._stopping = self.on_overrun is not None
         overran = [running.job for running in self._running.values() if running.overran]
-        if overran and len(overran) == len(self._running) and self.on_overrun is not None and not self._overrun_reported:
+        others_recorded = len(overran) == len(self._running) and self._round_trip is None and not self._unsent
+        if overran and others_recorded and self.on_overrun is not None and not self._overrun_reported:
             self._overrun_reported = True
             self.on_overrun(overran)
 
@@ -562,3 +631,6 @@ class Worker(OutcomeRecording):
             self._threads.close()
             self._threads = None
         self._loop.close()
+        if self._recorder is not None and self._round_trip is None:
+            self._recorder.shutdown()
+            self._recorder = None

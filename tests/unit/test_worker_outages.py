@@ -3,6 +3,7 @@ outcome and runs no job twice, whatever the lost call had committed; the lease d
 worker may claim; an outage is logged once when it starts and once when it ends."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import pytest
@@ -12,6 +13,9 @@ from cabbage.exceptions import DatabaseUnavailable
 from cabbage.jobs import Job, Status
 from cabbage.lease import Lease
 from cabbage.testing import InMemoryJobStore
+from tests.waiting import wait_for
+
+WAIT_S = 10.0  # how long the test waits for the worker: only reached when it never comes
 
 
 class FlakyStore(InMemoryJobStore):
@@ -240,3 +244,84 @@ def test_a_lost_round_trip_with_a_prefetch_held_runs_every_job_once(
     assert store.outage["finish_jobs_and_claim"] == []
     assert sorted(runs) == list(letters)
     assert [(job.status, job.attempts) for job in store.jobs] == [(Status.SUCCEEDED, 1)] * len(letters)
+
+
+class HeldRoundTripStore(FlakyStore):
+    """FlakyStore whose first finish_jobs_and_claim waits for ``release``, so that a test sees
+    what the worker does while that round trip is on its way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = threading.Event()
+        self.release = threading.Event()
+
+    def finish_jobs_and_claim(self, *args: Any) -> Any:
+        if not self.sent.is_set():
+            self.sent.set()
+            assert self.release.wait(WAIT_S), "the test never released the round trip"
+        return super().finish_jobs_and_claim(*args)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_attempts_that_end_while_a_lost_round_trip_is_on_its_way_run_once(when: str) -> None:
+    # With a prefetch, the prefetched jobs run while the outcomes of the jobs before are on their
+    # way; when that round trip is lost, the worker looks for what it holds in the rows, and the
+    # jobs that ran meanwhile (their outcomes not sent yet) must not be taken for jobs to run.
+    task_manager = cabbage.TaskManager(store_class=HeldRoundTripStore)
+    store = task_manager.store
+    assert isinstance(store, HeldRoundTripStore)
+    runs: list[str] = []
+
+    @task_manager.task(queue="queue", retry=3)
+    def write(letter: str) -> None:
+        runs.append(letter)
+
+    letters = "abcdef"
+    for letter in letters:
+        write.defer(letter)
+    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=2)
+    thread = threading.Thread(target=worker.process_jobs)
+    thread.start()
+    try:
+        assert store.sent.wait(WAIT_S)
+        # Two ran, their outcomes are on their way; the two prefetched take their slots meanwhile.
+        wait_for(lambda: len(runs) == 4, WAIT_S, "the prefetched jobs to run while the round trip is held")
+        assert [job.status for job in store.jobs[:4]] == [Status.DOING] * 4
+        store.outage["finish_jobs_and_claim"] = [when]
+    finally:
+        store.release.set()
+        thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert sorted(runs) == list(letters)
+    assert [(job.status, job.attempts) for job in store.jobs] == [(Status.SUCCEEDED, 1)] * len(letters)
+
+
+def test_a_stop_while_a_round_trip_is_on_its_way_gives_back_what_its_claim_brings() -> None:
+    task_manager = cabbage.TaskManager(store_class=HeldRoundTripStore)
+    store = task_manager.store
+    assert isinstance(store, HeldRoundTripStore)
+    runs: list[str] = []
+
+    @task_manager.task(queue="queue")
+    def write(letter: str) -> None:
+        runs.append(letter)
+
+    for letter in "abcdefgh":
+        write.defer(letter)
+    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=2, poll_interval_s=600)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert store.sent.wait(WAIT_S)
+        wait_for(lambda: len(runs) == 4, WAIT_S, "the prefetched jobs to run while the round trip is held")
+        worker.stop()
+    finally:
+        store.release.set()
+        thread.join(WAIT_S)
+    assert not thread.is_alive()
+    # The held round trip recorded a and b and claimed two more to refill the prefetch; the stop
+    # gave those back unused once it came back, after c and d were recorded.
+    assert sorted(runs) == list("abcd")
+    assert [(job.status, job.attempts) for job in store.jobs[:4]] == [(Status.SUCCEEDED, 1)] * 4
+    assert all((job.status, job.attempts, job.worker_id) == (Status.TODO, 0, None) for job in store.jobs[4:])
+    assert store.list_workers() == []
