@@ -78,6 +78,8 @@ TARGETS = [
     *[Target(f"throughput_ratio_vs_{peer}", {}, operator.ge, 1.0, f"--workers 2 --concurrency 50 --prefetch 50, no line per job >= {peer}'s best")
       for peer in ("pgqueuer", "oban", "chancy")],
     Target("throughput_default_ratio_vs_pgqueuer", {}, operator.ge, 0.8, "--workers 2, the defaults, >= 0.8x pgqueuer's best"),
+    Target("throughput_one_at_a_time_ratio_vs_pgqueuer", {}, operator.ge, 0.8,
+           "--workers 2 --prefetch 50, one job at a time >= 0.8x pgqueuer's best"),
     Target("throughput_ratio_vs_procrastinate", {}, operator.ge, 3.0, "--workers 2, one at a time >= 3x procrastinate"),
     Target("claim_backlog_ratio", {}, operator.ge, 0.9, "claims behind the backlog >= 0.9x the empty table's"),
     Target("latency_p50", {}, operator.lt, 2.5, "defer-to-start p50 < 2.5 ms"),

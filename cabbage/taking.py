@@ -70,6 +70,13 @@ class JobTaking:
         """Whether a round trip is on its way on the recorder's thread: it has the connection."""
         return self._round_trip is not None
 
+    @property
+    def runs_inline(self) -> bool:
+        """Whether each attempt runs in the worker loop's own thread, one after the other
+        (concurrency 1 without a prefetch); otherwise ``def`` tasks run on a pool of threads, and
+        ``async def`` ones on the event loop's."""
+        return self.concurrency == 1 and not self.prefetch
+
     def _is_stopping(self) -> bool:
         return self._stopping
 
@@ -167,7 +174,7 @@ class JobTaking:
         assert self.worker_id is not None
         worker_id = self.worker_id
         # Several at once: every job claimed begins now, so all are started by the claim itself.
-        start_all = self.concurrency > 1
+        start_all = not self.runs_inline
         try:
             return self.store.claim_jobs(worker_id, self.queues, limit=limit, start_all=start_all)
         except DatabaseUnavailable as exc:
@@ -209,7 +216,7 @@ class JobTaking:
         """How many jobs a claim may take: a batch at concurrency 1, else the free slots (``free``:
         those no started job held will take) and the prefetch; within run(max_jobs=...)'s budget,
         of which the started jobs held take their share. 0: none."""
-        if self.concurrency == 1:
+        if self.runs_inline:
             return self.batch_size if self._jobs_left is None else max(1, min(self.batch_size, self._jobs_left))
         limit = max(0, free + self.prefetch)
         return limit if self._jobs_left is None else max(0, min(limit, self._jobs_left - len(self._started)))

@@ -6,9 +6,10 @@ queues to be due, or the poll interval, whichever comes first. With ``concurrenc
 attempts run at once: ``def`` tasks on a pool of M threads, ``async def`` tasks on one event
 loop (``cabbage.executors``); a claim takes up to the free slots, and each outcome is recorded
 by this loop, fenced by its attempt (ARCHITECTURE invariant 5). With M = 1 a ``def`` task runs
-in the worker's own thread. With a prefetch, the round trip that records outcomes (and claims
-the next jobs) runs on a thread of its own, one at a time, while prefetched jobs take the freed
-slots; the attempts that end meanwhile go with the next one. The loop knows the JobStore contract, never a particular store.
+in the worker's own thread, unless a prefetch is held. With a prefetch, the round trip that
+records outcomes (and claims the next jobs) runs on a thread of its own, one at a time, while
+prefetched jobs take the freed slots; the attempts that end meanwhile go with the next one. The
+loop knows the JobStore contract, never a particular store.
 
 A lost database connection changes no outcome: the worker keeps the outcomes of the attempts it
 ran and the jobs it holds, and tries the call again (``cabbage.outages``) until the database
@@ -86,11 +87,12 @@ class Worker(OutcomeRecording):
     it the worker registers itself for the duration of ``run()`` or ``process_jobs()``,
     heartbeats every ``heartbeat_interval_s``, and unregisters at the end. ``batch_size``: how
     many jobs one claim reserves when the concurrency is 1 (with more, a claim takes the free
-    slots). ``prefetch`` (concurrency above 1 only): how many started jobs the worker holds beyond
-    the ones it runs, so that a slot freed takes one at once while the round trip recording the
-    outcomes (and claiming the next jobs) is on its way; each has begun its attempt and holds its
-    lock while it waits; ``stop()`` gives back those not begun, unused (``on_jobs_prefetched``
-    hears of them, so that a supervisor's master can do the same for a dead child).
+    slots). ``prefetch``: how many started jobs the worker holds beyond the ones it runs, so that
+    a slot freed takes one at once while the round trip recording the outcomes (and claiming the
+    next jobs) is on its way; each has begun its attempt and holds its lock while it waits;
+    ``stop()`` gives back those not begun, unused (``on_jobs_prefetched`` hears of them, so that a
+    supervisor's master can do the same for a dead child). With a prefetch, even at concurrency 1,
+    ``def`` tasks run on the pool's threads, not the loop's (``runs_inline`` is False).
     ``poll_interval_s``: how often an idle ``run()`` claims without a notification; a
     job of its queues scheduled for later wakes it when due, whatever the interval. Hooks, each
     called in the worker loop's thread: ``on_job_started`` and ``on_job_finished`` around each
@@ -101,9 +103,9 @@ class Worker(OutcomeRecording):
     replaced; without the hook they run on, logged once as ``job_timed_out``), and
     ``on_batch_end`` after each batch of the others (the jobs one claim began, the tasks whose
     outcomes are recorded together, before the round trip that records them), so that what they
-    gathered can be sent at once; above concurrency 1 a batch of starts ends before any of its
-    tasks runs. ``on_jobs_prefetched`` (concurrency above 1) hears of the prefetched jobs the
-    worker holds, each once, at the end of a batch or before a wait. A
+    gathered can be sent at once; unless the attempts run inline a batch of starts ends before any
+    of its tasks runs. ``on_jobs_prefetched`` hears of the prefetched jobs the worker holds, each
+    once, at the end of a batch or before a wait. A
     KeyboardInterrupt raised inside a task fails its job and, unless
     ``stop_on_keyboard_interrupt`` is False (the supervisor's children ignore Ctrl-C), is raised
     again once the outcomes in flight are recorded, so that Ctrl-C stops a worker run by hand.
@@ -111,6 +113,7 @@ class Worker(OutcomeRecording):
     >>> cabbage.Worker(task_manager).process_jobs()                   # every job due now, then return
     >>> cabbage.Worker(task_manager, queues=["queue"], concurrency=20).run()  # until stop()
     >>> cabbage.Worker(task_manager, concurrency=50, prefetch=50).run()  # many short jobs
+    >>> cabbage.Worker(task_manager, prefetch=50).run()  # short jobs, one at a time
     """
 
     def __init__(
@@ -135,10 +138,10 @@ class Worker(OutcomeRecording):
             raise ValueError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_CONCURRENCY:
             raise ValueError(f"prefetch must be a whole number from 0 to {MAX_CONCURRENCY}, got {prefetch!r}")
-        if prefetch and concurrency == 1:
+        if prefetch and batch_size > 1 and concurrency == 1:
             raise ValueError(
-                f"prefetch needs a concurrency above 1, got prefetch={prefetch} with concurrency=1 (one job at a time "
-                "runs in the worker's own thread: nothing could run while a claim is on its way; batch_size reserves)"
+                f"prefetch and batch_size are two ways to hold jobs ahead, got prefetch={prefetch} with "
+                f"batch_size={batch_size}: choose one (a prefetch starts the jobs it holds, a batch reserves them)"
             )
         self.task_manager = task_manager
         self.store: JobStore = task_manager.store
@@ -288,7 +291,7 @@ class Worker(OutcomeRecording):
             while True:
                 self._record_ended()
                 self._watch_deadlines()
-                if self._stopping and self._started and self.concurrency > 1:
+                if self._stopping and self._started and self.prefetch:
                     if self._round_trip is not None:
                         self._wait_for_an_end()  # its answer may bring more to give back
                         continue
@@ -439,7 +442,7 @@ class Worker(OutcomeRecording):
     def _end_batch(self) -> None:
         """Hands the hooks what a batch gathered: the prefetched jobs not yet told of, then the
         batch's end."""
-        if self._started and self.on_jobs_prefetched is not None and self.concurrency > 1:
+        if self._started and self.on_jobs_prefetched is not None and self.prefetch:
             fresh = [job for job in self._started if job.id not in self._prefetch_told]
             if fresh:
                 self._prefetch_told = {job.id for job in self._started}  # forgets those gone elsewhere
@@ -451,10 +454,10 @@ class Worker(OutcomeRecording):
         return self.on_jobs_prefetched is not None and any(job.id not in self._prefetch_told for job in self._started)
 
     def _begin_all(self, jobs: Sequence[Job], context: Mapping[str, object]) -> None:
-        """Begins the attempts of started jobs and ends the batch. Above concurrency 1 the batch
-        ends before any of them runs: whoever the hooks tell (the supervisor's master) knows of
+        """Begins the attempts of started jobs and ends the batch. Unless they run inline, the
+        batch ends before any of them runs: whoever the hooks tell (the supervisor's master) knows of
         every start before its task can do anything, a prefetched job's included."""
-        if self.concurrency == 1:
+        if self.runs_inline:
             for job in jobs:
                 self._submit(self._register(job), context)
         else:
@@ -472,7 +475,7 @@ class Worker(OutcomeRecording):
             self._jobs_left -= 1
         self._prefetch_told.discard(job.id)
         task = self.task_manager.tasks.get(job.task_name)
-        threaded = self.concurrency > 1 and not is_async(self.task_manager, job)
+        threaded = not self.runs_inline and not is_async(self.task_manager, job)
         deadline = time.monotonic() + task.timeout_s if threaded and task is not None and task.timeout_s else None
         running = self._running[job.id] = Running(job, time.monotonic(), deadline)
         if self.on_job_started is not None:
@@ -486,7 +489,7 @@ class Worker(OutcomeRecording):
         job = running.job
         if is_async(self.task_manager, job):
             self._loop.submit(job, context, running.abort, self._ended_elsewhere)
-        elif self.concurrency > 1:
+        elif not self.runs_inline:
             self._thread_pool().submit(job, context, running.abort, self._ended_elsewhere)
         else:
             # Ends before submit returns: nothing to wake, and no wake-up left pending for the
@@ -522,9 +525,9 @@ class Worker(OutcomeRecording):
         self._send_unsent()
 
     def _record(self, attempts: Sequence[Attempt]) -> None:
-        """Records attempts that ended: at concurrency 1 each on its own, in the round trip that
-        starts or claims the next job; above, all in one round trip with the claim of the next
-        jobs (``finish_jobs_and_claim``)."""
+        """Records attempts that ended: run inline, each on its own, in the round trip that
+        starts or claims the next job; else all in one round trip with the claim of the next jobs
+        (``finish_jobs_and_claim``), which a prefetch sends on the recorder's thread."""
         # An attempt given up for its timeout is not ours to record: its process is replaced.
         ours = [attempt for attempt in attempts if attempt.job.id in self._running]
         if not ours:
@@ -536,7 +539,7 @@ class Worker(OutcomeRecording):
             del self._running[attempt.job.id]
         # Before the round trip, which an outage may hold up, the batch ends; prefetched jobs take
         # the freed slots first, and run while the round trip is on its way (it refills the prefetch).
-        if self.concurrency > 1 and self._started and self._free_slots() > 0 and not self._stopping:
+        if self.prefetch and self._started and self._free_slots() > 0 and not self._stopping:
             taken = [self._started.popleft() for _ in range(min(len(self._started), self._free_slots()))]
             self._begin_all(taken, self._log_context())
         else:
@@ -544,12 +547,12 @@ class Worker(OutcomeRecording):
         if self.prefetch:
             self._unsent.extend(ours)  # sent by _send_unsent, now or when the round trip on its way is back
             return
-        for batch in ([ours] if self.concurrency > 1 else [[attempt] for attempt in ours]):
+        for batch in ([[attempt] for attempt in ours] if self.runs_inline else [ours]):
             if not batch:
                 continue
             self._recording = batch[0].job.id
             try:
-                if self.concurrency == 1:  # a batch of one
+                if self.runs_inline:  # a batch of one
                     with self._job_logged(batch[0].job):
                         self._finish(batch[0].job, batch[0].outcome)
                 else:
@@ -578,7 +581,9 @@ class Worker(OutcomeRecording):
         if self._recorder is None:
             self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cabbage-recorder")
         finishes = finishes_of([(attempt.job, attempt.outcome) for attempt in attempts])
-        answer = self._recorder.submit(self.store.finish_jobs_and_claim, self.worker_id, finishes, self.queues, round_trip.limit)
+        answer = self._recorder.submit(
+            self.store.finish_jobs_and_claim, self.worker_id, finishes, self.queues, round_trip.limit
+        )
         round_trip.answer = answer
         answer.add_done_callback(lambda _: self._ended.put(round_trip))
 

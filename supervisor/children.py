@@ -293,7 +293,7 @@ def _work(setup: ChildSetup, worker_number: int, stop: _StopRequest, reporter: r
     # Reported when the task returns, not once its outcome is recorded: what the lease and the
     # timeout protect is the task running, and an outcome waiting out an outage runs nothing.
     worker.on_task_returned = lambda job: _report(worker, reporter, reports.JobFinished(job.id))
-    if config.concurrency == 1:
+    if worker.runs_inline:
         worker.on_job_finished = lambda job: _show_state(worker_number, worker)
     else:
         # Many jobs at once: their reports go in one write, the title changes once, per batch.
@@ -378,14 +378,14 @@ def _unregister(store: JobStore, worker_id: int) -> None:
 
 def _on_job_started(worker_number: int, worker: Worker, job: Job, config: SupervisorConfig, reporter: reports.ReportWriter) -> None:
     _report(worker, reporter, reports.JobStarted(job.id, job.task_name, time.monotonic(), _deadline_for_master(worker, job, config)))
-    if worker.concurrency == 1:
+    if worker.runs_inline:
         proctitle.set_title(proctitle.running_worker_title(worker_number, job.task_name, job.id))
 
 
 def _report(worker: Worker, reporter: reports.ReportWriter, report: reports.Report) -> None:
-    """At once when the child runs one job at a time (its task runs in this very thread next);
-    with several at once, gathered until the worker's batch ends (``_end_batch``)."""
-    if worker.concurrency == 1:
+    """At once when the child runs its jobs inline (the task runs in this very thread next);
+    else, gathered until the worker's batch ends (``_end_batch``)."""
+    if worker.runs_inline:
         reporter.send(report)
     else:
         reporter.gather(report)
@@ -406,7 +406,7 @@ def _deadline_for_master(worker: Worker, job: Job, config: SupervisorConfig) -> 
         return None
     if is_async(worker.task_manager, job):
         return task.timeout_s + ASYNC_CANCEL_GRACE_S
-    if worker.concurrency > 1:
+    if not worker.runs_inline:
         return task.timeout_s + config.graceful_timeout_s
     return task.timeout_s
 
@@ -415,7 +415,7 @@ def _show_state(worker_number: int, worker: Worker) -> None:
     running = worker.running_count
     if running == 0:
         proctitle.set_title(proctitle.idle_worker_title(worker_number))
-    elif worker.concurrency > 1:
+    elif not worker.runs_inline:
         proctitle.set_title(proctitle.busy_worker_title(worker_number, running, worker.concurrency))
 
 

@@ -53,7 +53,7 @@ class SupervisorConfig:
     max_jobs_per_child: int | None = None  # None: children are never recycled
     batch_size: int = 1
     concurrency: int = 1  # jobs each child runs at once: threads for def tasks, one loop for async def
-    prefetch: int = 0  # started jobs a child holds beyond its running ones (concurrency above 1 only)
+    prefetch: int = 0  # started jobs a child holds beyond its running ones
     synchronous_commit: bool = True  # False: workers' claims and finishes do not wait for the disk
     retention_s: float | None = None  # None: finished jobs are kept (prune them by other means)
     log_format: str = "auto"
@@ -87,11 +87,11 @@ class SupervisorConfig:
             self._refuse("concurrency", self.concurrency, f"must be from 1 to {MAX_CONCURRENCY}")
         if not 0 <= self.prefetch <= MAX_CONCURRENCY:
             self._refuse("prefetch", self.prefetch, f"must be from 0 to {MAX_CONCURRENCY}")
-        if self.prefetch and self.concurrency == 1:
+        if self.prefetch and self.batch_size > 1 and self.concurrency == 1:
             raise ConfigurationError(
-                f"{self.source_of('prefetch')} needs {self.source_of('concurrency')} above 1, got {self.prefetch} with "
-                "a concurrency of 1: one job at a time runs in the worker's own thread, so nothing could run while "
-                f"a claim is on its way (to claim several jobs per round trip there, use {self.source_of('batch_size')})"
+                f"{self.source_of('prefetch')} and {self.source_of('batch_size')} are two ways to hold jobs ahead, got "
+                f"{self.prefetch} and {self.batch_size}: choose one (a prefetch starts the jobs it holds and runs them on a "
+                "thread while the outcomes before are recorded; a batch reserves them)"
             )
         if self.retention_s is not None and not (math.isfinite(self.retention_s) and self.retention_s > 0):
             self._refuse("retention_s", self.retention_s, "must be a duration greater than 0, as in 7d")
@@ -232,9 +232,10 @@ OPTIONS = (
            "jobs each worker process runs at once: def tasks in M threads, async def tasks on one "
            f"event loop (default: {_DEFAULTS['concurrency']}: one at a time, in the process's own thread)"),
     Option("prefetch", "--prefetch", "N", _whole_number,
-           "with --concurrency above 1: jobs each worker process holds started beyond the ones it runs, "
-           "so that a slot freed takes one at once, while the round trip recording the outcomes is on its "
-           "way; for short jobs (a prefetched job waits for a slot, its attempt begun, its lock held) "
+           "jobs each worker process holds started beyond the ones it runs, so that a slot freed takes one "
+           "at once, while the round trip recording the outcomes is on its way; for short jobs, at any "
+           "concurrency (a prefetched job waits for a slot, its attempt begun, its lock held; def tasks "
+           "run on a thread) "
            f"(default: {_DEFAULTS['prefetch']})"),
     Option("batch_size", "--batch-size", "N", _whole_number,
            f"jobs a worker claims per round trip to the database at concurrency 1 (default: {_DEFAULTS['batch_size']})"),

@@ -65,20 +65,31 @@ CONCURRENT_ASYNC_PREFETCH = Configuration(2, concurrency=50, task="noop_async", 
 # And without a log line per job (--log-level warning keeps the failures'): the peers print none.
 # The best configuration, paired with pgqueuer, oban and chancy.
 CONCURRENT_ASYNC_PREFETCH_QUIET = CONCURRENT_ASYNC_PREFETCH._replace(log_level="warning")
+# One job at a time per process, as by default, with 50 started jobs held: the outcomes are
+# recorded on a thread of their own while the next jobs run, several in one commit.
+ONE_AT_A_TIME_PREFETCH = Configuration(2, prefetch=50)
 CONFIGURATIONS = [Configuration(1), Configuration(2), Configuration(4), Configuration(8),
-                  BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT, CONCURRENT_WITHOUT_WAITING, CONCURRENT_ASYNC,
-                  CONCURRENT_PREFETCH, CONCURRENT_ASYNC_PREFETCH, CONCURRENT_ASYNC_PREFETCH_QUIET]
-QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING, CONCURRENT,
-                        CONCURRENT_ASYNC, CONCURRENT_ASYNC_PREFETCH, CONCURRENT_ASYNC_PREFETCH_QUIET]
+                  BATCHED, BATCHED_WITHOUT_WAITING, ONE_AT_A_TIME_PREFETCH, CONCURRENT, CONCURRENT_WITHOUT_WAITING,
+                  CONCURRENT_ASYNC, CONCURRENT_PREFETCH, CONCURRENT_ASYNC_PREFETCH, CONCURRENT_ASYNC_PREFETCH_QUIET]
+QUICK_CONFIGURATIONS = [Configuration(1), Configuration(2), BATCHED, BATCHED_WITHOUT_WAITING, ONE_AT_A_TIME_PREFETCH,
+                        CONCURRENT, CONCURRENT_ASYNC, CONCURRENT_ASYNC_PREFETCH, CONCURRENT_ASYNC_PREFETCH_QUIET]
 DEFER_CHUNK = 20_000
-# Each peer is paired with a cabbage configuration and a job count: enough for a steady drain at
+# Each peer is paired with cabbage configurations and a job count: enough for a steady drain at
 # the peer's speed, no more (procrastinate drains about 400 jobs/s here). pgqueuer, oban and
 # chancy run many async jobs at once per process, acknowledge them in batches and print no line
 # per job: each is paired with cabbage's --workers 2 --concurrency 50 --prefetch 50 --log-level
 # warning draining the async no-op, every commit waited for (its outcomes recorded together, one
-# commit per batch); procrastinate, one job at a time, with --workers 2 one at a time.
-PAIRS = {"pgqueuer": (CONCURRENT_ASYNC_PREFETCH_QUIET, 20_000), "procrastinate": (Configuration(2), 5_000),
-         "oban": (CONCURRENT_ASYNC_PREFETCH_QUIET, 20_000), "chancy": (CONCURRENT_ASYNC_PREFETCH_QUIET, 20_000)}
+# commit per batch); procrastinate, one job at a time, with --workers 2 one at a time. pgqueuer
+# is paired too with one job at a time per process and a line per job (--workers 2 --prefetch
+# 50): the default execution model with every guarantee. The first configuration of each peer
+# names its ratio throughput_ratio_vs_<peer>, the others throughput_<label>_ratio_vs_<peer>.
+BEST = ""
+PAIRS: dict[str, tuple[list[tuple[str, Configuration]], int]] = {
+    "pgqueuer": ([(BEST, CONCURRENT_ASYNC_PREFETCH_QUIET), ("one_at_a_time", ONE_AT_A_TIME_PREFETCH)], 20_000),
+    "procrastinate": ([(BEST, Configuration(2))], 5_000),
+    "oban": ([(BEST, CONCURRENT_ASYNC_PREFETCH_QUIET)], 20_000),
+    "chancy": ([(BEST, CONCURRENT_ASYNC_PREFETCH_QUIET)], 20_000),
+}
 
 
 def run(context: RunContext) -> None:
@@ -110,12 +121,14 @@ def drain_with_cabbage(context: RunContext, configuration: Configuration, jobs: 
 
 
 def compare_with_peer(context: RunContext, peer: str, rounds: int) -> None:
-    """The peer's drain and its paired cabbage configuration, alternately; medians and the ratio."""
-    configuration, jobs = PAIRS[peer]
+    """The peer's drain and its paired cabbage configurations, alternately; medians and ratios."""
+    pairings, jobs = PAIRS[peer]
     jobs = context.scale(jobs, 2_000)
-    cabbage_rates, peer_records = [], []
+    cabbage_rates: dict[str, list[float]] = {label: [] for label, _ in pairings}
+    peer_records = []
     for _ in range(rounds):
-        cabbage_rates.append(drain_with_cabbage(context, configuration, jobs)[0])
+        for label, configuration in pairings:
+            cabbage_rates[label].append(drain_with_cabbage(context, configuration, jobs)[0])
         with context.server.fresh_database(f"throughput_{peer}", cabbage_schema=False) as dsn:
             context.say(f"throughput: {jobs} jobs, {peer}")
             peer_records += [r for r in peer_runs.run(peer, "throughput", dsn, timeout_s=900, jobs=jobs)
@@ -123,17 +136,19 @@ def compare_with_peer(context: RunContext, peer: str, rounds: int) -> None:
     if len(peer_records) != rounds:
         context.say(f"throughput: {peer} gave {len(peer_records)} figures in {rounds} rounds; no ratio")
         return
-    ratios = [mine / theirs["value"] for mine, theirs in zip(cabbage_rates, peer_records)]
-    context.say(f"throughput: cabbage / {peer} by round: {', '.join(f'{ratio:.3f}' for ratio in ratios)}")
     pair = {"rounds": rounds, "jobs": jobs}
     context.figures.add(f"throughput_{peer}", statistics.median(r["value"] for r in peer_records), "jobs/s",
                         **{**peer_records[0]["params"], **pair})
-    context.figures.add("throughput_paired", statistics.median(cabbage_rates), "jobs/s",
-                        **configuration.params(), peer=peer, **pair)
-    numerator = " ".join(f"{name}={value}" for name, value in configuration.params().items())
-    context.figures.add(f"throughput_ratio_vs_{peer}", round(statistics.median(ratios), 3), "ratio",
-                        numerator=f"throughput {numerator}",
-                        denominator=f"throughput_{peer}", **pair, of="median of the rounds' ratios")
+    for label, configuration in pairings:
+        rates = cabbage_rates[label]
+        ratios = [mine / theirs["value"] for mine, theirs in zip(rates, peer_records)]
+        numerator = " ".join(f"{name}={value}" for name, value in configuration.params().items())
+        context.say(f"throughput: cabbage {numerator} / {peer} by round: {', '.join(f'{ratio:.3f}' for ratio in ratios)}")
+        context.figures.add("throughput_paired", statistics.median(rates), "jobs/s",
+                            **configuration.params(), peer=peer, **pair)
+        name = f"throughput_{label}_ratio_vs_{peer}" if label else f"throughput_ratio_vs_{peer}"
+        context.figures.add(name, round(statistics.median(ratios), 3), "ratio", numerator=f"throughput {numerator}",
+                            denominator=f"throughput_{peer}", **pair, of="median of the rounds' ratios")
 
 
 def defer_jobs(dsn: str, jobs: int, task_name: str = "noop") -> None:

@@ -66,11 +66,15 @@ async def io(n):
 """
 
 
-@pytest.mark.parametrize("prefetch", [(), ("--prefetch", "20")], ids=["no prefetch", "prefetch 20"])
-def test_locks_never_overlap_with_twenty_jobs_at_once_in_each_of_two_children(
-    start_supervisor: Start, jobs: Jobs, prefetch: tuple[str, ...]
+@pytest.mark.parametrize(
+    "options",
+    [("--concurrency", "20"), ("--concurrency", "20", "--prefetch", "20"), ("--concurrency", "1", "--prefetch", "5")],
+    ids=["20 at once", "20 at once, prefetch 20", "one at a time, prefetch 5"],
+)
+def test_locks_never_overlap_with_many_jobs_held_in_each_of_two_children(
+    start_supervisor: Start, jobs: Jobs, options: tuple[str, ...]
 ) -> None:
-    supervisor = start_supervisor(TASKS, "--concurrency", "20", *prefetch, defaults=OPTIONS)
+    supervisor = start_supervisor(TASKS, *options, defaults=OPTIONS)
     supervisor.wait_for_children(2)
     # More locks than one child has slots: one child that finishes and claims in one round trip could
     # otherwise take every lock's next job itself, and the other child would never run one.
@@ -103,14 +107,16 @@ def test_a_killed_child_holding_many_jobs_has_each_reclaimed_once(start_supervis
     assert sorted(event["n"] for event in supervisor.task_events("worked")) == list(range(5))
 
 
-def test_a_killed_child_has_its_prefetched_jobs_given_back_without_an_attempt(start_supervisor: Start, jobs: Jobs) -> None:
-    supervisor = start_supervisor(TASKS, "--concurrency", "3", "--prefetch", "3",
+@pytest.mark.parametrize("concurrency", [3, 1])
+def test_a_killed_child_has_its_prefetched_jobs_given_back_without_an_attempt(start_supervisor: Start, jobs: Jobs, concurrency: int) -> None:
+    supervisor = start_supervisor(TASKS, "--concurrency", str(concurrency), "--prefetch", "3",
                                   defaults=("--workers", "1", *OPTIONS[2:]))  # fmt: skip
     [child] = supervisor.wait_for_children(1)
-    job_ids = jobs.defer_many("hold", [[n] for n in range(6)], max_attempts=1)
-    wait_for(lambda: len(supervisor.task_events("began")) == 3, 20, "three jobs to begin", context=supervisor.last_log_lines)
+    job_ids = jobs.defer_many("hold", [[n] for n in range(concurrency + 3)], max_attempts=1)
+    wait_for(lambda: len(supervisor.task_events("began")) == concurrency, 20, "the slots' jobs to begin",
+             context=supervisor.last_log_lines)  # fmt: skip
     # The other three are started and held by the child, waiting for a slot.
-    wait_for(lambda: all(jobs.status(job_id) is Status.DOING for job_id in job_ids), 5, "six jobs doing",
+    wait_for(lambda: all(jobs.status(job_id) is Status.DOING for job_id in job_ids), 5, "every job doing",
              context=supervisor.last_log_lines)  # fmt: skip
     began = {job_ids[event["n"]] for event in supervisor.task_events("began")}
     os.kill(child, signal.SIGKILL)

@@ -114,11 +114,11 @@ APP = ["--app", "proj.tasks"]
         ([*APP, "--concurrency", "4", "--prefetch", "-3"], {}, "--prefetch must be from 0 to 10000, got -3"),
         ([*APP, "--concurrency", "4", "--prefetch", "lots"], {}, "--prefetch must be a whole number, got 'lots'"),
         (
-            APP,
+            [*APP, "--batch-size", "5"],
             {"CABBAGE_PREFETCH": "10"},
-            "CABBAGE_PREFETCH needs --concurrency above 1, got 10 with a concurrency of 1: one job at a time runs in "
-            "the worker's own thread, so nothing could run while a claim is on its way (to claim several jobs per "
-            "round trip there, use --batch-size)",
+            "CABBAGE_PREFETCH and --batch-size are two ways to hold jobs ahead, got 10 and 5: choose one (a prefetch "
+            "starts the jobs it holds and runs them on a thread while the outcomes before are recorded; a batch "
+            "reserves them)",
         ),
         ([*APP, "--synchronous-commit", "false"], {}, "--synchronous-commit must be on or off, got 'false'"),
         ([*APP, "--retention", "7x"], {}, "--retention: unknown unit 'x' in duration '7x': use w, d, h, m or s, as in 90s, 15m, 1h30m, 7d or 2w"),

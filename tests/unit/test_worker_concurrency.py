@@ -415,9 +415,32 @@ def test_a_bad_prefetch_is_refused(task_manager: cabbage.TaskManager, prefetch: 
         cabbage.Worker(task_manager, concurrency=4, prefetch=prefetch)
 
 
-def test_a_prefetch_at_concurrency_one_is_refused(task_manager: cabbage.TaskManager) -> None:
-    with pytest.raises(ValueError, match="prefetch needs a concurrency above 1"):
-        cabbage.Worker(task_manager, prefetch=3)
+def test_a_prefetch_with_a_batch_at_concurrency_one_is_refused(task_manager: cabbage.TaskManager) -> None:
+    with pytest.raises(ValueError, match="prefetch and batch_size are two ways to hold jobs ahead"):
+        cabbage.Worker(task_manager, prefetch=3, batch_size=5)
+
+
+def test_a_prefetch_at_concurrency_one_runs_one_job_at_a_time_on_a_thread_of_its_own(task_manager: cabbage.TaskManager) -> None:
+    active, most, threads = [0], [0], set()
+    guard = threading.Lock()
+
+    @task_manager.task
+    def work(n: int) -> None:
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        threads.add(threading.get_ident())
+        with guard:
+            active[0] -= 1
+
+    work.defer_many([[n] for n in range(20)])
+    worker = cabbage.Worker(task_manager, prefetch=5)
+    assert not worker.runs_inline
+    assert worker.process_jobs() == 20
+    assert statuses(task_manager) == [Status.SUCCEEDED] * 20
+    assert most[0] == 1
+    assert threading.get_ident() not in threads  # the loop's thread records while a job runs
+    assert cabbage.Worker(task_manager).runs_inline and not cabbage.Worker(task_manager, concurrency=2).runs_inline
 
 
 def test_the_hooks_hear_of_a_prefetch_before_a_wait_and_of_each_start_before_its_task_runs(task_manager: cabbage.TaskManager) -> None:

@@ -263,7 +263,8 @@ class HeldRoundTripStore(FlakyStore):
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_attempts_that_end_while_a_lost_round_trip_is_on_its_way_run_once(when: str) -> None:
+@pytest.mark.parametrize(("concurrency", "ran_meanwhile"), [(2, 4), (1, 3)])
+def test_attempts_that_end_while_a_lost_round_trip_is_on_its_way_run_once(when: str, concurrency: int, ran_meanwhile: int) -> None:
     # With a prefetch, the prefetched jobs run while the outcomes of the jobs before are on their
     # way; when that round trip is lost, the worker looks for what it holds in the rows, and the
     # jobs that ran meanwhile (their outcomes not sent yet) must not be taken for jobs to run.
@@ -279,14 +280,14 @@ def test_attempts_that_end_while_a_lost_round_trip_is_on_its_way_run_once(when: 
     letters = "abcdef"
     for letter in letters:
         write.defer(letter)
-    worker = cabbage.Worker(task_manager, concurrency=2, prefetch=2)
+    worker = cabbage.Worker(task_manager, concurrency=concurrency, prefetch=2)
     thread = threading.Thread(target=worker.process_jobs)
     thread.start()
     try:
         assert store.sent.wait(WAIT_S)
-        # Two ran, their outcomes are on their way; the two prefetched take their slots meanwhile.
-        wait_for(lambda: len(runs) == 4, WAIT_S, "the prefetched jobs to run while the round trip is held")
-        assert [job.status for job in store.jobs[:4]] == [Status.DOING] * 4
+        # The first to end have their outcomes on their way; the two prefetched run meanwhile.
+        wait_for(lambda: len(runs) == ran_meanwhile, WAIT_S, "the prefetched jobs to run while the round trip is held")
+        assert [job.status for job in store.jobs[:ran_meanwhile]] == [Status.DOING] * ran_meanwhile
         store.outage["finish_jobs_and_claim"] = [when]
     finally:
         store.release.set()
