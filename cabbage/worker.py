@@ -57,12 +57,14 @@ DEFAULT_POLL_INTERVAL_S = 5.0
 
 @dataclasses.dataclass(frozen=True)
 class Running:
-    """An attempt in flight: its job, when it began (monotonic), the deadline of a ``def`` task
-    run in a thread (which cannot be stopped), whether it passed that deadline, and its abort
-    request (``cabbage.job_context``)."""
+    """An attempt in flight: its job, when it began (monotonic), whether its task is an ``async
+    def`` one (run on the event loop), the deadline of a ``def`` task run in a thread (which
+    cannot be stopped), whether it passed that deadline, and its abort request
+    (``cabbage.job_context``)."""
 
     job: Job
     began_at: float
+    is_async: bool = False
     deadline: float | None = None
     overran: bool = False
     abort: AbortRequest = dataclasses.field(default_factory=AbortRequest)
@@ -219,7 +221,7 @@ class Worker(OutcomeRecording):
             return
         job = running.job
         log.warning("job_abort_requested", aborted_by=aborted_by, worker_id=self.worker_id, **job.log_context())
-        if is_async(self.task_manager, job):
+        if running.is_async:
             self._loop.cancel(job.id)
         if self.on_abort_requested is not None:
             self.on_abort_requested(job, aborted_by)
@@ -475,9 +477,10 @@ class Worker(OutcomeRecording):
             self._jobs_left -= 1
         self._prefetch_told.discard(job.id)
         task = self.task_manager.tasks.get(job.task_name)
-        threaded = not self.runs_inline and not is_async(self.task_manager, job)
+        on_the_loop = is_async(self.task_manager, job)
+        threaded = not self.runs_inline and not on_the_loop
         deadline = time.monotonic() + task.timeout_s if threaded and task is not None and task.timeout_s else None
-        running = self._running[job.id] = Running(job, time.monotonic(), deadline)
+        running = self._running[job.id] = Running(job, time.monotonic(), on_the_loop, deadline)
         if self.on_job_started is not None:
             self.on_job_started(job)
         if (job.id, job.attempts) in self._abort_requests:
@@ -487,7 +490,7 @@ class Worker(OutcomeRecording):
     def _submit(self, running: Running, context: Mapping[str, object]) -> None:
         """Hands a registered attempt to its executor; its end is recorded by ``_record``."""
         job = running.job
-        if is_async(self.task_manager, job):
+        if running.is_async:
             self._loop.submit(job, context, running.abort, self._ended_elsewhere)
         elif not self.runs_inline:
             self._thread_pool().submit(job, context, running.abort, self._ended_elsewhere)
