@@ -145,13 +145,24 @@ def test_an_async_task_past_its_timeout_is_cancelled_and_the_child_goes_on(start
     assert supervisor.children() == [child] and not supervisor.events("worker_killed")
 
 
-def test_a_thread_past_its_timeout_has_its_child_replaced_once_the_others_are_done(start_supervisor: Start, jobs: Jobs) -> None:
-    supervisor = start_supervisor(TASKS, "--concurrency", "3", defaults=("--workers", "1", *OPTIONS[2:]))
+@pytest.mark.parametrize("options", [("--concurrency", "3"), ("--prefetch", "2")], ids=["3 at once", "one at a time, prefetch 2"])
+def test_a_thread_past_its_timeout_has_its_child_replaced_once_the_others_are_done(
+    start_supervisor: Start, jobs: Jobs, options: tuple[str, ...]
+) -> None:
+    supervisor = start_supervisor(TASKS, *options, defaults=("--workers", "1", *OPTIONS[2:]))
     [child] = supervisor.wait_for_children(1)
     stuck = jobs.defer("stuck", 1)
     others = jobs.defer_many("hold", [[n] for n in range(2)])
     wait_for(lambda: jobs.status(stuck) is Status.FAILED, 30, "the stuck job to be reclaimed", context=supervisor.last_log_lines)
-    assert all(jobs.status(job_id) is Status.SUCCEEDED for job_id in others)  # they finished first
+    if "--concurrency" in options:
+        assert all(jobs.status(job_id) is Status.SUCCEEDED for job_id in others)  # they finished first
+    else:
+        # One at a time, the stuck job was all the child ran: it exited at once, and the jobs it held
+        # prefetched, never begun, went back unused and ran in the new child.
+        wait_for(lambda: all(jobs.status(job_id) is Status.SUCCEEDED for job_id in others), 20, "the others to succeed",
+                 context=supervisor.last_log_lines)  # fmt: skip
+        assert child not in {event["pid"] for event in supervisor.task_events("began")}
+    assert all(jobs.get(job_id).attempts == 1 for job_id in others)
     error = jobs.get(stuck).last_error
     assert error is not None and error.type == "WorkerLost" and "past its task's timeout" in error.message
     [exited] = [line for line in supervisor.events("worker_exited") if line["child_pid"] == child]
@@ -171,16 +182,22 @@ def test_a_graceful_stop_waits_for_every_job_in_flight(start_supervisor: Start, 
     assert not supervisor.events("worker_killed")
 
 
-def test_a_graceful_stop_gives_the_prefetched_jobs_back_and_waits_for_the_running_ones(start_supervisor: Start, jobs: Jobs) -> None:
-    supervisor = start_supervisor(TASKS, "--concurrency", "4", "--prefetch", "4", defaults=("--workers", "1", *OPTIONS[2:]))
+@pytest.mark.parametrize("concurrency", [4, 1])
+def test_a_graceful_stop_gives_the_prefetched_jobs_back_and_waits_for_the_running_ones(
+    start_supervisor: Start, jobs: Jobs, concurrency: int
+) -> None:
+    supervisor = start_supervisor(TASKS, "--concurrency", str(concurrency), "--prefetch", "4",
+                                  defaults=("--workers", "1", *OPTIONS[2:]))  # fmt: skip
     supervisor.wait_for_children(1)
     job_ids = jobs.defer_many("hold", [[n] for n in range(12)])
-    wait_for(lambda: len(supervisor.task_events("began")) == 4, 20, "four jobs to begin", context=supervisor.last_log_lines)
-    wait_for(lambda: jobs.counts()[Status.DOING] == 8, 5, "four running and four prefetched", context=supervisor.last_log_lines)
+    wait_for(lambda: len(supervisor.task_events("began")) == concurrency, 20, "the slots' jobs to begin",
+             context=supervisor.last_log_lines)  # fmt: skip
+    wait_for(lambda: jobs.counts()[Status.DOING] == concurrency + 4, 5, "the running and four prefetched",
+             context=supervisor.last_log_lines)  # fmt: skip
     supervisor.send(signal.SIGTERM)
     assert supervisor.wait_exit(30) == 0
     statuses = [jobs.status(job_id) for job_id in job_ids]
-    assert statuses.count(Status.SUCCEEDED) == 4 and statuses.count(Status.TODO) == 8
+    assert statuses.count(Status.SUCCEEDED) == concurrency and statuses.count(Status.TODO) == 12 - concurrency
     assert all(jobs.get(job_id).attempts == 0 for job_id in job_ids if jobs.status(job_id) is Status.TODO)
     assert [event["jobs"] for event in supervisor.events("prefetch_given_back")] == [4]
     assert not supervisor.events("worker_killed")
