@@ -3,8 +3,9 @@ tasks on one event loop, locks still one at a time and in order, timeouts, stopp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -14,6 +15,26 @@ from cabbage.testing import InMemoryJobStore
 from tests.waiting import wait_for
 
 WAIT_S = 10.0  # how long a task waits for its fellows: only reached when they never come
+
+
+class Overlap:
+    """How many tasks run at once, and the most that ever did."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most = 0
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._guard:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            yield
+        finally:
+            with self._guard:
+                self.active -= 1
 
 
 @pytest.fixture
@@ -28,22 +49,17 @@ def statuses(task_manager: cabbage.TaskManager) -> list[Status]:
 def test_def_tasks_run_together_up_to_the_concurrency(task_manager: cabbage.TaskManager) -> None:
     # Each job waits until all five run at once: one at a time, the barrier would break.
     together = threading.Barrier(5, timeout=WAIT_S)
-    active, most = [0], [0]
-    guard = threading.Lock()
+    overlap = Overlap()
 
     @task_manager.task
     def meet(n: int) -> None:
-        with guard:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        together.wait()
-        with guard:
-            active[0] -= 1
+        with overlap.running():
+            together.wait()
 
     meet.defer_many([[n] for n in range(10)])
     assert cabbage.Worker(task_manager, concurrency=5).process_jobs() == 10
     assert statuses(task_manager) == [Status.SUCCEEDED] * 10
-    assert most[0] == 5  # never more than the concurrency
+    assert overlap.most == 5  # never more than the concurrency
 
 
 def test_async_tasks_run_together_on_one_event_loop(task_manager: cabbage.TaskManager) -> None:
@@ -284,17 +300,12 @@ def doing_jobs(task_manager: cabbage.TaskManager) -> list[Job]:
 
 def test_a_prefetch_holds_started_jobs_beyond_the_running_ones(task_manager: cabbage.TaskManager) -> None:
     release = threading.Event()
-    active, most = [0], [0]
-    guard = threading.Lock()
+    overlap = Overlap()
 
     @task_manager.task
     def hold(n: int) -> None:
-        with guard:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        release.wait(WAIT_S)
-        with guard:
-            active[0] -= 1
+        with overlap.running():
+            release.wait(WAIT_S)
 
     hold.defer_many([[n] for n in range(10)])
     worker = cabbage.Worker(task_manager, concurrency=2, prefetch=3, poll_interval_s=0.05)
@@ -312,7 +323,7 @@ def test_a_prefetch_holds_started_jobs_beyond_the_running_ones(task_manager: cab
         release.set()
         worker.stop()
         thread.join(WAIT_S)
-    assert most[0] == 2  # the prefetch never runs beyond the concurrency
+    assert overlap.most == 2  # the prefetch never runs beyond the concurrency
 
 
 def test_a_freed_slot_takes_a_prefetched_job_before_the_outcome_is_recorded(task_manager: cabbage.TaskManager) -> None:
@@ -421,24 +432,19 @@ def test_a_prefetch_with_a_batch_at_concurrency_one_is_refused(task_manager: cab
 
 
 def test_a_prefetch_at_concurrency_one_runs_one_job_at_a_time_on_a_thread_of_its_own(task_manager: cabbage.TaskManager) -> None:
-    active, most, threads = [0], [0], set()
-    guard = threading.Lock()
+    overlap, threads = Overlap(), set()
 
     @task_manager.task
     def work(n: int) -> None:
-        with guard:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        threads.add(threading.get_ident())
-        with guard:
-            active[0] -= 1
+        with overlap.running():
+            threads.add(threading.get_ident())
 
     work.defer_many([[n] for n in range(20)])
     worker = cabbage.Worker(task_manager, prefetch=5)
     assert not worker.runs_inline
     assert worker.process_jobs() == 20
     assert statuses(task_manager) == [Status.SUCCEEDED] * 20
-    assert most[0] == 1
+    assert overlap.most == 1
     assert threading.get_ident() not in threads  # the loop's thread records while a job runs
     assert cabbage.Worker(task_manager).runs_inline and not cabbage.Worker(task_manager, concurrency=2).runs_inline
 
