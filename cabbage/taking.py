@@ -140,13 +140,15 @@ class JobTaking:
         taken: list[Job] = []
         while self._started and len(taken) < free:
             taken.append(self._started.popleft())
+        if self._is_recording_elsewhere():
+            return taken  # the connection is the recorder's until it answers, and its answer claims
         while self._reserved and len(taken) < free and not self._stopping:
             # None: reclaimed since we reserved it (our heartbeat was late); skip it.
             started = self._start_reserved(self._reserved.popleft().id)
             if started is not None:
                 taken.append(started)
-        if taken or self._is_recording_elsewhere():
-            return taken  # the connection is busy with outcomes on their way: the answer claims
+        if taken:
+            return taken
         if self._claim_found_nothing:
             self._claim_found_nothing = False
             return []  # wait instead: a job deferred since then notifies

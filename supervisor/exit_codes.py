@@ -42,9 +42,9 @@ CHILD_WORKER_LOST = 77
 # for superusers): after a few tries it exits; the master logs the limit and what to do once,
 # and respawns it with growing delays while the children that did connect go on.
 CHILD_NO_CONNECTION_SLOT = 78
-# A def task run in a thread (--concurrency above 1, or --prefetch) passed its timeout=: a thread cannot be
-# stopped, so once the child's other jobs were recorded it exits; the master reclaims the
-# overrun job (its reports named it) and replaces the child at once.
+# A def task run in a thread (--concurrency above 1, or --prefetch) passed its timeout=: a
+# thread cannot be stopped, so once the child's other jobs were recorded it exits; the master
+# reclaims the overrun job (its reports named it) and replaces the child at once.
 CHILD_TASK_TIMED_OUT = 79
 
 # What each child status means, for the reason recorded on a lost worker's jobs.
