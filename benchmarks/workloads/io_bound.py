@@ -12,6 +12,8 @@ Every configuration runs 100 jobs at once in all, at most 2,000 jobs/s:
   loop for the ``async def`` one): the configuration the target names, with 50 more jobs started
   per child, waiting for a slot (still 100 running at once). Until this cabbage-supervisor has
   ``--concurrency``, it is not run: one line on stderr says so, and no ratio is printed.
+- cabbage ``--workers 1 --concurrency 100 --prefetch 100`` (async): the fewest processes a
+  supervisor runs, for its memory and connections beside the peers of one process; no ratio.
 - cabbage ``--workers 2``, one job at a time per child (2 at once, not 100), on fewer jobs: the
   baseline, labelled ``baseline`` in its params, compared with nothing.
 - procrastinate, concurrency 100 in one process and 50 in each of two; pgqueuer, two processes
@@ -79,6 +81,9 @@ class Measure:
 # way to the database: 100 jobs run at once in all, as for every peer.
 CABBAGE_TARGETS = [System("sync", 2, 50, prefetch=50), System("async", 2, 50, prefetch=50)]
 CABBAGE_BASELINE = System("sync", 2, 1, baseline=True)
+# The fewest processes a supervisor runs: its master and one child of 100 slots. Measured beside
+# the target for its memory and connections (against the peers of one process), with no ratio.
+CABBAGE_ONE_CHILD = System("async", 1, 100, prefetch=100)
 PEER_SYSTEMS = [
     System("sync", 1, 100, "procrastinate"), System("async", 1, 100, "procrastinate"),
     System("sync", 2, 50, "procrastinate"), System("async", 2, 50, "procrastinate"),
@@ -95,7 +100,7 @@ def run(context: RunContext) -> None:
     rounds = context.scale(3, 1)
     systems = [CABBAGE_BASELINE, *[system for system in PEER_SYSTEMS if system.peer in context.peers]]
     if supervisor_has_option("--concurrency"):
-        systems[:0] = CABBAGE_TARGETS
+        systems[:0] = [*CABBAGE_TARGETS, CABBAGE_ONE_CHILD]
     else:
         context.say("io_bound: cabbage --workers 2 --concurrency 50 NOT RUN: this cabbage-supervisor has no "
                     "--concurrency option yet; no ratio against the peers in this run")
