@@ -35,7 +35,7 @@ from cabbage.exceptions import DatabaseUnavailable
 from cabbage.executors import InlineExecutor, LoopExecutor, ThreadExecutor
 from cabbage.heartbeat import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HeartbeatThread, register_worker
 from cabbage.job_context import AbortRequest
-from cabbage.jobs import Job
+from cabbage.jobs import Job, Outcome
 from cabbage.lease import Lease, margin_for
 from cabbage.recording import OutcomeRecording, finishes_of
 from cabbage.store import JobStore
@@ -78,6 +78,10 @@ class RoundTrip:
     attempts: list[Attempt]
     limit: int
     answer: "concurrent.futures.Future[tuple[set[int], list[Job]]] | None" = None
+
+    @property
+    def ended(self) -> list[tuple[Job, Outcome]]:
+        return [(attempt.job, attempt.outcome) for attempt in self.attempts]
 
 
 class Worker(OutcomeRecording):
@@ -583,7 +587,7 @@ class Worker(OutcomeRecording):
         self._recording = attempts[0].job.id
         if self._recorder is None:
             self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cabbage-recorder")
-        finishes = finishes_of([(attempt.job, attempt.outcome) for attempt in attempts])
+        finishes = finishes_of(round_trip.ended)
         answer = self._recorder.submit(
             self.store.finish_jobs_and_claim, self.worker_id, finishes, self.queues, round_trip.limit
         )
@@ -594,7 +598,7 @@ class Worker(OutcomeRecording):
         """What a round trip of the recorder's thread answered; after a lost connection each of
         its outcomes is recorded as ``_finish`` does, in this thread."""
         assert round_trip.answer is not None
-        ended = [(attempt.job, attempt.outcome) for attempt in round_trip.attempts]
+        ended = round_trip.ended
         try:
             answer = round_trip.answer.result()
         except DatabaseUnavailable as exc:

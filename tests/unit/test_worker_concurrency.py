@@ -317,6 +317,8 @@ def test_a_prefetch_holds_started_jobs_beyond_the_running_ones(task_manager: cab
         assert worker.running_count == 2
         assert all(job.attempts == 1 and job.worker_id is not None for job in doing_jobs(task_manager))
         assert statuses(task_manager).count(Status.TODO) == 5
+        # Both tasks inside before they are let go: a thread slow to start would otherwise meet none.
+        wait_for(lambda: overlap.active == 2, WAIT_S, "both running tasks to be inside their task")
         release.set()
         wait_for(lambda: statuses(task_manager) == [Status.SUCCEEDED] * 10, WAIT_S, "every job to succeed")
     finally:
